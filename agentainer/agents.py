@@ -1,0 +1,251 @@
+"""AgentService: the lifecycle state machine over the store and the Docker runtime."""
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from docker.types import Mount
+
+from agentainer.errors import AgentainerError, InvalidTransition, NotFound
+from agentainer.models import Agent, AgentSpec, new_agent_id, now
+from agentainer.mounts import MountPolicy
+from agentainer.runtime import ContainerGone, DockerRuntime
+from agentainer.states import OPERATIONS, AgentStatus, Desired, observed
+from agentainer.store import AgentStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Networks:
+    """Where agents live and how they reach the proxy."""
+
+    egress: str
+    internal: str
+    proxy_port: int
+
+
+class AgentService:
+    """Deploys agents and moves them through the lifecycle table (DESIGN §3).
+
+    Every operation on one agent runs under that agent's Redis lock, and decides from
+    what Docker says now, not from what Redis last recorded.
+    """
+
+    def __init__(self, store: AgentStore, runtime: DockerRuntime, *, networks: Networks,
+                 mounts: MountPolicy, default_app_port: int = 8000,
+                 stop_timeout: float = 10.0) -> None:
+        self._store = store
+        self._runtime = runtime
+        self._networks = networks
+        self._mounts = mounts
+        self._default_app_port = default_app_port
+        self._stop_timeout = stop_timeout
+
+    # -- reading ----------------------------------------------------------------------
+
+    def get(self, ref: str) -> Agent:
+        """Return the agent named or identified by ``ref``, its status as Docker shows it."""
+        agent = self._store.get(self._store.resolve(ref))
+        return replace(agent, status=self._observe(agent))
+
+    def resolve(self, ref: str) -> str:
+        return self._store.resolve(ref)
+
+    def list(self, *, status: AgentStatus | None = None, name: str | None = None) -> list[Agent]:
+        """Return every agent (oldest first), optionally filtered by status or name substring."""
+        live = self._runtime.statuses()
+        agents = [replace(a, status=observed(a.status, live.get(a.id)))
+                  for a in self._store.list()]
+        return [a for a in agents
+                if (status is None or a.status is status) and (name is None or name in a.name)]
+
+    def logs(self, ref: str, *, follow: bool = False, tail: int | None = None,
+             since: float | None = None, timestamps: bool = False) -> Iterator[bytes]:
+        agent = self._store.get(self._store.resolve(ref))
+        if not agent.container_id:
+            raise NotFound(f"agent {agent.name} has no container yet", code="no_container")
+        try:
+            return self._runtime.logs(agent.container_id, follow=follow, tail=tail,
+                                      since=since, timestamps=timestamps)
+        except ContainerGone:
+            raise NotFound(f"agent {agent.name}'s container is gone; 'resume' recreates it",
+                           code="no_container") from None
+
+    # -- deploy and remove ------------------------------------------------------------
+
+    def deploy(self, spec: AgentSpec, *, start: bool = False) -> Agent:
+        """Create the agent's container (not started unless ``start``) and record it.
+
+        Raises:
+            ImageNotFound, InvalidInput, NameTaken, Conflict, Unavailable.
+        """
+        ports = self._runtime.exposed_ports(spec.image)
+        app_port = spec.app_port or (ports[0] if len(ports) == 1 else self._default_app_port)
+        spec = replace(spec, app_port=app_port)
+        for volume in spec.volumes:  # NOTE: refuse bad paths before anything is reserved
+            if volume.host_path:
+                self._mounts.check(volume.host_path)
+        stamp = now()
+        agent = Agent(id=new_agent_id(), spec=spec, status=AgentStatus.CREATED,
+                      desired=Desired.STOPPED, container_id=None,
+                      created_at=stamp, updated_at=stamp)
+        self._store.reserve(agent.id, spec.name, spec.token_hash)
+        container_id = None
+        try:
+            container_id = self._create_container(agent)
+            agent = replace(agent, container_id=container_id)
+            self._store.create(agent)
+        except BaseException:
+            if container_id:
+                self._runtime.remove(container_id)
+            self._store.release(agent.id, spec.name, spec.token_hash)
+            raise
+        logger.info("agent %s: deployed %s as %s", agent.id, spec.image, spec.name)
+        return self.start(agent.id) if start else agent
+
+    def remove(self, ref: str, *, volumes: bool = False) -> tuple[Agent, list[str]]:
+        """Remove the agent's containers and records; with ``volumes`` its named volumes.
+
+        Returns:
+            The removed agent and the named volumes that were kept because another
+            container still uses them.
+        """
+        agent_id = self._store.resolve(ref)
+        with self._store.lock(agent_id):
+            agent = self._store.get(agent_id)
+            for container_id in {*self._runtime.containers_of(agent_id), agent.container_id}:
+                if container_id:
+                    self._runtime.remove(container_id)
+            kept = []
+            for volume in agent.spec.volumes if volumes else ():
+                if volume.volume:
+                    try:
+                        self._runtime.remove_volume(volume.volume)
+                    except AgentainerError:
+                        kept.append(volume.volume)
+            self._store.delete(agent)
+        logger.info("agent %s: removed", agent_id)
+        return agent, kept
+
+    # -- the lifecycle table ----------------------------------------------------------
+
+    def start(self, ref: str) -> Agent:
+        return self._transition(ref, "start", self._start)
+
+    def stop(self, ref: str) -> Agent:
+        return self._transition(ref, "stop", self._stop)
+
+    def restart(self, ref: str) -> Agent:
+        return self._transition(ref, "restart", self._restart)
+
+    def pause(self, ref: str) -> Agent:
+        return self._transition(ref, "pause", self._pause)
+
+    def resume(self, ref: str) -> Agent:
+        return self._transition(ref, "resume", self._resume)
+
+    def _transition(self, ref: str, name: str,
+                    action: Callable[[Agent, AgentStatus], str | None]) -> Agent:
+        operation = OPERATIONS[name]
+        agent_id = self._store.resolve(ref)
+        with self._store.lock(agent_id):
+            agent = self._store.get(agent_id)
+            status = self._observe(agent)
+            try:
+                must_act = operation.check(status)
+            except ValueError as ex:
+                raise InvalidTransition(f"agent {agent.name}: {ex}") from None
+            container_id = agent.container_id
+            if must_act:
+                try:
+                    container_id = action(agent, status) or container_id
+                except AgentainerError as ex:
+                    self._store.update(agent.id, last_error=f"{name}: {ex.message}")
+                    raise
+                logger.info("agent %s: %s (was %s)", agent.id, name, status.value)
+                # NOTE: an operation that ran clears an earlier 'failed' verdict.
+                agent = replace(agent, status=AgentStatus.STOPPED)
+            agent = replace(agent, container_id=container_id)
+            final = self._observe(agent)
+            self._store.update(agent.id, status=final, desired=operation.desired,
+                               container_id=container_id, clear_error=must_act)
+            return replace(agent, status=final, desired=operation.desired,
+                           last_error=None if must_act else agent.last_error)
+
+    def _start(self, agent: Agent, status: AgentStatus) -> str:
+        container_id = agent.container_id
+        if not container_id or not self._exists(container_id):
+            container_id = self._recreate(agent)
+        self._runtime.start(container_id)
+        return container_id
+
+    def _stop(self, agent: Agent, status: AgentStatus) -> None:
+        if status is AgentStatus.PAUSED:
+            # NOTE: a frozen process cannot handle SIGTERM; thaw it so it can shut down.
+            self._runtime.unpause(agent.container_id)
+        self._runtime.stop(agent.container_id, timeout=self._stop_timeout)
+
+    def _restart(self, agent: Agent, status: AgentStatus) -> str:
+        self._stop(agent, status)
+        return self._start(agent, AgentStatus.STOPPED)
+
+    def _pause(self, agent: Agent, status: AgentStatus) -> None:
+        self._runtime.pause(agent.container_id)
+
+    def _resume(self, agent: Agent, status: AgentStatus) -> str | None:
+        if status is AgentStatus.PAUSED:
+            self._runtime.unpause(agent.container_id)
+            return None
+        return self._start(agent, status)
+
+    # -- containers -------------------------------------------------------------------
+
+    def _observe(self, agent: Agent) -> AgentStatus:
+        """Return the agent's status from Docker; a missing container reads as stopped."""
+        if not agent.container_id:
+            return observed(agent.status, None)
+        try:
+            return observed(agent.status, self._runtime.state(agent.container_id).status)
+        except ContainerGone:
+            return observed(agent.status, None)
+
+    def _exists(self, container_id: str) -> bool:
+        try:
+            self._runtime.state(container_id)
+        except ContainerGone:
+            return False
+        return True
+
+    def _recreate(self, agent: Agent) -> str:
+        """Create a fresh container from the stored spec, clearing any stale ones first."""
+        for stale in self._runtime.containers_of(agent.id):
+            self._runtime.remove(stale)
+        logger.info("agent %s: container missing, recreating from the stored spec", agent.id)
+        return self._create_container(agent)
+
+    def _create_container(self, agent: Agent) -> str:
+        spec = agent.spec
+        network = self._networks.egress if spec.egress else self._networks.internal
+        self._runtime.ensure_network(network, internal=not spec.egress)
+        gateway = self._runtime.network_gateway(network)
+        env = {**spec.env_vars, "AGENT_ID": agent.id, "AGENT_NAME": agent.name,
+               "AGENTAINER_PROXY_URL": f"http://{gateway}:{self._networks.proxy_port}/agent"}
+        return self._runtime.create(agent, network=network, env=env,
+                                    mounts=self._bind_sources(spec))
+
+    def _bind_sources(self, spec: AgentSpec) -> list[Mount]:
+        """Check every bind path against the policy and return Docker mounts."""
+        mounts = []
+        for volume in spec.volumes:
+            if volume.host_path:
+                source = self._mounts.check(volume.host_path)
+                source.mkdir(parents=True, exist_ok=True)
+                mounts.append(Mount(volume.container_path, str(source), type="bind",
+                                    read_only=volume.read_only))
+            else:
+                mounts.append(Mount(volume.container_path, volume.volume, type="volume",
+                                    read_only=volume.read_only,
+                                    labels={"agentainer.managed": "1"}))
+        return mounts

@@ -1,0 +1,1 @@
+"""The HTTP transport: turns requests into AgentService calls and results into replies."""

@@ -1,0 +1,111 @@
+"""Resources for /agents: deploy, list, inspect, remove, lifecycle, logs."""
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import falcon
+
+from agentainer import units
+from agentainer.agents import AgentService
+from agentainer.api.envelope import ok
+from agentainer.errors import InvalidInput
+from agentainer.models import parse_deploy
+from agentainer.states import AgentStatus
+
+MAX_BODY = 1024 * 1024
+
+
+def read_json(req: falcon.Request) -> Any:
+    """Return the request's JSON body, refusing oversized or non-JSON ones."""
+    if req.content_length and req.content_length > MAX_BODY:
+        raise falcon.HTTPPayloadTooLarge(description=f"body over {MAX_BODY} bytes")
+    if req.content_type and not req.content_type.startswith(falcon.MEDIA_JSON):
+        raise falcon.HTTPUnsupportedMediaType(description="send application/json")
+    return req.get_media()
+
+
+def param(req: falcon.Request, name: str, convert: Callable[[str], Any]) -> Any:
+    """Return a converted query parameter, or None when absent."""
+    value = req.get_param(name)
+    if value is None:
+        return None
+    try:
+        return convert(value)
+    except ValueError as ex:
+        raise InvalidInput(f"query parameter {name}: {ex}") from ex
+
+
+class AgentsResource:
+    def __init__(self, agents: AgentService) -> None:
+        self._agents = agents
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        spec, start = parse_deploy(read_json(req))
+        agent = self._agents.deploy(spec, start=start)
+        resp.location = f"/agents/{agent.id}"
+        ok(resp, "agent deployed", agent.public(), falcon.HTTP_201)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        status = param(req, "status", _status)
+        agents = self._agents.list(status=status, name=req.get_param("name"))
+        ok(resp, f"{len(agents)} agent(s)", [a.public() for a in agents])
+
+
+class AgentResource:
+    def __init__(self, agents: AgentService) -> None:
+        self._agents = agents
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
+        ok(resp, "agent found", self._agents.get(agent_id).public())
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
+        volumes = param(req, "volumes", units.parse_bool) or False
+        agent, kept = self._agents.remove(agent_id, volumes=volumes)
+        message = f"agent {agent.name} ({agent.id}) removed"
+        if kept:
+            message += f"; volumes still in use were kept: {', '.join(kept)}"
+        ok(resp, message, {"id": agent.id, "name": agent.name, "kept_volumes": kept})
+
+
+class LifecycleResource:
+    """POST /agents/{id}/<operation>, one instance per operation."""
+
+    def __init__(self, agents: AgentService, operation: str) -> None:
+        self._action = getattr(agents, operation)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
+        agent = self._action(agent_id)
+        ok(resp, f"agent {agent.name} is {agent.status.value}", agent.public())
+
+
+class LogsResource:
+    def __init__(self, agents: AgentService, clock: Callable[[], float] = time.time) -> None:
+        self._agents = agents
+        self._clock = clock
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
+        tail = param(req, "tail", _tail)
+        since = param(req, "since", lambda v: units.parse_since(v, self._clock()))
+        stream = self._agents.logs(
+            agent_id, follow=param(req, "follow", units.parse_bool) or False, tail=tail,
+            since=since, timestamps=param(req, "timestamps", units.parse_bool) or False)
+        resp.content_type = falcon.MEDIA_TEXT
+        # NOTE: falcon hands the iterator to waitress, which writes each chunk as it
+        # comes and calls close() at the end or when the client goes away.
+        resp.stream = stream
+
+
+def _status(value: str) -> AgentStatus:
+    try:
+        return AgentStatus(value)
+    except ValueError:
+        choices = ", ".join(s.value for s in AgentStatus)
+        raise ValueError(f"{value!r} is not a status ({choices})") from None
+
+
+def _tail(value: str) -> int:
+    number = int(value) if value.isdigit() else -1
+    if number < 0:
+        raise ValueError(f"{value!r} is not a line count")
+    return number

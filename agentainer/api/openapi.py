@@ -1,0 +1,118 @@
+"""The OpenAPI 3 description of the REST API (a test keeps it true to the routes)."""
+
+from typing import Any
+
+from agentainer import __version__
+
+_AGENT_ID = {"name": "agent_id", "in": "path", "required": True,
+             "description": "the agent's ID or name", "schema": {"type": "string"}}
+_ERROR = {"$ref": "#/components/responses/Error"}
+
+
+def _query(name: str, kind: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": {"type": kind}}
+
+
+def _op(summary: str, *, params: tuple = (), body: str | None = None,
+        success: str = "200", errors: tuple[str, ...] = ("401", "403", "404", "503"),
+        public: bool = False, content: str = "application/json") -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "parameters": list(params),
+        "responses": {success: {"description": "success", "content": {
+            content: {"schema": {"$ref": "#/components/schemas/Envelope"}
+                      if content == "application/json" else {"type": "string"}}}},
+                      **{code: _ERROR for code in errors}},
+    }
+    if body:
+        operation["requestBody"] = {"required": True, "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}}}
+    if public:
+        operation["security"] = []
+    return operation
+
+
+def _lifecycle(verb: str) -> dict[str, Any]:
+    return {"post": _op(f"{verb} the agent (see the lifecycle table)", params=(_AGENT_ID,),
+                        errors=("401", "403", "404", "409", "422", "503"))}
+
+
+_DEPLOY = {
+    "type": "object", "required": ["name", "image"], "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}$"},
+        "image": {"type": "string"},
+        "env_vars": {"type": "object", "additionalProperties": {"type": "string"}},
+        "cpu_limit": {"oneOf": [{"type": "integer"}, {"type": "string"}],
+                      "description": "1, 0.5, 500m or nanoCPUs"},
+        "memory_limit": {"oneOf": [{"type": "integer"}, {"type": "string"}],
+                         "description": "512m, 1g, 512Mi or bytes (binary units)"},
+        "pids_limit": {"type": "integer", "minimum": 1},
+        "auto_restart": {"type": "boolean"},
+        "token": {"type": "string", "minLength": 16, "writeOnly": True},
+        "volumes": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False, "required": ["container_path"],
+            "properties": {"host_path": {"type": "string"}, "volume": {"type": "string"},
+                           "container_path": {"type": "string"},
+                           "read_only": {"type": "boolean"}}}},
+        "health_check": {"type": "object", "additionalProperties": False, "properties": {
+            "endpoint": {"type": "string"}, "interval": {"type": ["string", "number"]},
+            "timeout": {"type": ["string", "number"]}, "retries": {"type": "integer"}}},
+        "app_port": {"type": "integer", "minimum": 1, "maximum": 65535},
+        "egress": {"type": "boolean", "default": True},
+        "private": {"type": "boolean", "default": False},
+        "persist": {"type": "boolean", "default": True},
+        "start": {"type": "boolean", "default": False},
+    },
+}
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/health": {"get": _op("service health, with Redis and Docker reachability",
+                           public=True, errors=("503",))},
+    "/openapi.json": {"get": _op("this document", public=True, errors=())},
+    "/agents": {
+        "post": _op("deploy an agent (created; start=true also starts it)", body="Deploy",
+                    success="201", errors=("400", "401", "403", "404", "409", "503")),
+        "get": _op("list agents", params=(
+            _query("status", "string", "created, running, paused, stopped or failed"),
+            _query("name", "string", "substring of the name"))),
+    },
+    "/agents/{agent_id}": {
+        "get": _op("one agent", params=(_AGENT_ID,)),
+        "delete": _op("remove the agent, its container and records", params=(
+            _AGENT_ID, _query("volumes", "boolean", "also remove its named volumes"))),
+    },
+    **{f"/agents/{{agent_id}}/{verb}": _lifecycle(verb)
+       for verb in ("start", "stop", "restart", "pause", "resume")},
+    "/agents/{agent_id}/logs": {"get": _op(
+        "the container's output, demultiplexed plain text, streamed", content="text/plain",
+        params=(_AGENT_ID, _query("follow", "boolean", "keep streaming new lines"),
+                _query("tail", "integer", "only the last N lines"),
+                _query("since", "string", "10m, a Unix time or ISO-8601"),
+                _query("timestamps", "boolean", "prefix each line with its time")))},
+}
+
+
+def document() -> dict[str, Any]:
+    """Return the OpenAPI document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Agentainer", "version": __version__,
+                 "description": "Run LLM agents as Docker containers behind one proxy."},
+        "security": [{"bearer": []}],
+        "paths": PATHS,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Deploy": _DEPLOY,
+                "Envelope": {"type": "object", "required": ["success", "message"],
+                             "properties": {"success": {"type": "boolean"},
+                                            "message": {"type": "string"},
+                                            "data": {}, "error": {"type": "string"}}},
+            },
+            "responses": {"Error": {"description": "error envelope with a stable code",
+                                    "content": {"application/json": {"schema": {
+                                        "$ref": "#/components/schemas/Envelope"}}}}},
+        },
+    }

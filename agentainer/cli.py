@@ -1,0 +1,330 @@
+"""``agentainer``: the command-line client of the Agentainer API."""
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from agentainer import __version__, config as configuration, tokens
+from agentainer.client import ApiError, Client
+from agentainer.errors import AgentainerError
+from agentainer.status import ExitStatus
+
+LIFECYCLE_HELP = {
+    "start": "start a created, stopped or failed agent",
+    "stop": "stop a running or paused agent (SIGTERM, grace period, SIGKILL)",
+    "restart": "stop and start a running agent",
+    "pause": "freeze a running agent (cgroup freezer)",
+    "resume": "bring any agent back to running (unpause, start, or recreate its container)",
+}
+HINTS = {
+    "unauthorized": "set AGENTAINER_TOKEN or --token (agentainer token prints the admin one)",
+    "image_not_found": "list local images with: docker images",
+    "invalid_state": "agentainer inspect AGENT shows its status",
+}
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """Return the parser for every command (also used to generate the man page)."""
+    parser = argparse.ArgumentParser(
+        prog="agentainer",
+        description="Deploy and manage LLM agents running as Docker containers.",
+        epilog="Environment: AGENTAINER_URL (server URL), AGENTAINER_TOKEN (token), "
+               "AGENTAINER_CONFIG (conf file). Without them the local server and its "
+               "admin token file are found from the conf file.")
+    parser.add_argument("--url", help="server URL (default: $AGENTAINER_URL, else "
+                                      "http://HOST:PORT from the conf file)")
+    parser.add_argument("--token", help="API token (default: $AGENTAINER_TOKEN, else the "
+                                        "admin token file in the data dir)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text,
+                                  parents=[common])
+        sub.set_defaults(handler=HANDLERS[name])
+        return sub
+
+    deploy = command("deploy", "deploy an agent from a local image (created, not started)")
+    deploy.add_argument("--name", "-n", required=True, help="unique name: a-z 0-9 _ . -")
+    deploy.add_argument("--image", "-i", required=True, help="a local Docker image")
+    deploy.add_argument("--env", "-e", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment variable (repeatable; values may hold , and =)")
+    deploy.add_argument("--volume", "-v", action="append", default=[],
+                        metavar="SRC:DEST[:ro]",
+                        help="bind mount (SRC a path: /abs, ./rel, ~/x) or named volume "
+                             "(SRC a name); repeatable")
+    deploy.add_argument("--cpu", "-c", help="CPU limit: 1, 0.5, 500m or nanoCPUs")
+    deploy.add_argument("--memory", "-m", help="memory limit: 512m, 1g, 512Mi or bytes")
+    deploy.add_argument("--pids-limit", type=int, help="maximum number of processes")
+    deploy.add_argument("--auto-restart", "-r", action="store_true",
+                        help="restart the agent when it crashes")
+    deploy.add_argument("--token", "-t", dest="agent_token", metavar="TOKEN",
+                        help="per-agent token (16+ characters) granting this agent's routes")
+    deploy.add_argument("--app-port", type=int,
+                        help="port the app listens on (default: the image's single EXPOSE, "
+                             "else 8000)")
+    deploy.add_argument("--no-egress", action="store_true",
+                        help="no network access outside Agentainer (internal network)")
+    deploy.add_argument("--private", action="store_true",
+                        help="require the agent's token on its proxy path")
+    deploy.add_argument("--no-persist", action="store_true",
+                        help="do not journal requests to this agent")
+    deploy.add_argument("--start", action="store_true", help="start the agent at once")
+    deploy.add_argument("--health-endpoint", help="HTTP path probed for health (e.g. /health)")
+    deploy.add_argument("--health-interval", help="time between probes (default 30s)")
+    deploy.add_argument("--health-timeout", help="probe timeout (default 5s)")
+    deploy.add_argument("--health-retries", type=int,
+                        help="failed probes before unhealthy (default 3)")
+
+    for name, help_text in LIFECYCLE_HELP.items():
+        command(name, help_text).add_argument("agent", help="agent ID or name")
+
+    remove = command("remove", "remove an agent, its container and its records")
+    remove.add_argument("agent", help="agent ID or name")
+    remove.add_argument("--volumes", action="store_true", help="also remove its named volumes")
+
+    listing = command("list", "list agents")
+    listing.add_argument("--status", choices=("created", "running", "paused", "stopped",
+                                              "failed"), help="only agents in this status")
+    listing.add_argument("--name", help="only agents whose name contains this")
+    listing.add_argument("-q", "--quiet", action="store_true", help="print IDs only")
+
+    command("inspect", "show everything about one agent").add_argument(
+        "agent", help="agent ID or name")
+
+    logs = command("logs", "print an agent's output (stdout and stderr)")
+    logs.add_argument("agent", help="agent ID or name")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing new output")
+    logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    logs.add_argument("--since", metavar="WHEN",
+                      help="only output since WHEN: 10m, 2h, a Unix time or ISO-8601")
+    logs.add_argument("--timestamps", action="store_true", help="prefix lines with their time")
+
+    token = command("token", "print the admin token (for curl and scripts)")
+    token.add_argument("--path", action="store_true", help="print the token file's path")
+
+    command("version", "print the client's and the server's versions")
+    return parser
+
+
+# -- commands -------------------------------------------------------------------------
+
+def cmd_deploy(client: Client, args: argparse.Namespace, out: "Output") -> int:
+    body: dict[str, Any] = {"name": args.name, "image": args.image,
+                            "env_vars": parse_env(args.env),
+                            "volumes": [parse_volume(v) for v in args.volume]}
+    optional = {"cpu_limit": args.cpu, "memory_limit": args.memory,
+                "pids_limit": args.pids_limit, "token": args.agent_token,
+                "app_port": args.app_port}
+    body.update({key: value for key, value in optional.items() if value is not None})
+    flags = {"auto_restart": args.auto_restart, "private": args.private, "start": args.start}
+    body.update({key: True for key, value in flags.items() if value})
+    if args.no_egress:
+        body["egress"] = False
+    if args.no_persist:
+        body["persist"] = False
+    health = {"endpoint": args.health_endpoint, "interval": args.health_interval,
+              "timeout": args.health_timeout, "retries": args.health_retries}
+    if any(value is not None for value in health.values()):
+        body["health_check"] = {k: v for k, v in health.items() if v is not None}
+    _, agent = client.call("POST", "/agents", body=body)
+    out.agent_line(agent, f"deployed {agent['name']} ({agent['id']}), {agent['status']}")
+    if not args.json:
+        out.line(f"proxy: {client.url}/agent/{agent['name']}/")
+    return ExitStatus.SUCCESS
+
+
+def cmd_lifecycle(client: Client, args: argparse.Namespace, out: "Output") -> int:
+    _, agent = client.call("POST", f"/agents/{args.agent}/{args.command}")
+    out.agent_line(agent, f"{agent['name']}: {agent['status']}")
+    return ExitStatus.SUCCESS
+
+
+def cmd_remove(client: Client, args: argparse.Namespace, out: "Output") -> int:
+    params = {"volumes": "true"} if args.volumes else None
+    message, data = client.call("DELETE", f"/agents/{args.agent}", params=params)
+    out.agent_line(data, message)
+    return ExitStatus.SUCCESS
+
+
+def cmd_list(client: Client, args: argparse.Namespace, out: "Output") -> int:
+    params = {key: value for key, value in (("status", args.status), ("name", args.name))
+              if value}
+    _, agents = client.call("GET", "/agents", params=params or None)
+    if args.json:
+        out.json(agents)
+    elif args.quiet:
+        for agent in agents:
+            out.line(agent["id"])
+    elif not agents:
+        out.line("no agents")
+    else:
+        out.table(("ID", "NAME", "IMAGE", "STATUS", "CREATED"),
+                  [(a["id"], a["name"], a["image"], a["status"], a["created_at"][:19])
+                   for a in agents])
+    return ExitStatus.SUCCESS
+
+
+def cmd_inspect(client: Client, args: argparse.Namespace, out: "Output") -> int:
+    _, agent = client.call("GET", f"/agents/{args.agent}")
+    if args.json:
+        out.json(agent)
+        return ExitStatus.SUCCESS
+    for key, value in agent.items():
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value) if value else "-"
+        out.line(f"{key + ':':<15} {'-' if value is None else value}")
+    return ExitStatus.SUCCESS
+
+
+def cmd_logs(client: Client, args: argparse.Namespace, out: "Output") -> int:
+    params = {"follow": args.follow, "tail": args.tail, "since": args.since,
+              "timestamps": args.timestamps}
+    params = {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in params.items()
+              if v not in (None, False)}
+    for chunk in client.stream(f"/agents/{args.agent}/logs", params=params):
+        out.raw(chunk)
+    return ExitStatus.SUCCESS
+
+
+def cmd_token(client: Client, args: argparse.Namespace, out: "Output") -> int:
+    settings = configuration.load()
+    if args.path:
+        out.line(str(settings.token_file))
+        return ExitStatus.SUCCESS
+    token = settings.token or tokens.read(settings.token_file)
+    if not token:
+        out.error(f"no admin token at {settings.token_file}; start the server once "
+                  "(make run) or set token in the conf file")
+        return ExitStatus.AUTH
+    out.line(token)
+    return ExitStatus.SUCCESS
+
+
+def cmd_version(client: Client, args: argparse.Namespace, out: "Output") -> int:
+    try:
+        _, health = client.call("GET", "/health")
+        server = health.get("version", "unknown")
+    except ApiError as ex:
+        server = f"unreachable ({ex.message})" if ex.status is None else "unknown"
+    if args.json:
+        out.json({"client": __version__, "server": server})
+    else:
+        out.line(f"client: {__version__}\nserver: {server}")
+    return ExitStatus.SUCCESS
+
+
+HANDLERS: dict[str, Callable[[Client, argparse.Namespace, "Output"], int]] = {
+    "deploy": cmd_deploy, **{name: cmd_lifecycle for name in LIFECYCLE_HELP},
+    "remove": cmd_remove, "list": cmd_list, "inspect": cmd_inspect, "logs": cmd_logs,
+    "token": cmd_token, "version": cmd_version,
+}
+
+
+# -- argument parsing helpers ---------------------------------------------------------
+
+def parse_env(items: list[str]) -> dict[str, str]:
+    """Turn ``KEY=VALUE`` items into a dict; the value is everything after the first '='."""
+    env = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--env {item!r}: use KEY=VALUE")
+        env[key] = value
+    return env
+
+
+def parse_volume(item: str) -> dict[str, Any]:
+    """Turn ``SRC:DEST[:ro|rw]`` into an API volume; relative paths resolve here."""
+    parts = item.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise ValueError(f"--volume {item!r}: use SRC:DEST or SRC:DEST:ro")
+    mode = parts[2] if len(parts) == 3 else "rw"
+    if mode not in ("ro", "rw"):
+        raise ValueError(f"--volume {item!r}: the mode must be ro or rw, not {mode!r}")
+    source, target = parts[0], parts[1]
+    volume: dict[str, Any] = {"container_path": target, "read_only": mode == "ro"}
+    if source.startswith(("/", ".", "~")):
+        volume["host_path"] = os.path.abspath(os.path.expanduser(source))
+    else:
+        volume["volume"] = source
+    return volume
+
+
+# -- output ---------------------------------------------------------------------------
+
+class Output:
+    """Human or JSON output on stdout; errors on stderr."""
+
+    def __init__(self, *, as_json: bool, stdout: Any = None, stderr: Any = None) -> None:
+        self._json = as_json
+        self._out = stdout or sys.stdout
+        self._err = stderr or sys.stderr
+
+    def line(self, text: str) -> None:
+        print(text, file=self._out)
+
+    def json(self, data: Any) -> None:
+        print(json.dumps(data, indent=2, sort_keys=True), file=self._out)
+
+    def agent_line(self, data: Any, text: str) -> None:
+        self.json(data) if self._json else self.line(text)
+
+    def table(self, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+        widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
+        for row in (header, *rows):
+            self.line("  ".join(str(cell).ljust(width)
+                                for cell, width in zip(row, widths)).rstrip())
+
+    def raw(self, chunk: bytes) -> None:
+        buffer = getattr(self._out, "buffer", None)
+        if buffer is not None:
+            buffer.write(chunk)
+        else:
+            self._out.write(chunk.decode("utf-8", "replace"))
+        self._out.flush()
+
+    def error(self, message: str, code: str | None = None) -> None:
+        print(f"agentainer: {message}" + (f" [{code}]" if code else ""), file=self._err)
+        if code in HINTS:
+            print(f"hint: {HINTS[code]}", file=self._err)
+
+
+def find_server(args: argparse.Namespace,
+                environ: Mapping[str, str] = os.environ) -> tuple[str, str | None]:
+    """Return the server URL and token: flags, then environment, then the conf file."""
+    url, token = args.url or environ.get("AGENTAINER_URL"), args.token
+    token = token or environ.get("AGENTAINER_TOKEN")
+    if url and token:
+        return url, token
+    settings = configuration.load(environ=environ)
+    if not url:
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        url = f"http://{host}:{settings.port}"
+    return url, token or settings.token or tokens.read(settings.token_file)
+
+
+def main(argv: list[str] | None = None, *, environ: Mapping[str, str] = os.environ) -> int:
+    args = make_parser().parse_args(argv)
+    out = Output(as_json=getattr(args, "json", False))
+    try:
+        url, token = find_server(args, environ)
+        return args.handler(Client(url, token), args, out)
+    except ApiError as ex:
+        out.error(ex.message, ex.code)
+        return ex.exit_status
+    except ValueError as ex:
+        out.error(str(ex))
+        return ExitStatus.USAGE
+    except AgentainerError as ex:
+        out.error(ex.message, ex.code)
+        return ExitStatus.CONFIG
+    except KeyboardInterrupt:
+        return ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        return ExitStatus.SUCCESS

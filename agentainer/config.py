@@ -1,0 +1,184 @@
+"""Settings: one declarative table, loaded with a fixed precedence.
+
+Precedence, lowest first: the defaults below < the conf file (INI, section
+``[agentainer]``) < ``AGENTAINER_<KEY>`` environment variables < command-line flags.
+Unknown keys are refused, and a bad value fails at start naming where it came from.
+"""
+
+import configparser
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentainer import units
+from agentainer.errors import InvalidConfig
+
+SECTION = "agentainer"
+ENV_PREFIX = "AGENTAINER_"
+CONFIG_ENV = "AGENTAINER_CONFIG"
+CHECKOUT_CONF = Path(__file__).resolve().parent.parent / "conf" / "agentainer.conf"
+SYSTEM_CONF = Path("/etc/agentainer/agentainer.conf")
+TOKEN_FILE = "admin.token"
+
+
+def _text(value: str) -> str:
+    return str(value).strip()
+
+
+def _path(value: str) -> Path:
+    text = str(value).strip()
+    if not text:
+        raise ValueError("an empty path")
+    return Path(text).expanduser()
+
+
+def _paths(value: str) -> tuple[Path, ...]:
+    return tuple(_path(part) for part in str(value).replace(",", ":").split(":") if part.strip())
+
+
+def _redis_url(value: str) -> str:
+    text = str(value).strip()
+    if not text.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"{text!r} is not a Redis URL (redis://host:port/db)")
+    return text
+
+
+def _log_level(value: str) -> str:
+    level = str(value).strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"{value!r} is not a log level (DEBUG, INFO, WARNING, ERROR)")
+    return level
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    convert: Callable[[Any], Any]
+    default: str
+    comment: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", _text, "127.0.0.1", "address the API server listens on"),
+    Setting("port", units.parse_port, "8081", "port of the API and the proxy"),
+    Setting("redis_url", _redis_url, "redis://127.0.0.1:6380/0",
+            "Redis holding state and the journal; the default is the embedded one"),
+    Setting("data_dir", _path, "~/.agentainer",
+            "admin token, embedded Redis data and logs live here"),
+    Setting("token", _text, "",
+            "admin token; empty: generated at first start into <data_dir>/admin.token"),
+    Setting("docker_host", _text, "",
+            "Docker Engine URL; empty: $DOCKER_HOST or the local socket"),
+    Setting("network", _text, "agentainer-net", "bridge network agents join"),
+    Setting("internal_network", _text, "agentainer-internal",
+            "network for --no-egress agents (Docker internal: no way out)"),
+    Setting("volume_roots", _paths, "/home:/root:/srv:/tmp:/var/tmp:/mnt:/media:/opt",
+            "bind-mount host paths must lie under one of these (':' separated)"),
+    Setting("default_app_port", units.parse_port, "8000",
+            "app port when neither --app-port nor a single EXPOSE gives one"),
+    Setting("stop_timeout", units.parse_duration, "10s",
+            "grace period between SIGTERM and SIGKILL on stop"),
+    Setting("lock_timeout", units.parse_duration, "30s",
+            "how long a lifecycle call waits for another one on the same agent"),
+    Setting("threads", units.parse_positive_int, "32", "server worker threads"),
+    Setting("log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+)
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Loaded settings; attribute names are the table's names."""
+
+    values: Mapping[str, Any]
+    source: str
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def token_file(self) -> Path:
+        return self.data_dir / TOKEN_FILE
+
+    def replace(self, **overrides: Any) -> "Config":
+        """Return a copy with some already-converted values replaced (for tests)."""
+        return Config({**self.values, **overrides}, self.source)
+
+
+def find_conf_file(environ: Mapping[str, str] = os.environ) -> Path | None:
+    """Return the conf file to read: ``$AGENTAINER_CONFIG``, the checkout's, or /etc's."""
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV]).expanduser()
+    for candidate in (CHECKOUT_CONF, SYSTEM_CONF):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load(path: Path | None = None, *, environ: Mapping[str, str] = os.environ,
+         overrides: Mapping[str, Any] | None = None) -> Config:
+    """Load settings with the documented precedence.
+
+    Args:
+        path: conf file; None finds one with :func:`find_conf_file`.
+        environ: where ``AGENTAINER_*`` variables are read.
+        overrides: raw values from command-line flags (None entries are ignored).
+
+    Raises:
+        InvalidConfig: unknown key or bad value; the message says where it came from.
+    """
+    raw: dict[str, tuple[Any, str]] = {s.name: (s.default, "default") for s in SETTINGS}
+    path = path if path is not None else find_conf_file(environ)
+    if path is not None:
+        raw.update(_read_file(path))
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX) and key != CONFIG_ENV:
+            name = key[len(ENV_PREFIX):].lower()
+            if name in _BY_NAME:
+                raw[name] = (value, f"environment variable {key}")
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            raw[name] = (value, f"option --{name.replace('_', '-')}")
+    values = {}
+    for name, (value, origin) in raw.items():
+        try:
+            values[name] = _BY_NAME[name].convert(value)
+        except ValueError as ex:
+            raise InvalidConfig(f"{origin}: {name} = {value!r}: {ex}") from ex
+    return Config(values, str(path) if path else "defaults")
+
+
+def _read_file(path: Path) -> dict[str, tuple[str, str]]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as ex:
+        raise InvalidConfig(f"cannot read config file {path}: {ex.strerror}") from ex
+    except configparser.Error as ex:
+        raise InvalidConfig(f"config file {path}: {ex}") from ex
+    extra = [section for section in parser.sections() if section != SECTION]
+    if extra:
+        raise InvalidConfig(f"{path}: unknown section [{extra[0]}] (only [{SECTION}])")
+    found = {}
+    if parser.has_section(SECTION):
+        for key, value in parser.items(SECTION):
+            if key not in _BY_NAME:
+                raise InvalidConfig(f"{path} [{SECTION}]: unknown key {key!r}")
+            found[key] = (value, f"{path} [{SECTION}]")
+    return found
+
+
+def render_conf() -> str:
+    """Return the shipped conf file: every key commented out at its default."""
+    lines = ["# Agentainer settings. Every key is shown at its default, commented out.",
+             "# Precedence: defaults < this file < AGENTAINER_<KEY> env vars < flags.",
+             f"[{SECTION}]"]
+    for setting in SETTINGS:
+        lines += ["", f"# {setting.comment}", f"# {setting.name} = {setting.default}"]
+    return "\n".join(lines) + "\n"

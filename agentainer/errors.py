@@ -1,0 +1,103 @@
+"""The error tree: every failure Agentainer reports has a category and a stable code.
+
+Foreign errors (docker, redis) are translated into these once, where they are raised
+(``runtime.py``, ``store.py``); ``api/errors.py`` maps the categories to HTTP statuses.
+"""
+
+
+class AgentainerError(Exception):
+    """Base of every error Agentainer reports to a user."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class InvalidInput(AgentainerError):
+    """The request or the settings are malformed (HTTP 400)."""
+
+    code = "invalid_input"
+
+
+class InvalidConfig(InvalidInput):
+    """A configuration value is invalid; the message names file, key and value."""
+
+    code = "invalid_config"
+
+
+class Unauthorized(AgentainerError):
+    """No credentials, or credentials that match nothing (HTTP 401)."""
+
+    code = "unauthorized"
+
+
+class Forbidden(AgentainerError):
+    """Valid credentials that do not grant this route (HTTP 403)."""
+
+    code = "forbidden"
+
+
+class NotFound(AgentainerError):
+    """The named thing does not exist (HTTP 404)."""
+
+    code = "not_found"
+
+
+class AgentNotFound(NotFound):
+    code = "agent_not_found"
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"agent {ref!r} not found (use the agent's ID or name; "
+                         "'agentainer list' shows them)")
+        self.ref = ref
+
+
+class ImageNotFound(NotFound):
+    code = "image_not_found"
+
+    def __init__(self, image: str) -> None:
+        super().__init__(f"image {image!r} is not present locally; build or load it first "
+                         "(for the examples: make images)")
+        self.image = image
+
+
+class Conflict(AgentainerError):
+    """The request clashes with the current state (HTTP 409)."""
+
+    code = "conflict"
+
+
+class NameTaken(Conflict):
+    code = "name_taken"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"an agent named {name!r} already exists")
+        self.name = name
+
+
+class InvalidTransition(Conflict):
+    """A lifecycle operation that the agent's status does not allow."""
+
+    code = "invalid_state"
+
+
+class Busy(Conflict):
+    """Another lifecycle operation holds the agent's lock."""
+
+    code = "agent_busy"
+
+
+class Unavailable(AgentainerError):
+    """A backing service (Docker, Redis) cannot be reached (HTTP 503)."""
+
+    code = "unavailable"
+
+
+class RuntimeFailure(AgentainerError):
+    """Docker refused an operation for a reason the user must act on (HTTP 422)."""
+
+    code = "runtime_error"

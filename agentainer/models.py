@@ -1,0 +1,268 @@
+"""Agents as data: the deploy spec, its validation, and the stored record."""
+
+import hashlib
+import re
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import PurePosixPath
+from typing import Any
+
+from agentainer import units
+from agentainer.errors import InvalidInput
+from agentainer.states import AgentStatus, Desired
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+ID_RE = re.compile(r"^agent-[0-9a-f]{12}$")
+# NOTE: docker's reference grammar, loosely: [registry/]path[:tag][@digest]
+IMAGE_RE = re.compile(r"^[a-z0-9]([a-z0-9._/:-]{0,254})(@sha256:[0-9a-f]{64})?$", re.IGNORECASE)
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+RESERVED_ENV = ("AGENT_ID", "AGENT_NAME", "AGENTAINER_PROXY_URL")
+MAX_ENV = 200
+MAX_VOLUMES = 32
+MAX_TOKEN = 512
+
+
+def now() -> str:
+    """Return the current UTC time as an ISO-8601 string."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_agent_id() -> str:
+    return f"agent-{secrets.token_hex(6)}"
+
+
+def hash_token(token: str) -> str:
+    """Return the at-rest form of a token (tokens are random, so a plain digest suffices)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A bind mount (``host_path``) or a named volume (``volume``) at ``container_path``."""
+
+    container_path: str
+    host_path: str | None = None
+    volume: str | None = None
+    read_only: bool = False
+
+    @property
+    def source(self) -> str:
+        return self.host_path or self.volume or ""
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    endpoint: str = "/health"
+    interval: float = 30.0
+    timeout: float = 5.0
+    retries: int = 3
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """What the user deployed; immutable after deploy."""
+
+    name: str
+    image: str
+    env_vars: dict[str, str] = field(default_factory=dict)
+    cpu_limit: int = 0
+    memory_limit: int = 0
+    pids_limit: int = 0
+    auto_restart: bool = False
+    token_hash: str | None = None
+    volumes: tuple[Volume, ...] = ()
+    health_check: HealthCheck | None = None
+    app_port: int | None = None
+    egress: bool = True
+    private: bool = False
+    persist: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AgentSpec":
+        data = dict(data)
+        data["volumes"] = tuple(Volume(**v) for v in data.get("volumes", ()))
+        if data.get("health_check"):
+            data["health_check"] = HealthCheck(**data["health_check"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Agent:
+    """An agent as stored: the spec plus what changes over its life."""
+
+    id: str
+    spec: AgentSpec
+    status: AgentStatus
+    desired: Desired
+    container_id: str | None
+    created_at: str
+    updated_at: str
+    last_error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def public(self) -> dict[str, Any]:
+        """Return the API view: never the token or its hash."""
+        spec = self.spec.to_dict()
+        spec.pop("token_hash")
+        return {"id": self.id, **spec, "has_token": self.spec.token_hash is not None,
+                "status": self.status.value, "desired": self.desired.value,
+                "container_id": self.container_id, "last_error": self.last_error,
+                "created_at": self.created_at, "updated_at": self.updated_at}
+
+
+DEPLOY_FIELDS = frozenset({
+    "name", "image", "env_vars", "cpu_limit", "memory_limit", "pids_limit", "auto_restart",
+    "token", "volumes", "health_check", "app_port", "egress", "private", "persist", "start",
+})
+
+
+def parse_deploy(body: Any) -> tuple[AgentSpec, bool]:
+    """Validate a deploy request body.
+
+    Returns:
+        The spec (token hashed) and whether the agent is to be started at once.
+
+    Raises:
+        InvalidInput: with a message naming the field and what is wrong with it.
+    """
+    if not isinstance(body, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    _reject_unknown(body, DEPLOY_FIELDS, "deploy request")
+    for required in ("name", "image"):
+        if not body.get(required):
+            raise InvalidInput(f"{required} is required")
+    token = body.get("token")
+    if token is not None and (not isinstance(token, str) or not 16 <= len(token) <= MAX_TOKEN):
+        raise InvalidInput(f"token must be a string of 16 to {MAX_TOKEN} characters")
+    if body.get("private") and token is None:
+        raise InvalidInput("a private agent needs a token (its proxy path requires it)")
+    spec = AgentSpec(
+        name=validate_name(body["name"]),
+        image=_field(body, "image", _image),
+        env_vars=_field(body, "env_vars", _env, {}),
+        cpu_limit=_field(body, "cpu_limit", units.parse_cpu, 0),
+        memory_limit=_field(body, "memory_limit", units.parse_memory, 0),
+        pids_limit=_field(body, "pids_limit", units.parse_positive_int, 0),
+        auto_restart=_field(body, "auto_restart", _strict_bool, False),
+        token_hash=hash_token(token) if token is not None else None,
+        volumes=_field(body, "volumes", _volumes, ()),
+        health_check=_field(body, "health_check", _health_check, None),
+        app_port=_field(body, "app_port", units.parse_port, None),
+        egress=_field(body, "egress", _strict_bool, True),
+        private=_field(body, "private", _strict_bool, False),
+        persist=_field(body, "persist", _strict_bool, True),
+    )
+    return spec, _field(body, "start", _strict_bool, False)
+
+
+def validate_name(name: Any) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidInput(f"invalid name {name!r}: use 1-63 characters a-z 0-9 _ . -, "
+                           "starting with a letter or digit")
+    if ID_RE.match(name):
+        raise InvalidInput(f"invalid name {name!r}: it looks like an agent ID")
+    return name
+
+
+def _reject_unknown(body: dict, allowed: frozenset, what: str) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise InvalidInput(f"unknown field(s) in {what}: {', '.join(unknown)} "
+                           f"(allowed: {', '.join(sorted(allowed))})")
+
+
+def _field(body: dict, name: str, convert, default: Any = None) -> Any:
+    value = body.get(name)
+    if value is None:
+        return default
+    try:
+        return convert(value)
+    except (ValueError, TypeError) as ex:
+        raise InvalidInput(f"{name}: {ex}") from ex
+
+
+def _strict_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{value!r} is not true or false")
+    return value
+
+
+def _image(value: Any) -> str:
+    if not isinstance(value, str) or not IMAGE_RE.match(value):
+        raise ValueError(f"{value!r} is not an image reference (example: nginx:latest)")
+    return value
+
+
+def _env(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError("must be an object of NAME: value")
+    if len(value) > MAX_ENV:
+        raise ValueError(f"at most {MAX_ENV} variables")
+    for key, val in value.items():
+        if not ENV_KEY_RE.match(key):
+            raise ValueError(f"{key!r} is not a variable name")
+        if key in RESERVED_ENV:
+            raise ValueError(f"{key} is set by Agentainer and cannot be overridden")
+        if not isinstance(val, str) or "\0" in val:
+            raise ValueError(f"the value of {key} must be a string")
+    return dict(value)
+
+
+def _volumes(value: Any) -> tuple[Volume, ...]:
+    if not isinstance(value, list) or len(value) > MAX_VOLUMES:
+        raise ValueError(f"must be a list of at most {MAX_VOLUMES} volumes")
+    volumes = tuple(_volume(item) for item in value)
+    targets = [v.container_path for v in volumes]
+    if len(set(targets)) != len(targets):
+        raise ValueError("two volumes share a container_path")
+    return volumes
+
+
+def _volume(item: Any) -> Volume:
+    if not isinstance(item, dict):
+        raise ValueError("each volume is an object with container_path and host_path or volume")
+    _reject_unknown(item, frozenset({"host_path", "volume", "container_path", "read_only"}),
+                    "volume")
+    target = item.get("container_path")
+    if not isinstance(target, str) or not target.startswith("/"):
+        raise ValueError(f"container_path {target!r} must be an absolute path")
+    if ".." in PurePosixPath(target).parts or target == "/":
+        raise ValueError(f"container_path {target!r} must not be / or contain '..'")
+    host, name = item.get("host_path"), item.get("volume")
+    if (host is None) == (name is None):
+        raise ValueError("each volume needs exactly one of host_path and volume")
+    if host is not None and (not isinstance(host, str) or not host.startswith("/")):
+        raise ValueError(f"host_path {host!r} must be absolute (the CLI resolves relative paths)")
+    if name is not None and (not isinstance(name, str) or not VOLUME_NAME_RE.match(name)):
+        raise ValueError(f"volume name {name!r} is invalid")
+    read_only = item.get("read_only", False)
+    if not isinstance(read_only, bool):
+        raise ValueError("read_only must be true or false")
+    return Volume(container_path=target, host_path=host, volume=name, read_only=read_only)
+
+
+def _health_check(value: Any) -> HealthCheck:
+    if not isinstance(value, dict):
+        raise ValueError("must be an object with endpoint, interval, timeout, retries")
+    _reject_unknown(value, frozenset({"endpoint", "interval", "timeout", "retries"}),
+                    "health_check")
+    endpoint = value.get("endpoint", "/health")
+    if not isinstance(endpoint, str) or not endpoint.startswith("/"):
+        raise ValueError(f"endpoint {endpoint!r} must be a path starting with /")
+    check = HealthCheck(
+        endpoint=endpoint,
+        interval=units.parse_duration(value.get("interval", 30)),
+        timeout=units.parse_duration(value.get("timeout", 5)),
+        retries=units.parse_positive_int(value.get("retries", 3)),
+    )
+    if check.interval < 1 or check.timeout <= 0 or check.timeout > check.interval:
+        raise ValueError("need interval >= 1s and 0 < timeout <= interval")
+    return check

@@ -1,0 +1,242 @@
+"""The Docker adapter: networks, containers, logs. Docker errors are translated here only."""
+
+import functools
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import LogConfig, Mount
+
+from agentainer.errors import (
+    Conflict, ImageNotFound, InvalidInput, RuntimeFailure, Unavailable,
+)
+from agentainer.models import Agent
+from agentainer.states import AgentStatus
+
+logger = logging.getLogger(__name__)
+
+LABEL_ID = "agentainer.id"
+LABEL_NAME = "agentainer.name"
+LABEL_MANAGED = "agentainer.managed"
+CONTAINER_PREFIX = "agentainer-"
+
+_DOCKER_STATUS = {
+    "created": AgentStatus.CREATED,
+    "running": AgentStatus.RUNNING,
+    "restarting": AgentStatus.RUNNING,
+    "paused": AgentStatus.PAUSED,
+    "exited": AgentStatus.STOPPED,
+    "dead": AgentStatus.STOPPED,
+    "removing": AgentStatus.STOPPED,
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ContainerGone(Exception):
+    """The container no longer exists (removed behind Agentainer's back)."""
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    status: AgentStatus
+    exit_code: int
+    oom_killed: bool
+    error: str
+
+
+def container_name(agent_id: str) -> str:
+    return CONTAINER_PREFIX + agent_id
+
+
+def translate_docker_errors(func: F) -> F:
+    """Map docker SDK failures onto the Agentainer error tree."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except docker.errors.NotFound as ex:
+            raise ContainerGone(str(ex.explanation or ex)) from ex
+        except docker.errors.APIError as ex:
+            message = str(ex.explanation or ex)
+            if ex.status_code == 409:
+                raise Conflict(f"Docker: {message}", code="docker_conflict") from ex
+            if ex.status_code == 400:
+                raise InvalidInput(f"Docker refused the container: {message}") from ex
+            raise RuntimeFailure(f"Docker: {message}") from ex
+        except (docker.errors.DockerException, requests.exceptions.ConnectionError) as ex:
+            raise Unavailable(f"Docker is unreachable: {ex}") from ex
+    return wrapper  # type: ignore[return-value]
+
+
+class DockerRuntime:
+    """Runs agents as containers on Agentainer's networks."""
+
+    def __init__(self, *, base_url: str = "", timeout: int = 120) -> None:
+        self._base_url = base_url
+        self._timeout = timeout
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def api(self) -> docker.APIClient:
+        """The low-level client, connected on first use so the server starts without Docker."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    try:
+                        self._client = (
+                            docker.DockerClient(base_url=self._base_url, timeout=self._timeout)
+                            if self._base_url else docker.from_env(timeout=self._timeout))
+                    except docker.errors.DockerException as ex:
+                        raise Unavailable(f"Docker is unreachable: {ex}") from ex
+        return self._client.api
+
+    @translate_docker_errors
+    def ping(self) -> bool:
+        return bool(self.api.ping())
+
+    @translate_docker_errors
+    def ensure_network(self, name: str, *, internal: bool) -> str:
+        """Create the bridge network if it is missing; return its ID."""
+        found = [n for n in self.api.networks(names=[name]) if n["Name"] == name]
+        if found:
+            return found[0]["Id"]
+        try:
+            created = self.api.create_network(
+                name, driver="bridge", internal=internal, check_duplicate=True,
+                labels={LABEL_MANAGED: "1"})
+        except docker.errors.APIError as ex:
+            if ex.status_code != 409:
+                raise
+            return self.ensure_network(name, internal=internal)
+        logger.info("network %s: created (internal=%s)", name, internal)
+        return created["Id"]
+
+    def exposed_ports(self, image: str) -> list[int]:
+        """Return the TCP ports the image EXPOSEs.
+
+        Raises:
+            ImageNotFound: the image is not present locally.
+        """
+        try:
+            attrs = self._inspect_image(image)
+        except ContainerGone as ex:
+            raise ImageNotFound(image) from ex
+        ports = (attrs.get("Config") or {}).get("ExposedPorts") or {}
+        return sorted(int(p.split("/")[0]) for p in ports if p.endswith("/tcp"))
+
+    @translate_docker_errors
+    def _inspect_image(self, image: str) -> dict:
+        return self.api.inspect_image(image)
+
+    @translate_docker_errors
+    def create(self, agent: Agent, *, network: str, env: dict[str, str],
+               mounts: list[Mount]) -> str:
+        """Create (not start) the agent's container; return its ID."""
+        spec = self.api
+        host_config = spec.create_host_config(
+            network_mode=network,
+            nano_cpus=agent.spec.cpu_limit or None,
+            mem_limit=agent.spec.memory_limit or None,
+            pids_limit=agent.spec.pids_limit or None,
+            mounts=mounts,
+            security_opt=["no-new-privileges"],
+            restart_policy={"Name": "no"},
+            log_config=LogConfig(type="json-file", config={"max-size": "10m", "max-file": "3"}),
+        )
+        endpoint = spec.create_endpoint_config(aliases=[agent.id, agent.name])
+        container = spec.create_container(
+            agent.spec.image,
+            name=container_name(agent.id),
+            hostname=agent.id,
+            environment=env,
+            labels={LABEL_ID: agent.id, LABEL_NAME: agent.name, LABEL_MANAGED: "1"},
+            host_config=host_config,
+            networking_config=spec.create_networking_config({network: endpoint}),
+        )
+        return container["Id"]
+
+    @translate_docker_errors
+    def start(self, container_id: str) -> None:
+        self.api.start(container_id)
+
+    @translate_docker_errors
+    def stop(self, container_id: str, *, timeout: float) -> None:
+        self.api.stop(container_id, timeout=int(timeout))
+
+    @translate_docker_errors
+    def pause(self, container_id: str) -> None:
+        self.api.pause(container_id)
+
+    @translate_docker_errors
+    def unpause(self, container_id: str) -> None:
+        self.api.unpause(container_id)
+
+    def remove(self, container_id: str) -> None:
+        """Remove the container, running or not; a missing one is fine."""
+        try:
+            self._remove(container_id)
+        except ContainerGone:
+            pass
+
+    @translate_docker_errors
+    def _remove(self, container_id: str) -> None:
+        self.api.remove_container(container_id, force=True)
+
+    @translate_docker_errors
+    def remove_volume(self, name: str) -> None:
+        try:
+            self.api.remove_volume(name, force=True)
+        except docker.errors.NotFound:
+            pass
+
+    @translate_docker_errors
+    def state(self, container_id: str) -> ContainerState:
+        """Return what Docker says the container is doing.
+
+        Raises:
+            ContainerGone: the container does not exist.
+        """
+        state = self.api.inspect_container(container_id)["State"]
+        return ContainerState(
+            status=_DOCKER_STATUS.get(state.get("Status", ""), AgentStatus.STOPPED),
+            exit_code=int(state.get("ExitCode") or 0),
+            oom_killed=bool(state.get("OOMKilled")),
+            error=state.get("Error") or "",
+        )
+
+    @translate_docker_errors
+    def containers_of(self, agent_id: str) -> list[str]:
+        """Return the IDs of every container labelled as this agent's."""
+        found = self.api.containers(all=True, filters={"label": f"{LABEL_ID}={agent_id}"})
+        return [c["Id"] for c in found]
+
+    @translate_docker_errors
+    def statuses(self) -> dict[str, AgentStatus]:
+        """Return agent ID -> container status for every Agentainer container, in one call."""
+        found = self.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=1"})
+        return {c["Labels"][LABEL_ID]: _DOCKER_STATUS.get(c.get("State", ""), AgentStatus.STOPPED)
+                for c in found if LABEL_ID in (c.get("Labels") or {})}
+
+    @translate_docker_errors
+    def network_gateway(self, name: str) -> str:
+        """Return the host's address on the network (where agents reach the proxy)."""
+        config = self.api.inspect_network(name)["IPAM"]["Config"]
+        return config[0]["Gateway"]
+
+    @translate_docker_errors
+    def logs(self, container_id: str, *, follow: bool, tail: int | None,
+             since: float | None, timestamps: bool) -> Iterator[bytes]:
+        """Return the container's output, stdout and stderr demultiplexed, as a stream.
+
+        The returned iterator has ``close()``, which releases the Docker connection.
+        """
+        return self.api.logs(container_id, stream=True, follow=follow,
+                             tail="all" if tail is None else tail,
+                             since=since, timestamps=timestamps)

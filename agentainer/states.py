@@ -1,0 +1,84 @@
+"""Agent statuses and the lifecycle table, as data (stdlib only)."""
+
+import enum
+from dataclasses import dataclass
+
+
+class AgentStatus(str, enum.Enum):
+    """What Docker says the agent's container is doing."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class Desired(str, enum.Enum):
+    """What the user asked the agent to be; the monitor converges toward it."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+S = AgentStatus
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One row of the lifecycle table (DESIGN §3).
+
+    ``allowed`` statuses perform the operation, ``noop`` statuses succeed without
+    touching Docker, every other status is a conflict with ``hint``.
+    """
+
+    name: str
+    allowed: frozenset[AgentStatus]
+    noop: frozenset[AgentStatus]
+    hint: str
+    desired: Desired | None
+
+    def check(self, status: AgentStatus) -> bool:
+        """Return True when the operation must run, False when it is a no-op.
+
+        Raises:
+            ValueError: the status does not allow the operation; the message says why.
+        """
+        if status in self.allowed:
+            return True
+        if status in self.noop:
+            return False
+        raise ValueError(f"cannot {self.name} an agent that is {status.value}; {self.hint}")
+
+
+def _op(name: str, allowed: set, noop: set, hint: str, desired: Desired | None) -> Operation:
+    return Operation(name, frozenset(allowed), frozenset(noop), hint, desired)
+
+
+OPERATIONS: dict[str, Operation] = {
+    op.name: op
+    for op in (
+        _op("start", {S.CREATED, S.STOPPED, S.FAILED}, {S.RUNNING},
+            "use resume for a paused agent", Desired.RUNNING),
+        _op("stop", {S.RUNNING, S.PAUSED}, {S.STOPPED, S.CREATED, S.FAILED},
+            "", Desired.STOPPED),
+        _op("restart", {S.RUNNING}, set(),
+            "use resume or start", Desired.RUNNING),
+        _op("pause", {S.RUNNING}, set(),
+            "only a running agent can be paused", Desired.PAUSED),
+        _op("resume", {S.CREATED, S.STOPPED, S.FAILED, S.PAUSED}, {S.RUNNING},
+            "", Desired.RUNNING),
+    )
+}
+
+
+def observed(recorded: AgentStatus, docker_status: AgentStatus | None) -> AgentStatus:
+    """Return the agent's status as Docker shows it.
+
+    ``docker_status`` is None when the container is gone. ``failed`` is Agentainer's own
+    verdict (a crash loop, a start that cannot succeed), so it survives a stopped container.
+    """
+    if docker_status is None or docker_status is AgentStatus.STOPPED:
+        return AgentStatus.FAILED if recorded is AgentStatus.FAILED else AgentStatus.STOPPED
+    return docker_status

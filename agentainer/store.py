@@ -1,0 +1,209 @@
+"""Agent state in Redis. Every key Agentainer uses for agents is named here.
+
+Keys (all under the ``agentainer:`` prefix):
+    agent:{id}   HASH  spec (JSON, immutable), status, desired, container_id,
+                       created_at, updated_at, last_error
+    agents       ZSET  id -> creation time (listing order)
+    names        HASH  name -> id (uniqueness)
+    tokens       HASH  sha256(agent token) -> id
+    lock:{id}    STRING lifecycle lock of one agent
+"""
+
+import functools
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import redis
+
+from agentainer.errors import AgentNotFound, Busy, Conflict, NameTaken, Unavailable
+from agentainer.models import ID_RE, Agent, AgentSpec, now
+from agentainer.states import AgentStatus, Desired
+
+PREFIX = "agentainer:"
+AGENTS = PREFIX + "agents"
+NAMES = PREFIX + "names"
+TOKENS = PREFIX + "tokens"
+LOCK_TTL = 300.0
+MUTABLE = ("status", "desired", "container_id", "updated_at", "last_error")
+
+# Update an agent's mutable fields only while its record exists, so a late writer
+# (the monitor, a slow lifecycle call) never resurrects a removed agent.
+_UPDATE_IF_EXISTS = """
+if redis.call('exists', KEYS[1]) == 0 then return 0 end
+redis.call('hset', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _agent_key(agent_id: str) -> str:
+    return f"{PREFIX}agent:{agent_id}"
+
+
+def translate_redis_errors(func: F) -> F:
+    """Turn Redis connection failures into :class:`Unavailable`."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as ex:
+            raise Unavailable(f"Redis is unreachable: {ex}") from ex
+    return wrapper  # type: ignore[return-value]
+
+
+class AgentStore:
+    """Reads and writes agent records; the only module that knows their keys."""
+
+    def __init__(self, client: redis.Redis, *, lock_timeout: float = 30.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._redis = client
+        self._lock_timeout = lock_timeout
+        self._clock = clock
+        self._update = client.register_script(_UPDATE_IF_EXISTS)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> "AgentStore":
+        client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30,
+                                      health_check_interval=30)
+        return cls(client, **kwargs)
+
+    @translate_redis_errors
+    def ping(self) -> bool:
+        return bool(self._redis.ping())
+
+    @translate_redis_errors
+    def reserve(self, agent_id: str, name: str, token_hash: str | None) -> None:
+        """Claim a name (and a token) for a new agent before its container exists.
+
+        Raises:
+            NameTaken: another agent has the name.
+            Conflict: another agent already uses the token.
+        """
+        if not self._redis.hsetnx(NAMES, name, agent_id):
+            raise NameTaken(name)
+        if token_hash and not self._redis.hsetnx(TOKENS, token_hash, agent_id):
+            self._redis.hdel(NAMES, name)
+            raise Conflict("that token is already used by another agent; choose another",
+                           code="token_in_use")
+
+    @translate_redis_errors
+    def release(self, agent_id: str, name: str, token_hash: str | None) -> None:
+        """Undo :meth:`reserve` after a failed deploy (only what this agent holds)."""
+        if self._redis.hget(NAMES, name) == agent_id.encode():
+            self._redis.hdel(NAMES, name)
+        if token_hash and self._redis.hget(TOKENS, token_hash) == agent_id.encode():
+            self._redis.hdel(TOKENS, token_hash)
+
+    @translate_redis_errors
+    def create(self, agent: Agent) -> None:
+        """Store a new agent whose name and token were reserved."""
+        with self._redis.pipeline() as pipe:
+            pipe.hset(_agent_key(agent.id), mapping=_to_hash(agent))
+            pipe.zadd(AGENTS, {agent.id: self._clock()})
+            pipe.execute()
+
+    @translate_redis_errors
+    def get(self, agent_id: str) -> Agent:
+        data = self._redis.hgetall(_agent_key(agent_id))
+        if not data:
+            raise AgentNotFound(agent_id)
+        return _from_hash(agent_id, data)
+
+    @translate_redis_errors
+    def resolve(self, ref: str) -> str:
+        """Return the ID of the agent named or identified by ``ref``."""
+        if ID_RE.match(ref):
+            if self._redis.exists(_agent_key(ref)):
+                return ref
+        else:
+            agent_id = self._redis.hget(NAMES, ref)
+            if agent_id:
+                return agent_id.decode()
+        raise AgentNotFound(ref)
+
+    @translate_redis_errors
+    def list(self) -> list[Agent]:
+        ids = [raw.decode() for raw in self._redis.zrange(AGENTS, 0, -1)]
+        with self._redis.pipeline(transaction=False) as pipe:
+            for agent_id in ids:
+                pipe.hgetall(_agent_key(agent_id))
+            rows = pipe.execute()
+        return [_from_hash(agent_id, row) for agent_id, row in zip(ids, rows) if row]
+
+    @translate_redis_errors
+    def update(self, agent_id: str, *, status: AgentStatus | None = None,
+               desired: Desired | None = None, container_id: str | None = None,
+               last_error: str | None = None, clear_error: bool = False) -> bool:
+        """Set some mutable fields; return False if the agent no longer exists."""
+        fields: dict[str, str] = {"updated_at": now()}
+        if status is not None:
+            fields["status"] = status.value
+        if desired is not None:
+            fields["desired"] = desired.value
+        if container_id is not None:
+            fields["container_id"] = container_id
+        if last_error is not None or clear_error:
+            fields["last_error"] = last_error or ""
+        args = [item for pair in fields.items() for item in pair]
+        return bool(self._update(keys=[_agent_key(agent_id)], args=args))
+
+    @translate_redis_errors
+    def delete(self, agent: Agent) -> None:
+        with self._redis.pipeline() as pipe:
+            pipe.delete(_agent_key(agent.id))
+            pipe.zrem(AGENTS, agent.id)
+            pipe.hdel(NAMES, agent.name)
+            if agent.spec.token_hash:
+                pipe.hdel(TOKENS, agent.spec.token_hash)
+            pipe.execute()
+
+    @translate_redis_errors
+    def agent_for_token(self, token_hash: str) -> str | None:
+        agent_id = self._redis.hget(TOKENS, token_hash)
+        return agent_id.decode() if agent_id else None
+
+    @contextmanager
+    def lock(self, agent_id: str) -> Iterator[None]:
+        """Serialise lifecycle operations on one agent across processes.
+
+        Raises:
+            Busy: another operation held the lock for longer than ``lock_timeout``.
+        """
+        lock = self._redis.lock(f"{PREFIX}lock:{agent_id}", timeout=LOCK_TTL,
+                                blocking_timeout=self._lock_timeout)
+        try:
+            acquired = lock.acquire()
+        except (redis.ConnectionError, redis.TimeoutError) as ex:
+            raise Unavailable(f"Redis is unreachable: {ex}") from ex
+        if not acquired:
+            raise Busy(f"agent {agent_id} is busy with another operation; try again")
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                pass  # NOTE: expired after LOCK_TTL; the next holder already owns it.
+
+
+def _to_hash(agent: Agent) -> dict[str, str]:
+    return {
+        "spec": json.dumps(agent.spec.to_dict(), separators=(",", ":")),
+        "status": agent.status.value, "desired": agent.desired.value,
+        "container_id": agent.container_id or "", "created_at": agent.created_at,
+        "updated_at": agent.updated_at, "last_error": agent.last_error or "",
+    }
+
+
+def _from_hash(agent_id: str, data: dict[bytes, bytes]) -> Agent:
+    text = {key.decode(): value.decode() for key, value in data.items()}
+    return Agent(
+        id=agent_id, spec=AgentSpec.from_dict(json.loads(text["spec"])),
+        status=AgentStatus(text["status"]), desired=Desired(text["desired"]),
+        container_id=text.get("container_id") or None, created_at=text["created_at"],
+        updated_at=text["updated_at"], last_error=text.get("last_error") or None,
+    )

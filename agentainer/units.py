@@ -1,0 +1,118 @@
+"""Converters from user-written values to numbers.
+
+Each takes a string (or a number) and returns a plain value, raising ``ValueError``
+with a message that names the bad value; callers add where the value came from.
+"""
+
+import re
+from datetime import datetime
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}
+
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_MEMORY_POWERS = {"b": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+
+NANO = 1_000_000_000
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Return seconds from ``30``, ``30s``, ``500ms``, ``5m`` or ``1h``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a duration (examples: 30s, 500ms, 5m, 1h)")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds < 0:
+        raise ValueError(f"{value!r} is negative")
+    return seconds
+
+
+def parse_cpu(value: str | int | float) -> int:
+    """Return nanoCPUs from ``1``, ``0.5``, ``500m`` or a nanoCPU count like ``1000000000``.
+
+    A bare number up to 1024 means cores; a larger whole number means nanoCPUs.
+    """
+    text = str(value).strip().lower()
+    try:
+        if text.endswith("m"):
+            nano = int(float(text[:-1]) * 1_000_000)
+        else:
+            number = float(text)
+            nano = int(number) if number.is_integer() and number > 1024 else int(number * NANO)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a CPU amount (examples: 1, 0.5, 500m)") from None
+    if nano < 1_000_000:
+        raise ValueError(f"{value!r} is too small a CPU amount (at least 1m)")
+    return nano
+
+
+def parse_memory(value: str | int) -> int:
+    """Return bytes from ``512m``, ``512Mi``, ``1g``, ``1G`` or a byte count.
+
+    Units are binary (1k = 1024), as Docker reads them; a trailing ``b`` is allowed.
+    """
+    match = _MEMORY.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a memory size (examples: 512m, 1g, 536870912)")
+    unit = (match.group(2) or "b").lower()
+    size = int(float(match.group(1)) * 1024 ** _MEMORY_POWERS[unit[0]])
+    if size < 6 * 1024 * 1024:
+        raise ValueError(f"{value!r} is below Docker's minimum memory limit of 6m")
+    return size
+
+
+def parse_bool(value: str | bool) -> bool:
+    """Return a bool from ``true/false``, ``yes/no``, ``on/off`` or ``1/0``."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not a boolean (use true or false)")
+
+
+def parse_port(value: str | int) -> int:
+    """Return a TCP port number between 1 and 65535."""
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{value!r} is not a port number between 1 and 65535")
+    return port
+
+
+def parse_positive_int(value: str | int) -> int:
+    """Return a whole number of at least 1."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise ValueError(f"{value!r} must be at least 1")
+    return number
+
+
+def parse_since(value: str, now: float) -> float:
+    """Return a Unix time from a duration ago (``10m``), a Unix time, or ISO-8601."""
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    if number is not None and number >= 1e9:
+        return number
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise ValueError(f"{value!r} is not a time (examples: 10m, 2h, 1700000000, "
+                         "2026-01-01T00:00:00Z)") from None
