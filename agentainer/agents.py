@@ -53,11 +53,11 @@ class AgentService:
     def resolve(self, ref: str) -> str:
         return self._store.resolve(ref)
 
-    def list(self, *, status: AgentStatus | None = None, name: str | None = None) -> list[Agent]:
+    def list_agents(self, *, status: AgentStatus | None = None, name: str | None = None) -> list[Agent]:
         """Return every agent (oldest first), optionally filtered by status or name substring."""
         live = self._runtime.statuses()
         agents = [replace(a, status=observed(a.status, live.get(a.id)))
-                  for a in self._store.list()]
+                  for a in self._store.all()]
         return [a for a in agents
                 if (status is None or a.status is status) and (name is None or name in a.name)]
 

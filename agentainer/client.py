@@ -69,9 +69,8 @@ class Client:
         try:
             return self._session.request(method, self.url + path, **kwargs)
         except requests.ConnectionError as ex:
-            raise ApiError(f"cannot reach the Agentainer server at {self.url} ({ex.__class__"
-                           f".__name__}); is it running? (make run)", status=None,
-                           code="unreachable") from ex
+            raise ApiError(f"cannot reach the Agentainer server at {self.url}; is it running? "
+                           "(make run)", status=None, code="unreachable") from ex
         except requests.Timeout as ex:
             raise ApiError(f"the server at {self.url} did not answer in time", status=None,
                            code="timeout") from ex

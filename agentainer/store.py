@@ -126,7 +126,7 @@ class AgentStore:
         raise AgentNotFound(ref)
 
     @translate_redis_errors
-    def list(self) -> list[Agent]:
+    def all(self) -> list[Agent]:
         ids = [raw.decode() for raw in self._redis.zrange(AGENTS, 0, -1)]
         with self._redis.pipeline(transaction=False) as pipe:
             for agent_id in ids:

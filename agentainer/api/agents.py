@@ -48,7 +48,7 @@ class AgentsResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         status = param(req, "status", _status)
-        agents = self._agents.list(status=status, name=req.get_param("name"))
+        agents = self._agents.list_agents(status=status, name=req.get_param("name"))
         ok(resp, f"{len(agents)} agent(s)", [a.public() for a in agents])
 
 

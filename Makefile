@@ -1,0 +1,78 @@
+# Agentainer: `make run` installs and starts everything, `make test` runs the suite.
+# Both work on a fresh Debian/Ubuntu machine as root (or with sudo).
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DATA_DIR := $(HOME)/.agentainer
+SUPERVISORCTL := $(VENV)/bin/supervisorctl -c supervisord.conf
+APT_PACKAGES := docker.io redis-server busybox-static python3 python3-venv
+MAN_PAGES := man/agentainer.1 man/agentainer-server.1
+PYTEST_ARGS ?=
+
+.PHONY: run stop test images man deps docker venv help
+
+help:
+	@echo "make run    install what is missing, start Docker and the supervisord stack"
+	@echo "make stop   stop the stack"
+	@echo "make test   install what is missing and run the whole test suite"
+	@echo "make images build the example agent images offline"
+	@echo "make man    regenerate the man pages from the parsers"
+
+deps:
+	@missing=""; \
+	command -v dockerd >/dev/null || missing="$$missing docker.io"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx wget || missing="$$missing busybox-static"; \
+	[ -x /usr/bin/python3.11 ] || missing="$$missing python3"; \
+	python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: setup.py
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: deps $(VENV)/.installed
+
+docker: deps
+	@if ! docker info >/dev/null 2>&1; then \
+		echo "starting dockerd (log: /var/log/agentainer-dockerd.log)"; \
+		$(SUDO) bash -c 'nohup dockerd >/var/log/agentainer-dockerd.log 2>&1 &'; \
+		for i in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; \
+		docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /var/log/agentainer-dockerd.log"; exit 1; }; \
+	fi
+
+images: docker
+	bash examples/build-images.sh
+
+run: venv docker
+	@mkdir -p $(DATA_DIR)/logs $(DATA_DIR)/redis
+	@if $(SUPERVISORCTL) status >/dev/null 2>&1 || [ $$? -ne 4 ]; then \
+		$(SUPERVISORCTL) update >/dev/null; $(SUPERVISORCTL) start all >/dev/null || true; \
+	else \
+		$(VENV)/bin/supervisord -c supervisord.conf; \
+	fi
+	@$(PY) -m agentainer.readiness
+	@$(SUPERVISORCTL) status
+
+stop:
+	@$(SUPERVISORCTL) shutdown 2>/dev/null || echo "the stack is not running"
+
+test: venv images
+	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+man: venv
+	@for page in $(MAN_PAGES); do \
+		prog=$$(basename $$page .1); module=$$(echo $$prog | sed 's/^agentainer-//; s/^agentainer$$/cli/'); \
+		$(VENV)/bin/argparse-manpage --module agentainer.$$module --function make_parser \
+			--prog $$prog --project-name agentainer --version 0.1.0 \
+			--manual-title "Agentainer Manual" \
+			--output $$page; \
+	done
