@@ -8,7 +8,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DATA_DIR := $(HOME)/.agentainer
 SUPERVISORCTL := $(VENV)/bin/supervisorctl -c supervisord.conf
 APT_PACKAGES := docker.io redis-server busybox-static python3 python3-venv
-MAN_PAGES := man/agentainer.1 man/agentainer-server.1
+MAN_PROGRAMS := agentainer:cli agentainer-server:server
+MAN_OUT ?= man
 PYTEST_ARGS ?=
 
 .PHONY: run stop test images man deps docker venv help
@@ -69,10 +70,12 @@ test: venv images
 	$(PY) -m pytest $(PYTEST_ARGS) tests
 
 man: venv
-	@for page in $(MAN_PAGES); do \
-		prog=$$(basename $$page .1); module=$$(echo $$prog | sed 's/^agentainer-//; s/^agentainer$$/cli/'); \
-		$(VENV)/bin/argparse-manpage --module agentainer.$$module --function make_parser \
-			--prog $$prog --project-name agentainer --version 0.1.0 \
-			--manual-title "Agentainer Manual" \
-			--output $$page; \
+	@for entry in $(MAN_PROGRAMS); do \
+		prog=$${entry%%:*}; module=$${entry##*:}; \
+		$(VENV)/bin/argparse-manpage --module agentainer.$$module \
+			--function make_parser --prog $$prog --project-name agentainer \
+			--version $$($(PY) -c 'import agentainer; print(agentainer.__version__)') \
+			--description "$$($(PY) -c "import agentainer.$$module as m; print(m.make_parser().description)")" \
+			--manual-title "Agentainer Manual" --include man/$$prog.include \
+			--output $(MAN_OUT)/$$prog.1; \
 	done
