@@ -1,0 +1,181 @@
+from pathlib import Path
+
+import pytest
+
+from agentainer import config
+from agentainer.errors import InvalidConfig
+
+
+@pytest.fixture
+def conf(tmp_path):
+    """Write a conf file and return its path."""
+    def write(text: str) -> Path:
+        path = tmp_path / "agentainer.conf"
+        path.write_text(text, encoding="utf-8")
+        return path
+    return write
+
+
+def test_defaults(conf):
+    settings = config.load(conf(""), environ={})
+    assert dict(settings.values) == {
+        "host": "127.0.0.1",
+        "port": 8081,
+        "redis_url": "redis://127.0.0.1:6380/0",
+        "data_dir": Path("~/.agentainer").expanduser(),
+        "token": "",
+        "docker_host": "",
+        "network": "agentainer-net",
+        "internal_network": "agentainer-internal",
+        "volume_roots": tuple(Path(p) for p in
+                              ("/home", "/root", "/srv", "/tmp", "/var/tmp", "/mnt", "/media",
+                               "/opt")),
+        "default_app_port": 8000,
+        "stop_timeout": 10.0,
+        "lock_timeout": 30.0,
+        "threads": 32,
+        "log_level": "INFO",
+    }
+    assert settings.token_file == Path("~/.agentainer/admin.token").expanduser()
+
+
+def test_shipped_conf_file_loads_to_the_defaults(conf):
+    assert config.load(config.CHECKOUT_CONF, environ={}).values == \
+        config.load(conf(""), environ={}).values
+
+
+@pytest.mark.parametrize("environ, overrides, port", [
+    ({}, None, 9000),
+    ({"AGENTAINER_PORT": "9001"}, None, 9001),
+    ({"AGENTAINER_PORT": "9001"}, {"port": "9002"}, 9002),
+    ({"AGENTAINER_PORT": "9001"}, {"port": None}, 9001),
+])
+def test_precedence(conf, environ, overrides, port):
+    path = conf("[agentainer]\nport = 9000\nthreads = 4\n")
+    settings = config.load(path, environ=environ, overrides=overrides)
+    assert settings.port == port
+    assert settings.threads == 4
+    assert settings.host == "127.0.0.1"
+
+
+def test_env_values_are_converted(conf):
+    environ = {"AGENTAINER_LOG_LEVEL": "debug", "AGENTAINER_VOLUME_ROOTS": "/srv,/data:/mnt",
+               "AGENTAINER_STOP_TIMEOUT": "500ms"}
+    settings = config.load(conf(""), environ=environ)
+    assert settings.log_level == "DEBUG"
+    assert settings.volume_roots == (Path("/srv"), Path("/data"), Path("/mnt"))
+    assert settings.stop_timeout == 0.5
+
+
+def test_unrelated_agentainer_env_vars_are_ignored(conf):
+    settings = config.load(conf(""), environ={"AGENTAINER_URL": "http://x",
+                                              "AGENTAINER_CONFIG": "/nonexistent"})
+    assert not hasattr(settings, "url")
+
+
+def test_unknown_key_in_file_is_refused(conf):
+    path = conf("[agentainer]\nport = 9000\nprot = 9001\n")
+    with pytest.raises(InvalidConfig) as caught:
+        config.load(path, environ={})
+    assert str(path) in caught.value.message
+    assert "'prot'" in caught.value.message
+
+
+def test_unknown_section_is_refused(conf):
+    path = conf("[agentainer]\n[server]\nport = 9000\n")
+    with pytest.raises(InvalidConfig) as caught:
+        config.load(path, environ={})
+    assert str(path) in caught.value.message
+    assert "[server]" in caught.value.message
+
+
+@pytest.mark.parametrize("text", ["port = 9000\n", "[agentainer\n"])
+def test_malformed_file_is_refused(conf, text):
+    path = conf(text)
+    with pytest.raises(InvalidConfig, match="config file"):
+        config.load(path, environ={})
+
+
+def test_missing_file_is_refused(tmp_path):
+    path = tmp_path / "missing.conf"
+    with pytest.raises(InvalidConfig, match="cannot read config file"):
+        config.load(path, environ={})
+
+
+BAD_VALUES = [
+    ("port", "http"),
+    ("port", "70000"),
+    ("default_app_port", "0"),
+    ("redis_url", "localhost:6379"),
+    ("data_dir", ""),
+    ("stop_timeout", "soon"),
+    ("lock_timeout", "-1"),
+    ("threads", "0"),
+    ("log_level", "LOUD"),
+]
+
+
+@pytest.mark.parametrize("key, value", BAD_VALUES)
+def test_bad_value_in_file_names_file_key_and_value(conf, key, value):
+    path = conf(f"[agentainer]\n{key} = {value}\n")
+    with pytest.raises(InvalidConfig) as caught:
+        config.load(path, environ={})
+    message = caught.value.message
+    assert str(path) in message
+    assert f"{key} = {value!r}" in message
+
+
+@pytest.mark.parametrize("key, value", BAD_VALUES)
+def test_bad_value_in_env_names_variable_key_and_value(conf, key, value):
+    variable = f"AGENTAINER_{key.upper()}"
+    with pytest.raises(InvalidConfig) as caught:
+        config.load(conf(""), environ={variable: value})
+    message = caught.value.message
+    assert f"environment variable {variable}" in message
+    assert f"{key} = {value!r}" in message
+
+
+@pytest.mark.parametrize("key, value", BAD_VALUES)
+def test_bad_override_names_option_key_and_value(conf, key, value):
+    with pytest.raises(InvalidConfig) as caught:
+        config.load(conf(""), environ={}, overrides={key: value})
+    message = caught.value.message
+    assert f"option --{key.replace('_', '-')}" in message
+    assert f"{key} = {value!r}" in message
+
+
+def test_render_conf_lists_every_setting_at_its_default():
+    lines = config.render_conf().splitlines()
+    assert "[agentainer]" in lines
+    for setting in config.SETTINGS:
+        assert f"# {setting.comment}" in lines
+        assert f"# {setting.name} = {setting.default}" in lines
+
+
+def test_shipped_conf_file_is_render_conf():
+    shipped = (Path(__file__).parents[2] / "conf" / "agentainer.conf").read_text(encoding="utf-8")
+    assert shipped == config.render_conf()
+
+
+def test_find_conf_file_honours_agentainer_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert config.find_conf_file({"AGENTAINER_CONFIG": "/srv/a.conf"}) == Path("/srv/a.conf")
+    assert config.find_conf_file({"AGENTAINER_CONFIG": "~/a.conf"}) == tmp_path / "a.conf"
+
+
+def test_find_conf_file_falls_back_to_checkout_then_system(tmp_path, monkeypatch):
+    checkout, system = tmp_path / "checkout.conf", tmp_path / "system.conf"
+    monkeypatch.setattr(config, "CHECKOUT_CONF", checkout)
+    monkeypatch.setattr(config, "SYSTEM_CONF", system)
+    assert config.find_conf_file({}) is None
+    system.touch()
+    assert config.find_conf_file({}) == system
+    checkout.touch()
+    assert config.find_conf_file({}) == checkout
+
+
+def test_load_reads_the_file_named_by_agentainer_config(conf):
+    path = conf("[agentainer]\nport = 9000\n")
+    settings = config.load(environ={"AGENTAINER_CONFIG": str(path)})
+    assert settings.port == 9000
+    assert settings.source == str(path)

@@ -1,0 +1,323 @@
+import hashlib
+import json
+
+import pytest
+
+from agentainer.errors import InvalidInput
+from agentainer.models import Agent, AgentSpec, HealthCheck, Volume, parse_deploy
+from agentainer.states import AgentStatus, Desired
+
+TOKEN = "s3cret-agent-token-0123"
+MIB = 1024 ** 2
+
+
+def deploy(**fields):
+    return parse_deploy({"name": "web", "image": "nginx", **fields})
+
+
+def refused(**fields) -> str:
+    with pytest.raises(InvalidInput) as caught:
+        deploy(**fields)
+    return caught.value.message
+
+
+def test_minimal_body():
+    spec, start = parse_deploy({"name": "web", "image": "nginx"})
+    assert spec == AgentSpec(name="web", image="nginx")
+    assert (spec.egress, spec.persist, spec.private, spec.auto_restart) == (True, True, False, False)
+    assert start is False
+
+
+def test_every_field():
+    spec, start = deploy(
+        env_vars={"MODEL": "small"}, cpu_limit="500m", memory_limit="512m", pids_limit=100,
+        auto_restart=True, token=TOKEN,
+        volumes=[{"container_path": "/data", "host_path": "/srv/data", "read_only": True},
+                 {"container_path": "/cache", "volume": "cache"}],
+        health_check={"endpoint": "/ready", "interval": "10s", "timeout": "2s", "retries": 5},
+        app_port=8080, egress=False, private=True, persist=False, start=True)
+    assert spec == AgentSpec(
+        name="web", image="nginx", env_vars={"MODEL": "small"}, cpu_limit=500_000_000,
+        memory_limit=512 * MIB, pids_limit=100, auto_restart=True,
+        token_hash=hashlib.sha256(TOKEN.encode()).hexdigest(),
+        volumes=(Volume("/data", host_path="/srv/data", read_only=True),
+                 Volume("/cache", volume="cache")),
+        health_check=HealthCheck("/ready", 10.0, 2.0, 5),
+        app_port=8080, egress=False, private=True, persist=False)
+    assert start is True
+
+
+def test_unknown_fields_are_listed():
+    message = refused(nmae="x", cpus=2)
+    assert "unknown field(s) in deploy request: cpus, nmae" in message
+
+
+@pytest.mark.parametrize("fields, unknown", [
+    ({"volumes": [{"container_path": "/d", "volume": "v", "mode": "ro"}]}, "in volume: mode"),
+    ({"health_check": {"path": "/health"}}, "in health_check: path"),
+])
+def test_unknown_nested_fields_are_refused(fields, unknown):
+    assert unknown in refused(**fields)
+
+
+@pytest.mark.parametrize("body", [None, [], "web", 3, [{"name": "web", "image": "nginx"}]])
+def test_body_must_be_an_object(body):
+    with pytest.raises(InvalidInput, match="must be a JSON object"):
+        parse_deploy(body)
+
+
+@pytest.mark.parametrize("body, missing", [
+    ({"image": "nginx"}, "name"),
+    ({"name": "web"}, "image"),
+    ({"name": "", "image": "nginx"}, "name"),
+    ({"name": "web", "image": None}, "image"),
+])
+def test_name_and_image_are_required(body, missing):
+    with pytest.raises(InvalidInput, match=f"^{missing} is required$"):
+        parse_deploy(body)
+
+
+@pytest.mark.parametrize("name", ["a", "web-1", "my_agent.v2", "0day", "a" * 63, "agent-123"])
+def test_good_names(name):
+    assert deploy(name=name)[0].name == name
+
+
+@pytest.mark.parametrize("name", ["Web", "WEB", ".hidden", "-web", "_web", "a" * 64, "my agent",
+                                  "web/1", "wéb", 5])
+def test_bad_names(name):
+    assert "invalid name" in refused(name=name)
+
+
+def test_name_that_looks_like_an_agent_id_is_refused():
+    assert "looks like an agent ID" in refused(name="agent-0123456789ab")
+
+
+@pytest.mark.parametrize("image", [
+    "nginx", "nginx:1.25", "library/nginx:latest", "registry.example.com:5000/team/app:v1",
+    "app@sha256:" + "a" * 64,
+])
+def test_good_images(image):
+    assert deploy(image=image)[0].image == image
+
+
+@pytest.mark.parametrize("image", [
+    "nginx latest", "-nginx", ":latest", "/nginx", "a" * 300, "app@sha256:abc", "nginx;rm -rf /",
+    5, ["nginx"],
+])
+def test_bad_images(image):
+    assert refused(image=image).startswith("image: ")
+
+
+def test_env_values_keep_commas_and_equals():
+    env = {"OPTS": "a=1,b=2", "EMPTY": "", "_X1": "x"}
+    assert deploy(env_vars=env)[0].env_vars == env
+
+
+@pytest.mark.parametrize("env", [
+    {"COUNT": 1}, {"FLAG": True}, {"NOTHING": None}, {"NESTED": {"a": "b"}}, {"NUL": "a\0b"},
+])
+def test_env_values_must_be_strings(env):
+    assert "must be a string" in refused(env_vars=env)
+
+
+@pytest.mark.parametrize("key", ["1ABC", "A-B", "A B", "", "A=B"])
+def test_env_keys_must_be_variable_names(key):
+    assert "is not a variable name" in refused(env_vars={key: "x"})
+
+
+@pytest.mark.parametrize("key", ["AGENT_ID", "AGENT_NAME", "AGENTAINER_PROXY_URL"])
+def test_reserved_env_vars_are_refused(key):
+    assert "set by Agentainer" in refused(env_vars={key: "x"})
+
+
+def test_env_must_be_an_object():
+    assert refused(env_vars=["A=1"]).startswith("env_vars: ")
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("cpu_limit", "0.5", 500_000_000),
+    ("cpu_limit", 0.5, 500_000_000),
+    ("cpu_limit", 2, 2_000_000_000),
+    ("cpu_limit", "250m", 250_000_000),
+    ("memory_limit", "512m", 512 * MIB),
+    ("memory_limit", 512 * MIB, 512 * MIB),
+    ("memory_limit", "1g", 1024 * MIB),
+    ("pids_limit", "100", 100),
+    ("pids_limit", 100, 100),
+])
+def test_limits_as_strings_or_numbers(field, value, expected):
+    assert getattr(deploy(**{field: value})[0], field) == expected
+
+
+@pytest.mark.parametrize("field, value", [
+    ("cpu_limit", "lots"),
+    ("cpu_limit", 0),
+    ("cpu_limit", "inf"),  # BUG: escapes as OverflowError (a 500) instead of InvalidInput
+    ("memory_limit", "1k"),
+    ("memory_limit", "big"),
+    ("pids_limit", 0),
+    ("pids_limit", "many"),
+])
+def test_bad_limits_are_refused(field, value):
+    assert refused(**{field: value}).startswith(f"{field}: ")
+
+
+def vol(**fields):
+    return {"container_path": "/data", **fields}
+
+
+def test_volumes():
+    spec, _ = deploy(volumes=[vol(host_path="/srv/x"), vol(container_path="/c", volume="c",
+                                                            read_only=True)])
+    assert spec.volumes == (Volume("/data", host_path="/srv/x"),
+                            Volume("/c", volume="c", read_only=True))
+    assert [v.source for v in spec.volumes] == ["/srv/x", "c"]
+
+
+@pytest.mark.parametrize("volume, problem", [
+    (vol(host_path="data"), "must be absolute"),
+    (vol(host_path="./data"), "must be absolute"),
+    (vol(host_path="~/data"), "must be absolute"),
+    (vol(), "exactly one of host_path and volume"),
+    (vol(host_path="/srv/x", volume="x"), "exactly one of host_path and volume"),
+    (vol(volume="bad name"), "volume name"),
+    (vol(container_path="data", volume="v"), "must be an absolute path"),
+    (vol(container_path=None, volume="v"), "must be an absolute path"),
+    ({"volume": "v"}, "must be an absolute path"),
+    (vol(container_path="/", volume="v"), "must not be /"),
+    (vol(container_path="/data/../etc", volume="v"), "contain '..'"),
+    (vol(volume="v", read_only="true"), "read_only must be true or false"),
+    (vol(volume="v", read_only=1), "read_only must be true or false"),
+    ("/srv:/data", "each volume is an object"),
+])
+def test_bad_volumes(volume, problem):
+    message = refused(volumes=[volume])
+    assert message.startswith("volumes: ")
+    assert problem in message
+
+
+def test_volumes_must_be_a_list():
+    assert "must be a list" in refused(volumes={"container_path": "/data", "volume": "v"})
+
+
+def test_duplicate_container_path_is_refused():
+    assert "share a container_path" in refused(volumes=[vol(volume="a"), vol(volume="b")])
+
+
+@pytest.mark.parametrize("paths", [("/data", "/data/"), ("/data", "//data"), ("/data", "/./data")])
+def test_duplicate_container_path_is_refused_after_normalising(paths):
+    # BUG: the duplicate check compares raw strings; Docker sees the same mount point twice.
+    volumes = [vol(container_path=paths[0], volume="a"), vol(container_path=paths[1], volume="b")]
+    assert "share a container_path" in refused(volumes=volumes)
+
+
+def test_container_path_root_spelled_differently_is_refused():
+    # BUG: only the exact string "/" is refused; "//" is the root too.
+    assert "must not be /" in refused(volumes=[vol(container_path="//", volume="v")])
+
+
+@pytest.mark.parametrize("token", ["x" * 15, "", "x" * 513, 1234567890123456789, True])
+def test_bad_tokens_are_refused(token):
+    assert "token must be a string of 16 to 512 characters" in refused(token=token)
+
+
+@pytest.mark.parametrize("token", ["x" * 16, "x" * 512])
+def test_token_length_bounds(token):
+    assert deploy(token=token)[0].token_hash == hashlib.sha256(token.encode()).hexdigest()
+
+
+def test_spec_stores_only_the_token_hash():
+    spec, _ = deploy(token=TOKEN)
+    assert TOKEN not in json.dumps(spec.to_dict())
+    assert TOKEN not in repr(spec)
+
+
+def make_agent(spec: AgentSpec) -> Agent:
+    return Agent(id="agent-0123456789ab", spec=spec, status=AgentStatus.CREATED,
+                 desired=Desired.STOPPED, container_id=None,
+                 created_at="2026-01-01T00:00:00.000Z", updated_at="2026-01-01T00:00:00.000Z")
+
+
+def test_public_view_exposes_neither_token_nor_hash():
+    spec, _ = deploy(token=TOKEN)
+    public = make_agent(spec).public()
+    assert public["has_token"] is True
+    assert "token_hash" not in public and "token" not in public
+    text = json.dumps(public)
+    assert TOKEN not in text and spec.token_hash not in text
+
+
+def test_public_view_without_token():
+    public = make_agent(deploy()[0]).public()
+    assert public["has_token"] is False
+    assert (public["id"], public["name"], public["status"], public["desired"]) == \
+        ("agent-0123456789ab", "web", "created", "stopped")
+
+
+def test_private_needs_a_token():
+    assert "private agent needs a token" in refused(private=True)
+    assert deploy(private=True, token=TOKEN)[0].private is True
+
+
+@pytest.mark.parametrize("field", ["auto_restart", "egress", "private", "persist", "start"])
+@pytest.mark.parametrize("value", ["true", "false", 1, 0, "yes"])
+def test_booleans_must_be_json_booleans(field, value):
+    extra = {"token": TOKEN} if field == "private" else {}
+    assert refused(**{field: value}, **extra).startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize("field, value", [
+    ("app_port", True),
+    ("pids_limit", True),
+    ("health_check", {"retries": True}),
+])
+def test_booleans_are_not_numbers(field, value):
+    # BUG: parse_port/parse_positive_int take True as 1 (bool is an int subclass).
+    assert refused(**{field: value}).startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize("port", [0, 65536, "http", -1])
+def test_bad_app_port(port):
+    assert refused(app_port=port).startswith("app_port: ")
+
+
+@pytest.mark.parametrize("check, expected", [
+    ({}, HealthCheck("/health", 30.0, 5.0, 3)),
+    ({"interval": "1m", "timeout": "500ms"}, HealthCheck("/health", 60.0, 0.5, 3)),
+    ({"interval": 10, "timeout": 10, "retries": "2"}, HealthCheck("/health", 10.0, 10.0, 2)),
+    ({"interval": "1s", "timeout": "1s"}, HealthCheck("/health", 1.0, 1.0, 3)),
+])
+def test_health_check(check, expected):
+    assert deploy(health_check=check)[0].health_check == expected
+
+
+@pytest.mark.parametrize("check, problem", [
+    ({"interval": "500ms", "timeout": "100ms"}, "interval >= 1s"),
+    ({"interval": "10s", "timeout": "11s"}, "timeout <= interval"),
+    ({"timeout": 0}, "0 < timeout"),
+    ({"interval": "soon"}, "'soon' is not a duration"),
+    ({"timeout": "-1s"}, "'-1s' is not a duration"),
+    ({"retries": 0}, "must be at least 1"),
+    ({"endpoint": "health"}, "must be a path starting with /"),
+    ({"endpoint": 5}, "must be a path starting with /"),
+])
+def test_bad_health_check(check, problem):
+    message = refused(health_check=check)
+    assert message.startswith("health_check: ")
+    assert problem in message
+
+
+def test_health_check_must_be_an_object():
+    assert refused(health_check="/health").startswith("health_check: ")
+
+
+@pytest.mark.parametrize("fields", [
+    {},
+    {"env_vars": {"A": "1,2=3"}, "cpu_limit": "1", "memory_limit": "1g", "token": TOKEN,
+     "volumes": [vol(host_path="/srv/x", read_only=True), vol(container_path="/v", volume="v")],
+     "health_check": {"endpoint": "/ok", "interval": "15s"}, "app_port": 9000,
+     "egress": False, "persist": False},
+])
+def test_spec_round_trips_through_json(fields):
+    spec, _ = deploy(**fields)
+    assert AgentSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
