@@ -34,10 +34,12 @@ deps:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(VENV)/.installed: setup.py
+$(VENV)/.installed: setup.py $(wildcard man/*.1)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	@# NOTE: editable installs skip data_files; man finds pages beside a PATH entry's bin/
+	install -m 644 -D -t $(VENV)/share/man/man1 man/*.1
 	touch $@
 
 venv: deps $(VENV)/.installed

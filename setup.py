@@ -23,7 +23,7 @@ setup(
         "requests>=2.31",
         "supervisor>=4.2",
     ],
-    extras_require={"dev": ["pytest>=8", "argparse-manpage>=4.5"]},
+    extras_require={"dev": ["pytest>=8", "argparse-manpage>=4.5", "setuptools>=68", "wheel"]},
     scripts=sorted(glob("bin/agentainer*")),
     data_files=[("share/man/man1", sorted(glob("man/*.1")))],
 )

@@ -30,7 +30,7 @@ HINTS = {
 def make_parser() -> argparse.ArgumentParser:
     """Return the parser for every command (also used to generate the man page)."""
     parser = argparse.ArgumentParser(
-        prog="agentainer",
+        prog="agentainer", allow_abbrev=False,
         description="Deploy and manage LLM agents running as Docker containers.",
         epilog="Environment: AGENTAINER_URL (server URL), AGENTAINER_TOKEN (token), "
                "AGENTAINER_CONFIG (conf file). Without them the local server and its "
@@ -39,13 +39,13 @@ def make_parser() -> argparse.ArgumentParser:
                                       "http://HOST:PORT from the conf file)")
     parser.add_argument("--token", help="API token (default: $AGENTAINER_TOKEN, else the "
                                         "admin token file in the data dir)")
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text,
-                                  parents=[common])
+                                  parents=[common], allow_abbrev=False)
         sub.set_defaults(handler=HANDLERS[name])
         return sub
 

@@ -1,11 +1,11 @@
 """Agents as data: the deploy spec, its validation, and the stored record."""
 
 import hashlib
+import posixpath
 import re
 import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import PurePosixPath
 from typing import Any
 
 from agentainer import units
@@ -234,8 +234,11 @@ def _volume(item: Any) -> Volume:
     target = item.get("container_path")
     if not isinstance(target, str) or not target.startswith("/"):
         raise ValueError(f"container_path {target!r} must be an absolute path")
-    if ".." in PurePosixPath(target).parts or target == "/":
-        raise ValueError(f"container_path {target!r} must not be / or contain '..'")
+    if ".." in target.split("/"):
+        raise ValueError(f"container_path {target!r} must not contain '..'")
+    target = "/" + posixpath.normpath(target).lstrip("/")  # NOTE: Docker's view of the path
+    if target == "/":
+        raise ValueError("container_path must not be /")
     host, name = item.get("host_path"), item.get("volume")
     if (host is None) == (name is None):
         raise ValueError("each volume needs exactly one of host_path and volume")

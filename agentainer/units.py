@@ -4,6 +4,7 @@ Each takes a string (or a number) and returns a plain value, raising ``ValueErro
 with a message that names the bad value; callers add where the value came from.
 """
 
+import math
 import re
 from datetime import datetime
 
@@ -25,8 +26,8 @@ def parse_duration(value: str | int | float) -> float:
         if not match:
             raise ValueError(f"{value!r} is not a duration (examples: 30s, 500ms, 5m, 1h)")
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if seconds < 0:
-        raise ValueError(f"{value!r} is negative")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{value!r} is not a finite, non-negative duration")
     return seconds
 
 
@@ -42,7 +43,7 @@ def parse_cpu(value: str | int | float) -> int:
         else:
             number = float(text)
             nano = int(number) if number.is_integer() and number > 1024 else int(number * NANO)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ValueError(f"{value!r} is not a CPU amount (examples: 1, 0.5, 500m)") from None
     if nano < 1_000_000:
         raise ValueError(f"{value!r} is too small a CPU amount (at least 1m)")
@@ -58,7 +59,10 @@ def parse_memory(value: str | int) -> int:
     if not match:
         raise ValueError(f"{value!r} is not a memory size (examples: 512m, 1g, 536870912)")
     unit = (match.group(2) or "b").lower()
-    size = int(float(match.group(1)) * 1024 ** _MEMORY_POWERS[unit[0]])
+    try:
+        size = int(float(match.group(1)) * 1024 ** _MEMORY_POWERS[unit[0]])
+    except OverflowError:
+        raise ValueError(f"{value!r} is too large a memory size") from None
     if size < 6 * 1024 * 1024:
         raise ValueError(f"{value!r} is below Docker's minimum memory limit of 6m")
     return size
@@ -76,11 +80,18 @@ def parse_bool(value: str | bool) -> bool:
     raise ValueError(f"{value!r} is not a boolean (use true or false)")
 
 
+def _whole(value: str | int) -> int:
+    """Return an int from an int or its decimal text; floats and booleans are refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(value)
+
+
 def parse_port(value: str | int) -> int:
     """Return a TCP port number between 1 and 65535."""
     try:
-        port = int(value)
-    except (TypeError, ValueError):
+        port = _whole(value)
+    except ValueError:
         raise ValueError(f"{value!r} is not a port number") from None
     if not 1 <= port <= 65535:
         raise ValueError(f"{value!r} is not a port number between 1 and 65535")
@@ -90,8 +101,8 @@ def parse_port(value: str | int) -> int:
 def parse_positive_int(value: str | int) -> int:
     """Return a whole number of at least 1."""
     try:
-        number = int(value)
-    except (TypeError, ValueError):
+        number = _whole(value)
+    except ValueError:
         raise ValueError(f"{value!r} is not a whole number") from None
     if number < 1:
         raise ValueError(f"{value!r} must be at least 1")

@@ -67,7 +67,7 @@ def test_exit_codes_and_errors_on_stderr(stack: Stack, api: Api, name: str):
     assert run_cli(stack, "list", token="not-a-valid-token-at-all").returncode == 5
     assert run_cli(stack, "deploy", "--name", "x", "--image", ECHO_IMAGE,
                    "-v", "/a:/b:rx").returncode == 2
-    typo = run_cli(stack, "deploy", "--nmae", "x")
+    typo = run_cli(stack, "deploy", "--name", "x", "--image", ECHO_IMAGE, "--nmae", "y")
     assert typo.returncode == 2 and "--nmae" in typo.stderr
 
 

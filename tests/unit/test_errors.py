@@ -1,0 +1,52 @@
+import inspect
+
+import falcon
+import pytest
+
+from agentainer import errors
+from agentainer.api.errors import status_of
+
+ERROR_CLASSES = [cls for _, cls in inspect.getmembers(errors, inspect.isclass)
+                 if issubclass(cls, errors.AgentainerError)]
+
+STATUS = {
+    errors.AgentainerError: falcon.HTTP_500,
+    errors.InvalidInput: falcon.HTTP_400,
+    errors.InvalidConfig: falcon.HTTP_400,
+    errors.Unauthorized: falcon.HTTP_401,
+    errors.Forbidden: falcon.HTTP_403,
+    errors.NotFound: falcon.HTTP_404,
+    errors.AgentNotFound: falcon.HTTP_404,
+    errors.ImageNotFound: falcon.HTTP_404,
+    errors.Conflict: falcon.HTTP_409,
+    errors.NameTaken: falcon.HTTP_409,
+    errors.InvalidTransition: falcon.HTTP_409,
+    errors.Busy: falcon.HTTP_409,
+    errors.RuntimeFailure: falcon.HTTP_422,
+    errors.Unavailable: falcon.HTTP_503,
+}
+
+
+def test_every_error_class_has_a_status_here():
+    assert set(ERROR_CLASSES) == set(STATUS)
+
+
+@pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda cls: cls.__name__)
+def test_status_of(cls):
+    assert status_of(cls("x")) == STATUS[cls]
+
+
+@pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda cls: cls.__name__)
+def test_every_class_defines_its_own_code(cls):
+    assert isinstance(vars(cls).get("code"), str) and cls.code
+
+
+def test_codes_are_distinct():
+    codes = [cls.code for cls in ERROR_CLASSES]
+    assert len(set(codes)) == len(codes)
+
+
+def test_code_can_be_overridden_per_instance():
+    error = errors.InvalidInput("no", code="volume_refused")
+    assert (error.code, error.message, str(error)) == ("volume_refused", "no", "no")
+    assert errors.InvalidInput("no").code == "invalid_input"

@@ -1,0 +1,31 @@
+"""The OpenAPI document describes every registered route and method, and nothing more."""
+
+import falcon.inspect
+
+from agentainer import config
+from agentainer.api.app import create_app
+from agentainer.api.openapi import document
+
+
+def registered_routes() -> set[tuple[str, str]]:
+    settings = config.load(environ={"AGENTAINER_CONFIG": "/dev/null"})
+    # NOTE: nothing connects at construction: redis-py and the Docker adapter are lazy.
+    app = create_app(settings, admin_token="unit-test-token")
+    return {(route.path, method.method.lower())
+            for route in falcon.inspect.inspect_routes(app)
+            for method in route.methods if not method.internal}
+
+
+def documented_routes() -> set[tuple[str, str]]:
+    return {(path, method) for path, item in document()["paths"].items() for method in item}
+
+
+def test_every_route_is_documented_and_nothing_else():
+    assert registered_routes() == documented_routes()
+
+
+def test_every_operation_has_a_summary_and_responses():
+    for path, item in document()["paths"].items():
+        for method, operation in item.items():
+            assert operation["summary"], (path, method)
+            assert operation["responses"], (path, method)
