@@ -152,7 +152,7 @@ def test_limits_as_strings_or_numbers(field, value, expected):
 @pytest.mark.parametrize("field, value", [
     ("cpu_limit", "lots"),
     ("cpu_limit", 0),
-    ("cpu_limit", "inf"),  # BUG: escapes as OverflowError (a 500) instead of InvalidInput
+    ("cpu_limit", "inf"),  # an overflow must be a 400, not a 500
     ("memory_limit", "1k"),
     ("memory_limit", "big"),
     ("pids_limit", 0),
@@ -206,13 +206,13 @@ def test_duplicate_container_path_is_refused():
 
 @pytest.mark.parametrize("paths", [("/data", "/data/"), ("/data", "//data"), ("/data", "/./data")])
 def test_duplicate_container_path_is_refused_after_normalising(paths):
-    # BUG: the duplicate check compares raw strings; Docker sees the same mount point twice.
+    # Docker sees these as the same mount point.
     volumes = [vol(container_path=paths[0], volume="a"), vol(container_path=paths[1], volume="b")]
     assert "share a container_path" in refused(volumes=volumes)
 
 
 def test_container_path_root_spelled_differently_is_refused():
-    # BUG: only the exact string "/" is refused; "//" is the root too.
+    # "//" is the root too.
     assert "must not be /" in refused(volumes=[vol(container_path="//", volume="v")])
 
 
@@ -272,7 +272,7 @@ def test_booleans_must_be_json_booleans(field, value):
     ("health_check", {"retries": True}),
 ])
 def test_booleans_are_not_numbers(field, value):
-    # BUG: parse_port/parse_positive_int take True as 1 (bool is an int subclass).
+    # JSON true is not the number 1 (bool is an int subclass in Python).
     assert refused(**{field: value}).startswith(f"{field}: ")
 
 

@@ -33,7 +33,7 @@ def test_parse_duration_rejects(value):
 
 @pytest.mark.parametrize("value", [math.nan, math.inf])
 def test_parse_duration_rejects_non_finite(value):
-    # BUG: NaN and infinity pass the "< 0" check and come back as durations.
+    # NaN and infinity are not durations (NaN would slip past every comparison).
     with pytest.raises(ValueError):
         units.parse_duration(value)
 
@@ -60,7 +60,7 @@ def test_parse_cpu_rejects(value):
 
 @pytest.mark.parametrize("value", ["inf", "1e400m"])
 def test_parse_cpu_rejects_infinity_with_value_error(value):
-    # BUG: int(float("inf")) raises OverflowError, which callers do not catch.
+    # int(float("inf")) overflows; it must surface as ValueError.
     with pytest.raises(ValueError, match=re.escape(repr(value))):
         units.parse_cpu(value)
 
