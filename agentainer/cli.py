@@ -134,8 +134,6 @@ def cmd_deploy(client: Client, args: argparse.Namespace, out: "Output") -> int:
         body["health_check"] = {k: v for k, v in health.items() if v is not None}
     _, agent = client.call("POST", "/agents", body=body)
     out.agent_line(agent, f"deployed {agent['name']} ({agent['id']}), {agent['status']}")
-    if not args.json:
-        out.line(f"proxy: {client.url}/agent/{agent['name']}/")
     return ExitStatus.SUCCESS
 
 
@@ -273,7 +271,11 @@ class Output:
         print(json.dumps(data, indent=2, sort_keys=True), file=self._out)
 
     def agent_line(self, data: Any, text: str) -> None:
-        self.json(data) if self._json else self.line(text)
+        """Print ``data`` as JSON with --json, else the human ``text``."""
+        if self._json:
+            self.json(data)
+        else:
+            self.line(text)
 
     def table(self, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]

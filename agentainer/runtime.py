@@ -118,6 +118,7 @@ class DockerRuntime:
         logger.info("network %s: created (internal=%s)", name, internal)
         return created["Id"]
 
+    @translate_docker_errors
     def exposed_ports(self, image: str) -> list[int]:
         """Return the TCP ports the image EXPOSEs.
 
@@ -125,15 +126,11 @@ class DockerRuntime:
             ImageNotFound: the image is not present locally.
         """
         try:
-            attrs = self._inspect_image(image)
-        except ContainerGone as ex:
+            attrs = self.api.inspect_image(image)
+        except docker.errors.ImageNotFound as ex:
             raise ImageNotFound(image) from ex
         ports = (attrs.get("Config") or {}).get("ExposedPorts") or {}
         return sorted(int(p.split("/")[0]) for p in ports if p.endswith("/tcp"))
-
-    @translate_docker_errors
-    def _inspect_image(self, image: str) -> dict:
-        return self.api.inspect_image(image)
 
     @translate_docker_errors
     def create(self, agent: Agent, *, network: str, env: dict[str, str],
