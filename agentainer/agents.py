@@ -8,9 +8,10 @@ from pathlib import Path
 from docker.types import Mount
 
 from agentainer.errors import AgentainerError, InvalidTransition, NotFound
+from agentainer.journal import Journal
 from agentainer.models import Agent, AgentSpec, new_agent_id, now
 from agentainer.mounts import MountPolicy
-from agentainer.runtime import ContainerGone, DockerRuntime
+from agentainer.runtime import ContainerGone, ContainerState, DockerRuntime
 from agentainer.states import OPERATIONS, AgentStatus, Desired, observed
 from agentainer.store import AgentStore
 
@@ -30,14 +31,17 @@ class AgentService:
     """Deploys agents and moves them through the lifecycle table (DESIGN §3).
 
     Every operation on one agent runs under that agent's Redis lock, and decides from
-    what Docker says now, not from what Redis last recorded.
+    what Docker says now, not from what Redis last recorded. Whenever an agent ends up
+    running, ``on_running`` is called with its ID (the replay of its queued requests).
     """
 
-    def __init__(self, store: AgentStore, runtime: DockerRuntime, *, networks: Networks,
-                 mounts: MountPolicy, default_app_port: int = 8000,
-                 stop_timeout: float = 10.0) -> None:
+    def __init__(self, store: AgentStore, runtime: DockerRuntime, journal: Journal, *,
+                 networks: Networks, mounts: MountPolicy, on_running: Callable[[str], None],
+                 default_app_port: int = 8000, stop_timeout: float = 10.0) -> None:
         self._store = store
         self._runtime = runtime
+        self._journal = journal
+        self._on_running = on_running
         self._networks = networks
         self._mounts = mounts
         self._default_app_port = default_app_port
@@ -48,7 +52,7 @@ class AgentService:
     def get(self, ref: str) -> Agent:
         """Return the agent named or identified by ``ref``, its status as Docker shows it."""
         agent = self._store.get(self._store.resolve(ref))
-        return replace(agent, status=self._observe(agent))
+        return replace(agent, status=self._observe(agent)[0])
 
     def resolve(self, ref: str) -> str:
         return self._store.resolve(ref)
@@ -126,6 +130,7 @@ class AgentService:
                     except AgentainerError:
                         kept.append(volume.volume)
             self._store.delete(agent)
+            self._journal.purge(agent_id)
         logger.info("agent %s: removed", agent_id)
         return agent, kept
 
@@ -152,7 +157,7 @@ class AgentService:
         agent_id = self._store.resolve(ref)
         with self._store.lock(agent_id):
             agent = self._store.get(agent_id)
-            status = self._observe(agent)
+            status, _ = self._observe(agent)
             try:
                 must_act = operation.check(status)
             except ValueError as ex:
@@ -168,11 +173,14 @@ class AgentService:
                 # NOTE: an operation that ran clears an earlier 'failed' verdict.
                 agent = replace(agent, status=AgentStatus.STOPPED)
             agent = replace(agent, container_id=container_id)
-            final = self._observe(agent)
+            final, address = self._observe(agent)
+            route = f"{address}:{agent.spec.app_port}" if address else ""
             self._store.update(agent.id, status=final, desired=operation.desired,
-                               container_id=container_id, clear_error=must_act)
-            return replace(agent, status=final, desired=operation.desired,
-                           last_error=None if must_act else agent.last_error)
+                               container_id=container_id, route=route, clear_error=must_act)
+        if final is AgentStatus.RUNNING:
+            self._on_running(agent.id)
+        return replace(agent, status=final, desired=operation.desired,
+                       last_error=None if must_act else agent.last_error)
 
     def _start(self, agent: Agent, status: AgentStatus) -> str:
         container_id = agent.container_id
@@ -202,14 +210,19 @@ class AgentService:
 
     # -- containers -------------------------------------------------------------------
 
-    def _observe(self, agent: Agent) -> AgentStatus:
-        """Return the agent's status from Docker; a missing container reads as stopped."""
-        if not agent.container_id:
-            return observed(agent.status, None)
-        try:
-            return observed(agent.status, self._runtime.state(agent.container_id).status)
-        except ContainerGone:
-            return observed(agent.status, None)
+    def _observe(self, agent: Agent) -> tuple[AgentStatus, str]:
+        """Return the agent's status from Docker and its address when running.
+
+        A missing container reads as stopped.
+        """
+        state: ContainerState | None = None
+        if agent.container_id:
+            try:
+                state = self._runtime.state(agent.container_id)
+            except ContainerGone:
+                pass
+        status = observed(agent.status, state.status if state else None)
+        return status, state.ip if state and status is AgentStatus.RUNNING else ""
 
     def _exists(self, container_id: str) -> bool:
         try:

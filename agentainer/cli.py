@@ -5,6 +5,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,15 @@ def make_parser() -> argparse.ArgumentParser:
                       help="only output since WHEN: 10m, 2h, a Unix time or ISO-8601")
     logs.add_argument("--timestamps", action="store_true", help="prefix lines with their time")
 
+    requests = command("requests", "list an agent's journaled requests, or show, replay or "
+                                   "cancel one")
+    requests.add_argument("target", nargs="+", metavar="ARG",
+                          help="AGENT (list), or show|replay|cancel AGENT REQUEST_ID")
+    requests.add_argument("--status", choices=("queued", "in_flight", "completed", "failed",
+                                                "cancelled"), help="only requests in this status")
+    requests.add_argument("--limit", type=int, default=50, help="how many (newest first)")
+    requests.add_argument("--offset", type=int, default=0, help="skip this many")
+
     token = command("token", "print the admin token (for curl and scripts)")
     token.add_argument("--path", action="store_true", help="print the token file's path")
 
@@ -190,6 +200,69 @@ def cmd_logs(client: Client, args: argparse.Namespace, out: "Output") -> int:
     return ExitStatus.SUCCESS
 
 
+REQUEST_ACTIONS = ("show", "replay", "cancel")
+
+
+def cmd_requests(client: Client, args: argparse.Namespace, out: "Output") -> int:
+    target = args.target
+    if len(target) == 3 and target[0] in REQUEST_ACTIONS:
+        action, agent, request_id = target
+        path = f"/agents/{agent}/requests/{request_id}"
+        if action == "show":
+            _, record = client.call("GET", path)
+            show_record(record, out, as_json=args.json)
+            return ExitStatus.SUCCESS
+        method, path = ("DELETE", path) if action == "cancel" else ("POST", path + "/replay")
+        message, data = client.call(method, path)
+        out.agent_line(data, message)
+        return ExitStatus.SUCCESS
+    if len(target) != 1:
+        raise ValueError("requests: use 'requests AGENT' or 'requests show|replay|cancel "
+                         "AGENT REQUEST_ID'")
+    params = {"status": args.status, "limit": args.limit, "offset": args.offset}
+    _, page = client.call("GET", f"/agents/{target[0]}/requests",
+                          params={k: v for k, v in params.items() if v is not None})
+    if args.json:
+        out.json(page)
+    elif not page["requests"]:
+        out.line("no requests")
+    else:
+        out.table(("REQUEST", "METHOD", "PATH", "STATUS", "ATTEMPTS", "RESPONSE", "ARRIVED"),
+                  [(r["id"], r["method"], _cut(r["path"] + (f"?{r['query']}" if r["query"]
+                                                            else ""), 40),
+                    r["status"], str(r["attempts"]), str(r["resp_status"] or "-"),
+                    _time(r["created_at"])) for r in page["requests"]])
+        if page["total"] > len(page["requests"]):
+            out.line(f"({len(page['requests'])} of {page['total']}; --offset/--limit for more)")
+    return ExitStatus.SUCCESS
+
+
+def show_record(record: dict[str, Any], out: "Output", *, as_json: bool) -> None:
+    if as_json:
+        out.json(record)
+        return
+    for key in ("id", "agent", "method", "path", "query", "status", "attempts", "error",
+                "idempotency_key"):
+        out.line(f"{key + ':':<17} {record.get(key) or '-'}")
+    out.line(f"{'arrived:':<17} {_time(record['created_at'])}")
+    out.line(f"{'updated:':<17} {_time(record['updated_at'])}")
+    for name, value in record.get("headers", []):
+        out.line(f"{'header:':<17} {name}: {value}")
+    out.line(f"{'body:':<17} {record.get('body') or '-'}")
+    if record.get("resp_status"):
+        out.line(f"{'response:':<17} {record['resp_status']}"
+                 + (" (truncated)" if record.get("resp_truncated") else ""))
+        out.line(record.get("resp_body") or "")
+
+
+def _time(millis: int) -> str:
+    return datetime.fromtimestamp(millis / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def cmd_token(client: Client, args: argparse.Namespace, out: "Output") -> int:
     settings = configuration.load()
     if args.path:
@@ -220,7 +293,7 @@ def cmd_version(client: Client, args: argparse.Namespace, out: "Output") -> int:
 HANDLERS: dict[str, Callable[[Client, argparse.Namespace, "Output"], int]] = {
     "deploy": cmd_deploy, **{name: cmd_lifecycle for name in LIFECYCLE_HELP},
     "remove": cmd_remove, "list": cmd_list, "inspect": cmd_inspect, "logs": cmd_logs,
-    "token": cmd_token, "version": cmd_version,
+    "requests": cmd_requests, "token": cmd_token, "version": cmd_version,
 }
 
 

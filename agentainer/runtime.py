@@ -48,6 +48,7 @@ class ContainerState:
     exit_code: int
     oom_killed: bool
     error: str
+    ip: str             # the container's address on its (single) network; "" when stopped
 
 
 def container_name(agent_id: str) -> str:
@@ -200,12 +201,15 @@ class DockerRuntime:
         Raises:
             ContainerGone: the container does not exist.
         """
-        state = self.api.inspect_container(container_id)["State"]
+        info = self.api.inspect_container(container_id)
+        state = info["State"]
+        networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
         return ContainerState(
             status=_DOCKER_STATUS.get(state.get("Status", ""), AgentStatus.STOPPED),
             exit_code=int(state.get("ExitCode") or 0),
             oom_killed=bool(state.get("OOMKilled")),
             error=state.get("Error") or "",
+            ip=next((n.get("IPAddress") or "" for n in networks.values()), ""),
         )
 
     @translate_docker_errors

@@ -1,15 +1,23 @@
-"""``agentainer-server``: the REST API under waitress."""
+"""``agentainer-server``: the REST API and the proxy under waitress.
+
+Several server processes may run at once (supervisord starts two): each binds its
+sockets with ``SO_REUSEPORT`` and the kernel spreads connections between them.
+"""
 
 import argparse
 import logging
+import socket
 import sys
 from pathlib import Path
 
 import waitress
 
 from agentainer import config as configuration
-from agentainer.api.app import create_app
+from agentainer.api.app import ProxyOnly, build, create_app
+from agentainer.config import Config
 from agentainer.errors import AgentainerError
+from agentainer.janitor import Janitor
+from agentainer.runtime import DockerRuntime
 from agentainer.status import ExitStatus
 
 logger = logging.getLogger(__name__)
@@ -17,8 +25,8 @@ logger = logging.getLogger(__name__)
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="agentainer-server",
-        description="Serve the Agentainer REST API (normally run by supervisord).")
+        prog="agentainer-server", allow_abbrev=False,
+        description="Serve the Agentainer REST API and proxy (normally run by supervisord).")
     parser.add_argument("--config", metavar="FILE",
                         help="conf file (default: $AGENTAINER_CONFIG, the checkout's "
                              "conf/agentainer.conf, or /etc/agentainer/agentainer.conf)")
@@ -29,6 +37,55 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """Return a listening socket that other server processes may share."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    return sock
+
+
+def gateway_sockets(settings: Config, runtime: DockerRuntime) -> list[socket.socket]:
+    """Listen on each Agentainer network's gateway, where agents reach the proxy."""
+    sockets = []
+    for name, internal in ((settings.network, False), (settings.internal_network, True)):
+        try:
+            runtime.ensure_network(name, internal=internal)
+            gateway = runtime.network_gateway(name)
+            sockets.append(listen(gateway, settings.port))
+        except (AgentainerError, OSError) as ex:
+            logger.warning("network %s: agents cannot reach the proxy (%s)", name, ex)
+    return sockets
+
+
+def serve(settings: Config) -> None:
+    components = build(settings)
+    app = create_app(settings, components=components)
+    options = {"ident": "agentainer", "clear_untrusted_proxy_headers": True,
+               "connection_limit": settings.connection_limit, "channel_timeout": 300,
+               "asyncore_use_poll": True}
+    shared: dict = {}
+    main = waitress.create_server(app, map=shared, sockets=[listen(settings.host, settings.port)],
+                                  threads=settings.threads, **options)
+    gateways = gateway_sockets(settings, components.runtime)
+    if gateways:
+        waitress.create_server(ProxyOnly(app), map=shared, sockets=gateways,
+                               threads=settings.proxy_threads, **options)
+    janitor = Janitor(components.store, components.journal,
+                      schedule=components.scheduler.schedule)
+    janitor.start()
+    logger.info("listening on http://%s:%s%s (config: %s)", settings.host, settings.port,
+                "".join(f", proxy only on {s.getsockname()[0]}" for s in gateways),
+                settings.source)
+    try:
+        main.run()
+    finally:
+        janitor.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
@@ -36,20 +93,19 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.config) if args.config else None,
             overrides={"host": args.host, "port": args.port, "threads": args.threads,
                        "log_level": args.log_level})
-        logging.basicConfig(level=settings.log_level,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        app = create_app(settings)
     except AgentainerError as ex:
         print(f"agentainer-server: {ex.message}", file=sys.stderr)
         return ExitStatus.CONFIG
-    logger.info("listening on http://%s:%s (config: %s)", settings.host, settings.port,
-                settings.source)
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        waitress.serve(app, host=settings.host, port=settings.port, threads=settings.threads,
-                       ident="agentainer", clear_untrusted_proxy_headers=True)
-    except KeyboardInterrupt:
-        return ExitStatus.INTERRUPTED
+        serve(settings)
+    except AgentainerError as ex:
+        print(f"agentainer-server: {ex.message}", file=sys.stderr)
+        return ExitStatus.CONFIG
     except OSError as ex:
         logger.error("cannot listen on %s:%s: %s", settings.host, settings.port, ex)
         return ExitStatus.UNAVAILABLE
+    except KeyboardInterrupt:
+        return ExitStatus.INTERRUPTED
     return ExitStatus.SUCCESS

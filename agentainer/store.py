@@ -2,7 +2,8 @@
 
 Keys (all under the ``agentainer:`` prefix):
     agent:{id}   HASH  spec (JSON, immutable), status, desired, container_id,
-                       created_at, updated_at, last_error
+                       created_at, updated_at, last_error, and for the proxy:
+                       route ("ip:port" of the app), persist ("1"/"0"), private_hash
     agents       ZSET  id -> creation time (listing order)
     names        HASH  name -> id (uniqueness)
     tokens       HASH  sha256(agent token) -> id
@@ -27,7 +28,6 @@ AGENTS = PREFIX + "agents"
 NAMES = PREFIX + "names"
 TOKENS = PREFIX + "tokens"
 LOCK_TTL = 300.0
-MUTABLE = ("status", "desired", "container_id", "updated_at", "last_error")
 
 # Update an agent's mutable fields only while its record exists, so a late writer
 # (the monitor, a slow lifecycle call) never resurrects a removed agent.
@@ -114,6 +114,14 @@ class AgentStore:
         return _from_hash(agent_id, data)
 
     @translate_redis_errors
+    def routing(self, agent_id: str) -> tuple[AgentStatus, str]:
+        """Return the agent's recorded status and its app's ``ip:port`` ("" if unknown)."""
+        status, route = self._redis.hmget(_agent_key(agent_id), "status", "route")
+        if status is None:
+            raise AgentNotFound(agent_id)
+        return AgentStatus(status.decode()), (route or b"").decode()
+
+    @translate_redis_errors
     def resolve(self, ref: str) -> str:
         """Return the ID of the agent named or identified by ``ref``."""
         if ID_RE.match(ref):
@@ -137,7 +145,8 @@ class AgentStore:
     @translate_redis_errors
     def update(self, agent_id: str, *, status: AgentStatus | None = None,
                desired: Desired | None = None, container_id: str | None = None,
-               last_error: str | None = None, clear_error: bool = False) -> bool:
+               route: str | None = None, last_error: str | None = None,
+               clear_error: bool = False) -> bool:
         """Set some mutable fields; return False if the agent no longer exists."""
         fields: dict[str, str] = {"updated_at": now()}
         if status is not None:
@@ -146,6 +155,8 @@ class AgentStore:
             fields["desired"] = desired.value
         if container_id is not None:
             fields["container_id"] = container_id
+        if route is not None:
+            fields["route"] = route
         if last_error is not None or clear_error:
             fields["last_error"] = last_error or ""
         args = [item for pair in fields.items() for item in pair]
@@ -196,6 +207,8 @@ def _to_hash(agent: Agent) -> dict[str, str]:
         "status": agent.status.value, "desired": agent.desired.value,
         "container_id": agent.container_id or "", "created_at": agent.created_at,
         "updated_at": agent.updated_at, "last_error": agent.last_error or "",
+        "route": "", "persist": "1" if agent.spec.persist else "0",
+        "private_hash": agent.spec.token_hash if agent.spec.private else "",
     }
 
 

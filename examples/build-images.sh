@@ -4,6 +4,7 @@
 #   agentainer/python-base     host Debian python3.11 + busybox, minimal rootfs
 #   agentainer/echo-agent      base + examples/echo-agent/app.py
 #   agentainer/stateful-agent  base + examples/stateful-agent/app.py
+#   agentainer/stream-agent    base + examples/stream-agent/app.py
 #
 # Each image carries the label agentainer.example.hash, a sha256 of its inputs;
 # an image whose label already matches is left alone, so re-runs are cheap.
@@ -115,7 +116,7 @@ BASE_HASH=$( { cat "$SELF"; "$PYTHON" -VV; sha256sum "$PYTHON" "$BUSYBOX";
                cat "$MOZILLA_CAS"/*.crt 2>/dev/null || true; } | sha)
 
 build agentainer/python-base:latest "$BASE_HASH" "" 'CMD ["python3"]'
-for name in echo-agent stateful-agent; do
+for name in echo-agent stateful-agent stream-agent; do
     app="$HERE/$name/app.py"
     build "agentainer/$name:latest" "$( { echo "$BASE_HASH"; cat "$app"; } | sha)" "$app" \
         'EXPOSE 8000' 'CMD ["python3","/app/app.py"]'

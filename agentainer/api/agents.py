@@ -85,7 +85,7 @@ class LogsResource:
         self._clock = clock
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
-        tail = param(req, "tail", _tail)
+        tail = param(req, "tail", whole_number)
         since = param(req, "since", lambda v: units.parse_since(v, self._clock()))
         stream = self._agents.logs(
             agent_id, follow=param(req, "follow", units.parse_bool) or False, tail=tail,
@@ -104,8 +104,8 @@ def _status(value: str) -> AgentStatus:
         raise ValueError(f"{value!r} is not a status ({choices})") from None
 
 
-def _tail(value: str) -> int:
-    number = int(value) if value.isdigit() else -1
-    if number < 0:
-        raise ValueError(f"{value!r} is not a line count")
-    return number
+def whole_number(value: str) -> int:
+    """Convert a query parameter holding a count (0 or more)."""
+    if not value.isdigit():
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(value)

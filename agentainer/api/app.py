@@ -1,51 +1,110 @@
 """The composition root: builds collaborators and registers every route in one table."""
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
 import falcon
+import redis
 
 from agentainer import tokens
 from agentainer.agents import AgentService, Networks
 from agentainer.api import errors, openapi
 from agentainer.api.agents import AgentResource, AgentsResource, LifecycleResource, LogsResource
 from agentainer.api.auth import AuthMiddleware
+from agentainer.api.proxy import PATTERN, ProxySink
+from agentainer.api.requests import ReplayResource, RequestResource, RequestsResource
 from agentainer.api.system import HealthResource, OpenAPIResource
 from agentainer.config import Config
+from agentainer.journal import Journal
 from agentainer.mounts import MountPolicy
+from agentainer.proxy import Upstream
+from agentainer.replay import ReplayScheduler, journal_from
 from agentainer.runtime import DockerRuntime
 from agentainer.store import AgentStore
 
 LIFECYCLE = ("start", "stop", "restart", "pause", "resume")
 
 
-def create_app(config: Config, *, store: AgentStore | None = None,
-               runtime: DockerRuntime | None = None,
-               admin_token: str | None = None) -> falcon.App:
-    """Return the WSGI app.
+@dataclass(frozen=True)
+class Components:
+    """The collaborators one server process shares between its threads."""
 
-    Args:
-        config: loaded settings.
-        store, runtime: collaborators; real ones are built from ``config`` when None.
-        admin_token: read from config or the data dir (generated there) when None.
-    """
-    store = store or AgentStore.from_url(config.redis_url, lock_timeout=config.lock_timeout)
+    store: AgentStore
+    runtime: DockerRuntime
+    journal: Journal
+    scheduler: ReplayScheduler
+    upstream: Upstream
+    agents: AgentService
+
+
+def build(config: Config, *, client: redis.Redis | None = None,
+          runtime: DockerRuntime | None = None) -> Components:
+    """Return real collaborators wired from ``config`` (nothing connects yet)."""
+    client = client or redis.Redis.from_url(config.redis_url, socket_connect_timeout=5,
+                                            socket_timeout=30, health_check_interval=30)
+    store = AgentStore(client, lock_timeout=config.lock_timeout)
     runtime = runtime or DockerRuntime(base_url=config.docker_host)
-    if admin_token is None:
-        admin_token = tokens.load_or_create(config.token, config.token_file)
-    service = AgentService(
-        store, runtime,
+    journal = journal_from(client, config)
+    scheduler = ReplayScheduler(client)
+    agents = AgentService(
+        store, runtime, journal, on_running=scheduler.schedule,
         networks=Networks(config.network, config.internal_network, config.port),
         mounts=MountPolicy(config.volume_roots, config.data_dir),
         default_app_port=config.default_app_port, stop_timeout=config.stop_timeout)
-    app = falcon.App(middleware=[AuthMiddleware(admin_token, store)])
-    app.req_options.strip_url_path_trailing_slash = True
+    upstream = Upstream(connect_timeout=config.connect_timeout,
+                        read_timeout=config.read_timeout, pool_size=config.threads)
+    return Components(store, runtime, journal, scheduler, upstream, agents)
+
+
+def create_app(config: Config, *, components: Components | None = None,
+               admin_token: str | None = None) -> falcon.App:
+    """Return the WSGI app: the management API and the proxy.
+
+    Args:
+        config: loaded settings.
+        components: collaborators; built from ``config`` when None.
+        admin_token: read from config or the data dir (generated there) when None.
+    """
+    c = components or build(config)
+    if admin_token is None:
+        admin_token = tokens.load_or_create(config.token, config.token_file)
+    app = falcon.App(middleware=[AuthMiddleware(admin_token, c.store)])
     errors.register(app)
     routes: list[tuple[str, object]] = [
-        ("/health", HealthResource(store, runtime)),
+        ("/health", HealthResource(c.store, c.runtime)),
         ("/openapi.json", OpenAPIResource(openapi.document())),
-        ("/agents", AgentsResource(service)),
-        ("/agents/{agent_id}", AgentResource(service)),
-        *[(f"/agents/{{agent_id}}/{op}", LifecycleResource(service, op)) for op in LIFECYCLE],
-        ("/agents/{agent_id}/logs", LogsResource(service)),
+        ("/agents", AgentsResource(c.agents)),
+        ("/agents/{agent_id}", AgentResource(c.agents)),
+        *[(f"/agents/{{agent_id}}/{op}", LifecycleResource(c.agents, op)) for op in LIFECYCLE],
+        ("/agents/{agent_id}/logs", LogsResource(c.agents)),
+        ("/agents/{agent_id}/requests", RequestsResource(c.agents, c.journal)),
+        ("/agents/{agent_id}/requests/{request_id}", RequestResource(c.agents, c.journal)),
+        ("/agents/{agent_id}/requests/{request_id}/replay",
+         ReplayResource(c.agents, c.journal, c.scheduler)),
     ]
     for path, resource in routes:
         app.add_route(path, resource)
+    app.add_sink(ProxySink(c.journal, c.upstream, schedule=c.scheduler.schedule,
+                           max_body=config.max_body, capture_limit=config.capture_limit),
+                 PATTERN)
     return app
+
+
+WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+
+
+class ProxyOnly:
+    """Serves only ``/agent/...`` (for the listeners agents reach on their networks).
+
+    APPSEC: agents must never reach the management API, not even to be refused by auth.
+    """
+
+    def __init__(self, app: WSGIApp) -> None:
+        self._app = app
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "").startswith("/agent/"):
+            return self._app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "application/json")])
+        return [b'{"success": false, "message": "only /agent/... is served here", '
+                b'"error": "route_not_found"}']

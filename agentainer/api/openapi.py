@@ -6,6 +6,9 @@ from agentainer import __version__
 
 _AGENT_ID = {"name": "agent_id", "in": "path", "required": True,
              "description": "the agent's ID or name", "schema": {"type": "string"}}
+_REQUEST_ID = {"name": "request_id", "in": "path", "required": True,
+               "description": "the request's ID (X-Agentainer-Request-Id)",
+               "schema": {"type": "string"}}
 _ERROR = {"$ref": "#/components/responses/Error"}
 
 
@@ -85,12 +88,38 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     **{f"/agents/{{agent_id}}/{verb}": _lifecycle(verb)
        for verb in ("start", "stop", "restart", "pause", "resume")},
+    "/agents/{agent_id}/requests": {"get": _op(
+        "the agent's journaled requests, newest first", params=(
+            _AGENT_ID,
+            _query("status", "string", "queued, in_flight, completed, failed or cancelled"),
+            _query("offset", "integer", "skip this many"),
+            _query("limit", "integer", "page size (at most 500)")))},
+    "/agents/{agent_id}/requests/{request_id}": {
+        "get": _op("one request with its captured response", params=(_AGENT_ID, _REQUEST_ID)),
+        "delete": _op("cancel a queued request", params=(_AGENT_ID, _REQUEST_ID),
+                      errors=("401", "403", "404", "409", "503")),
+    },
+    "/agents/{agent_id}/requests/{request_id}/replay": {"post": _op(
+        "put a queued, failed or cancelled request at the front of the queue and drain it",
+        params=(_AGENT_ID, _REQUEST_ID), errors=("401", "403", "404", "409", "503"))},
     "/agents/{agent_id}/logs": {"get": _op(
         "the container's output, demultiplexed plain text, streamed", content="text/plain",
         params=(_AGENT_ID, _query("follow", "boolean", "keep streaming new lines"),
                 _query("tail", "integer", "only the last N lines"),
                 _query("since", "string", "10m, a Unix time or ISO-8601"),
                 _query("timestamps", "boolean", "prefix each line with its time")))},
+}
+
+
+# The proxy is a sink, not a route; it is described here for readers of the document.
+PROXY = {
+    "/agent/{agent_id}/{path}": {method: _op(
+        "the proxy: forwarded to the agent, or queued (202) when it cannot take it",
+        params=(_AGENT_ID, {"name": "path", "in": "path", "required": True,
+                            "schema": {"type": "string"}}),
+        success="200", errors=("202", "401", "404", "413", "422", "502", "503", "504"),
+        public=True, content="*/*")
+        for method in ("get", "post", "put", "patch", "delete", "head", "options")},
 }
 
 
@@ -101,7 +130,7 @@ def document() -> dict[str, Any]:
         "info": {"title": "Agentainer", "version": __version__,
                  "description": "Run LLM agents as Docker containers behind one proxy."},
         "security": [{"bearer": []}],
-        "paths": PATHS,
+        "paths": {**PATHS, **PROXY},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {

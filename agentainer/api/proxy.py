@@ -1,0 +1,172 @@
+"""The proxy sink: ``ANY /agent/{id-or-name}/{path}``, journaled per DESIGN §5."""
+
+import hashlib
+import logging
+from collections.abc import Callable
+
+import falcon
+
+from agentainer.api.envelope import failure, ok
+from agentainer.errors import AgentNotFound, Conflict, InvalidInput, Unauthorized, Unavailable
+from agentainer.journal import Admission, IncomingRequest, Journal, new_request_id
+from agentainer.models import ID_RE, hash_token
+from agentainer.proxy import (
+    AgentDown, AgentFailed, Relay, Upstream, forward_headers, response_headers, stored_headers,
+)
+
+logger = logging.getLogger(__name__)
+
+PATTERN = r"^/agent/(?P<agent_ref>[^/]+)(?P<rest>/.*)?\Z"
+REQUEST_ID_HEADER = "X-Agentainer-Request-Id"
+RETRY_AFTER = "5"
+
+
+class ProxySink:
+    """Forwards to the agent, or queues the request when the agent cannot take it."""
+
+    def __init__(self, journal: Journal, upstream: Upstream, *, schedule: Callable[[str], None],
+                 max_body: int, capture_limit: int) -> None:
+        self._journal = journal
+        self._upstream = upstream
+        self._schedule = schedule
+        self._max_body = max_body
+        self._capture_limit = capture_limit
+
+    def __call__(self, req: falcon.Request, resp: falcon.Response, agent_ref: str,
+                 rest: str | None = None) -> None:
+        request_id = new_request_id()
+        resp.set_header(REQUEST_ID_HEADER, request_id)
+        body = self._read_body(req)
+        # NOTE: the raw URI, so percent-encoding reaches the agent exactly as sent
+        raw_path = req.env.get("REQUEST_URI", req.path).split("?", 1)[0]
+        target_path = "/" + raw_path.split("/", 3)[3] if raw_path.count("/") >= 3 else "/"
+        headers = _header_pairs(req)
+        token_hash = _bearer_hash(req.get_header("Authorization"))
+        incoming = IncomingRequest(
+            method=req.method, path=target_path, query=req.query_string,
+            headers=stored_headers(headers), body=body,
+            body_sha=hashlib.sha256(body).hexdigest(),
+            idempotency_key=_idempotency_key(req.get_header("Idempotency-Key")))
+        admission = self._journal.admit(agent_ref, by_id=bool(ID_RE.match(agent_ref)),
+                                        token_hash=token_hash, request_id=request_id,
+                                        request=incoming)
+        outcome = admission.outcome
+        if outcome == "missing":
+            raise AgentNotFound(agent_ref)
+        if outcome == "forbidden":
+            raise Unauthorized("this agent is private: send its token as "
+                               "'Authorization: Bearer <token>'")
+        if outcome == "full":
+            resp.set_header("Retry-After", RETRY_AFTER)
+            raise Unavailable(f"the queue of agent {agent_ref} is full; retry later",
+                              code="queue_full")
+        if outcome == "idempotent":
+            self._idempotent_reply(resp, admission, incoming)
+            return
+        if outcome == "queued":
+            self._queued_reply(resp, admission, request_id, admission.position)
+            return
+        if outcome == "direct" and admission.status != "running":
+            resp.set_header("Retry-After", RETRY_AFTER)
+            raise Unavailable(f"agent {agent_ref} is {admission.status} and does not journal "
+                              "requests (--no-persist); retry later", code="agent_unavailable")
+        journaled = outcome == "forward"
+        forwarded = forward_headers(
+            headers, client_ip=req.remote_addr or "", proto=req.scheme, host=req.host,
+            strip_authorization=admission.strip_authorization)
+        forwarded.append((REQUEST_ID_HEADER, request_id))
+        target = target_path + (f"?{req.query_string}" if req.query_string else "")
+        try:
+            upstream = self._upstream.send(admission.route, req.method, target, forwarded, body)
+        except AgentDown as ex:
+            if not journaled:
+                resp.set_header("Retry-After", RETRY_AFTER)
+                raise Unavailable(f"agent {agent_ref} is not reachable; retry later",
+                                  code="agent_unavailable") from ex
+            status, position = self._journal.retry(request_id, str(ex), attempted=False)
+            self._schedule(admission.agent_id)
+            self._queued_reply(resp, admission, request_id, position)
+            return
+        except AgentFailed as ex:
+            if journaled:
+                self._requeue(request_id, admission.agent_id, str(ex))
+            resp.status = falcon.HTTP_504 if ex.timeout else falcon.HTTP_502
+            resp.media = {**failure(f"agent {agent_ref} failed: {ex}",
+                                    "agent_timeout" if ex.timeout else "agent_failed"),
+                          "data": {"request_id": request_id}}
+            return
+        resp.status = upstream.status
+        for name, value in response_headers(upstream.headers):
+            resp.append_header(name, value)
+        resp.stream = Relay(
+            upstream, journal=self._journal if journaled else None, request_id=request_id,
+            capture_limit=self._capture_limit,
+            on_failure=lambda note: self._requeue(request_id, admission.agent_id, note))
+
+    def _read_body(self, req: falcon.Request) -> bytes:
+        length = req.content_length
+        if length is not None and length > self._max_body:
+            raise falcon.HTTPPayloadTooLarge(
+                description=f"request body over the {self._max_body}-byte limit")
+        body = req.bounded_stream.read(self._max_body + 1)
+        if len(body) > self._max_body:
+            raise falcon.HTTPPayloadTooLarge(
+                description=f"request body over the {self._max_body}-byte limit")
+        return body
+
+    def _requeue(self, request_id: str, agent_id: str, error: str) -> None:
+        status, _ = self._journal.retry(request_id, error)
+        logger.info("request %s: agent %s failed mid-request; now %s", request_id, agent_id,
+                    status)
+        if status == "queued":
+            self._schedule(agent_id)
+
+    def _queued_reply(self, resp: falcon.Response, admission: Admission, request_id: str,
+                      position: int) -> None:
+        resp.location = f"/agents/{admission.agent_id}/requests/{request_id}"
+        ok(resp, "the agent is not running; the request is queued and will be delivered "
+                 "when it is", {"request_id": request_id, "status": "queued",
+                                "position": position}, falcon.HTTP_202)
+
+    def _idempotent_reply(self, resp: falcon.Response, admission: Admission,
+                          incoming: IncomingRequest) -> None:
+        resp.set_header(REQUEST_ID_HEADER, admission.request_id)
+        if admission.body_sha != incoming.body_sha:
+            raise InvalidInput("this Idempotency-Key was used with a different body",
+                               code="idempotency_mismatch")
+        if admission.status != "completed":
+            raise Conflict(f"the request with this Idempotency-Key is {admission.status}; "
+                           f"see /agents/{admission.agent_id}/requests/{admission.request_id}",
+                           code="idempotency_in_progress")
+        record = self._journal.get(admission.agent_id, admission.request_id)
+        resp.status = record["resp_status"]
+        for name, value in record["resp_headers"]:
+            if name.lower() != "content-length":
+                resp.append_header(name, value)
+        resp.set_header("X-Agentainer-Idempotent-Replay", "true")
+        resp.data = record["resp_body"]
+
+
+def _header_pairs(req: falcon.Request) -> list[tuple[str, str]]:
+    """Return the request's headers as (name, value) pairs, repeated ones kept apart."""
+    pairs = []
+    for key, value in req.env.items():
+        if key.startswith("HTTP_"):
+            pairs.append((key[5:].replace("_", "-").title(), value))
+    if req.content_type:
+        pairs.append(("Content-Type", req.content_type))
+    return pairs  # NOTE: no Content-Length: urllib3 sets it from the body it sends
+
+
+def _bearer_hash(header: str | None) -> str:
+    if not header or not header.lower().startswith("bearer "):
+        return ""
+    return hash_token(header[7:].strip())
+
+
+def _idempotency_key(value: str | None) -> str:
+    if not value:
+        return ""
+    if len(value) > 255:
+        raise InvalidInput("Idempotency-Key is longer than 255 characters")
+    return hashlib.sha256(value.encode()).hexdigest()

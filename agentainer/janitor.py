@@ -1,0 +1,64 @@
+"""Journal upkeep: sweep expired leases, restart stalled drains, trim listings."""
+
+import logging
+import threading
+from collections.abc import Callable
+
+from agentainer.errors import AgentainerError
+from agentainer.journal import Journal
+from agentainer.states import AgentStatus
+from agentainer.store import AgentStore
+
+logger = logging.getLogger(__name__)
+
+
+class Janitor:
+    """Runs :meth:`run_once` every ``interval`` seconds on a daemon thread.
+
+    Every step is idempotent and atomic in Redis, so several server processes may each
+    run one.
+    """
+
+    TRIM_EVERY = 60  # NOTE: listings only need trimming now and then
+
+    def __init__(self, store: AgentStore, journal: Journal, *,
+                 schedule: Callable[[str], None], interval: float = 1.0) -> None:
+        self._store = store
+        self._journal = journal
+        self._schedule = schedule
+        self._interval = interval
+        self._stop = threading.Event()
+        self._runs = 0
+
+    def run_once(self) -> None:
+        for agent_id in self._journal.sweep():
+            logger.info("agent %s: expired lease(s) swept back to the queue", agent_id)
+            self._schedule(agent_id)
+        for agent_id in self._journal.agents_with_queues():
+            try:
+                status, route = self._store.routing(agent_id)
+            except AgentainerError:
+                continue
+            if status is AgentStatus.RUNNING and route:
+                self._schedule(agent_id)  # NOTE: a no-op while its drain is pending
+        self._runs += 1
+        if self._runs % self.TRIM_EVERY == 1:
+            for agent in self._store.all():
+                self._journal.trim(agent.id)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._loop, name="janitor", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.run_once()
+            except AgentainerError as ex:
+                logger.warning("janitor: %s", ex.message)
+            except Exception:  # noqa: BLE001 - keep the janitor alive; the log has the cause
+                logger.exception("janitor: unexpected error")

@@ -1,0 +1,454 @@
+"""The request journal: every proxied request, from arrival to exactly one terminal state.
+
+Keys (all under ``agentainer:``):
+    req:{rid}          HASH   the record: request, status, attempts, captured response
+    queue:{aid}        LIST   queued request IDs of one agent, oldest first
+    reqs:{aid}         ZSET   every listed request ID of one agent -> arrival (ms)
+    leases             ZSET   in-flight request ID -> deadline (ms)
+    idem:{aid}:{key}   STRING idempotency key -> request ID
+
+Statuses: ``queued`` -> ``in_flight`` -> ``completed`` | back to ``queued`` | ``failed``;
+``queued`` -> ``cancelled``. Every state change is one Lua script, so a record is never
+half-updated and a request is never both queued and leased.
+"""
+
+import enum
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from agentainer.errors import Conflict, NotFound
+from agentainer.store import PREFIX, translate_redis_errors
+
+
+class RequestStatus(str, enum.Enum):
+    QUEUED = "queued"
+    IN_FLIGHT = "in_flight"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({RequestStatus.COMPLETED, RequestStatus.FAILED, RequestStatus.CANCELLED})
+SUMMARY_FIELDS = ("id", "agent", "method", "path", "query", "status", "attempts",
+                  "created_at", "updated_at", "error", "resp_status", "idempotency_key")
+
+# NOTE: shared Lua prelude: key names, and finishing a record (expire + drop its lease).
+_LUA_PRELUDE = """
+local P = 'agentainer:'
+local function finish(rid, ttl)
+  redis.call('expire', P..'req:'..rid, ttl)
+  redis.call('zrem', P..'leases', rid)
+end
+"""
+
+# Admit one proxied request: resolve the agent, check a private agent's token, apply the
+# idempotency key, then journal it as in_flight (agent running) or queued.
+# ARGV: ref, by_id, token_hash, rid, now_ms, queue_limit, idem_key, body_sha,
+#       lease_deadline_ms, retention_s, then record field/value pairs.
+_ADMIT = _LUA_PRELUDE + """
+local ref, by_id, token_hash, rid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local aid = ref
+if by_id == '0' then aid = redis.call('hget', P..'names', ref) end
+if not aid then return {'missing'} end
+local akey = P..'agent:'..aid
+local a = redis.call('hmget', akey, 'status', 'route', 'persist', 'private_hash')
+if not a[1] then return {'missing'} end
+local status, route, persist, private_hash = a[1], a[2] or '', a[3], a[4] or ''
+if private_hash ~= '' and private_hash ~= token_hash then return {'forbidden', aid} end
+local strip = '0'
+if token_hash ~= '' and (token_hash == private_hash
+    or redis.call('hexists', P..'tokens', token_hash) == 1) then strip = '1' end
+if persist == '0' then return {'direct', aid, status, route, strip} end
+local idem = ARGV[7]
+if idem ~= '' then
+  local ikey = P..'idem:'..aid..':'..idem
+  local existing = redis.call('get', ikey)
+  if existing then
+    local r = redis.call('hmget', P..'req:'..existing, 'status', 'body_sha')
+    if r[1] then return {'idempotent', aid, existing, r[1], r[2], strip} end
+  end
+  redis.call('set', ikey, rid, 'EX', tonumber(ARGV[10]))
+end
+local qkey = P..'queue:'..aid
+local running = status == 'running' and route ~= ''
+if not running and redis.call('llen', qkey) >= tonumber(ARGV[6]) then
+  if idem ~= '' then redis.call('del', P..'idem:'..aid..':'..idem) end
+  return {'full', aid}
+end
+local rkey = P..'req:'..rid
+redis.call('hset', rkey, 'id', rid, 'agent', aid, unpack(ARGV, 11))
+redis.call('zadd', P..'reqs:'..aid, ARGV[5], rid)
+if running then
+  redis.call('hset', rkey, 'status', 'in_flight', 'attempts', 1)
+  redis.call('zadd', P..'leases', ARGV[9], rid)
+  return {'forward', aid, route, strip}
+end
+redis.call('hset', rkey, 'status', 'queued', 'attempts', 0)
+return {'queued', aid, tostring(redis.call('rpush', qkey, rid)), strip}
+"""
+
+# Put a leased request back: ARGV rid, now_ms, error, max_attempts, retention_s, count.
+# count=1 counts the attempt (it may have reached the agent); the request goes to the
+# front of its queue, or to failed when it has had max_attempts.
+_RETRY = _LUA_PRELUDE + """
+local rid = ARGV[1]
+local rkey = P..'req:'..rid
+local r = redis.call('hmget', rkey, 'status', 'agent', 'attempts')
+if r[1] ~= 'in_flight' then return {r[1] or 'missing'} end
+local attempts = tonumber(r[3])
+if ARGV[6] == '0' then attempts = attempts - 1 end
+redis.call('zrem', P..'leases', rid)
+if attempts >= tonumber(ARGV[4]) then
+  redis.call('hset', rkey, 'status', 'failed', 'attempts', attempts, 'error', ARGV[3],
+             'updated_at', ARGV[2])
+  finish(rid, tonumber(ARGV[5]))
+  return {'failed', r[2]}
+end
+redis.call('hset', rkey, 'status', 'queued', 'attempts', attempts, 'error', ARGV[3],
+           'updated_at', ARGV[2])
+local position
+if ARGV[6] == '0' then
+  -- NOTE: never sent: it joins the queue behind those that arrived before it
+  position = redis.call('rpush', P..'queue:'..r[2], rid)
+else
+  position = redis.call('lpush', P..'queue:'..r[2], rid)
+end
+return {'queued', r[2], tostring(position)}
+"""
+
+# Record the agent's response: ARGV rid, now_ms, retention_s, then field/value pairs.
+_COMPLETE = _LUA_PRELUDE + """
+local rid = ARGV[1]
+local rkey = P..'req:'..rid
+local r = redis.call('hmget', rkey, 'status', 'agent')
+if not r[1] or r[1] == 'completed' or r[1] == 'cancelled' then return r[1] or 'missing' end
+redis.call('lrem', P..'queue:'..r[2], 0, rid)
+redis.call('hset', rkey, 'status', 'completed', 'updated_at', ARGV[2], 'error', '',
+           unpack(ARGV, 4))
+finish(rid, tonumber(ARGV[3]))
+return 'completed'
+"""
+
+# Lease the oldest queued request of an agent: ARGV aid, now_ms, deadline_ms.
+_LEASE = _LUA_PRELUDE + """
+local qkey = P..'queue:'..ARGV[1]
+while true do
+  local rid = redis.call('lpop', qkey)
+  if not rid then return false end
+  local rkey = P..'req:'..rid
+  if redis.call('hget', rkey, 'status') == 'queued' then
+    redis.call('hset', rkey, 'status', 'in_flight', 'updated_at', ARGV[2])
+    redis.call('hincrby', rkey, 'attempts', 1)
+    redis.call('zadd', P..'leases', ARGV[3], rid)
+    return redis.call('hgetall', rkey)
+  end
+end
+"""
+
+# Sweep expired leases back to their queues: ARGV now_ms, max_attempts, retention_s.
+_SWEEP = _LUA_PRELUDE + """
+local agents = {}
+for _, rid in ipairs(redis.call('zrangebyscore', P..'leases', '-inf', ARGV[1], 'LIMIT', 0, 200)) do
+  redis.call('zrem', P..'leases', rid)
+  local rkey = P..'req:'..rid
+  local r = redis.call('hmget', rkey, 'status', 'agent', 'attempts')
+  if r[1] == 'in_flight' then
+    if tonumber(r[3]) >= tonumber(ARGV[2]) then
+      redis.call('hset', rkey, 'status', 'failed', 'error', 'lease expired', 'updated_at', ARGV[1])
+      finish(rid, tonumber(ARGV[3]))
+    else
+      redis.call('hset', rkey, 'status', 'queued', 'error', 'lease expired', 'updated_at', ARGV[1])
+      redis.call('lpush', P..'queue:'..r[2], rid)
+      agents[#agents + 1] = r[2]
+    end
+  end
+end
+return agents
+"""
+
+# Cancel a queued request, or re-queue a finished one: ARGV rid, aid, action, now_ms, ttl.
+_CHANGE = _LUA_PRELUDE + """
+local rid, aid, action = ARGV[1], ARGV[2], ARGV[3]
+local rkey = P..'req:'..rid
+local status = redis.call('hget', rkey, 'status')
+if not status or redis.call('hget', rkey, 'agent') ~= aid then return 'missing' end
+local qkey = P..'queue:'..aid
+if action == 'cancel' then
+  if status ~= 'queued' then return status end
+  redis.call('lrem', qkey, 0, rid)
+  redis.call('hset', rkey, 'status', 'cancelled', 'updated_at', ARGV[4])
+  finish(rid, tonumber(ARGV[5]))
+  return 'cancelled'
+end
+if status == 'in_flight' or status == 'completed' then return status end
+redis.call('lrem', qkey, 0, rid)
+redis.call('lpush', qkey, rid)
+redis.call('persist', rkey)
+redis.call('hset', rkey, 'status', 'queued', 'attempts', 0, 'error', '', 'updated_at', ARGV[4])
+return 'queued'
+"""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the proxy must do with a request (see :meth:`Journal.admit`)."""
+
+    outcome: str            # missing forbidden direct idempotent full forward queued
+    agent_id: str = ""
+    route: str = ""         # "ip:port" of a running agent's app
+    status: str = ""        # the agent's status (direct) or the earlier request's (idempotent)
+    request_id: str = ""
+    position: int = 0
+    body_sha: str = ""
+    strip_authorization: bool = False
+
+
+@dataclass(frozen=True)
+class IncomingRequest:
+    method: str
+    path: str
+    query: str
+    headers: list[tuple[str, str]]      # already redacted for storage
+    body: bytes
+    body_sha: str
+    idempotency_key: str = ""
+
+
+def new_request_id() -> str:
+    return f"req-{secrets.token_hex(8)}"
+
+
+def _ms(clock: Callable[[], float]) -> int:
+    return int(clock() * 1000)
+
+
+class Journal:
+    """Journal operations; each is one Redis round trip."""
+
+    def __init__(self, client: redis.Redis, *, queue_limit: int = 1000, max_attempts: int = 5,
+                 retention: float = 86400, lease: float = 30, history_limit: int = 10000,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._redis = client
+        self._queue_limit = queue_limit
+        self._max_attempts = max_attempts
+        self._retention = int(retention)
+        self._lease = lease
+        self._history_limit = history_limit
+        self._clock = clock
+        self._admit = client.register_script(_ADMIT)
+        self._retry = client.register_script(_RETRY)
+        self._complete = client.register_script(_COMPLETE)
+        self._lease_script = client.register_script(_LEASE)
+        self._sweep = client.register_script(_SWEEP)
+        self._change = client.register_script(_CHANGE)
+
+    @property
+    def lease_seconds(self) -> float:
+        return self._lease
+
+    @translate_redis_errors
+    def admit(self, ref: str, *, by_id: bool, token_hash: str, request_id: str,
+              request: IncomingRequest) -> Admission:
+        """Decide a proxied request's fate and journal it, in one round trip.
+
+        Returns an :class:`Admission` whose ``outcome`` is ``forward`` (journaled
+        in_flight; the agent runs at ``route``), ``queued`` (journaled; ``position`` in its
+        agent's queue), ``direct`` (persistence off: not journaled), ``idempotent`` (an
+        earlier request with the same key exists), ``full``, ``forbidden`` or ``missing``.
+        """
+        rid = request_id
+        now = _ms(self._clock)
+        fields = ["method", request.method, "path", request.path, "query", request.query,
+                  "headers", json.dumps(request.headers), "body", request.body,
+                  "body_sha", request.body_sha, "idempotency_key", request.idempotency_key,
+                  "created_at", now, "updated_at", now, "error", ""]
+        reply = self._admit(keys=[], args=[
+            ref, "1" if by_id else "0", token_hash, rid, now, self._queue_limit,
+            request.idempotency_key, request.body_sha, now + int(self._lease * 1000),
+            self._retention, *fields])
+        outcome, *rest = [part.decode() for part in reply]
+        if outcome in ("missing", "forbidden", "full"):
+            return Admission(outcome, agent_id=rest[0] if rest else "")
+        if outcome == "direct":
+            return Admission(outcome, rest[0], route=rest[2], status=rest[1],
+                             strip_authorization=rest[3] == "1")
+        if outcome == "idempotent":
+            return Admission(outcome, rest[0], request_id=rest[1], status=rest[2],
+                             body_sha=rest[3], strip_authorization=rest[4] == "1")
+        if outcome == "forward":
+            return Admission(outcome, rest[0], route=rest[1], request_id=rid,
+                             strip_authorization=rest[2] == "1")
+        return Admission(outcome, rest[0], request_id=rid, position=int(rest[1]),
+                         strip_authorization=rest[2] == "1")
+
+    @translate_redis_errors
+    def complete(self, request_id: str, *, status: int, headers: list[tuple[str, str]],
+                 body: bytes, truncated: bool, error: str = "") -> str:
+        """Record the agent's response; return the record's status afterwards."""
+        reply = self._complete(keys=[], args=[
+            request_id, _ms(self._clock), self._retention, "resp_status", status,
+            "resp_headers", json.dumps(headers), "resp_body", body,
+            "resp_truncated", "1" if truncated else "0", "note", error])
+        return reply.decode()
+
+    @translate_redis_errors
+    def retry(self, request_id: str, error: str, *, attempted: bool = True) -> tuple[str, int]:
+        """Return a leased request to its queue (or fail it after ``max_attempts``).
+
+        Args:
+            attempted: False when nothing reached the agent (connection refused): the
+                attempt does not count and the request keeps its arrival order.
+
+        Returns:
+            The new status and, when queued, the queue position.
+        """
+        reply = self._retry(keys=[], args=[request_id, _ms(self._clock), error[:500],
+                                           self._max_attempts, self._retention,
+                                           "1" if attempted else "0"])
+        parts = [part.decode() for part in reply]
+        return parts[0], int(parts[2]) if len(parts) > 2 else 0
+
+    @translate_redis_errors
+    def renew(self, request_id: str) -> None:
+        """Push an in-flight lease's deadline forward (long responses)."""
+        deadline = _ms(self._clock) + int(self._lease * 1000)
+        self._redis.zadd(PREFIX + "leases", {request_id: deadline}, xx=True)
+
+    @translate_redis_errors
+    def lease_next(self, agent_id: str) -> dict[str, Any] | None:
+        """Lease the agent's oldest queued request; return its record, or None."""
+        now = _ms(self._clock)
+        reply = self._lease_script(keys=[], args=[agent_id, now, now + int(self._lease * 1000)])
+        if not reply:
+            return None
+        return _decode(dict(zip(reply[::2], reply[1::2])), with_body=True)
+
+    @translate_redis_errors
+    def sweep(self) -> set[str]:
+        """Requeue expired leases; return the agents whose queues got requests back."""
+        reply = self._sweep(keys=[], args=[_ms(self._clock), self._max_attempts,
+                                           self._retention])
+        return {agent.decode() for agent in reply}
+
+    @translate_redis_errors
+    def get(self, agent_id: str, request_id: str, *, with_body: bool = True) -> dict[str, Any]:
+        raw = self._redis.hgetall(f"{PREFIX}req:{request_id}")
+        if not raw or raw.get(b"agent", b"").decode() != agent_id:
+            raise NotFound(f"request {request_id!r} not found for agent {agent_id}",
+                           code="request_not_found")
+        return _decode(raw, with_body=with_body)
+
+    @translate_redis_errors
+    def page(self, agent_id: str, *, status: RequestStatus | None = None, offset: int = 0,
+             limit: int = 50) -> tuple[list[dict[str, Any]], int]:
+        """Return a page of the agent's requests (newest first) and the total listed."""
+        index = f"{PREFIX}reqs:{agent_id}"
+        if status is RequestStatus.QUEUED:
+            queue = f"{PREFIX}queue:{agent_id}"
+            ids, total = self._redis.lrange(queue, offset, offset + limit - 1), self._redis.llen(queue)
+            return self._summaries(ids), total
+        if status is None:
+            ids = self._redis.zrevrange(index, offset, offset + limit - 1)
+            return self._summaries(ids), self._redis.zcard(index)
+        # NOTE: other statuses are filtered from the bounded index (history_limit).
+        matching = [s for s in self._summaries(self._redis.zrevrange(index, 0, -1))
+                    if s["status"] == status.value]
+        return matching[offset:offset + limit], len(matching)
+
+    def _summaries(self, ids: Iterable[bytes]) -> list[dict[str, Any]]:
+        with self._redis.pipeline(transaction=False) as pipe:
+            for rid in ids:
+                pipe.hmget(f"{PREFIX}req:{rid.decode()}", *SUMMARY_FIELDS)
+            rows = pipe.execute()
+        return [_decode(dict(zip((f.encode() for f in SUMMARY_FIELDS), row)), with_body=False)
+                for row in rows if row[0] is not None]
+
+    @translate_redis_errors
+    def queue_length(self, agent_id: str) -> int:
+        return self._redis.llen(f"{PREFIX}queue:{agent_id}")
+
+    @translate_redis_errors
+    def agents_with_queues(self) -> list[str]:
+        """Return agents that have queued requests (for the periodic drain kick)."""
+        return [key.decode()[len(PREFIX + "queue:"):]
+                for key in self._redis.scan_iter(match=PREFIX + "queue:*", count=500)]
+
+    @translate_redis_errors
+    def cancel(self, agent_id: str, request_id: str) -> None:
+        """Cancel a queued request.
+
+        Raises:
+            NotFound: no such request for this agent.
+            Conflict: the request is not queued any more.
+        """
+        self._apply_change(agent_id, request_id, "cancel", RequestStatus.CANCELLED)
+
+    @translate_redis_errors
+    def requeue(self, agent_id: str, request_id: str) -> None:
+        """Put a queued, failed or cancelled request at the front of its queue."""
+        self._apply_change(agent_id, request_id, "requeue", RequestStatus.QUEUED)
+
+    def _apply_change(self, agent_id: str, request_id: str, action: str,
+                      wanted: RequestStatus) -> None:
+        result = self._change(keys=[], args=[request_id, agent_id, action, _ms(self._clock),
+                                             self._retention]).decode()
+        if result == "missing":
+            raise NotFound(f"request {request_id!r} not found for agent {agent_id}",
+                           code="request_not_found")
+        if result != wanted.value:
+            raise Conflict(f"request {request_id} is {result}; cannot {action} it",
+                           code="request_state")
+
+    @translate_redis_errors
+    def trim(self, agent_id: str) -> None:
+        """Drop expired and over-limit entries from the agent's listing."""
+        index = f"{PREFIX}reqs:{agent_id}"
+        cutoff = _ms(self._clock) - self._retention * 1000
+        with self._redis.pipeline() as pipe:
+            pipe.zremrangebyscore(index, "-inf", cutoff)
+            pipe.zremrangebyrank(index, 0, -self._history_limit - 1)
+            pipe.execute()
+
+    @translate_redis_errors
+    def purge(self, agent_id: str) -> None:
+        """Delete every record, queue entry, lease and key of a removed agent."""
+        index = f"{PREFIX}reqs:{agent_id}"
+        ids = [rid.decode() for rid in self._redis.zrange(index, 0, -1)]
+        ids += [rid.decode() for rid in self._redis.lrange(f"{PREFIX}queue:{agent_id}", 0, -1)]
+        idem = list(self._redis.scan_iter(match=f"{PREFIX}idem:{agent_id}:*", count=500))
+        with self._redis.pipeline() as pipe:
+            for rid in set(ids):
+                pipe.delete(f"{PREFIX}req:{rid}")
+                pipe.zrem(PREFIX + "leases", rid)
+            pipe.delete(index, f"{PREFIX}queue:{agent_id}", *idem)
+            pipe.execute()
+
+
+def _decode(raw: dict[bytes, bytes], *, with_body: bool) -> dict[str, Any]:
+    """Turn a stored record into the API's view (bodies as text, or base64 if binary)."""
+    text = {key.decode(): value for key, value in raw.items() if value is not None}
+    record: dict[str, Any] = {}
+    for key, value in text.items():
+        if key in ("body", "resp_body"):
+            continue
+        record[key] = value.decode() if isinstance(value, bytes) else value
+    for key in ("attempts", "created_at", "updated_at"):
+        if key in record:
+            record[key] = int(record[key])
+    record["resp_status"] = int(record["resp_status"]) if record.get("resp_status") else None
+    for key in ("headers", "resp_headers"):
+        if key in record:
+            record[key] = json.loads(record[key])
+    if "resp_truncated" in record:
+        record["resp_truncated"] = record["resp_truncated"] == "1"
+    record.pop("body_sha", None)
+    if with_body:
+        record["body"] = text.get("body", b"")
+        record["resp_body"] = text.get("resp_body", b"") if record.get("resp_status") else None
+    return record

@@ -1,0 +1,194 @@
+"""Forwarding to agents' apps: header rules, pooled upstream connections, streaming relay.
+
+PERF: this is the hot path. One pooled urllib3 connection per concurrent request and
+agent, no per-request allocation beyond the header lists, and the response is relayed
+chunk by chunk as the agent writes it; the journal capture is a bounded bytearray append.
+"""
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+import urllib3
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, ReadTimeoutError
+
+from agentainer.journal import Journal
+
+logger = logging.getLogger(__name__)
+
+# RFC 9110 §7.6.1 connection-specific headers, plus the ones a proxy must not pass on.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+    "upgrade", "proxy-authenticate", "proxy-authorization",
+})
+# APPSEC: kept out of the journal (replay happens without them; see README).
+REDACTED = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"})
+OWN_PREFIX = "x-agentainer-"
+FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "host"})
+CHUNK = 64 * 1024
+
+
+class AgentDown(Exception):
+    """Nothing reached the agent: connection refused, unreachable or timed out."""
+
+
+class AgentFailed(Exception):
+    """The agent took the request but failed before answering (reset, timeout)."""
+
+    def __init__(self, message: str, *, timeout: bool) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+def forward_headers(headers: list[tuple[str, str]], *, client_ip: str, proto: str, host: str,
+                    strip_authorization: bool) -> list[tuple[str, str]]:
+    """Return the headers to send upstream.
+
+    Drops hop-by-hop headers (and those named in Connection), the client's
+    ``X-Agentainer-*`` and ``X-Forwarded-*`` headers, and ``Authorization`` when it
+    carries an Agentainer token; adds ``X-Forwarded-For/Proto/Host``.
+    """
+    named = {token.strip().lower() for name, value in headers if name.lower() == "connection"
+             for token in value.split(",")}
+    kept = []
+    for name, value in headers:
+        lower = name.lower()
+        if (lower in HOP_BY_HOP or lower in named or lower in FORWARDED
+                or lower.startswith(OWN_PREFIX)
+                or (strip_authorization and lower == "authorization")):
+            continue
+        kept.append((name, value))
+    kept += [("X-Forwarded-For", client_ip), ("X-Forwarded-Proto", proto),
+             ("X-Forwarded-Host", host)]
+    return kept
+
+
+def stored_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Return the end-to-end headers to journal, secrets redacted, for replay."""
+    return [(name, "[redacted]" if name.lower() in REDACTED else value)
+            for name, value in headers
+            if name.lower() not in HOP_BY_HOP and not name.lower().startswith(OWN_PREFIX)
+            and name.lower() not in FORWARDED]
+
+
+def replay_headers(stored: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Return journaled headers as they are sent on replay (redacted ones left out)."""
+    return [(name, value) for name, value in stored if value != "[redacted]"]
+
+
+def response_headers(headers: urllib3.HTTPHeaderDict) -> list[tuple[str, str]]:
+    """Return the agent's response headers minus hop-by-hop ones."""
+    named = {token.strip().lower() for token in headers.get("connection", "").split(",")}
+    return [(name, value) for name, value in headers.iteritems()
+            if name.lower() not in HOP_BY_HOP and name.lower() not in named]
+
+
+class Upstream:
+    """Pooled HTTP/1.1 connections to agents' apps (``route`` is ``ip:port``)."""
+
+    def __init__(self, *, connect_timeout: float, read_timeout: float,
+                 pool_size: int = 64) -> None:
+        self._pool = urllib3.PoolManager(
+            num_pools=512, maxsize=pool_size, block=False, retries=False,
+            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout))
+
+    def send(self, route: str, method: str, target: str, headers: list[tuple[str, str]],
+             body: bytes) -> urllib3.BaseHTTPResponse:
+        """Send a request and return the response with its body unread.
+
+        Raises:
+            AgentDown: nothing was sent (the agent is down or unreachable).
+            AgentFailed: the request was sent but no response came.
+        """
+        try:
+            return self._pool.urlopen(
+                method, f"http://{route}{target}", body=body or None,
+                headers=urllib3.HTTPHeaderDict(headers), redirect=False,
+                preload_content=False, decode_content=False, assert_same_host=False)
+        except ConnectTimeoutError as ex:  # NOTE: also NewConnectionError (refused, no route)
+            raise AgentDown(f"cannot connect to the agent at {route}: {ex}") from ex
+        except ReadTimeoutError as ex:
+            raise AgentFailed(f"the agent did not answer in time: {ex}", timeout=True) from ex
+        except HTTPError as ex:
+            raise AgentFailed(f"the agent failed mid-request: {ex}", timeout=False) from ex
+
+    def clear(self) -> None:
+        self._pool.clear()
+
+
+class Relay:
+    """Iterates over an agent's response as it arrives, teeing it into the journal.
+
+    ``close()`` (called by the WSGI server at the end, or when the client goes away)
+    releases the upstream connection and records the outcome exactly once.
+    """
+
+    def __init__(self, upstream: urllib3.BaseHTTPResponse, *, journal: Journal | None,
+                 request_id: str, capture_limit: int, on_failure: Callable[[str], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._upstream = upstream
+        self._journal = journal
+        self._request_id = request_id
+        self._limit = capture_limit
+        self._captured = bytearray()
+        self._truncated = False
+        self._on_failure = on_failure
+        self._clock = clock
+        self._renew_at = clock() + (journal.lease_seconds / 2 if journal else 0)
+        self._chunks = self._read()
+        self._outcome: str | None = None
+
+    def __iter__(self) -> "Relay":
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+    def _read(self) -> Iterator[bytes]:
+        upstream = self._upstream
+        try:
+            while True:
+                chunk = upstream.read1(CHUNK, decode_content=False)
+                if not chunk:
+                    break
+                if self._journal is not None:
+                    self._capture(chunk)
+                yield chunk
+        except HTTPError as ex:
+            self._finish("failed", f"the agent failed mid-response: {ex}")
+            return
+        self._finish("completed", "")
+
+    def _capture(self, chunk: bytes) -> None:
+        room = self._limit - len(self._captured)
+        if room > 0:
+            self._captured += chunk[:room]
+        if len(chunk) > room:
+            self._truncated = True
+        now = self._clock()
+        if now >= self._renew_at:
+            self._journal.renew(self._request_id)
+            self._renew_at = now + self._journal.lease_seconds / 2
+
+    def close(self) -> None:
+        self._finish("completed", "client disconnected before the end of the response")
+        self._chunks.close()
+
+    def _finish(self, outcome: str, note: str) -> None:
+        if self._outcome is not None:
+            return
+        self._outcome = outcome
+        if outcome == "completed" and not note:
+            self._upstream.release_conn()
+        else:
+            self._upstream.close()
+            self._upstream.release_conn()
+        if self._journal is None:
+            return
+        if outcome == "failed":
+            self._on_failure(note)
+            return
+        self._journal.complete(self._request_id, status=self._upstream.status,
+                               headers=response_headers(self._upstream.headers),
+                               body=bytes(self._captured),
+                               truncated=self._truncated or bool(note), error=note)
