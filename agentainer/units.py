@@ -50,18 +50,16 @@ def parse_cpu(value: str | int | float) -> int:
     return nano
 
 
-def parse_size(value: str | int) -> int:
+def parse_size(value: str | int, *, what: str = "size") -> int:
     """Return bytes from ``512k``, ``10m``, ``1Gi``, ``1g`` or a byte count (binary units)."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a size")
-    match = _MEMORY.match(str(value))
+    match = None if isinstance(value, bool) else _MEMORY.match(str(value))
     if not match:
-        raise ValueError(f"{value!r} is not a size (examples: 512m, 1g, 536870912)")
+        raise ValueError(f"{value!r} is not a {what} (examples: 512m, 1g, 536870912)")
     unit = (match.group(2) or "b").lower()
     try:
         return int(float(match.group(1)) * 1024 ** _MEMORY_POWERS[unit[0]])
     except OverflowError:
-        raise ValueError(f"{value!r} is too large a size") from None
+        raise ValueError(f"{value!r} is too large a {what}") from None
 
 
 def parse_memory(value: str | int) -> int:
@@ -69,7 +67,7 @@ def parse_memory(value: str | int) -> int:
 
     Units are binary (1k = 1024), as Docker reads them; a trailing ``b`` is allowed.
     """
-    size = parse_size(value)
+    size = parse_size(value, what="memory size")
     if size < 6 * 1024 * 1024:
         raise ValueError(f"{value!r} is below Docker's minimum memory limit of 6m")
     return size
