@@ -77,6 +77,22 @@ class AgentService:
             raise NotFound(f"agent {agent.name}'s container is gone; 'resume' recreates it",
                            code="no_container") from None
 
+    def reconcile(self, agent_id: str) -> None:
+        """Record what Docker says about the agent now (the proxy found it unreachable).
+
+        Skipped when a lifecycle operation holds the agent: that operation records it.
+        """
+        with self._store.lock(agent_id, wait=False) as held:
+            if not held:
+                return
+            agent = self._store.get(agent_id)
+            status, address = self._observe(agent)
+            route = f"{address}:{agent.spec.app_port}" if address else ""
+            if status is not agent.status:
+                logger.info("agent %s: found %s (recorded %s)", agent_id, status.value,
+                            agent.status.value)
+            self._store.update(agent_id, status=status, route=route)
+
     # -- deploy and remove ------------------------------------------------------------
 
     def deploy(self, spec: AgentSpec, *, start: bool = False) -> Agent:

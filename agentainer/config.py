@@ -100,9 +100,6 @@ SETTINGS: tuple[Setting, ...] = (
             "delivery attempts before a request is failed (dead letter)"),
     Setting("retry_base", units.parse_duration, "1s", "first replay backoff (doubles, jittered)"),
     Setting("retry_cap", units.parse_duration, "60s", "longest replay backoff"),
-    Setting("lease", units.parse_duration, "30s",
-            "in-flight deadline; renewed while a response streams, swept back to the queue "
-            "when its holder dies"),
     Setting("drain_wait", units.parse_duration, "120s",
             "how long a replay job waits for an agent's app to accept connections"),
     Setting("retention", units.parse_duration, "24h",

@@ -97,7 +97,13 @@ class Unavailable(AgentainerError):
     code = "unavailable"
 
 
-class RuntimeFailure(AgentainerError):
-    """Docker refused an operation for a reason the user must act on (HTTP 422)."""
+class Unprocessable(AgentainerError):
+    """Well-formed, but cannot be carried out as asked (HTTP 422)."""
+
+    code = "unprocessable"
+
+
+class RuntimeFailure(Unprocessable):
+    """Docker refused an operation for a reason the user must act on."""
 
     code = "runtime_error"

@@ -153,10 +153,20 @@ def build_drainer(settings: Config) -> Drainer:
         retry_cap=settings.retry_cap, capture_limit=settings.capture_limit)
 
 
+LEASE_GRACE = 5.0
+
+
 def journal_from(client: redis.Redis, settings: Config) -> Journal:
+    """Return the journal configured by ``settings``.
+
+    NOTE: an in-flight lease must outlast the longest wait for an answer, which cannot
+    renew it (the holder is blocked reading): connect + read timeout, plus a grace.
+    Streams renew it as their chunks arrive.
+    """
+    lease = settings.connect_timeout + settings.read_timeout + LEASE_GRACE
     return Journal(client, queue_limit=settings.queue_limit,
                    max_attempts=settings.max_attempts, retention=settings.retention,
-                   lease=settings.lease, history_limit=settings.history_limit)
+                   lease=lease, history_limit=settings.history_limit)
 
 
 def drain(agent_id: str) -> int:

@@ -178,8 +178,10 @@ class AgentStore:
         return agent_id.decode() if agent_id else None
 
     @contextmanager
-    def lock(self, agent_id: str) -> Iterator[None]:
+    def lock(self, agent_id: str, *, wait: bool = True) -> Iterator[bool]:
         """Serialise lifecycle operations on one agent across processes.
+
+        Yields True once held; with ``wait=False``, False at once when another holds it.
 
         Raises:
             Busy: another operation held the lock for longer than ``lock_timeout``.
@@ -187,13 +189,16 @@ class AgentStore:
         lock = self._redis.lock(f"{PREFIX}lock:{agent_id}", timeout=LOCK_TTL,
                                 blocking_timeout=self._lock_timeout)
         try:
-            acquired = lock.acquire()
+            acquired = lock.acquire(blocking=wait)
         except (redis.ConnectionError, redis.TimeoutError) as ex:
             raise Unavailable(f"Redis is unreachable: {ex}") from ex
         if not acquired:
+            if not wait:
+                yield False
+                return
             raise Busy(f"agent {agent_id} is busy with another operation; try again")
         try:
-            yield
+            yield True
         finally:
             try:
                 lock.release()

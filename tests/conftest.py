@@ -5,6 +5,7 @@ A missing redis-server or Docker fails the run; nothing is skipped.
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import docker
 import pytest
@@ -13,23 +14,44 @@ import redis
 from tests.helpers import free_port, wait_for
 
 
+class RedisServer:
+    """A private redis-server (AOF on, fsync every second) that tests may crash."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed (make test installs it)"
+        self._command = [binary, "--bind", "127.0.0.1", "--port", str(free_port()),
+                         "--dir", str(workdir), "--appendonly", "yes",
+                         "--appendfsync", "everysec", "--save", "", "--daemonize", "no"]
+        self.url = f"redis://127.0.0.1:{self._command[4]}/0"
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(self._command, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+        wait_for(redis.Redis.from_url(self.url).ping, timeout=10, message="redis-server")
+
+    def crash(self) -> None:
+        """SIGKILL: no shutdown save; only what the AOF holds survives."""
+        self._process.kill()
+        self._process.wait(timeout=10)
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory):
-    """Start a private redis-server (AOF on) on a free loopback port."""
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is not installed (make test installs it)"
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir),
-         "--appendonly", "yes", "--save", "", "--daemonize", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    wait_for(client.ping, timeout=10, message="redis-server to answer")
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
 
 
 @pytest.fixture(scope="session")

@@ -85,7 +85,9 @@ def create_app(config: Config, *, components: Components | None = None,
     for path, resource in routes:
         app.add_route(path, resource)
     app.add_sink(ProxySink(c.journal, c.upstream, schedule=c.scheduler.schedule,
-                           max_body=config.max_body, capture_limit=config.capture_limit),
+                           on_down=c.agents.reconcile, admin_token=admin_token,
+                           max_body=config.max_body,
+                           capture_limit=config.capture_limit),
                  PATTERN)
     return app
 

@@ -6,8 +6,8 @@ import falcon
 
 from agentainer.api.envelope import failure
 from agentainer.errors import (
-    AgentainerError, Conflict, Forbidden, InvalidInput, NotFound, RuntimeFailure,
-    Unauthorized, Unavailable,
+    AgentainerError, Conflict, Forbidden, InvalidInput, NotFound, Unauthorized, Unavailable,
+    Unprocessable,
 )
 
 logger = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ STATUS_BY_ERROR: tuple[tuple[type[AgentainerError], str], ...] = (
     (Forbidden, falcon.HTTP_403),
     (NotFound, falcon.HTTP_404),
     (Conflict, falcon.HTTP_409),
-    (RuntimeFailure, falcon.HTTP_422),
+    (Unprocessable, falcon.HTTP_422),
     (Unavailable, falcon.HTTP_503),
 )
 

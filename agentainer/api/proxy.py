@@ -1,13 +1,16 @@
 """The proxy sink: ``ANY /agent/{id-or-name}/{path}``, journaled per DESIGN §5."""
 
 import hashlib
+import hmac
 import logging
 from collections.abc import Callable
 
 import falcon
 
 from agentainer.api.envelope import failure, ok
-from agentainer.errors import AgentNotFound, Conflict, InvalidInput, Unauthorized, Unavailable
+from agentainer.errors import (
+    AgentNotFound, Conflict, InvalidInput, Unauthorized, Unavailable, Unprocessable,
+)
 from agentainer.journal import Admission, IncomingRequest, Journal, new_request_id
 from agentainer.models import ID_RE, hash_token
 from agentainer.proxy import (
@@ -25,10 +28,13 @@ class ProxySink:
     """Forwards to the agent, or queues the request when the agent cannot take it."""
 
     def __init__(self, journal: Journal, upstream: Upstream, *, schedule: Callable[[str], None],
-                 max_body: int, capture_limit: int) -> None:
+                 on_down: Callable[[str], None], admin_token: str, max_body: int,
+                 capture_limit: int) -> None:
+        self._admin_hash = hash_token(admin_token)
         self._journal = journal
         self._upstream = upstream
         self._schedule = schedule
+        self._on_down = on_down
         self._max_body = max_body
         self._capture_limit = capture_limit
 
@@ -71,14 +77,18 @@ class ProxySink:
             raise Unavailable(f"agent {agent_ref} is {admission.status} and does not journal "
                               "requests (--no-persist); retry later", code="agent_unavailable")
         journaled = outcome == "forward"
+        # APPSEC: no Agentainer token (admin or agent) ever reaches an agent
+        strip = admission.strip_authorization or (
+            bool(token_hash) and hmac.compare_digest(token_hash, self._admin_hash))
         forwarded = forward_headers(
             headers, client_ip=req.remote_addr or "", proto=req.scheme, host=req.host,
-            strip_authorization=admission.strip_authorization)
+            strip_authorization=strip)
         forwarded.append((REQUEST_ID_HEADER, request_id))
         target = target_path + (f"?{req.query_string}" if req.query_string else "")
         try:
             upstream = self._upstream.send(admission.route, req.method, target, forwarded, body)
         except AgentDown as ex:
+            self._on_down(admission.agent_id)
             if not journaled:
                 resp.set_header("Retry-After", RETRY_AFTER)
                 raise Unavailable(f"agent {agent_ref} is not reachable; retry later",
@@ -88,6 +98,7 @@ class ProxySink:
             self._queued_reply(resp, admission, request_id, position)
             return
         except AgentFailed as ex:
+            self._on_down(admission.agent_id)
             if journaled:
                 self._requeue(request_id, admission.agent_id, str(ex))
             resp.status = falcon.HTTP_504 if ex.timeout else falcon.HTTP_502
@@ -132,8 +143,8 @@ class ProxySink:
                           incoming: IncomingRequest) -> None:
         resp.set_header(REQUEST_ID_HEADER, admission.request_id)
         if admission.body_sha != incoming.body_sha:
-            raise InvalidInput("this Idempotency-Key was used with a different body",
-                               code="idempotency_mismatch")
+            raise Unprocessable("this Idempotency-Key was used with a different body",
+                                code="idempotency_mismatch")
         if admission.status != "completed":
             raise Conflict(f"the request with this Idempotency-Key is {admission.status}; "
                            f"see /agents/{admission.agent_id}/requests/{admission.request_id}",

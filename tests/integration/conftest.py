@@ -8,7 +8,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
@@ -21,26 +21,77 @@ from tests.helpers import free_port, wait_for
 BIN = Path(__file__).resolve().parents[2] / "bin"
 ECHO_IMAGE = "agentainer/echo-agent:latest"
 STATEFUL_IMAGE = "agentainer/stateful-agent:latest"
+STREAM_IMAGE = "agentainer/stream-agent:latest"
 BASE_IMAGE = "agentainer/python-base:latest"
+
+
+# Short timeouts so crash recovery (lease expiry = connect + read timeout + 5 s) is quick.
+TEST_SETTINGS = {
+    "AGENTAINER_STOP_TIMEOUT": "3s", "AGENTAINER_LOCK_TIMEOUT": "60s",
+    "AGENTAINER_CONNECT_TIMEOUT": "2s", "AGENTAINER_READ_TIMEOUT": "5s",
+    "AGENTAINER_MAX_BODY": "1m", "AGENTAINER_CAPTURE_LIMIT": "64k",
+    "AGENTAINER_QUEUE_LIMIT": "50", "AGENTAINER_MAX_ATTEMPTS": "3",
+    "AGENTAINER_RETRY_BASE": "200ms", "AGENTAINER_RETRY_CAP": "1s",
+    "AGENTAINER_DRAIN_WAIT": "30s", "AGENTAINER_THREADS": "64",
+}
 
 
 @dataclass
 class Stack:
+    """The processes under test: one server and two replay workers, restartable."""
+
     url: str
-    token: str
     env: dict[str, str]
     prefix: str
     data_dir: Path
     volume_root: Path
     network: str
     internal_network: str
+    server: subprocess.Popen | None = None
+    workers: list[subprocess.Popen] = field(default_factory=list)
+    token: str = ""
+
+    def _spawn(self, script: str, log_name: str) -> subprocess.Popen:
+        log = open(self.data_dir / log_name, "ab")
+        return subprocess.Popen([sys.executable, str(BIN / script)], env=self.env,
+                                stdout=log, stderr=subprocess.STDOUT)
+
+    def start_server(self) -> None:
+        self.server = self._spawn("agentainer-server", "server.log")
+        wait_for(lambda: requests.get(self.url + "/health", timeout=2).ok, timeout=30,
+                 message="the server's /health")
+        self.token = (self.data_dir / "admin.token").read_text().strip()
+
+    def kill_server(self) -> None:
+        """SIGKILL, as a crash would."""
+        self.server.kill()
+        self.server.wait(timeout=10)
+
+    def start_workers(self, count: int = 2) -> None:
+        self.workers += [self._spawn("agentainer-worker", f"worker-{len(self.workers)}.log")
+                         for _ in range(count)]
+
+    def kill_worker(self, worker: subprocess.Popen) -> None:
+        worker.kill()
+        worker.wait(timeout=10)
+        self.workers.remove(worker)
+
+    def stop_all(self) -> None:
+        for process in [self.server, *self.workers]:
+            if process and process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        self.workers.clear()
 
 
 @pytest.fixture(scope="session")
 def stack(redis_url: str, docker_client: docker.DockerClient,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Run ``bin/agentainer-server`` against the test Redis on a free port."""
-    for image in (ECHO_IMAGE, STATEFUL_IMAGE, BASE_IMAGE):
+    """Run ``bin/agentainer-server`` and two workers against the test Redis."""
+    for image in (ECHO_IMAGE, STATEFUL_IMAGE, STREAM_IMAGE, BASE_IMAGE):
         try:
             docker_client.images.get(image)
         except docker.errors.ImageNotFound:
@@ -51,28 +102,21 @@ def stack(redis_url: str, docker_client: docker.DockerClient,
     conf = data_dir / "empty.conf"
     conf.write_text("[agentainer]\n")
     port = free_port()
-    env = {**os.environ, "AGENTAINER_CONFIG": str(conf), "AGENTAINER_REDIS_URL": redis_url,
-           "AGENTAINER_PORT": str(port), "AGENTAINER_DATA_DIR": str(data_dir),
-           "AGENTAINER_NETWORK": f"{prefix}-net",
-           "AGENTAINER_INTERNAL_NETWORK": f"{prefix}-internal",
-           "AGENTAINER_VOLUME_ROOTS": str(volume_root), "AGENTAINER_STOP_TIMEOUT": "3s",
-           "AGENTAINER_LOCK_TIMEOUT": "60s"}
-    env.pop("AGENTAINER_TOKEN", None)
-    env.pop("AGENTAINER_URL", None)
-    log = open(data_dir / "server.log", "wb")
-    process = subprocess.Popen([sys.executable, str(BIN / "agentainer-server")], env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("AGENTAINER_")}
+    env.update(TEST_SETTINGS, AGENTAINER_CONFIG=str(conf), AGENTAINER_REDIS_URL=redis_url,
+               AGENTAINER_PORT=str(port), AGENTAINER_DATA_DIR=str(data_dir),
+               AGENTAINER_NETWORK=f"{prefix}-net",
+               AGENTAINER_INTERNAL_NETWORK=f"{prefix}-internal",
+               AGENTAINER_VOLUME_ROOTS=str(volume_root))
+    stack = Stack(f"http://127.0.0.1:{port}", env, prefix, data_dir, volume_root,
+                  f"{prefix}-net", f"{prefix}-internal")
     try:
-        wait_for(lambda: requests.get(url + "/health", timeout=2).ok, timeout=30,
-                 message="the server's /health")
-        token = (data_dir / "admin.token").read_text().strip()
-        yield Stack(url, token, env, prefix, data_dir, volume_root,
-                    f"{prefix}-net", f"{prefix}-internal")
+        stack.start_server()
+        stack.start_workers()
+        yield stack
     finally:
-        process.terminate()
-        process.wait(timeout=15)
-        log.close()
+        stack.stop_all()
         _clean_docker(docker_client, prefix, redis_url)
 
 
@@ -122,7 +166,7 @@ class Api:
         return self.get(f"/agents/{ref}").json()["data"]["status"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def api(stack: Stack) -> Api:
     return Api(stack.url, stack.token)
 

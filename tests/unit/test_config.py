@@ -44,7 +44,6 @@ def test_defaults(conf):
         "max_attempts": 5,
         "retry_base": 1.0,
         "retry_cap": 60.0,
-        "lease": 30.0,
         "drain_wait": 120.0,
         "retention": 86400.0,
         "history_limit": 10000,

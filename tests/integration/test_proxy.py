@@ -1,0 +1,217 @@
+"""The proxy: forwarding rules, streaming, and the journal of live requests."""
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from tests.integration.conftest import ECHO_IMAGE, STREAM_IMAGE, Api, Stack, run_cli
+from tests.integration.journal_helpers import record, started, wait_for_status
+
+
+@pytest.fixture
+def echo(api: Api, name: str) -> str:
+    started(api, name)
+    return name
+
+
+def proxied(stack: Stack, ref: str, path: str = "/", method: str = "GET",
+            **kwargs) -> requests.Response:
+    kwargs.setdefault("timeout", 30)
+    return requests.request(method, f"{stack.url}/agent/{ref}{path}", **kwargs)
+
+
+def test_forwards_method_path_query_body_and_headers(stack: Stack, echo: str, api: Api):
+    reply = proxied(stack, echo, "/some/path%20x", "PUT", params={"a": "1", "b": "x y"},
+                    data=b"payload", headers={"X-Custom": "yes", "Connection": "keep-alive, X-Drop",
+                                             "X-Drop": "hop", "X-Agentainer-Replay": "true",
+                                             "X-Forwarded-For": "6.6.6.6"})
+    assert reply.status_code == 200
+    echoed = reply.json()
+    assert (echoed["method"], echoed["path"], echoed["body"]) == ("PUT", "/some/path%20x",
+                                                                   "payload")
+    assert echoed["query"] == "a=1&b=x+y"
+    headers = {k.lower(): v for k, v in echoed["headers"]}
+    assert headers["x-custom"] == "yes"
+    assert "x-drop" not in headers and "x-agentainer-replay" not in headers
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert headers["x-forwarded-proto"] == "http"
+    assert headers["x-forwarded-host"].startswith("127.0.0.1")
+    request_id = reply.headers["X-Agentainer-Request-Id"]
+    assert headers["x-agentainer-request-id"] == request_id
+    stored = record(api, echo, request_id)
+    assert stored["status"] == "completed" and stored["attempts"] == 1
+    assert stored["resp_status"] == 200 and json.loads(stored["resp_body"]) == echoed
+    assert (stored["method"], stored["path"], stored["query"]) == ("PUT", "/some/path%20x",
+                                                                   "a=1&b=x+y")
+
+
+def test_agent_reached_by_id_and_at_its_root(stack: Stack, api: Api, name: str):
+    agent = started(api, name)
+    for path in (f"/agent/{agent['id']}", f"/agent/{agent['id']}/", f"/agent/{name}"):
+        reply = requests.get(stack.url + path, timeout=10)
+        assert reply.status_code == 200 and reply.json()["path"] == "/", path
+
+
+def test_agentainer_tokens_are_not_forwarded_but_other_auth_is(stack: Stack, echo: str):
+    admin = proxied(stack, echo, headers={"Authorization": f"Bearer {stack.token}"})
+    assert "authorization" not in {k.lower() for k, _ in admin.json()["headers"]}
+    own = proxied(stack, echo, headers={"Authorization": "Bearer the-apps-own-key"})
+    assert ["Authorization", "Bearer the-apps-own-key"] in own.json()["headers"]
+
+
+def test_secrets_are_redacted_in_the_journal(stack: Stack, echo: str, api: Api):
+    reply = proxied(stack, echo, headers={"Authorization": "Bearer app-secret",
+                                          "Cookie": "session=abc", "X-Api-Key": "k"})
+    stored = record(api, echo, reply.headers["X-Agentainer-Request-Id"])
+    headers = dict(stored["headers"])
+    assert headers["Authorization"] == headers["Cookie"] == headers["X-Api-Key"] == "[redacted]"
+
+
+def test_agent_status_and_headers_pass_through(stack: Stack, echo: str):
+    reply = proxied(stack, echo, headers={"X-Echo-Status": "418"})
+    assert reply.status_code == 418
+    assert reply.headers["Server"].startswith("echo-agent")
+    assert "X-Agentainer-Request-Id" in reply.headers
+
+
+def test_unknown_agent_is_404_with_a_request_id(stack: Stack):
+    reply = proxied(stack, "nobody-at-all")
+    assert reply.status_code == 404 and reply.json()["error"] == "agent_not_found"
+    assert reply.headers["X-Agentainer-Request-Id"].startswith("req-")
+
+
+def test_private_agent_needs_its_token(stack: Stack, api: Api, name: str):
+    token = "private-token-" + name
+    started_agent = api.deploy(name, start=True, token=token, private=True)
+    assert proxied(stack, name).status_code == 401
+    assert proxied(stack, name, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert proxied(stack, name, headers={"Authorization": f"Bearer {stack.token}"}
+                   ).status_code == 401
+    reply = proxied(stack, name, "/x", headers={"Authorization": f"Bearer {token}"})
+    assert reply.status_code in (200, 202), reply.text
+    assert started_agent["private"] is True
+
+
+def test_body_over_the_cap_is_413_and_not_stored(stack: Stack, echo: str, api: Api):
+    reply = proxied(stack, echo, "/big", "POST", data=b"x" * (1024 * 1024 + 1))
+    assert reply.status_code == 413 and reply.json()["error"] == "body_too_large"
+    listed = api.get(f"/agents/{echo}/requests").json()["data"]["requests"]
+    assert all(r["path"] != "/big" for r in listed)
+
+
+def test_response_capture_is_capped_and_flagged(stack: Stack, echo: str, api: Api):
+    body = b"y" * (200 * 1024)
+    reply = proxied(stack, echo, "/large", "POST", data=body)
+    assert reply.status_code == 200 and len(reply.content) > len(body)  # client gets it all
+    stored = record(api, echo, reply.headers["X-Agentainer-Request-Id"])
+    assert stored["resp_truncated"] is True
+    assert len(stored["resp_body"]) == 64 * 1024
+
+
+def test_persistence_off(stack: Stack, api: Api, name: str):
+    api.deploy(name, persist=False)
+    down = proxied(stack, name)
+    assert down.status_code == 503 and down.headers["Retry-After"]
+    assert down.json()["error"] == "agent_unavailable"
+    assert api.post(f"/agents/{name}/start").status_code == 200
+    reply = proxied(stack, name, "/not-journaled", timeout=30)
+    for _ in range(50):
+        if reply.status_code == 200:
+            break
+        time.sleep(0.2)
+        reply = proxied(stack, name, "/not-journaled")
+    assert reply.status_code == 200
+    assert api.get(f"/agents/{name}/requests").json()["data"]["total"] == 0
+
+
+def test_idempotency_key(stack: Stack, echo: str, api: Api):
+    key = {"Idempotency-Key": f"order-{echo}"}
+    first = proxied(stack, echo, "/pay", "POST", data=b"once", headers=key)
+    again = proxied(stack, echo, "/pay", "POST", data=b"once", headers=key)
+    assert again.status_code == 200 and again.content == first.content
+    assert again.headers["X-Agentainer-Idempotent-Replay"] == "true"
+    assert again.headers["X-Agentainer-Request-Id"] == first.headers["X-Agentainer-Request-Id"]
+    different = proxied(stack, echo, "/pay", "POST", data=b"twice", headers=key)
+    assert different.status_code == 422 and different.json()["error"] == "idempotency_mismatch"
+    listed = api.get(f"/agents/{echo}/requests").json()["data"]["requests"]
+    assert [r["path"] for r in listed].count("/pay") == 1
+
+
+def test_idempotency_key_in_flight_is_409(stack: Stack, echo: str):
+    key = {"Idempotency-Key": f"slow-{echo}", "X-Echo-Delay": "1.5"}
+    slow = threading.Thread(target=proxied, args=(stack, echo, "/slow"),
+                            kwargs={"headers": key})
+    slow.start()
+    time.sleep(0.5)
+    reply = proxied(stack, echo, "/slow", headers=key)
+    slow.join()
+    assert reply.status_code == 409 and reply.json()["error"] == "idempotency_in_progress"
+
+
+def test_sse_streams_token_by_token(stack: Stack, api: Api, name: str):
+    started(api, name, image=STREAM_IMAGE)
+    body = {"model": "m", "stream": True, "token_delay": 0.3,
+            "messages": [{"role": "user", "content": "one two three four"}]}
+    sent = time.monotonic()
+    arrivals = []
+    with requests.post(f"{stack.url}/agent/{name}/v1/chat/completions", json=body, stream=True,
+                       timeout=30) as reply:
+        assert reply.headers["Content-Type"].startswith("text/event-stream")
+        for line in reply.iter_lines():
+            if line.startswith(b"data: {"):
+                arrivals.append(time.monotonic() - sent)
+    assert len(arrivals) >= 5
+    assert arrivals[0] < 0.25, arrivals          # the first token is not held back
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:-1])]
+    assert all(0.2 < gap < 0.5 for gap in gaps), gaps
+
+
+def test_client_disconnect_releases_the_stream(stack: Stack, api: Api, name: str):
+    started(api, name, image=STREAM_IMAGE)
+    body = json.dumps({"model": "m", "stream": True, "tokens": 1000, "token_delay": 0.05,
+                       "messages": [{"role": "user", "content": "x"}]}).encode()
+    host, port = stack.url.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /agent/" + name.encode() + b"/v1/chat/completions HTTP/1.1\r\n"
+                     b"Host: x\r\nContent-Type: application/json\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+        head = sock.recv(4096).decode()
+    request_id = next(line.split(": ")[1] for line in head.split("\r\n")
+                      if line.lower().startswith("x-agentainer-request-id"))
+    stored = wait_for_status(api, name, request_id, "completed", timeout=30)
+    assert "client disconnected" in stored["note"] and stored["resp_truncated"] is True
+
+
+def test_requests_api_and_cli(stack: Stack, echo: str, api: Api):
+    reply = proxied(stack, echo, "/listed", "POST", data=b"hello")
+    request_id = reply.headers["X-Agentainer-Request-Id"]
+    page = api.get(f"/agents/{echo}/requests", params={"status": "completed"}).json()["data"]
+    assert request_id in [r["id"] for r in page["requests"]]
+    assert api.get(f"/agents/{echo}/requests", params={"status": "bogus"}).status_code == 400
+    assert api.get(f"/agents/{echo}/requests/req-0000").status_code == 404
+    assert api.delete(f"/agents/{echo}/requests/{request_id}").status_code == 409
+    listing = run_cli(stack, "requests", echo)
+    assert listing.returncode == 0 and request_id in listing.stdout and "/listed" in listing.stdout
+    shown = run_cli(stack, "requests", "show", echo, request_id)
+    assert "completed" in shown.stdout and "hello" in shown.stdout
+    as_json = json.loads(run_cli(stack, "requests", "show", echo, request_id, "--json").stdout)
+    assert as_json["id"] == request_id and as_json["resp_status"] == 200
+    assert run_cli(stack, "requests", "cancel", echo, request_id).returncode == 4
+    assert run_cli(stack, "requests", "show", echo).returncode == 2
+
+
+def test_removing_an_agent_removes_its_journal(stack: Stack, echo: str, api: Api, redis_url):
+    import redis
+    proxied(stack, echo, "/gone")
+    agent_id = api.get(f"/agents/{echo}").json()["data"]["id"]
+    assert api.delete(f"/agents/{echo}").status_code == 200
+    client = redis.Redis.from_url(redis_url)
+    assert not list(client.scan_iter(f"agentainer:*{agent_id}*"))
+
+
+def test_deploying_through_the_image_of_a_missing_agent_is_unaffected(api: Api, name: str):
+    assert api.deploy(name, image=ECHO_IMAGE)["status"] == "created"
