@@ -12,12 +12,13 @@ MAN_PROGRAMS := agentainer:cli agentainer-server:server agentainer-worker:worker
 MAN_OUT ?= man
 PYTEST_ARGS ?=
 
-.PHONY: run stop test images man deps docker venv help
+.PHONY: run stop test test-persistence test-crash test-network images man deps docker venv help
 
 help:
 	@echo "make run    install what is missing, start Docker and the supervisord stack"
 	@echo "make stop   stop the stack"
 	@echo "make test   install what is missing and run the whole test suite"
+	@echo "make test-persistence | test-crash | test-network   one group of it"
 	@echo "make images build the example agent images offline"
 	@echo "make man    regenerate the man pages from the parsers"
 
@@ -70,6 +71,15 @@ stop:
 
 test: venv images
 	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+test-persistence: venv images
+	$(PY) -m pytest $(PYTEST_ARGS) tests/integration/test_persistence.py
+
+test-crash: venv images
+	$(PY) -m pytest $(PYTEST_ARGS) tests/integration/test_crash.py
+
+test-network: venv images
+	$(PY) -m pytest $(PYTEST_ARGS) tests/integration/test_network.py
 
 man: venv
 	@for entry in $(MAN_PROGRAMS); do \

@@ -184,14 +184,14 @@ if action == 'cancel' then
   redis.call('lrem', qkey, 0, rid)
   redis.call('hset', rkey, 'status', 'cancelled', 'updated_at', ARGV[4])
   finish(rid, tonumber(ARGV[5]))
-  return 'cancelled'
+  return 'ok'
 end
 if status == 'in_flight' or status == 'completed' then return status end
 redis.call('lrem', qkey, 0, rid)
 redis.call('lpush', qkey, rid)
 redis.call('persist', rkey)
 redis.call('hset', rkey, 'status', 'queued', 'attempts', 0, 'error', '', 'updated_at', ARGV[4])
-return 'queued'
+return 'ok'
 """
 
 
@@ -387,21 +387,20 @@ class Journal:
             NotFound: no such request for this agent.
             Conflict: the request is not queued any more.
         """
-        self._apply_change(agent_id, request_id, "cancel", RequestStatus.CANCELLED)
+        self._apply_change(agent_id, request_id, "cancel")
 
     @translate_redis_errors
     def requeue(self, agent_id: str, request_id: str) -> None:
         """Put a queued, failed or cancelled request at the front of its queue."""
-        self._apply_change(agent_id, request_id, "requeue", RequestStatus.QUEUED)
+        self._apply_change(agent_id, request_id, "requeue")
 
-    def _apply_change(self, agent_id: str, request_id: str, action: str,
-                      wanted: RequestStatus) -> None:
+    def _apply_change(self, agent_id: str, request_id: str, action: str) -> None:
         result = self._change(keys=[], args=[request_id, agent_id, action, _ms(self._clock),
                                              self._retention]).decode()
         if result == "missing":
             raise NotFound(f"request {request_id!r} not found for agent {agent_id}",
                            code="request_not_found")
-        if result != wanted.value:
+        if result != "ok":
             raise Conflict(f"request {request_id} is {result}; cannot {action} it",
                            code="request_state")
 

@@ -4,6 +4,8 @@ A drain job waits until the agent's app accepts connections, then delivers its q
 requests oldest first, one lease at a time, straight to the container. Any HTTP response
 completes a request; connection failures and timeouts put it back at the front of the
 queue with capped, jittered exponential backoff, and ``max_attempts`` makes it ``failed``.
+
+Key: ``agentainer:drain:{aid}`` (STRING with a TTL), the claim of the agent's pending drain.
 """
 
 import logging
@@ -15,7 +17,6 @@ from dataclasses import dataclass
 
 import redis
 import rq
-from rq.exceptions import DuplicateJobError
 
 from agentainer import config as configuration
 from agentainer.config import Config
@@ -23,7 +24,7 @@ from agentainer.errors import AgentNotFound
 from agentainer.journal import Journal
 from agentainer.proxy import AgentDown, AgentFailed, Upstream, replay_headers, response_headers
 from agentainer.states import AgentStatus
-from agentainer.store import AgentStore
+from agentainer.store import PREFIX, AgentStore
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +38,16 @@ def backoff(attempt: int, *, base: float, cap: float, rand: Callable[[], float] 
 
 
 class ReplayScheduler:
-    """Enqueues drain jobs; at most one is queued or running per agent."""
+    """Enqueues drain jobs; at most one is pending or running per agent.
 
-    def __init__(self, client: redis.Redis, *, job_timeout: int = 3600) -> None:
+    The claim is a Redis key that expires with the drain's lease, so a drain whose worker
+    was killed stops blocking new ones when its in-flight request is swept back.
+    """
+
+    def __init__(self, client: redis.Redis, *, claim_ttl: float) -> None:
+        self._redis = client
         self._queue = rq.Queue(QUEUE, connection=client)
-        self._job_timeout = job_timeout
+        self._ttl = max(1, int(claim_ttl))
 
     def schedule(self, agent_id: str) -> None:
         """Ask for the agent's queue to be drained (a no-op if a drain is pending).
@@ -49,13 +55,21 @@ class ReplayScheduler:
         Never raises: if Redis is unreachable now, the janitor schedules it later.
         """
         try:
-            self._queue.enqueue_call(drain, args=(agent_id,), job_id=f"drain-{agent_id}",
-                                     unique=True, timeout=self._job_timeout, result_ttl=0,
-                                     failure_ttl=3600)
-        except DuplicateJobError:
-            pass
+            if self._redis.set(_claim_key(agent_id), "1", nx=True, ex=self._ttl):
+                self._queue.enqueue_call(drain, args=(agent_id,), timeout=-1, result_ttl=0,
+                                         failure_ttl=3600)
         except redis.RedisError as ex:
             logger.warning("agent %s: cannot schedule its replay now (%s)", agent_id, ex)
+
+    def renew(self, agent_id: str) -> None:
+        self._redis.expire(_claim_key(agent_id), self._ttl)
+
+    def release(self, agent_id: str) -> None:
+        self._redis.delete(_claim_key(agent_id))
+
+
+def _claim_key(agent_id: str) -> str:
+    return f"{PREFIX}drain:{agent_id}"
 
 
 @dataclass
@@ -64,6 +78,7 @@ class Drainer:
 
     store: AgentStore
     journal: Journal
+    scheduler: ReplayScheduler
     upstream: Upstream
     drain_wait: float
     retry_base: float
@@ -74,9 +89,16 @@ class Drainer:
 
     def drain(self, agent_id: str) -> int:
         """Deliver until the queue is empty or the agent is down; return how many completed."""
+        try:
+            return self._drain(agent_id)
+        finally:
+            self.scheduler.release(agent_id)
+
+    def _drain(self, agent_id: str) -> int:
         delivered = failures = 0
         route = self._wait_until_reachable(agent_id)
         while route is not None:
+            self.scheduler.renew(agent_id)
             record = self.journal.lease_next(agent_id)
             if record is None:
                 break
@@ -144,9 +166,10 @@ def _accepts(route: str) -> bool:
 
 def build_drainer(settings: Config) -> Drainer:
     client = redis.Redis.from_url(settings.redis_url)
+    journal = journal_from(client, settings)
     return Drainer(
         store=AgentStore(client, lock_timeout=settings.lock_timeout),
-        journal=journal_from(client, settings),
+        journal=journal, scheduler=ReplayScheduler(client, claim_ttl=journal.lease_seconds),
         upstream=Upstream(connect_timeout=settings.connect_timeout,
                           read_timeout=settings.read_timeout),
         drain_wait=settings.drain_wait, retry_base=settings.retry_base,

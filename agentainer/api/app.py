@@ -45,7 +45,7 @@ def build(config: Config, *, client: redis.Redis | None = None,
     store = AgentStore(client, lock_timeout=config.lock_timeout)
     runtime = runtime or DockerRuntime(base_url=config.docker_host)
     journal = journal_from(client, config)
-    scheduler = ReplayScheduler(client)
+    scheduler = ReplayScheduler(client, claim_ttl=journal.lease_seconds)
     agents = AgentService(
         store, runtime, journal, on_running=scheduler.schedule,
         networks=Networks(config.network, config.internal_network, config.port),

@@ -22,8 +22,11 @@ def all_records(api: Api, agent: str) -> list[dict]:
 
 
 def started(api: Api, name: str, **fields) -> dict:
-    """Deploy and start an agent, and wait until its app answers through the proxy."""
+    """Deploy and start an agent; wait until its app answers through the proxy and the
+    probes that were queued while it started have been replayed."""
     agent = api.deploy(name, start=True, **fields)
     wait_for(lambda: api.session.get(f"{api.url}/agent/{name}/health", timeout=5).status_code
              == 200, timeout=30, message=f"{name} to answer")
+    wait_for(lambda: api.get(f"/agents/{name}/requests", params={"status": "queued"}
+                             ).json()["data"]["total"] == 0, timeout=30, message="no queue")
     return agent
