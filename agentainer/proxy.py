@@ -40,24 +40,25 @@ class AgentFailed(Exception):
         self.timeout = timeout
 
 
-def forward_headers(headers: list[tuple[str, str]], *, client_ip: str, proto: str, host: str,
-                    strip_authorization: bool) -> list[tuple[str, str]]:
-    """Return the headers to send upstream.
+def end_to_end(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Return the client's headers a proxy may pass on.
 
     Drops hop-by-hop headers (and those named in Connection), the client's
-    ``X-Agentainer-*`` and ``X-Forwarded-*`` headers, and ``Authorization`` when it
-    carries an Agentainer token; adds ``X-Forwarded-For/Proto/Host``.
+    ``X-Agentainer-*`` headers, ``Host`` and ``X-Forwarded-*`` (the proxy sets those).
     """
     named = {token.strip().lower() for name, value in headers if name.lower() == "connection"
              for token in value.split(",")}
-    kept = []
-    for name, value in headers:
-        lower = name.lower()
-        if (lower in HOP_BY_HOP or lower in named or lower in FORWARDED
-                or lower.startswith(OWN_PREFIX)
-                or (strip_authorization and lower == "authorization")):
-            continue
-        kept.append((name, value))
+    return [(name, value) for name, value in headers
+            if not (name.lower() in HOP_BY_HOP or name.lower() in named
+                    or name.lower() in FORWARDED or name.lower().startswith(OWN_PREFIX))]
+
+
+def forward_headers(headers: list[tuple[str, str]], *, client_ip: str, proto: str, host: str,
+                    strip_authorization: bool) -> list[tuple[str, str]]:
+    """Return the headers to send upstream: the end-to-end ones, without ``Authorization``
+    when it carries an Agentainer token, plus ``X-Forwarded-For/Proto/Host``."""
+    kept = [(name, value) for name, value in end_to_end(headers)
+            if not (strip_authorization and name.lower() == "authorization")]
     kept += [("X-Forwarded-For", client_ip), ("X-Forwarded-Proto", proto),
              ("X-Forwarded-Host", host)]
     return kept
@@ -66,9 +67,7 @@ def forward_headers(headers: list[tuple[str, str]], *, client_ip: str, proto: st
 def stored_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Return the end-to-end headers to journal, secrets redacted, for replay."""
     return [(name, "[redacted]" if name.lower() in REDACTED else value)
-            for name, value in headers
-            if name.lower() not in HOP_BY_HOP and not name.lower().startswith(OWN_PREFIX)
-            and name.lower() not in FORWARDED]
+            for name, value in end_to_end(headers)]
 
 
 def replay_headers(stored: list[tuple[str, str]]) -> list[tuple[str, str]]:
