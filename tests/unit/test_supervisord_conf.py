@@ -1,0 +1,21 @@
+"""supervisord.conf parses, and runs the programs the stack needs."""
+
+from pathlib import Path
+
+from supervisor.options import ServerOptions
+
+CONF = Path(__file__).resolve().parents[2] / "supervisord.conf"
+
+
+def test_supervisord_conf_defines_the_stack():
+    options = ServerOptions()
+    options.realize(args=["-c", str(CONF)])
+    groups = {group.name: group for group in options.process_group_configs}
+    assert set(groups) == {"redis", "server", "worker"}
+    assert [p.name for p in groups["server"].process_configs] == ["server-0", "server-1"]
+    assert [p.name for p in groups["worker"].process_configs] == ["worker-0", "worker-1"]
+    redis = groups["redis"].process_configs[0]
+    assert "--appendonly yes" in redis.command and "--bind 127.0.0.1" in redis.command
+    worker = groups["worker"].process_configs[0]
+    assert worker.stopsignal == 15 and worker.stopwaitsecs > 300  # warm shutdown, > read_timeout
+    assert all(p.autorestart for g in groups.values() for p in g.process_configs)
