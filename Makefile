@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DATA_DIR := $(HOME)/.agentainer
 SUPERVISORCTL := $(VENV)/bin/supervisorctl -c supervisord.conf
 APT_PACKAGES := docker.io redis-server busybox-static python3 python3-venv
-MAN_PROGRAMS := agentainer:cli agentainer-server:server agentainer-worker:worker
+MAN_PROGRAMS := agentainer:cli agentainer-server:server agentainer-worker:worker agentainer-monitor:monitor
 MAN_OUT ?= man
 PYTEST_ARGS ?=
 

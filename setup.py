@@ -22,6 +22,7 @@ setup(
         "rq>=2",
         "requests>=2.31",
         "supervisor>=4.2",
+        "prometheus-client>=0.20",
     ],
     extras_require={"dev": ["pytest>=8", "argparse-manpage>=4.5", "setuptools>=68", "wheel"]},
     scripts=sorted(glob("bin/agentainer*")),

@@ -1,6 +1,7 @@
 """AgentService: the lifecycle state machine over the store and the Docker runtime."""
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -9,6 +10,7 @@ from docker.types import Mount
 
 from agentainer.errors import AgentainerError, InvalidTransition, NotFound
 from agentainer.journal import Journal
+from agentainer.metrics import summarize
 from agentainer.models import Agent, AgentSpec, new_agent_id, now
 from agentainer.mounts import MountPolicy
 from agentainer.runtime import ContainerGone, ContainerState, DockerRuntime
@@ -57,6 +59,14 @@ class AgentService:
     def resolve(self, ref: str) -> str:
         return self._store.resolve(ref)
 
+    def live_metrics(self, ref: str) -> dict:
+        """Return the running agent's resource use now (one Docker stats sample)."""
+        agent = self.get(ref)
+        if agent.status is not AgentStatus.RUNNING:
+            raise InvalidTransition(f"agent {agent.name} is {agent.status.value}; live metrics "
+                                    "need a running agent (see metrics/history)")
+        return summarize(self._runtime.stats(agent.container_id), now=time.time())
+
     def list_agents(self, *, status: AgentStatus | None = None, name: str | None = None) -> list[Agent]:
         """Return every agent (oldest first), optionally filtered by status or name substring."""
         live = self._runtime.statuses()
@@ -77,14 +87,15 @@ class AgentService:
             raise NotFound(f"agent {agent.name}'s container is gone; 'resume' recreates it",
                            code="no_container") from None
 
-    def reconcile(self, agent_id: str) -> None:
-        """Record what Docker says about the agent now (the proxy found it unreachable).
+    def reconcile(self, agent_id: str, *, wait: bool = False) -> Agent | None:
+        """Record what Docker says about the agent now; return the agent as recorded.
 
-        Skipped when a lifecycle operation holds the agent: that operation records it.
+        Without ``wait``, skipped (None) while a lifecycle operation holds the agent:
+        that operation records the outcome itself.
         """
-        with self._store.lock(agent_id, wait=False) as held:
+        with self._store.lock(agent_id, wait=wait) as held:
             if not held:
-                return
+                return None
             agent = self._store.get(agent_id)
             status, address = self._observe(agent)
             route = f"{address}:{agent.spec.app_port}" if address else ""
@@ -92,6 +103,18 @@ class AgentService:
                 logger.info("agent %s: found %s (recorded %s)", agent_id, status.value,
                             agent.status.value)
             self._store.update(agent_id, status=status, route=route)
+        if status is AgentStatus.RUNNING and agent.status is not AgentStatus.RUNNING:
+            self._on_running(agent_id)
+        return replace(agent, status=status)
+
+    def record_failure(self, agent_id: str, reason: str, *, give_up: bool) -> None:
+        """Note why the agent stopped on its own; with ``give_up`` mark it ``failed``.
+
+        Either way it stays down: its desired state becomes ``stopped``, so a later stack
+        restart does not bring it back; ``start`` or ``resume`` does.
+        """
+        self._store.update(agent_id, status=AgentStatus.FAILED if give_up else None,
+                           desired=Desired.STOPPED, last_error=reason)
 
     # -- deploy and remove ------------------------------------------------------------
 
@@ -192,11 +215,10 @@ class AgentService:
             final, address = self._observe(agent)
             route = f"{address}:{agent.spec.app_port}" if address else ""
             self._store.update(agent.id, status=final, desired=operation.desired,
-                               container_id=container_id, route=route, clear_error=must_act)
+                               container_id=container_id, route=route)
         if final is AgentStatus.RUNNING:
             self._on_running(agent.id)
-        return replace(agent, status=final, desired=operation.desired,
-                       last_error=None if must_act else agent.last_error)
+        return replace(agent, status=final, desired=operation.desired)
 
     def _start(self, agent: Agent, status: AgentStatus) -> str:
         container_id = agent.container_id
@@ -262,7 +284,8 @@ class AgentService:
         env = {**spec.env_vars, "AGENT_ID": agent.id, "AGENT_NAME": agent.name,
                "AGENTAINER_PROXY_URL": f"http://{gateway}:{self._networks.proxy_port}/agent"}
         return self._runtime.create(agent, network=network, env=env,
-                                    mounts=self._bind_sources(spec))
+                                    mounts=self._bind_sources(spec),
+                                    instance=self._store.instance())
 
     def _bind_sources(self, spec: AgentSpec) -> list[Mount]:
         """Check every bind path against the policy and return Docker mounts."""

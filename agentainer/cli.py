@@ -4,6 +4,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -115,6 +116,18 @@ def make_parser() -> argparse.ArgumentParser:
     requests.add_argument("--limit", type=int, default=50, help="how many (newest first)")
     requests.add_argument("--offset", type=int, default=0, help="skip this many")
 
+    health = command("health", "show health probe results: one agent, or a table of all")
+    health.add_argument("agent", nargs="?", help="agent ID or name (default: all agents)")
+
+    metrics = command("metrics", "show an agent's resource use: now, or its sampled history")
+    metrics.add_argument("agent", help="agent ID or name")
+    metrics.add_argument("--history", action="store_true", help="the sampled history")
+    metrics.add_argument("--duration", default="1h",
+                         help="how far back --history goes (e.g. 10m, 1h; at most 24h)")
+    metrics.add_argument("--watch", action="store_true",
+                         help="refresh every --interval until Ctrl-C")
+    metrics.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+
     token = command("token", "print the admin token (for curl and scripts)")
     token.add_argument("--path", action="store_true", help="print the token file's path")
 
@@ -172,9 +185,9 @@ def cmd_list(client: Client, args: argparse.Namespace, out: "Output") -> int:
     elif not agents:
         out.line("no agents")
     else:
-        out.table(("ID", "NAME", "IMAGE", "STATUS", "CREATED"),
-                  [(a["id"], a["name"], a["image"], a["status"], a["created_at"][:19])
-                   for a in agents])
+        out.table(("ID", "NAME", "IMAGE", "STATUS", "RESTARTS", "CREATED", "LAST FAILURE"),
+                  [(a["id"], a["name"], a["image"], a["status"], str(a["restarts"]),
+                    a["created_at"][:19], _cut(a["last_error"] or "-", 40)) for a in agents])
     return ExitStatus.SUCCESS
 
 
@@ -198,6 +211,79 @@ def cmd_logs(client: Client, args: argparse.Namespace, out: "Output") -> int:
     for chunk in client.stream(f"/agents/{args.agent}/logs", params=params):
         out.raw(chunk)
     return ExitStatus.SUCCESS
+
+
+def cmd_health(client: Client, args: argparse.Namespace, out: "Output") -> int:
+    if args.agent:
+        _, report = client.call("GET", f"/agents/{args.agent}/health")
+        if args.json:
+            out.json(report)
+        else:
+            for key in ("name", "status", "monitored", "healthy", "failures", "status_code",
+                        "message", "restarts", "last_error"):
+                value = report.get(key)
+                out.line(f"{key + ':':<13} {'-' if value is None else value}")
+            if report.get("last_check"):
+                out.line(f"{'last check:':<13} {_time(report['last_check'])}")
+        return ExitStatus.SUCCESS
+    _, agents = client.call("GET", "/agents")
+    reports = [client.call("GET", f"/agents/{a['id']}/health")[1] for a in agents]
+    if args.json:
+        out.json(reports)
+    elif not reports:
+        out.line("no agents")
+    else:
+        out.table(("NAME", "STATUS", "HEALTHY", "FAILURES", "RESTARTS", "LAST CHECK", "MESSAGE"),
+                  [(r["name"], r["status"], _yes_no(r["healthy"]), str(r["failures"]),
+                    str(r["restarts"]), _time(r["last_check"]) if r["last_check"] else "-",
+                    _cut(r["message"], 40)) for r in reports])
+    return ExitStatus.SUCCESS
+
+
+def cmd_metrics(client: Client, args: argparse.Namespace, out: "Output") -> int:
+    while True:
+        if args.history:
+            _, data = client.call("GET", f"/agents/{args.agent}/metrics/history",
+                                  params={"duration": args.duration})
+            if args.json:
+                out.json(data)
+            else:
+                out.table(("TIME", "CPU %", "MEMORY", "NET RX", "NET TX", "PIDS"),
+                          [(_time(m["timestamp"]), f"{m['cpu_percent']:.1f}",
+                            _bytes(m["memory_bytes"]), _bytes(m["network_rx_bytes"]),
+                            _bytes(m["network_tx_bytes"]), str(m["pids"]))
+                           for m in data["samples"]])
+        else:
+            _, m = client.call("GET", f"/agents/{args.agent}/metrics")
+            if args.json:
+                out.json(m)
+            else:
+                limit = m["memory_limit_bytes"]
+                share = f" ({m['memory_bytes'] / limit * 100:.1f}%)" if limit else ""
+                out.line(f"cpu:       {m['cpu_percent']:.1f}%\n"
+                         f"memory:    {_bytes(m['memory_bytes'])} of {_bytes(limit)}{share}\n"
+                         f"network:   rx {_bytes(m['network_rx_bytes'])}, "
+                         f"tx {_bytes(m['network_tx_bytes'])}\n"
+                         f"block i/o: read {_bytes(m['block_read_bytes'])}, "
+                         f"write {_bytes(m['block_write_bytes'])}\n"
+                         f"pids:      {m['pids']}")
+        if not args.watch:
+            return ExitStatus.SUCCESS
+        time.sleep(args.interval)
+        out.line("")
+
+
+def _yes_no(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "no")
+
+
+def _bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
 REQUEST_ACTIONS = ("show", "replay", "cancel")
@@ -293,7 +379,8 @@ def cmd_version(client: Client, args: argparse.Namespace, out: "Output") -> int:
 HANDLERS: dict[str, Callable[[Client, argparse.Namespace, "Output"], int]] = {
     "deploy": cmd_deploy, **{name: cmd_lifecycle for name in LIFECYCLE_HELP},
     "remove": cmd_remove, "list": cmd_list, "inspect": cmd_inspect, "logs": cmd_logs,
-    "requests": cmd_requests, "token": cmd_token, "version": cmd_version,
+    "requests": cmd_requests, "health": cmd_health, "metrics": cmd_metrics,
+    "token": cmd_token, "version": cmd_version,
 }
 
 

@@ -106,6 +106,17 @@ SETTINGS: tuple[Setting, ...] = (
             "how long finished request records are kept"),
     Setting("history_limit", units.parse_positive_int, "10000",
             "request records listed per agent (oldest dropped from the listing first)"),
+    Setting("reconcile_interval", units.parse_duration, "10s",
+            "monitor: how often Redis is checked against Docker"),
+    Setting("metrics_interval", units.parse_duration, "10s",
+            "monitor: how often each running agent's metrics are sampled"),
+    Setting("restart_base", units.parse_duration, "1s",
+            "monitor: first auto-restart delay (doubles per recent restart, jittered)"),
+    Setting("restart_cap", units.parse_duration, "60s", "monitor: longest auto-restart delay"),
+    Setting("restart_limit", units.parse_positive_int, "5",
+            "monitor: restarts within restart_window before an agent is marked failed"),
+    Setting("restart_window", units.parse_duration, "5m",
+            "monitor: the window restart_limit counts in"),
     Setting("log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
 )
 _BY_NAME = {setting.name: setting for setting in SETTINGS}

@@ -35,6 +35,7 @@ class RequestStatus(str, enum.Enum):
 
 
 TERMINAL = frozenset({RequestStatus.COMPLETED, RequestStatus.FAILED, RequestStatus.CANCELLED})
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SUMMARY_FIELDS = ("id", "agent", "method", "path", "query", "status", "attempts",
                   "created_at", "updated_at", "error", "resp_status", "idempotency_key")
 
@@ -44,6 +45,9 @@ local P = 'agentainer:'
 local function finish(rid, ttl)
   redis.call('expire', P..'req:'..rid, ttl)
   redis.call('zrem', P..'leases', rid)
+end
+local function count(name)
+  redis.call('hincrby', P..'counters', name, 1)
 end
 """
 
@@ -64,7 +68,10 @@ if private_hash ~= '' and private_hash ~= token_hash then return {'forbidden', a
 local strip = '0'
 if token_hash ~= '' and (token_hash == private_hash
     or redis.call('hexists', P..'tokens', token_hash) == 1) then strip = '1' end
-if persist == '0' then return {'direct', aid, status, route, strip} end
+if persist == '0' then
+  if status == 'running' then count('proxied') end
+  return {'direct', aid, status, route, strip}
+end
 local idem = ARGV[7]
 if idem ~= '' then
   local ikey = P..'idem:'..aid..':'..idem
@@ -87,9 +94,11 @@ redis.call('zadd', P..'reqs:'..aid, ARGV[5], rid)
 if running then
   redis.call('hset', rkey, 'status', 'in_flight', 'attempts', 1)
   redis.call('zadd', P..'leases', ARGV[9], rid)
+  count('proxied')
   return {'forward', aid, route, strip}
 end
 redis.call('hset', rkey, 'status', 'queued', 'attempts', 0)
+count('queued')
 return {'queued', aid, tostring(redis.call('rpush', qkey, rid)), strip}
 """
 
@@ -108,6 +117,7 @@ if attempts >= tonumber(ARGV[4]) then
   redis.call('hset', rkey, 'status', 'failed', 'attempts', attempts, 'error', ARGV[3],
              'updated_at', ARGV[2])
   finish(rid, tonumber(ARGV[5]))
+  count('failed')
   return {'failed', r[2]}
 end
 redis.call('hset', rkey, 'status', 'queued', 'attempts', attempts, 'error', ARGV[3],
@@ -122,7 +132,8 @@ end
 return {'queued', r[2], tostring(position)}
 """
 
-# Record the agent's response: ARGV rid, now_ms, retention_s, then field/value pairs.
+# Record the agent's response: ARGV rid, now_ms, retention_s, counter ('replayed' or ''),
+# latency bucket ('' for none), latency seconds, then field/value pairs.
 _COMPLETE = _LUA_PRELUDE + """
 local rid = ARGV[1]
 local rkey = P..'req:'..rid
@@ -130,8 +141,13 @@ local r = redis.call('hmget', rkey, 'status', 'agent')
 if not r[1] or r[1] == 'completed' or r[1] == 'cancelled' then return r[1] or 'missing' end
 redis.call('lrem', P..'queue:'..r[2], 0, rid)
 redis.call('hset', rkey, 'status', 'completed', 'updated_at', ARGV[2], 'error', '',
-           unpack(ARGV, 4))
+           unpack(ARGV, 7))
 finish(rid, tonumber(ARGV[3]))
+if ARGV[4] ~= '' then count(ARGV[4]) end
+if ARGV[5] ~= '' then
+  count(ARGV[5])
+  redis.call('hincrbyfloat', P..'counters', 'latency_sum', ARGV[6])
+end
 return 'completed'
 """
 
@@ -289,10 +305,19 @@ class Journal:
 
     @translate_redis_errors
     def complete(self, request_id: str, *, status: int, headers: list[tuple[str, str]],
-                 body: bytes, truncated: bool, error: str = "") -> str:
-        """Record the agent's response; return the record's status afterwards."""
+                 body: bytes, truncated: bool, error: str = "", replayed: bool = False,
+                 latency: float | None = None) -> str:
+        """Record the agent's response; return the record's status afterwards.
+
+        Args:
+            replayed: delivered from the queue (counted as replayed).
+            latency: seconds from arrival to the response headers, for the histogram.
+        """
+        bucket = "" if latency is None else "latency_le_" + next(
+            (str(bound) for bound in LATENCY_BUCKETS if latency <= bound), "inf")
         reply = self._complete(keys=[], args=[
-            request_id, _ms(self._clock), self._retention, "resp_status", status,
+            request_id, _ms(self._clock), self._retention, "replayed" if replayed else "",
+            bucket, latency or 0, "resp_status", status,
             "resp_headers", json.dumps(headers), "resp_body", body,
             "resp_truncated", "1" if truncated else "0", "note", error])
         return reply.decode()

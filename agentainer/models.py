@@ -103,6 +103,7 @@ class Agent:
     created_at: str
     updated_at: str
     last_error: str | None = None
+    restarts: int = 0
 
     @property
     def name(self) -> str:
@@ -115,6 +116,7 @@ class Agent:
         return {"id": self.id, **spec, "has_token": self.spec.token_hash is not None,
                 "status": self.status.value, "desired": self.desired.value,
                 "container_id": self.container_id, "last_error": self.last_error,
+                "restarts": self.restarts,
                 "created_at": self.created_at, "updated_at": self.updated_at}
 
 

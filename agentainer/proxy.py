@@ -124,8 +124,9 @@ class Relay:
 
     def __init__(self, upstream: urllib3.BaseHTTPResponse, *, journal: Journal | None,
                  request_id: str, capture_limit: int, on_failure: Callable[[str], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 latency: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._upstream = upstream
+        self._latency = latency
         self._journal = journal
         self._request_id = request_id
         self._limit = capture_limit
@@ -190,4 +191,5 @@ class Relay:
         self._journal.complete(self._request_id, status=self._upstream.status,
                                headers=response_headers(self._upstream.headers),
                                body=bytes(self._captured),
-                               truncated=self._truncated or bool(note), error=note)
+                               truncated=self._truncated or bool(note), error=note,
+                               latency=self._latency)

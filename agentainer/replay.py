@@ -118,7 +118,7 @@ class Drainer:
             self.journal.complete(record["id"], status=response.status,
                                   headers=response_headers(response.headers),
                                   body=body[:self.capture_limit],
-                                  truncated=len(body) > self.capture_limit)
+                                  truncated=len(body) > self.capture_limit, replayed=True)
             delivered += 1
         if delivered:
             logger.info("agent %s: replayed %d request(s)", agent_id, delivered)

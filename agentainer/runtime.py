@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 LABEL_ID = "agentainer.id"
 LABEL_NAME = "agentainer.name"
 LABEL_MANAGED = "agentainer.managed"
+LABEL_INSTANCE = "agentainer.instance"
+WATCHED_EVENTS = ("die", "oom", "start", "pause", "unpause", "destroy")
 CONTAINER_PREFIX = "agentainer-"
 
 _DOCKER_STATUS = {
@@ -135,7 +137,7 @@ class DockerRuntime:
 
     @translate_docker_errors
     def create(self, agent: Agent, *, network: str, env: dict[str, str],
-               mounts: list[Mount]) -> str:
+               mounts: list[Mount], instance: str) -> str:
         """Create (not start) the agent's container; return its ID."""
         spec = self.api
         host_config = spec.create_host_config(
@@ -154,7 +156,8 @@ class DockerRuntime:
             name=container_name(agent.id),
             hostname=agent.id,
             environment=env,
-            labels={LABEL_ID: agent.id, LABEL_NAME: agent.name, LABEL_MANAGED: "1"},
+            labels={LABEL_ID: agent.id, LABEL_NAME: agent.name, LABEL_MANAGED: "1",
+                    LABEL_INSTANCE: instance},
             host_config=host_config,
             networking_config=spec.create_networking_config({network: endpoint}),
         )
@@ -224,6 +227,27 @@ class DockerRuntime:
         found = self.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=1"})
         return {c["Labels"][LABEL_ID]: _DOCKER_STATUS.get(c.get("State", ""), AgentStatus.STOPPED)
                 for c in found if LABEL_ID in (c.get("Labels") or {})}
+
+    @translate_docker_errors
+    def containers_of_instance(self, instance: str) -> dict[str, str]:
+        """Return container ID -> agent ID for every container this installation made."""
+        found = self.api.containers(all=True, filters={"label": f"{LABEL_INSTANCE}={instance}"})
+        return {c["Id"]: (c.get("Labels") or {}).get(LABEL_ID, "") for c in found}
+
+    @translate_docker_errors
+    def events(self, instance: str, *, since: float | None = None) -> Iterator[dict]:
+        """Return this installation's container events (die, oom, start, ...) as they happen.
+
+        The iterator blocks; ``close()`` on it ends the stream.
+        """
+        return self.api.events(since=since, decode=True, filters={
+            "type": "container", "label": f"{LABEL_INSTANCE}={instance}",
+            "event": list(WATCHED_EVENTS)})
+
+    @translate_docker_errors
+    def stats(self, container_id: str) -> dict:
+        """Return one Docker stats sample (with the previous one, for CPU %)."""
+        return self.api.stats(container_id, stream=False)
 
     @translate_docker_errors
     def network_gateway(self, name: str) -> str:

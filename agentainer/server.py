@@ -13,12 +13,13 @@ from pathlib import Path
 import waitress
 
 from agentainer import config as configuration
-from agentainer.api.app import ProxyOnly, build, create_app
+from agentainer.api.app import ProxyOnly, create_app
 from agentainer.config import Config
 from agentainer.errors import AgentainerError
 from agentainer.janitor import Janitor
 from agentainer.runtime import DockerRuntime
 from agentainer.status import ExitStatus
+from agentainer.wiring import build
 
 logger = logging.getLogger(__name__)
 

@@ -2,8 +2,9 @@
 
 Keys (all under the ``agentainer:`` prefix):
     agent:{id}   HASH  spec (JSON, immutable), status, desired, container_id,
-                       created_at, updated_at, last_error, and for the proxy:
+                       created_at, updated_at, last_error, restarts, and for the proxy:
                        route ("ip:port" of the app), persist ("1"/"0"), private_hash
+    instance     STRING this installation's ID (labels its containers)
     agents       ZSET  id -> creation time (listing order)
     names        HASH  name -> id (uniqueness)
     tokens       HASH  sha256(agent token) -> id
@@ -12,6 +13,7 @@ Keys (all under the ``agentainer:`` prefix):
 
 import functools
 import json
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +27,7 @@ from agentainer.states import AgentStatus, Desired
 
 PREFIX = "agentainer:"
 AGENTS = PREFIX + "agents"
+COUNTERS = PREFIX + "counters"  # NOTE: shared with the journal's scripts and /metrics
 NAMES = PREFIX + "names"
 TOKENS = PREFIX + "tokens"
 LOCK_TTL = 300.0
@@ -145,8 +148,7 @@ class AgentStore:
     @translate_redis_errors
     def update(self, agent_id: str, *, status: AgentStatus | None = None,
                desired: Desired | None = None, container_id: str | None = None,
-               route: str | None = None, last_error: str | None = None,
-               clear_error: bool = False) -> bool:
+               route: str | None = None, last_error: str | None = None) -> bool:
         """Set some mutable fields; return False if the agent no longer exists."""
         fields: dict[str, str] = {"updated_at": now()}
         if status is not None:
@@ -157,8 +159,8 @@ class AgentStore:
             fields["container_id"] = container_id
         if route is not None:
             fields["route"] = route
-        if last_error is not None or clear_error:
-            fields["last_error"] = last_error or ""
+        if last_error is not None:
+            fields["last_error"] = last_error
         args = [item for pair in fields.items() for item in pair]
         return bool(self._update(keys=[_agent_key(agent_id)], args=args))
 
@@ -171,6 +173,20 @@ class AgentStore:
             if agent.spec.token_hash:
                 pipe.hdel(TOKENS, agent.spec.token_hash)
             pipe.execute()
+
+    @translate_redis_errors
+    def count_restart(self, agent_id: str) -> None:
+        """Add one to the agent's restart count and to the control plane's."""
+        with self._redis.pipeline() as pipe:
+            pipe.hincrby(_agent_key(agent_id), "restarts", 1)
+            pipe.hincrby(COUNTERS, "restarts", 1)
+            pipe.execute()
+
+    @translate_redis_errors
+    def instance(self) -> str:
+        """Return this installation's ID, created on first use (labels its containers)."""
+        self._redis.set(PREFIX + "instance", secrets.token_hex(6), nx=True)
+        return self._redis.get(PREFIX + "instance").decode()
 
     @translate_redis_errors
     def agent_for_token(self, token_hash: str) -> str | None:
@@ -212,7 +228,8 @@ def _to_hash(agent: Agent) -> dict[str, str]:
         "status": agent.status.value, "desired": agent.desired.value,
         "container_id": agent.container_id or "", "created_at": agent.created_at,
         "updated_at": agent.updated_at, "last_error": agent.last_error or "",
-        "route": "", "persist": "1" if agent.spec.persist else "0",
+        "restarts": str(agent.restarts), "route": "",
+        "persist": "1" if agent.spec.persist else "0",
         "private_hash": agent.spec.token_hash if agent.spec.private else "",
     }
 
@@ -224,4 +241,5 @@ def _from_hash(agent_id: str, data: dict[bytes, bytes]) -> Agent:
         status=AgentStatus(text["status"]), desired=Desired(text["desired"]),
         container_id=text.get("container_id") or None, created_at=text["created_at"],
         updated_at=text["updated_at"], last_error=text.get("last_error") or None,
+        restarts=int(text.get("restarts") or 0),
     )

@@ -1,59 +1,24 @@
 """The composition root: builds collaborators and registers every route in one table."""
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import falcon
-import redis
 
 from agentainer import tokens
-from agentainer.agents import AgentService, Networks
 from agentainer.api import errors, openapi
 from agentainer.api.agents import AgentResource, AgentsResource, LifecycleResource, LogsResource
 from agentainer.api.auth import AuthMiddleware
+from agentainer.api.observability import (
+    AgentHealthResource, AgentMetricsResource, PrometheusResource,
+)
 from agentainer.api.proxy import PATTERN, ProxySink
 from agentainer.api.requests import ReplayResource, RequestResource, RequestsResource
 from agentainer.api.system import HealthResource, OpenAPIResource
 from agentainer.config import Config
-from agentainer.journal import Journal
-from agentainer.mounts import MountPolicy
-from agentainer.proxy import Upstream
-from agentainer.replay import ReplayScheduler, journal_from
-from agentainer.runtime import DockerRuntime
-from agentainer.store import AgentStore
+from agentainer.metrics import ControlPlaneCollector
+from agentainer.wiring import Components, build
 
 LIFECYCLE = ("start", "stop", "restart", "pause", "resume")
-
-
-@dataclass(frozen=True)
-class Components:
-    """The collaborators one server process shares between its threads."""
-
-    store: AgentStore
-    runtime: DockerRuntime
-    journal: Journal
-    scheduler: ReplayScheduler
-    upstream: Upstream
-    agents: AgentService
-
-
-def build(config: Config, *, client: redis.Redis | None = None,
-          runtime: DockerRuntime | None = None) -> Components:
-    """Return real collaborators wired from ``config`` (nothing connects yet)."""
-    client = client or redis.Redis.from_url(config.redis_url, socket_connect_timeout=5,
-                                            socket_timeout=30, health_check_interval=30)
-    store = AgentStore(client, lock_timeout=config.lock_timeout)
-    runtime = runtime or DockerRuntime(base_url=config.docker_host)
-    journal = journal_from(client, config)
-    scheduler = ReplayScheduler(client, claim_ttl=journal.lease_seconds)
-    agents = AgentService(
-        store, runtime, journal, on_running=scheduler.schedule,
-        networks=Networks(config.network, config.internal_network, config.port),
-        mounts=MountPolicy(config.volume_roots, config.data_dir),
-        default_app_port=config.default_app_port, stop_timeout=config.stop_timeout)
-    upstream = Upstream(connect_timeout=config.connect_timeout,
-                        read_timeout=config.read_timeout, pool_size=config.threads)
-    return Components(store, runtime, journal, scheduler, upstream, agents)
 
 
 def create_app(config: Config, *, components: Components | None = None,
@@ -69,6 +34,7 @@ def create_app(config: Config, *, components: Components | None = None,
     if admin_token is None:
         admin_token = tokens.load_or_create(config.token, config.token_file)
     app = falcon.App(middleware=[AuthMiddleware(admin_token, c.store)])
+    metrics = AgentMetricsResource(c.agents, c.history)
     errors.register(app)
     routes: list[tuple[str, object]] = [
         ("/health", HealthResource(c.store, c.runtime)),
@@ -77,6 +43,10 @@ def create_app(config: Config, *, components: Components | None = None,
         ("/agents/{agent_id}", AgentResource(c.agents)),
         *[(f"/agents/{{agent_id}}/{op}", LifecycleResource(c.agents, op)) for op in LIFECYCLE],
         ("/agents/{agent_id}/logs", LogsResource(c.agents)),
+        ("/agents/{agent_id}/health", AgentHealthResource(c.agents, c.health)),
+        ("/agents/{agent_id}/metrics", metrics),
+        ("/metrics", PrometheusResource(
+            ControlPlaneCollector(c.redis, c.store, c.journal.queue_length))),
         ("/agents/{agent_id}/requests", RequestsResource(c.agents, c.journal)),
         ("/agents/{agent_id}/requests/{request_id}", RequestResource(c.agents, c.journal)),
         ("/agents/{agent_id}/requests/{request_id}/replay",
@@ -84,6 +54,7 @@ def create_app(config: Config, *, components: Components | None = None,
     ]
     for path, resource in routes:
         app.add_route(path, resource)
+    app.add_route("/agents/{agent_id}/metrics/history", metrics, suffix="history")
     app.add_sink(ProxySink(c.journal, c.upstream, schedule=c.scheduler.schedule,
                            on_down=c.agents.reconcile, admin_token=admin_token,
                            max_body=config.max_body,

@@ -102,6 +102,16 @@ PATHS: dict[str, dict[str, Any]] = {
     "/agents/{agent_id}/requests/{request_id}/replay": {"post": _op(
         "put a queued, failed or cancelled request at the front of the queue and drain it",
         params=(_AGENT_ID, _REQUEST_ID), errors=("401", "403", "404", "409", "503"))},
+    "/agents/{agent_id}/health": {"get": _op(
+        "the monitor's last health probe, restarts and last failure", params=(_AGENT_ID,))},
+    "/agents/{agent_id}/metrics": {"get": _op(
+        "live CPU %, memory used/limit, network rx/tx, block I/O, pids",
+        params=(_AGENT_ID,), errors=("401", "403", "404", "409", "503"))},
+    "/agents/{agent_id}/metrics/history": {"get": _op(
+        "sampled metrics over a duration (at most 24h)",
+        params=(_AGENT_ID, _query("duration", "string", "e.g. 10m, 1h (default 1h)")))},
+    "/metrics": {"get": _op("the control plane in the Prometheus text format",
+                            content="text/plain", errors=("401", "403"))},
     "/agents/{agent_id}/logs": {"get": _op(
         "the container's output, demultiplexed plain text, streamed", content="text/plain",
         params=(_AGENT_ID, _query("follow", "boolean", "keep streaming new lines"),

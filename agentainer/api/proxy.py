@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import Callable
 
 import falcon
@@ -40,6 +41,7 @@ class ProxySink:
 
     def __call__(self, req: falcon.Request, resp: falcon.Response, agent_ref: str,
                  rest: str | None = None) -> None:
+        arrived = time.monotonic()
         request_id = new_request_id()
         resp.set_header(REQUEST_ID_HEADER, request_id)
         body = self._read_body(req)
@@ -111,7 +113,7 @@ class ProxySink:
             resp.append_header(name, value)
         resp.stream = Relay(
             upstream, journal=self._journal if journaled else None, request_id=request_id,
-            capture_limit=self._capture_limit,
+            capture_limit=self._capture_limit, latency=time.monotonic() - arrived,
             on_failure=lambda note: self._requeue(request_id, admission.agent_id, note))
 
     def _read_body(self, req: falcon.Request) -> bytes:

@@ -47,6 +47,12 @@ def test_defaults(conf):
         "drain_wait": 120.0,
         "retention": 86400.0,
         "history_limit": 10000,
+        "reconcile_interval": 10.0,
+        "metrics_interval": 10.0,
+        "restart_base": 1.0,
+        "restart_cap": 60.0,
+        "restart_limit": 5,
+        "restart_window": 300.0,
         "log_level": "INFO",
     }
     assert settings.token_file == Path("~/.agentainer/admin.token").expanduser()

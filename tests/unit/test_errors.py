@@ -22,6 +22,7 @@ STATUS = {
     errors.NameTaken: falcon.HTTP_409,
     errors.InvalidTransition: falcon.HTTP_409,
     errors.Busy: falcon.HTTP_409,
+    errors.Unprocessable: falcon.HTTP_422,
     errors.RuntimeFailure: falcon.HTTP_422,
     errors.Unavailable: falcon.HTTP_503,
 }

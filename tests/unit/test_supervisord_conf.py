@@ -11,7 +11,7 @@ def test_supervisord_conf_defines_the_stack():
     options = ServerOptions()
     options.realize(args=["-c", str(CONF)])
     groups = {group.name: group for group in options.process_group_configs}
-    assert set(groups) == {"redis", "server", "worker"}
+    assert set(groups) == {"redis", "server", "worker", "monitor"}
     assert [p.name for p in groups["server"].process_configs] == ["server-0", "server-1"]
     assert [p.name for p in groups["worker"].process_configs] == ["worker-0", "worker-1"]
     redis = groups["redis"].process_configs[0]

@@ -1,0 +1,123 @@
+"""Agent resource metrics (sampled into a bounded history) and control-plane counters.
+
+Keys: ``agentainer:metrics:{aid}`` ZSET sample JSON by Unix ms; ``agentainer:counters``
+HASH of counters and latency-histogram buckets, written by the journal's Lua scripts and
+the monitor, so every process's work shows in one ``/metrics`` (any server answers it).
+"""
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import redis
+from prometheus_client.core import (
+    CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
+)
+
+from agentainer.journal import LATENCY_BUCKETS
+from agentainer.store import COUNTERS, PREFIX, AgentStore, translate_redis_errors
+
+HISTORY_SPAN = 24 * 3600.0
+HISTORY_MAX = 8640  # NOTE: a day of 10-second samples
+COUNTER_HELP = (
+    ("proxied", "agentainer_proxied_requests", "requests forwarded live to a running agent"),
+    ("queued", "agentainer_queued_requests", "requests queued for an agent that could not "
+                                             "take them"),
+    ("replayed", "agentainer_replayed_requests", "queued requests delivered by a worker"),
+    ("failed", "agentainer_failed_requests", "requests that exhausted their delivery "
+                                             "attempts (dead letter)"),
+    ("restarts", "agentainer_agent_restarts", "agent restarts made by the monitor"),
+)
+
+
+def summarize(stats: dict[str, Any], *, now: float) -> dict[str, Any]:
+    """Turn one Docker stats document into the figures Agentainer reports."""
+    cpu, pre = stats.get("cpu_stats") or {}, stats.get("precpu_stats") or {}
+    cpu_delta = (cpu.get("cpu_usage", {}).get("total_usage", 0)
+                 - pre.get("cpu_usage", {}).get("total_usage", 0))
+    system_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+    cpus = cpu.get("online_cpus") or len(cpu.get("cpu_usage", {}).get("percpu_usage") or [1])
+    memory = stats.get("memory_stats") or {}
+    cache = (memory.get("stats") or {}).get("total_inactive_file",
+                                            (memory.get("stats") or {}).get("inactive_file", 0))
+    networks = (stats.get("networks") or {}).values()
+    blkio = (stats.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []
+    return {
+        "timestamp": int(now * 1000),
+        "cpu_percent": round(cpu_delta / system_delta * cpus * 100, 2)
+        if cpu_delta > 0 and system_delta > 0 else 0.0,
+        "memory_bytes": max(0, memory.get("usage", 0) - cache),
+        "memory_limit_bytes": memory.get("limit", 0),
+        "network_rx_bytes": sum(n.get("rx_bytes", 0) for n in networks),
+        "network_tx_bytes": sum(n.get("tx_bytes", 0) for n in networks),
+        "block_read_bytes": sum(e.get("value", 0) for e in blkio
+                                if e.get("op", "").lower() == "read"),
+        "block_write_bytes": sum(e.get("value", 0) for e in blkio
+                                 if e.get("op", "").lower() == "write"),
+        "pids": (stats.get("pids_stats") or {}).get("current", 0),
+    }
+
+
+class MetricsHistory:
+    """Each agent's sampled metrics, trimmed to a day."""
+
+    def __init__(self, client: redis.Redis, *, clock: Callable[[], float] = time.time) -> None:
+        self._redis = client
+        self._clock = clock
+
+    @translate_redis_errors
+    def record(self, agent_id: str, sample: dict[str, Any]) -> None:
+        key = f"{PREFIX}metrics:{agent_id}"
+        cutoff = int((self._clock() - HISTORY_SPAN) * 1000)
+        with self._redis.pipeline() as pipe:
+            pipe.zadd(key, {json.dumps(sample, separators=(",", ":")): sample["timestamp"]})
+            pipe.zremrangebyscore(key, "-inf", cutoff)
+            pipe.zremrangebyrank(key, 0, -HISTORY_MAX - 1)
+            pipe.expire(key, int(HISTORY_SPAN))
+            pipe.execute()
+
+    @translate_redis_errors
+    def since(self, agent_id: str, seconds: float) -> list[dict[str, Any]]:
+        start = int((self._clock() - seconds) * 1000)
+        rows = self._redis.zrangebyscore(f"{PREFIX}metrics:{agent_id}", start, "+inf")
+        return [json.loads(row) for row in rows]
+
+    @translate_redis_errors
+    def forget(self, agent_id: str) -> None:
+        self._redis.delete(f"{PREFIX}metrics:{agent_id}", f"{PREFIX}health:{agent_id}")
+
+
+class ControlPlaneCollector:
+    """A Prometheus collector reading the shared counters and the agents' state."""
+
+    def __init__(self, client: redis.Redis, store: AgentStore,
+                 queue_length: Callable[[str], int]) -> None:
+        self._redis = client
+        self._store = store
+        self._queue_length = queue_length
+
+    def collect(self) -> Iterator[Metric]:
+        raw = {key.decode(): value.decode() for key, value in self._redis.hgetall(COUNTERS).items()}
+        for key, name, help_text in COUNTER_HELP:
+            yield CounterMetricFamily(name, help_text, value=float(raw.get(key, 0)))
+        agents = self._store.all()
+        by_status = GaugeMetricFamily("agentainer_agents", "agents by status", labels=["status"])
+        for status in ("created", "running", "paused", "stopped", "failed"):
+            by_status.add_metric([status], sum(1 for a in agents if a.status.value == status))
+        yield by_status
+        depth = GaugeMetricFamily("agentainer_queue_depth", "queued requests per agent",
+                                  labels=["agent"])
+        for agent in agents:
+            depth.add_metric([agent.name], self._queue_length(agent.id))
+        yield depth
+        buckets, cumulative = [], 0
+        for bound in LATENCY_BUCKETS:
+            cumulative += int(raw.get(f"latency_le_{bound}", 0))
+            buckets.append((str(bound), cumulative))
+        cumulative += int(raw.get("latency_le_inf", 0))
+        buckets.append(("+Inf", cumulative))
+        yield HistogramMetricFamily(
+            "agentainer_proxy_latency_seconds",
+            "time from a request's arrival to the agent's response headers (journaled requests)",
+            buckets=buckets, sum_value=float(raw.get("latency_sum", 0)))
