@@ -12,7 +12,7 @@ MAN_PROGRAMS := agentainer:cli agentainer-server:server agentainer-worker:worker
 MAN_OUT ?= man
 PYTEST_ARGS ?=
 
-.PHONY: run stop test test-persistence test-crash test-network images man deps docker venv help
+.PHONY: run stop test test-persistence test-crash test-network images man deps docker venv help bench
 
 help:
 	@echo "make run    install what is missing, start Docker and the supervisord stack"
@@ -21,6 +21,7 @@ help:
 	@echo "make test-persistence | test-crash | test-network   one group of it"
 	@echo "make images build the example agent images offline"
 	@echo "make man    regenerate the man pages from the parsers"
+	@echo "make bench  measure the proxy, streams and replay; writes the table into README.md"
 
 deps:
 	@missing=""; \
@@ -80,6 +81,14 @@ test-crash: venv images
 
 test-network: venv images
 	$(PY) -m pytest $(PYTEST_ARGS) tests/integration/test_network.py
+
+bench: venv images
+	@command -v wrk >/dev/null || { \
+		echo "installing: wrk"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; \
+	}
+	$(PY) bench/run.py
 
 man: venv
 	@for entry in $(MAN_PROGRAMS); do \

@@ -276,11 +276,21 @@ class AgentService:
         logger.info("agent %s: container missing, recreating from the stored spec", agent.id)
         return self._create_container(agent)
 
+    def gateway(self, *, egress: bool) -> tuple[str, str]:
+        """Create the network agents join (egress or internal) if missing.
+
+        Returns:
+            The network's name and the host's address on it (where agents reach the proxy).
+        """
+        network = self._networks.egress if egress else self._networks.internal
+        # NOTE: Docker allows two networks of one name; creating under a lock avoids that.
+        with self._store.lock(f"network-{network}"):
+            self._runtime.ensure_network(network, internal=not egress)
+        return network, self._runtime.network_gateway(network)
+
     def _create_container(self, agent: Agent) -> str:
         spec = agent.spec
-        network = self._networks.egress if spec.egress else self._networks.internal
-        self._runtime.ensure_network(network, internal=not spec.egress)
-        gateway = self._runtime.network_gateway(network)
+        network, gateway = self.gateway(egress=spec.egress)
         env = {**spec.env_vars, "AGENT_ID": agent.id, "AGENT_NAME": agent.name,
                "AGENTAINER_PROXY_URL": f"http://{gateway}:{self._networks.proxy_port}/agent"}
         return self._runtime.create(agent, network=network, env=env,

@@ -262,10 +262,10 @@ def _health_check(value: Any) -> HealthCheck:
     endpoint = value.get("endpoint", "/health")
     if not isinstance(endpoint, str) or not endpoint.startswith("/"):
         raise ValueError(f"endpoint {endpoint!r} must be a path starting with /")
+    interval = units.parse_duration(value.get("interval", 30))
     check = HealthCheck(
-        endpoint=endpoint,
-        interval=units.parse_duration(value.get("interval", 30)),
-        timeout=units.parse_duration(value.get("timeout", 5)),
+        endpoint=endpoint, interval=interval,
+        timeout=units.parse_duration(value.get("timeout", min(5.0, interval))),
         retries=units.parse_positive_int(value.get("retries", 3)),
     )
     if check.interval < 1 or check.timeout <= 0 or check.timeout > check.interval:

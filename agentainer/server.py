@@ -13,11 +13,11 @@ from pathlib import Path
 import waitress
 
 from agentainer import config as configuration
+from agentainer.agents import AgentService
 from agentainer.api.app import ProxyOnly, create_app
 from agentainer.config import Config
 from agentainer.errors import AgentainerError
 from agentainer.janitor import Janitor
-from agentainer.runtime import DockerRuntime
 from agentainer.status import ExitStatus
 from agentainer.wiring import build
 
@@ -49,16 +49,16 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def gateway_sockets(settings: Config, runtime: DockerRuntime) -> list[socket.socket]:
+def gateway_sockets(settings: Config, agents: AgentService) -> list[socket.socket]:
     """Listen on each Agentainer network's gateway, where agents reach the proxy."""
     sockets = []
-    for name, internal in ((settings.network, False), (settings.internal_network, True)):
+    for egress in (True, False):
         try:
-            runtime.ensure_network(name, internal=internal)
-            gateway = runtime.network_gateway(name)
+            network, gateway = agents.gateway(egress=egress)
             sockets.append(listen(gateway, settings.port))
         except (AgentainerError, OSError) as ex:
-            logger.warning("network %s: agents cannot reach the proxy (%s)", name, ex)
+            logger.warning("agents cannot reach the proxy on the %s network (%s)",
+                           "egress" if egress else "internal", ex)
     return sockets
 
 
@@ -71,7 +71,7 @@ def serve(settings: Config) -> None:
     shared: dict = {}
     main = waitress.create_server(app, map=shared, sockets=[listen(settings.host, settings.port)],
                                   threads=settings.threads, **options)
-    gateways = gateway_sockets(settings, components.runtime)
+    gateways = gateway_sockets(settings, components.agents)
     if gateways:
         waitress.create_server(ProxyOnly(app), map=shared, sockets=gateways,
                                threads=settings.proxy_threads, **options)

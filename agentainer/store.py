@@ -195,7 +195,8 @@ class AgentStore:
 
     @contextmanager
     def lock(self, agent_id: str, *, wait: bool = True) -> Iterator[bool]:
-        """Serialise lifecycle operations on one agent across processes.
+        """Serialise lifecycle operations on one agent (or another named thing) across
+        processes.
 
         Yields True once held; with ``wait=False``, False at once when another holds it.
 

@@ -65,6 +65,8 @@ TARGET_STREAMS = 200
 TARGET_HEALTH_MS = 50.0
 TARGET_REPLAY_RPS = 300.0
 
+OPEN_CONCURRENCY = 4  # held streams being opened at once (see _hold_streams)
+
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -84,6 +86,7 @@ class Stack:
     env: dict = field(default_factory=dict)
     processes: list = field(default_factory=list)
     token: str = ""
+    monitor: bool = True
 
     @property
     def url(self) -> str:
@@ -148,6 +151,9 @@ class Stack:
         self.token = (self.data_dir / "admin.token").read_text().strip()
         for index in range(2):
             self._spawn([sys.executable, str(BIN / "agentainer-worker")], f"worker-{index}.log")
+        if self.monitor and (BIN / "agentainer-monitor").exists():
+            # NOTE: as supervisord.conf runs the stack (the monitor also hosts the janitor)
+            self._spawn([sys.executable, str(BIN / "agentainer-monitor")], "monitor.log")
         time.sleep(0.5)
         dead = [p.args[-1] for p in self.processes if p.poll() is not None]
         if dead:
@@ -407,20 +413,40 @@ async def _hold_streams(host: str, port: int, path: str, count: int, tokens: int
     all_open = asyncio.Event()
     stop = asyncio.Event()
     alive: set[int] = set()
+    # NOTE: opened a few at a time: the stream agent (http.server) listens with a backlog
+    # of 5, and a burst of connects overflows it (the proxy then times out connecting)
+    opening = asyncio.Semaphore(OPEN_CONCURRENCY)
+
+    async def first_token(index: int):
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            return reader, writer, await read_first_token(reader, writer)
+        except BaseException:
+            writer.close()
+            raise
+
+    async def read_first_token(reader, writer) -> bytes:
+        writer.write(request)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = await reader.read(65536)
+            if not chunk:
+                raise ConnectionError(f"closed before the response: {buf[:200]!r}")
+            buf += chunk
+        if not buf.startswith(b"HTTP/1.1 200"):
+            raise ConnectionError(f"not 200: {buf[:300]!r}")
+        while b"data: " not in buf:
+            chunk = await reader.read(65536)
+            if not chunk:
+                raise ConnectionError(f"closed before the first token: {buf[:300]!r}")
+            buf += chunk
+        return buf
 
     async def one(index: int) -> None:
         writer = None
         try:
-            reader, writer = await asyncio.open_connection(host, port)
-            writer.write(request)
-            buf = b""
-            while b"data: " not in buf:
-                chunk = await reader.read(65536)
-                if not chunk:
-                    raise ConnectionError(f"closed before the first token: {buf[:200]!r}")
-                buf += chunk
-            if not buf.startswith(b"HTTP/1.1 200"):
-                raise ConnectionError(f"not 200: {buf[:200]!r}")
+            async with opening:
+                reader, writer, buf = await asyncio.wait_for(first_token(index), 15)
             state["opened"] += 1
             state["events"] += buf.count(b"data: ")
             alive.add(index)
@@ -684,10 +710,13 @@ def render(results: dict, quick: bool) -> str:
         "sharing one port. \"persist off\" is an agent deployed with `\"persist\": false` "
         "(no journal); \"persist on\" journals every request in Redis (AOF, fsync every "
         "second).",
+        f"- The stack: {results['stack']} (the servers share one port with SO_REUSEPORT), "
+        "default settings except `queue_limit` 5000 and `log_level` WARNING.",
         "- SSE rows: `agentainer/stream-agent`, 20 tokens 50 ms apart, keep-alive raw-socket "
         "client timing each `data:` event, proxied with persist on.",
-        f"- Held streams: {held['requested']} concurrent `tokens` streams (one token every "
-        f"100 ms) through the proxy; `/health` (fresh connection each probe) answered in "
+        f"- Held streams: {held['requested']} concurrent streams (one token every "
+        f"100 ms) through the proxy, opened {OPEN_CONCURRENCY} at a time (the stream agent's "
+        "`http.server` listens with a backlog of 5); `/health` (fresh connection each probe) answered in "
         f"{ms(held['baseline_p50_ms'])} p50 / {ms(held['baseline_max_ms'])} max with no "
         "streams open.",
         f"- Replay: {replay['requests']:,} requests queued through the proxy while the "
@@ -748,7 +777,7 @@ def run(args: argparse.Namespace) -> dict:
         client.images.get(image)
 
     data_dir = Path(tempfile.mkdtemp(prefix="agentainer-bench-"))
-    stack = Stack(data_dir)
+    stack = Stack(data_dir, monitor=not args.no_monitor)
     ok = False
     try:
         log(f"starting the stack (data dir {data_dir}, prefix {stack.prefix})")
@@ -768,7 +797,11 @@ def run(args: argparse.Namespace) -> dict:
                     f"{stack.url}/agent/{stream['name']}/health"):
             wait_http(url)
 
-        results: dict = {"machine": machine(), "commit": git_commit(),
+        names = [Path(p.args[1]).name if "python" in Path(p.args[0]).name else
+                 Path(p.args[0]).name for p in stack.processes]
+        results: dict = {"stack": ", ".join(f"{names.count(n)} × {n}" for n in
+                                            dict.fromkeys(names)),
+                         "machine": machine(), "commit": git_commit(),
                          "date": datetime.date.today().isoformat()}
         log("a. HTTP latency and throughput (wrk)")
         results["http"] = measure_http({
@@ -820,6 +853,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE", help="also write the raw figures here")
     parser.add_argument("--quick", action="store_true", help="short runs (not for publishing)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the stack's logs")
+    parser.add_argument("--no-monitor", action="store_true",
+                        help="do not run agentainer-monitor beside the servers and workers")
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--replay", type=int, default=2000)
     args = parser.parse_args(argv)

@@ -120,10 +120,12 @@ def stack(redis_url: str, docker_client: docker.DockerClient,
         _clean_docker(docker_client, prefix, redis_url)
 
 
-def _clean_docker(client: docker.DockerClient, prefix: str, redis_url: str) -> None:
+def _clean_docker(client: docker.DockerClient, prefix: str, redis_url: str, *,
+                  only_prefix: bool = False) -> None:
     """Remove every container, volume and network this session created."""
-    agent_ids = {key.decode().rsplit(":", 1)[1]
-                 for key in redis.Redis.from_url(redis_url).scan_iter("agentainer:agent:*")}
+    agent_ids = set() if only_prefix else {
+        key.decode().rsplit(":", 1)[1]
+        for key in redis.Redis.from_url(redis_url).scan_iter("agentainer:agent:*")}
     for container in client.containers.list(all=True, filters={"label": "agentainer.managed=1"}):
         network_names = container.attrs["NetworkSettings"]["Networks"]
         if container.labels.get("agentainer.id") in agent_ids or any(
@@ -131,7 +133,8 @@ def _clean_docker(client: docker.DockerClient, prefix: str, redis_url: str) -> N
             container.remove(force=True, v=True)
     for volume in client.volumes.list(filters={"name": prefix}):
         volume.remove(force=True)
-    for network in client.networks.list(names=[f"{prefix}-net", f"{prefix}-internal"]):
+    for network in client.networks.list(names=[f"{prefix}-net", f"{prefix}-internal",
+                                               f"{prefix}-int"]):
         network.remove()
 
 
