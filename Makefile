@@ -12,11 +12,12 @@ MAN_PROGRAMS := agentainer:cli agentainer-server:server agentainer-worker:worker
 MAN_OUT ?= man
 PYTEST_ARGS ?=
 
-.PHONY: run stop test test-persistence test-crash test-network images man deps docker venv help bench
+.PHONY: run stop verify test test-persistence test-crash test-network images man deps docker venv help bench
 
 help:
 	@echo "make run    install what is missing, start Docker and the supervisord stack"
 	@echo "make stop   stop the stack"
+	@echo "make verify check prerequisites and the running stack"
 	@echo "make test   install what is missing and run the whole test suite"
 	@echo "make test-persistence | test-crash | test-network   one group of it"
 	@echo "make images build the example agent images offline"
@@ -69,6 +70,10 @@ run: venv docker
 
 stop:
 	@$(SUPERVISORCTL) shutdown 2>/dev/null || echo "the stack is not running"
+
+verify:
+	@[ -x $(PY) ] || { echo "BAD  venv          .venv is missing: run make run"; exit 1; }
+	@$(PY) -m agentainer.readiness verify
 
 test: venv images
 	$(PY) -m pytest $(PYTEST_ARGS) tests

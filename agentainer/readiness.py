@@ -1,39 +1,120 @@
-"""``python -m agentainer.readiness``: wait until the server answers, then say where it is.
+"""``python -m agentainer.readiness [verify]``: is the stack up, and if not, why.
 
-``make run`` calls this after starting the stack.
+``make run`` calls it to wait for the server; ``make verify`` to check everything and say
+what is wrong in plain words.
 """
 
+import shutil
+import subprocess
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import requests
 
 from agentainer import config as configuration
+from agentainer.config import Config
 from agentainer.status import ExitStatus
 
+CHECKOUT = Path(__file__).resolve().parent.parent
+PROGRAMS = ("redis", "server:server-0", "server:server-1", "worker:worker-0",
+            "worker:worker-1", "monitor")
 
-def main(timeout: float = 60.0) -> int:
-    settings = configuration.load()
+
+def server_url(settings: Config) -> str:
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    url = f"http://{host}:{settings.port}"
+    return f"http://{host}:{settings.port}"
+
+
+def wait(settings: Config, timeout: float = 60.0) -> int:
+    """Wait until /health answers and every program runs; say where the server is."""
+    url = server_url(settings)
     deadline = time.monotonic() + timeout
     reason = "no answer"
     while time.monotonic() < deadline:
         try:
             reply = requests.get(url + "/health", timeout=2)
-            if reply.ok:
+            running, detail = _stack()
+            if reply.ok and running:
                 print(f"Agentainer is up at {url}")
                 print(f"admin token: {settings.token_file}"
                       if not settings.token else "admin token: set in the config")
                 print("CLI: .venv/bin/agentainer (see README: put .venv/bin on PATH)")
                 return ExitStatus.SUCCESS
-            reason = reply.text.strip()
+            reason = reply.text.strip() if not reply.ok else detail
         except requests.RequestException as ex:
             reason = str(ex)
         time.sleep(0.5)
-    print(f"Agentainer did not answer at {url}/health within {timeout:.0f}s: {reason}\n"
-          f"see {settings.data_dir}/logs/server.log", file=sys.stderr)
+    print(f"Agentainer is not up at {url} after {timeout:.0f}s: {reason}\n"
+          f"see the logs in {settings.data_dir}/logs", file=sys.stderr)
     return ExitStatus.UNAVAILABLE
+
+
+def _command(name: str, package: str) -> tuple[bool, str]:
+    found = shutil.which(name)
+    return bool(found), found or f"{name} is missing: install it (apt-get install {package})"
+
+
+def _docker() -> tuple[bool, str]:
+    result = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
+                            capture_output=True, text=True)
+    if result.returncode:
+        return False, "the Docker daemon does not answer: start it (make run starts dockerd)"
+    return True, f"Docker Engine {result.stdout.strip()}"
+
+
+def _stack() -> tuple[bool, str]:
+    ctl = Path(sys.executable).parent / "supervisorctl"
+    result = subprocess.run([str(ctl), "-c", str(CHECKOUT / "supervisord.conf"), "status"],
+                            capture_output=True, text=True)
+    if result.returncode == 4:
+        return False, "supervisord is not running: start the stack with make run"
+    states = dict(line.split()[:2] for line in result.stdout.splitlines() if line.strip())
+    down = [f"{name} is {states.get(name, 'missing')}" for name in PROGRAMS
+            if states.get(name) != "RUNNING"]
+    if down:
+        return False, "; ".join(down) + " (supervisorctl -c supervisord.conf status; logs in " \
+                                        "~/.agentainer/logs)"
+    return True, "all programs RUNNING"
+
+
+def _health(settings: Config) -> tuple[bool, str]:
+    try:
+        reply = requests.get(server_url(settings) + "/health", timeout=5)
+    except requests.RequestException:
+        return False, f"nothing answers at {server_url(settings)}: is the server running?"
+    data = reply.json().get("data", {})
+    if not reply.ok:
+        return False, f"the server answers but Redis is {data.get('redis')} and Docker is " \
+                      f"{data.get('docker')}"
+    return True, f"{server_url(settings)}/health: Redis ok, Docker ok"
+
+
+def verify(settings: Config) -> int:
+    """Check prerequisites and the running stack; print one line per check."""
+    checks: list[tuple[str, Callable[[], tuple[bool, str]]]] = [
+        ("docker client", lambda: _command("docker", "docker.io")),
+        ("dockerd", lambda: _command("dockerd", "docker.io")),
+        ("redis-server", lambda: _command("redis-server", "redis-server")),
+        ("busybox", lambda: _command("busybox", "busybox-static")),
+        ("Docker daemon", _docker),
+        ("stack", _stack),
+        ("API", lambda: _health(settings)),
+    ]
+    failed = 0
+    for label, check in checks:
+        passed, detail = check()
+        failed += not passed
+        print(f"{'ok ' if passed else 'BAD'}  {label:<13} {detail}")
+    print("everything is in order" if not failed else f"{failed} problem(s) found")
+    return ExitStatus.SUCCESS if not failed else ExitStatus.UNAVAILABLE
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    settings = configuration.load()
+    return verify(settings) if args == ["verify"] else wait(settings)
 
 
 if __name__ == "__main__":
