@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DATA_DIR := $(HOME)/.agentainer
 SUPERVISORCTL := $(VENV)/bin/supervisorctl -c supervisord.conf
 APT_PACKAGES := docker.io redis-server busybox-static python3 python3-venv
-MAN_PROGRAMS := agentainer:cli agentainer-server:server agentainer-worker:worker agentainer-monitor:monitor
+MAN_PROGRAMS := agentainer:cli agentainer-server:server agentainer-worker:worker agentainer-monitor:monitor agentainer-redis:embedded
 MAN_OUT ?= man
 PYTEST_ARGS ?=
 
@@ -59,7 +59,7 @@ images: docker
 	bash examples/build-images.sh
 
 run: venv docker
-	@mkdir -p $(DATA_DIR)/logs $(DATA_DIR)/redis
+	@mkdir -p $(DATA_DIR)/logs
 	@if $(SUPERVISORCTL) status >/dev/null 2>&1 || [ $$? -ne 4 ]; then \
 		$(SUPERVISORCTL) update >/dev/null; $(SUPERVISORCTL) start all >/dev/null || true; \
 	else \

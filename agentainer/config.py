@@ -45,6 +45,13 @@ def _redis_url(value: str) -> str:
     return text
 
 
+def _appendfsync(value: str) -> str:
+    policy = str(value).strip().lower()
+    if policy not in ("always", "everysec", "no"):
+        raise ValueError(f"{value!r} is not an appendfsync policy (always, everysec, no)")
+    return policy
+
+
 def _log_level(value: str) -> str:
     level = str(value).strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -65,6 +72,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("port", units.parse_port, "8081", "port of the API and the proxy"),
     Setting("redis_url", _redis_url, "redis://127.0.0.1:6380/0",
             "Redis holding state and the journal; the default is the embedded one"),
+    Setting("embedded_redis", units.parse_bool, "true",
+            "run redis-server for redis_url under supervisord; false: an external one"),
+    Setting("appendfsync", _appendfsync, "everysec",
+            "embedded Redis AOF fsync: always (no loss on a crash), everysec (<= ~1 s), no"),
     Setting("data_dir", _path, "~/.agentainer",
             "admin token, embedded Redis data and logs live here"),
     Setting("token", _text, "",

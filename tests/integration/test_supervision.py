@@ -1,6 +1,6 @@
 """The supervised stack: supervisord, the monitor, auto-restart, reconciliation, metrics.
 
-Runs the repository's own supervisord.conf (only the embedded Redis port and HOME differ)
+Runs the repository's own supervisord.conf (with HOME and AGENTAINER_* settings of its own)
 with all four programs, and drives it with the real CLI and HTTP.
 """
 
@@ -75,11 +75,9 @@ class Supervised:
 def supervised(docker_client: docker.DockerClient, tmp_path_factory) -> Iterator[Supervised]:
     home = tmp_path_factory.mktemp("home")
     (home / ".agentainer" / "logs").mkdir(parents=True)
-    (home / ".agentainer" / "redis").mkdir()
     redis_port, port = free_port(), free_port()
     conf = home / "supervisord.conf"
-    conf.write_text((ROOT / "supervisord.conf").read_text()
-                    .replace("%(here)s", str(ROOT)).replace("--port 6380", f"--port {redis_port}"))
+    conf.write_text((ROOT / "supervisord.conf").read_text().replace("%(here)s", str(ROOT)))
     prefix = f"agsup{secrets.token_hex(3)}"
     env = {key: value for key, value in os.environ.items() if not key.startswith("AGENTAINER_")}
     env.update(TEST_SETTINGS, HOME=str(home), AGENTAINER_PORT=str(port),

@@ -22,6 +22,8 @@ def test_defaults(conf):
         "host": "127.0.0.1",
         "port": 8081,
         "redis_url": "redis://127.0.0.1:6380/0",
+        "embedded_redis": True,
+        "appendfsync": "everysec",
         "data_dir": Path("~/.agentainer").expanduser(),
         "token": "",
         "docker_host": "",

@@ -14,8 +14,7 @@ def test_supervisord_conf_defines_the_stack():
     assert set(groups) == {"redis", "server", "worker", "monitor"}
     assert [p.name for p in groups["server"].process_configs] == ["server-0", "server-1"]
     assert [p.name for p in groups["worker"].process_configs] == ["worker-0", "worker-1"]
-    redis = groups["redis"].process_configs[0]
-    assert "--appendonly yes" in redis.command and "--bind 127.0.0.1" in redis.command
+    assert "agentainer-redis" in groups["redis"].process_configs[0].command
     worker = groups["worker"].process_configs[0]
     assert worker.stopsignal == 15 and worker.stopwaitsecs > 300  # warm shutdown, > read_timeout
     assert all(p.autorestart for g in groups.values() for p in g.process_configs)

@@ -1,0 +1,61 @@
+"""``agentainer-redis``: the embedded Redis, as the settings describe it.
+
+With ``embedded_redis`` on, it becomes ``redis-server`` listening on ``redis_url``'s port
+on loopback only (agents cannot reach it), with the append-only file on and
+``appendfsync`` as set, its data in ``<data_dir>/redis``. With it off (an external Redis),
+it idles, so supervisord's status stays clean.
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+from agentainer import config as configuration
+from agentainer.config import Config
+from agentainer.errors import AgentainerError
+from agentainer.status import ExitStatus
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentainer-redis", allow_abbrev=False,
+        description="Run the embedded Redis for Agentainer (normally run by supervisord).")
+    parser.add_argument("--config", metavar="FILE", help="conf file (as agentainer-server)")
+    return parser
+
+
+def redis_command(settings: Config, binary: str) -> list[str]:
+    """Return the redis-server command line for the settings."""
+    port = urlparse(settings.redis_url).port or 6379
+    data = settings.data_dir / "redis"
+    return [binary, "--bind", "127.0.0.1", "--port", str(port), "--protected-mode", "yes",
+            "--dir", str(data), "--appendonly", "yes", "--appendfsync", settings.appendfsync,
+            "--save", "", "--daemonize", "no"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        settings = configuration.load(Path(args.config) if args.config else None)
+    except AgentainerError as ex:
+        print(f"agentainer-redis: {ex.message}", file=sys.stderr)
+        return ExitStatus.CONFIG
+    if not settings.embedded_redis:
+        print(f"agentainer-redis: using the external Redis at {settings.redis_url}; idle",
+              flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while True:
+            signal.pause()
+    binary = shutil.which("redis-server")
+    if binary is None:
+        print("agentainer-redis: redis-server is not installed (make run installs it)",
+              file=sys.stderr)
+        return ExitStatus.UNAVAILABLE
+    (settings.data_dir / "redis").mkdir(parents=True, exist_ok=True)
+    command = redis_command(settings, binary)
+    os.execv(binary, command)
+    return ExitStatus.ERROR  # NOTE: not reached; execv replaces this process
