@@ -1,0 +1,15 @@
+"""The embedded Redis command line follows the settings."""
+
+from agentainer import config
+from agentainer.embedded import redis_command
+
+
+def test_redis_command_follows_the_settings(tmp_path):
+    settings = config.load(environ={"AGENTAINER_CONFIG": "/dev/null",
+                                    "AGENTAINER_REDIS_URL": "redis://127.0.0.1:7001/0",
+                                    "AGENTAINER_APPENDFSYNC": "always",
+                                    "AGENTAINER_DATA_DIR": str(tmp_path)})
+    command = " ".join(redis_command(settings, "redis-server"))
+    assert "--bind 127.0.0.1 --port 7001" in command
+    assert "--appendonly yes --appendfsync always" in command
+    assert f"--dir {tmp_path}/redis" in command
