@@ -227,6 +227,19 @@ def container_ip(client, agent_id: str, network: str) -> str:
     return (networks.get(network) or next(iter(networks.values())))["IPAddress"]
 
 
+def redis_stats(url: str) -> dict:
+    """Keys held and the busiest commands of the run (evidence for the report)."""
+    import redis
+    client = redis.Redis.from_url(url, socket_timeout=10)
+    stats = client.info("commandstats")
+    busiest = sorted(stats.items(), key=lambda item: -item[1]["usec"])[:5]
+    return {"keys": client.dbsize(),
+            "used_cpu_s": round(float(client.info("cpu")["used_cpu_sys"])
+                                + float(client.info("cpu")["used_cpu_user"]), 1),
+            "busiest": {name: {"calls": v["calls"], "usec_per_call": v["usec_per_call"],
+                               "cpu_s": round(v["usec"] / 1e6, 2)} for name, v in busiest}}
+
+
 def wait_http(url: str, timeout: float = 30) -> None:
     import requests
 
@@ -323,8 +336,10 @@ class SSEClient:
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self.sock: socket.socket | None = None
+        self.connects = 0
 
     def _connect(self) -> None:
+        self.connects += 1
         self.sock = socket.create_connection((self.host, self.port), timeout=30)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -334,14 +349,18 @@ class SSEClient:
             self.sock = None
 
     def stream(self, path: str, body: bytes) -> list[float]:
-        """Send one request; return each event's arrival time (s) after the send."""
-        if self.sock is None:
-            self._connect()
+        """Send one request; return each event's arrival time (s) after the send.
+
+        A connection the server closed after the previous stream is reopened first, and
+        that counts: a keep-alive client (an SDK's pool) pays it too.
+        """
         request = sse_request(self.host, self.port, path, body)
         buf = bytearray()
         events: list[float] = []
         pos = 0
         t0 = time.perf_counter()
+        if self.sock is None:
+            self._connect()
         self.sock.sendall(request)
         head_end = -1
         keep_alive = True
@@ -397,6 +416,7 @@ def measure_sse(targets: dict[str, tuple[str, int, str]], runs: int, tokens: int
         for client in clients.values():
             client.close()
     return {name: {"ttft_ms": statistics.median(s["ttft"]),
+                   "connects": clients[name].connects, "streams": runs + 2,
                    "ttft_p90_ms": sorted(s["ttft"])[int(0.9 * (len(s["ttft"]) - 1))],
                    "gap_ms": statistics.median(s["gap"]), "runs": len(s["ttft"])}
             for name, s in samples.items()}
@@ -700,7 +720,7 @@ def render(results: dict, quick: bool) -> str:
     notes = [
         f"Measured with `make bench` on {results['machine']}, {results['date']} "
         f"(commit {results['commit']}); load generator, proxy, Redis and agents all share "
-        "those cores.",
+        f"those cores (1-minute load average {results['load_start']:.2f} when it started).",
         "",
         *rows,
         "",
@@ -712,8 +732,14 @@ def render(results: dict, quick: bool) -> str:
         "second).",
         f"- The stack: {results['stack']} (the servers share one port with SO_REUSEPORT), "
         "default settings except `queue_limit` 5000 and `log_level` WARNING.",
-        "- SSE rows: `agentainer/stream-agent`, 20 tokens 50 ms apart, keep-alive raw-socket "
-        "client timing each `data:` event, proxied with persist on.",
+        "- SSE rows: `agentainer/stream-agent`, 20 tokens 50 ms apart, a keep-alive raw-socket "
+        "client timing each `data:` event from just before it writes the request; proxied "
+        f"with persist on. The client needed {sse['direct']['connects']} connection(s) for "
+        f"{sse['direct']['streams']} direct streams and {sse['proxy_on']['connects']} for "
+        f"{sse['proxy_on']['streams']} proxied ones: "
+        + ("the proxy closes the connection after each streamed response (waitress does "
+           "so for any response without Content-Length), so each proxied stream includes "
+           "a TCP connect." if sse['proxy_on']['connects'] > 1 else "all kept alive."),
         f"- Held streams: {held['requested']} concurrent streams (one token every "
         f"100 ms) through the proxy, opened {OPEN_CONCURRENCY} at a time (the stream agent's "
         "`http.server` listens with a backlog of 5); `/health` (fresh connection each probe) answered in "
@@ -799,7 +825,7 @@ def run(args: argparse.Namespace) -> dict:
 
         names = [Path(p.args[1]).name if "python" in Path(p.args[0]).name else
                  Path(p.args[0]).name for p in stack.processes]
-        results: dict = {"stack": ", ".join(f"{names.count(n)} × {n}" for n in
+        results: dict = {"load_start": os.getloadavg()[0], "stack": ", ".join(f"{names.count(n)} × {n}" for n in
                                             dict.fromkeys(names)),
                          "machine": machine(), "commit": git_commit(),
                          "date": datetime.date.today().isoformat()}
@@ -828,6 +854,9 @@ def run(args: argparse.Namespace) -> dict:
         log(f"d. replay drain of {args.replay} queued requests")
         results["replay"] = measure_replay(api, replay_agent, args.replay, timeout=180)
         log(f"replay: {results['replay']}")
+        results["redis"] = redis_stats(stack.redis_url)
+        log(f"redis: {results['redis']}")
+        results["load_end"] = os.getloadavg()[0]
         ok = True
         return results
     finally:

@@ -16,7 +16,8 @@ def test_first_agent_walkthrough(stack: Stack, name: str):
     assert f"deployed {name}" in deployed.stdout and "created" in deployed.stdout
     assert run_cli(stack, "start", name).stdout.strip() == f"{name}: running"
     listing = run_cli(stack, "list").stdout.splitlines()
-    assert listing[0].split() == ["ID", "NAME", "IMAGE", "STATUS", "CREATED"]
+    assert listing[0].split() == ["ID", "NAME", "IMAGE", "STATUS", "RESTARTS", "CREATED",
+                                  "LAST", "FAILURE"]
     row = next(line for line in listing if f" {name} " in line)
     assert "running" in row
     assert listing[0].index("STATUS") == row.index("running")  # aligned columns
