@@ -11,12 +11,10 @@ import os
 import shutil
 import signal
 import sys
-from pathlib import Path
 from urllib.parse import urlparse
 
-from agentainer import config as configuration
+from agentainer import daemon
 from agentainer.config import Config
-from agentainer.errors import AgentainerError
 from agentainer.status import ExitStatus
 
 
@@ -24,7 +22,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentainer-redis", allow_abbrev=False,
         description="Run the embedded Redis for Agentainer (normally run by supervisord).")
-    parser.add_argument("--config", metavar="FILE", help="conf file (as agentainer-server)")
+    daemon.add_options(parser)
     return parser
 
 
@@ -38,12 +36,11 @@ def redis_command(settings: Config, binary: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    try:
-        settings = configuration.load(Path(args.config) if args.config else None)
-    except AgentainerError as ex:
-        print(f"agentainer-redis: {ex.message}", file=sys.stderr)
-        return ExitStatus.CONFIG
+    return daemon.run("agentainer-redis", make_parser().parse_args(argv), serve)
+
+
+def serve(settings: Config) -> int:
+    """Become redis-server (embedded), or idle until TERM (external Redis)."""
     if not settings.embedded_redis:
         print(f"agentainer-redis: using the external Redis at {settings.redis_url}; idle",
               flush=True)
@@ -56,6 +53,5 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return ExitStatus.UNAVAILABLE
     (settings.data_dir / "redis").mkdir(parents=True, exist_ok=True)
-    command = redis_command(settings, binary)
-    os.execv(binary, command)
+    os.execv(binary, redis_command(settings, binary))
     return ExitStatus.ERROR  # NOTE: not reached; execv replaces this process

@@ -17,18 +17,17 @@ import argparse
 import logging
 import random
 import signal
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import urllib3
 
-from agentainer import config as configuration
+from agentainer import daemon
 from agentainer.agents import AgentService
+from agentainer.config import Config
 from agentainer.errors import AgentainerError, AgentNotFound
 from agentainer.health import HealthRecords, probe
 from agentainer.janitor import Janitor
@@ -308,21 +307,16 @@ def make_parser() -> argparse.ArgumentParser:
         prog="agentainer-monitor", allow_abbrev=False,
         description="Watch agents: Docker events, health probes, auto-restart with backoff, "
                     "reconciliation and metrics (normally run by supervisord).")
-    parser.add_argument("--config", metavar="FILE", help="conf file (as agentainer-server)")
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    daemon.add_options(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    try:
-        settings = configuration.load(Path(args.config) if args.config else None,
-                                      overrides={"log_level": args.log_level})
-    except AgentainerError as ex:
-        print(f"agentainer-monitor: {ex.message}", file=sys.stderr)
-        return ExitStatus.CONFIG
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return daemon.run("agentainer-monitor", make_parser().parse_args(argv), watch)
+
+
+def watch(settings: Config) -> int:
+    """Build a monitor from the settings and run it until TERM."""
     c = build(settings)
     monitor = Monitor(
         c.agents, c.store, c.runtime, c.health, c.history,
@@ -332,8 +326,5 @@ def main(argv: list[str] | None = None) -> int:
         reconcile_interval=settings.reconcile_interval,
         metrics_interval=settings.metrics_interval)
     signal.signal(signal.SIGTERM, lambda *_: monitor.stop())
-    try:
-        monitor.run()
-    except KeyboardInterrupt:
-        return ExitStatus.INTERRUPTED
+    monitor.run()
     return ExitStatus.SUCCESS

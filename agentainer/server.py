@@ -7,12 +7,10 @@ sockets with ``SO_REUSEPORT`` and the kernel spreads connections between them.
 import argparse
 import logging
 import socket
-import sys
-from pathlib import Path
 
 import waitress
 
-from agentainer import config as configuration
+from agentainer import daemon
 from agentainer.agents import AgentService
 from agentainer.api.app import ProxyOnly, create_app
 from agentainer.config import Config
@@ -28,13 +26,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentainer-server", allow_abbrev=False,
         description="Serve the Agentainer REST API and proxy (normally run by supervisord).")
-    parser.add_argument("--config", metavar="FILE",
-                        help="conf file (default: $AGENTAINER_CONFIG, the checkout's "
-                             "conf/agentainer.conf, or /etc/agentainer/agentainer.conf)")
+    daemon.add_options(parser)
     parser.add_argument("--host", help="listen address (setting: host)")
     parser.add_argument("--port", help="listen port (setting: port)")
     parser.add_argument("--threads", help="worker threads (setting: threads)")
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     return parser
 
 
@@ -62,15 +57,21 @@ def gateway_sockets(settings: Config, agents: AgentService) -> list[socket.socke
     return sockets
 
 
-def serve(settings: Config) -> None:
+def serve(settings: Config) -> int:
+    """Serve until interrupted; return the exit status."""
     components = build(settings)
     app = create_app(settings, components=components)
+    try:
+        sock = listen(settings.host, settings.port)
+    except OSError as ex:
+        logger.error("cannot listen on %s:%s: %s", settings.host, settings.port, ex)
+        return ExitStatus.UNAVAILABLE
     options = {"ident": "agentainer", "clear_untrusted_proxy_headers": True,
                "connection_limit": settings.connection_limit, "channel_timeout": 300,
                "asyncore_use_poll": True}
     shared: dict = {}
-    main = waitress.create_server(app, map=shared, sockets=[listen(settings.host, settings.port)],
-                                  threads=settings.threads, **options)
+    main = waitress.create_server(app, map=shared, sockets=[sock], threads=settings.threads,
+                                  **options)
     gateways = gateway_sockets(settings, components.agents)
     if gateways:
         waitress.create_server(ProxyOnly(app), map=shared, sockets=gateways,
@@ -85,28 +86,10 @@ def serve(settings: Config) -> None:
         main.run()
     finally:
         janitor.stop()
+    return ExitStatus.SUCCESS
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    try:
-        settings = configuration.load(
-            Path(args.config) if args.config else None,
-            overrides={"host": args.host, "port": args.port, "threads": args.threads,
-                       "log_level": args.log_level})
-    except AgentainerError as ex:
-        print(f"agentainer-server: {ex.message}", file=sys.stderr)
-        return ExitStatus.CONFIG
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        serve(settings)
-    except AgentainerError as ex:
-        print(f"agentainer-server: {ex.message}", file=sys.stderr)
-        return ExitStatus.CONFIG
-    except OSError as ex:
-        logger.error("cannot listen on %s:%s: %s", settings.host, settings.port, ex)
-        return ExitStatus.UNAVAILABLE
-    except KeyboardInterrupt:
-        return ExitStatus.INTERRUPTED
-    return ExitStatus.SUCCESS
+    return daemon.run("agentainer-server", args, serve, host=args.host, port=args.port,
+                      threads=args.threads)

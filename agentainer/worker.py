@@ -6,15 +6,13 @@ TERM is a warm shutdown: the current delivery finishes first.
 """
 
 import argparse
-import logging
 import sys
-from pathlib import Path
 
 import redis
 import rq
 
-from agentainer import config as configuration
-from agentainer.errors import AgentainerError
+from agentainer import daemon
+from agentainer.config import Config
 from agentainer.replay import QUEUE
 from agentainer.status import ExitStatus
 
@@ -23,24 +21,20 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentainer-worker", allow_abbrev=False,
         description="Replay journaled requests to agents (normally run by supervisord).")
-    parser.add_argument("--config", metavar="FILE", help="conf file (as agentainer-server)")
+    daemon.add_options(parser)
     parser.add_argument("--name", help="worker name (default: host and PID)")
     parser.add_argument("--burst", action="store_true",
                         help="exit once the replay queue is empty")
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    try:
-        settings = configuration.load(Path(args.config) if args.config else None,
-                                      overrides={"log_level": args.log_level})
-    except AgentainerError as ex:
-        print(f"agentainer-worker: {ex.message}", file=sys.stderr)
-        return ExitStatus.CONFIG
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return daemon.run("agentainer-worker", args, lambda settings: work(settings, args))
+
+
+def work(settings: Config, args: argparse.Namespace) -> int:
+    """Run the RQ worker on the replay queue until TERM (or, with --burst, until empty)."""
     connection = redis.Redis.from_url(settings.redis_url)
     worker = rq.SimpleWorker([rq.Queue(QUEUE, connection=connection)], connection=connection,
                              name=args.name)
