@@ -2,8 +2,9 @@
 """Agentainer benchmark: ``make bench`` (or ``.venv/bin/python bench/run.py``).
 
 Starts an isolated stack of its own (a private redis-server with AOF, two
-``agentainer-server`` processes sharing one port, two ``agentainer-worker`` processes,
-networks named with a random prefix), deploys agents through the REST API, measures
+``agentainer-server`` processes sharing one port, two ``agentainer-worker`` processes and,
+as supervisord.conf has it, ``agentainer-monitor``; networks named with a random prefix),
+deploys agents through the REST API, measures
 
   a. latency and throughput with wrk: straight to a container vs through the proxy with
      the journal off (``"persist": false``) and on;
@@ -15,7 +16,9 @@ prints a markdown table and writes it into README.md between ``<!-- bench:start 
 and ``<!-- bench:end -->``. Everything it created is removed at the end, whatever happens.
 
 Options: ``--no-readme`` (print only), ``--json FILE`` (raw figures), ``--quick`` (short
-runs, for trying the script out; the figures are not for publishing).
+runs, for trying the script out; never written into README.md), ``--no-monitor``,
+``--keep-logs``, ``--streams N``, ``--replay N``. Needs wrk (``make bench`` installs it),
+redis-server, Docker and the example images (``make images``).
 """
 
 import argparse
@@ -246,6 +249,70 @@ def wait_http(url: str, timeout: float = 30) -> None:
     from tests.helpers import wait_for
     wait_for(lambda: requests.get(url, timeout=2).status_code == 200, timeout=timeout,
              message=url)
+
+
+# --------------------------------------------------------------------------- CPU share
+
+
+class CpuMeter:
+    """How much of the machine's CPU went to processes other than this run's.
+
+    Ours: this script and its waited-for children (wrk, the stream holder), the stack's
+    processes, and the processes in this run's containers. Everything else (another
+    user's tests, dockerd, kernel threads) is "other"; the figure says how undisturbed
+    the run was.
+    """
+
+    HZ = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, stack: "Stack", client) -> None:
+        self._stack = stack
+        self._client = client
+        self._start = self._sample()
+
+    def _containers(self) -> set[str]:
+        try:
+            return {c.id for net in self._stack.networks
+                    for c in self._client.containers.list(filters={"network": net})}
+        except Exception:  # noqa: BLE001 - the figure is best effort
+            return set()
+
+    @staticmethod
+    def _proc_ticks(pid: str) -> int:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            return 0
+
+    def _sample(self) -> tuple[float, float, float]:
+        import resource
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        busy = sum(int(fields[i]) for i in (0, 1, 2, 5, 6, 7)) / self.HZ
+        ours = sum(r.ru_utime + r.ru_stime for r in (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN)))
+        ours += sum(self._proc_ticks(str(p.pid)) for p in self._stack.processes
+                    if p.poll() is None) / self.HZ
+        containers = self._containers()
+        if containers:
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    cgroup = (entry / "cgroup").read_text()
+                except OSError:
+                    continue
+                if any(cid in cgroup for cid in containers):
+                    ours += self._proc_ticks(entry.name) / self.HZ
+        return time.monotonic(), busy, ours
+
+    def other_share(self) -> float:
+        """The share of all CPUs (0..1) used by others since the meter started."""
+        t0, busy0, ours0 = self._start
+        t1, busy1, ours1 = self._sample()
+        capacity = (t1 - t0) * (os.cpu_count() or 1)
+        return max(0.0, ((busy1 - busy0) - (ours1 - ours0)) / capacity) if capacity else 0.0
 
 
 # --------------------------------------------------------------------------- wrk
@@ -720,7 +787,9 @@ def render(results: dict, quick: bool) -> str:
     notes = [
         f"Measured with `make bench` on {results['machine']}, {results['date']} "
         f"(commit {results['commit']}); load generator, proxy, Redis and agents all share "
-        f"those cores (1-minute load average {results['load_start']:.2f} when it started).",
+        f"those cores (1-minute load average {results['load_start']:.2f} when it started; "
+        f"processes outside this run used {results['other_cpu']:.0%} of the CPU while it "
+        "measured).",
         "",
         *rows,
         "",
@@ -750,8 +819,19 @@ def render(results: dict, quick: bool) -> str:
         "16 client threads, every one 202), then the agent started; the drain rate is "
         "first to last delivery from the journal's timestamps (one drain job per agent, so "
         "one worker delivers them in order).",
+        redis_note(results.get("redis")),
     ]
     return "\n".join(notes)
+
+
+def redis_note(stats: dict | None) -> str:
+    if not stats:
+        return ""
+    busiest = ", ".join(f"`{name.removeprefix('cmdstat_').upper()}` {v['cpu_s']:.1f} s "
+                        f"({v['calls']:,} calls)" for name, v in
+                        list(stats["busiest"].items())[:3])
+    return (f"- Redis over the whole run: {stats['used_cpu_s']:.1f} s of CPU, "
+            f"{stats['keys']:,} keys at the end; busiest commands: {busiest}.")
 
 
 def write_readme(block: str) -> None:
@@ -799,8 +879,10 @@ def run(args: argparse.Namespace) -> dict:
     client = docker.from_env()
     client.ping()
     build_upstream(client)
-    for image in (STREAM_IMAGE,):
-        client.images.get(image)
+    try:
+        client.images.get(STREAM_IMAGE)
+    except docker.errors.ImageNotFound:
+        raise SystemExit(f"{STREAM_IMAGE} is missing; run `make images` first") from None
 
     data_dir = Path(tempfile.mkdtemp(prefix="agentainer-bench-"))
     stack = Stack(data_dir, monitor=not args.no_monitor)
@@ -829,6 +911,7 @@ def run(args: argparse.Namespace) -> dict:
                                             dict.fromkeys(names)),
                          "machine": machine(), "commit": git_commit(),
                          "date": datetime.date.today().isoformat()}
+        meter = CpuMeter(stack, client)
         log("a. HTTP latency and throughput (wrk)")
         results["http"] = measure_http({
             "direct": f"http://{direct_ip}:8000/",
@@ -856,7 +939,8 @@ def run(args: argparse.Namespace) -> dict:
         log(f"replay: {results['replay']}")
         results["redis"] = redis_stats(stack.redis_url)
         log(f"redis: {results['redis']}")
-        results["load_end"] = os.getloadavg()[0]
+        results["other_cpu"] = meter.other_share()
+        log(f"CPU used by processes other than this run's: {results['other_cpu']:.1%}")
         ok = True
         return results
     finally:
