@@ -18,7 +18,7 @@ setup(
         "falcon>=4,<5",
         "waitress>=3,<4",
         "docker>=7,<8",
-        "redis>=5",
+        "redis[hiredis]>=5",
         "rq>=2",
         "requests>=2.31",
         "supervisor>=4.2",

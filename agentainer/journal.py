@@ -5,6 +5,7 @@ Keys (all under ``agentainer:``):
     queue:{aid}        LIST   queued request IDs of one agent, oldest first
     reqs:{aid}         ZSET   every listed request ID of one agent -> arrival (ms)
     leases             ZSET   in-flight request ID -> deadline (ms)
+    queued             SET    agents whose queue may hold requests (the janitor's worklist)
     idem:{aid}:{key}   STRING idempotency key -> request ID
 
 Statuses: ``queued`` -> ``in_flight`` -> ``completed`` | back to ``queued`` | ``failed``;
@@ -48,6 +49,11 @@ local function finish(rid, ttl)
 end
 local function count(name)
   redis.call('hincrby', P..'counters', name, 1)
+end
+local function enqueue(aid, rid, front)
+  redis.call('sadd', P..'queued', aid)
+  if front then return redis.call('lpush', P..'queue:'..aid, rid) end
+  return redis.call('rpush', P..'queue:'..aid, rid)
 end
 """
 
@@ -99,7 +105,7 @@ if running then
 end
 redis.call('hset', rkey, 'status', 'queued', 'attempts', 0)
 count('queued')
-return {'queued', aid, tostring(redis.call('rpush', qkey, rid)), strip}
+return {'queued', aid, tostring(enqueue(aid, rid, false)), strip}
 """
 
 # Put a leased request back: ARGV rid, now_ms, error, max_attempts, retention_s, count.
@@ -122,14 +128,8 @@ if attempts >= tonumber(ARGV[4]) then
 end
 redis.call('hset', rkey, 'status', 'queued', 'attempts', attempts, 'error', ARGV[3],
            'updated_at', ARGV[2])
-local position
-if ARGV[6] == '0' then
-  -- NOTE: never sent: it joins the queue behind those that arrived before it
-  position = redis.call('rpush', P..'queue:'..r[2], rid)
-else
-  position = redis.call('lpush', P..'queue:'..r[2], rid)
-end
-return {'queued', r[2], tostring(position)}
+-- NOTE: a request never sent joins the queue behind those that arrived before it
+return {'queued', r[2], tostring(enqueue(r[2], rid, ARGV[6] ~= '0'))}
 """
 
 # Record the agent's response: ARGV rid, now_ms, retention_s, counter ('replayed' or ''),
@@ -180,7 +180,7 @@ for _, rid in ipairs(redis.call('zrangebyscore', P..'leases', '-inf', ARGV[1], '
       finish(rid, tonumber(ARGV[3]))
     else
       redis.call('hset', rkey, 'status', 'queued', 'error', 'lease expired', 'updated_at', ARGV[1])
-      redis.call('lpush', P..'queue:'..r[2], rid)
+      enqueue(r[2], rid, true)
       agents[#agents + 1] = r[2]
     end
   end
@@ -204,10 +204,21 @@ if action == 'cancel' then
 end
 if status == 'in_flight' or status == 'completed' then return status end
 redis.call('lrem', qkey, 0, rid)
-redis.call('lpush', qkey, rid)
+enqueue(aid, rid, true)
 redis.call('persist', rkey)
 redis.call('hset', rkey, 'status', 'queued', 'attempts', 0, 'error', '', 'updated_at', ARGV[4])
 return 'ok'
+"""
+
+
+# Return agents with queued requests, dropping those whose queues are empty.
+_PRUNE = _LUA_PRELUDE + """
+local busy = {}
+for _, aid in ipairs(redis.call('smembers', P..'queued')) do
+  if redis.call('llen', P..'queue:'..aid) > 0 then busy[#busy + 1] = aid
+  else redis.call('srem', P..'queued', aid) end
+end
+return busy
 """
 
 
@@ -263,6 +274,7 @@ class Journal:
         self._lease_script = client.register_script(_LEASE)
         self._sweep = client.register_script(_SWEEP)
         self._change = client.register_script(_CHANGE)
+        self._prune = client.register_script(_PRUNE)
 
     @property
     def lease_seconds(self) -> float:
@@ -400,9 +412,12 @@ class Journal:
 
     @translate_redis_errors
     def agents_with_queues(self) -> list[str]:
-        """Return agents that have queued requests (for the periodic drain kick)."""
-        return [key.decode()[len(PREFIX + "queue:"):]
-                for key in self._redis.scan_iter(match=PREFIX + "queue:*", count=500)]
+        """Return agents that have queued requests (for the periodic drain kick).
+
+        PERF: a set kept by the scripts that queue requests, not a keyspace scan; agents
+        whose queues have emptied are dropped from it here.
+        """
+        return [agent.decode() for agent in self._prune(keys=[], args=[])]
 
     @translate_redis_errors
     def cancel(self, agent_id: str, request_id: str) -> None:
@@ -451,6 +466,7 @@ class Journal:
                 pipe.delete(f"{PREFIX}req:{rid}")
                 pipe.zrem(PREFIX + "leases", rid)
             pipe.delete(index, f"{PREFIX}queue:{agent_id}", *idem)
+            pipe.srem(PREFIX + "queued", agent_id)
             pipe.execute()
 
 

@@ -42,6 +42,7 @@ from agentainer.wiring import build
 logger = logging.getLogger(__name__)
 
 TICK = 0.25
+JANITOR_INTERVAL = 1.0
 
 
 @dataclass
@@ -199,10 +200,14 @@ class Monitor:
 
     def _control_loop(self) -> None:
         next_reconcile = self._clock() + self._reconcile_interval
+        next_janitor = self._clock()
         while not self._stop.wait(TICK):
             self._restart_due()
-            self._janitor.run_once()
-            if self._clock() >= next_reconcile:
+            now = self._clock()
+            if now >= next_janitor:
+                self._janitor.run_once()
+                next_janitor = now + JANITOR_INTERVAL
+            if now >= next_reconcile:
                 self.reconcile()
                 next_reconcile = self._clock() + self._reconcile_interval
 

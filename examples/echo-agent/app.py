@@ -127,6 +127,12 @@ def tick(interval):
         log(f"tick {n}")
 
 
+class BurstServer(ThreadingHTTPServer):
+    """A threaded server whose listen backlog absorbs a burst of new connections."""
+
+    request_queue_size = 128
+
+
 def main():
     """Apply the environment knobs and serve until SIGTERM/SIGINT."""
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -140,7 +146,7 @@ def main():
         threading.Thread(target=tick, args=(float(os.environ["ECHO_TICK"]),), daemon=True).start()
 
     port = int(os.environ.get("PORT") or 8000)
-    server = ThreadingHTTPServer(("0.0.0.0", port), EchoHandler)
+    server = BurstServer(("0.0.0.0", port), EchoHandler)
     server.daemon_threads = True
     log(f"listening on 0.0.0.0:{port}")
     try:

@@ -151,12 +151,18 @@ class StatefulHandler(BaseHTTPRequestHandler):
         """Silence http.server's default stderr logging."""
 
 
+class BurstServer(ThreadingHTTPServer):
+    """A threaded server whose listen backlog absorbs a burst of new connections."""
+
+    request_queue_size = 128
+
+
 def main():
     """Load the state and serve until SIGTERM/SIGINT."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sys.exit(0))
     port = int(os.environ.get("PORT") or 8000)
-    server = ThreadingHTTPServer(("0.0.0.0", port), StatefulHandler)
+    server = BurstServer(("0.0.0.0", port), StatefulHandler)
     server.daemon_threads = True
     server.agent = StatefulAgent(os.environ.get("STATE_DIR") or "/app/data")
     log(f"listening on 0.0.0.0:{port}")

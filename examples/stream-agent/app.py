@@ -262,6 +262,12 @@ class StreamHandler(BaseHTTPRequestHandler):
         """Silence http.server's default stderr logging."""
 
 
+class BurstServer(ThreadingHTTPServer):
+    """A threaded server whose listen backlog absorbs a burst of new connections."""
+
+    request_queue_size = 128
+
+
 def main():
     """Read the environment knobs and serve until SIGTERM/SIGINT."""
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -276,7 +282,7 @@ def main():
         sys.exit(2)
 
     port = int(os.environ.get("PORT") or 8000)
-    server = ThreadingHTTPServer(("0.0.0.0", port), StreamHandler)
+    server = BurstServer(("0.0.0.0", port), StreamHandler)
     server.daemon_threads = True
     server.defaults = defaults
     log(f"listening on 0.0.0.0:{port}")
