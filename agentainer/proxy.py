@@ -99,20 +99,19 @@ class Upstream:
             AgentDown: nothing was sent (the agent is down or unreachable).
             AgentFailed: the request was sent but no response came.
         """
+        host, _, port = route.rpartition(":")
         try:
-            return self._pool.urlopen(
-                method, f"http://{route}{target}", body=body or None,
-                headers=urllib3.HTTPHeaderDict(headers), redirect=False,
-                preload_content=False, decode_content=False, assert_same_host=False)
+            # PERF: the route's pool directly; no URL to build and parse per request
+            pool = self._pool.connection_from_host(host, int(port), scheme="http")
+            return pool.urlopen(method, target, body=body or None, headers=dict(headers),
+                                redirect=False, preload_content=False, decode_content=False,
+                                assert_same_host=False, retries=False)
         except ConnectTimeoutError as ex:  # NOTE: also NewConnectionError (refused, no route)
             raise AgentDown(f"cannot connect to the agent at {route}: {ex}") from ex
         except ReadTimeoutError as ex:
             raise AgentFailed(f"the agent did not answer in time: {ex}", timeout=True) from ex
         except HTTPError as ex:
             raise AgentFailed(f"the agent failed mid-request: {ex}", timeout=False) from ex
-
-    def clear(self) -> None:
-        self._pool.clear()
 
 
 class Relay:
