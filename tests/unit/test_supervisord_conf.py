@@ -7,7 +7,10 @@ from supervisor.options import ServerOptions
 CONF = Path(__file__).resolve().parents[2] / "supervisord.conf"
 
 
-def test_supervisord_conf_defines_the_stack():
+def test_supervisord_conf_defines_the_stack(tmp_path, monkeypatch):
+    # NOTE: a home of its own: on a new machine ~/.agentainer/logs does not exist yet
+    (tmp_path / ".agentainer" / "logs").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(tmp_path))
     options = ServerOptions()
     options.realize(args=["-c", str(CONF)])
     groups = {group.name: group for group in options.process_group_configs}
