@@ -29,13 +29,15 @@ deps:
 	command -v dockerd >/dev/null || missing="$$missing docker.io"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx wget || missing="$$missing busybox-static"; \
-	[ -x /usr/bin/python3.11 ] || missing="$$missing python3"; \
+	[ -x /usr/bin/python3 ] || missing="$$missing python3"; \
 	python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@/usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Agentainer needs Python 3.11 or newer; /usr/bin/python3 is $$(/usr/bin/python3 -V)"; exit 1; }
 
 $(VENV)/.installed: setup.py $(wildcard man/*.1)
 	python3 -m venv $(VENV)
@@ -48,12 +50,15 @@ $(VENV)/.installed: setup.py $(wildcard man/*.1)
 venv: deps $(VENV)/.installed
 
 docker: deps
-	@if ! docker info >/dev/null 2>&1; then \
+	@# NOTE: the daemon is probed with sudo, so a user outside the docker group is told so
+	@# instead of a second dockerd being started
+	@if ! $(SUDO) docker info >/dev/null 2>&1; then \
 		echo "starting dockerd (log: /var/log/agentainer-dockerd.log)"; \
 		$(SUDO) bash -c 'nohup dockerd >/var/log/agentainer-dockerd.log 2>&1 &'; \
-		for i in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; \
-		docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /var/log/agentainer-dockerd.log"; exit 1; }; \
+		for i in $$(seq 60); do $(SUDO) docker info >/dev/null 2>&1 && break; sleep 1; done; \
+		$(SUDO) docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /var/log/agentainer-dockerd.log"; exit 1; }; \
 	fi
+	@docker info >/dev/null 2>&1 || { echo "Docker runs, but $$(id -un) may not use it: sudo usermod -aG docker $$(id -un), then log in again"; exit 1; }
 
 images: docker
 	bash examples/build-images.sh

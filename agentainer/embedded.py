@@ -2,8 +2,9 @@
 
 With ``embedded_redis`` on, it becomes ``redis-server`` listening on ``redis_url``'s port
 on loopback only (agents cannot reach it), with the append-only file on and
-``appendfsync`` as set, its data in ``<data_dir>/redis``. With it off (an external Redis),
-it idles, so supervisord's status stays clean.
+``appendfsync`` as set, its data in ``<data_dir>/redis``. With it off, or with a
+``redis_url`` that names another host (an external Redis either way), it idles, so
+supervisord's status stays clean.
 """
 
 import argparse
@@ -16,6 +17,8 @@ from urllib.parse import urlparse
 from agentainer import daemon
 from agentainer.config import Config
 from agentainer.status import ExitStatus
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -35,13 +38,19 @@ def redis_command(settings: Config, binary: str) -> list[str]:
             "--save", "", "--daemonize", "no"]
 
 
+def is_embedded(settings: Config) -> bool:
+    """Return whether the settings ask for the embedded Redis (on, and on loopback)."""
+    host = urlparse(settings.redis_url).hostname or "127.0.0.1"
+    return settings.embedded_redis and host in LOOPBACK
+
+
 def main(argv: list[str] | None = None) -> int:
     return daemon.run("agentainer-redis", make_parser().parse_args(argv), serve)
 
 
 def serve(settings: Config) -> int:
     """Become redis-server (embedded), or idle until TERM (external Redis)."""
-    if not settings.embedded_redis:
+    if not is_embedded(settings):
         print(f"agentainer-redis: using the external Redis at {settings.redis_url}; idle",
               flush=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

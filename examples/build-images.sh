@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # Build the example images offline with `docker import` (no registry needed):
 #
-#   agentainer/python-base     host Debian python3.11 + busybox, minimal rootfs
+#   agentainer/python-base     the host's python3 (Debian/Ubuntu) + busybox, minimal rootfs
 #   agentainer/echo-agent      base + examples/echo-agent/app.py
 #   agentainer/stateful-agent  base + examples/stateful-agent/app.py
 #   agentainer/stream-agent    base + examples/stream-agent/app.py
 #
 # Each image carries the label agentainer.example.hash, a sha256 of its inputs;
 # an image whose label already matches is left alone, so re-runs are cheap.
-# Needs root, docker, /usr/bin/python3.11 and /bin/busybox (busybox-static).
+# Needs root, docker, /usr/bin/python3 (3.11 or newer) and /bin/busybox (busybox-static).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SELF="$HERE/$(basename "${BASH_SOURCE[0]}")"
-PYTHON=/usr/bin/python3.11
-PYLIB=/usr/lib/python3.11
+[[ -x /usr/bin/python3 ]] || { echo "build-images: /usr/bin/python3 is missing (apt-get install python3)" >&2; exit 1; }
+PYVER=$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+PYTHON=/usr/bin/python$PYVER
+PYLIB=/usr/lib/python$PYVER
 BUSYBOX=/bin/busybox
 MOZILLA_CAS=/usr/share/ca-certificates/mozilla
 LABEL=agentainer.example.hash
@@ -23,7 +25,7 @@ PATH_ENV=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # Stdlib parts not needed at runtime, and C extensions whose libraries we skip.
 EXCLUDES=(
     test idlelib tkinter turtledemo ensurepip lib2to3 pydoc_data __pycache__
-    'config-3.11-*' sitecustomize.py
+    "config-$PYVER-*" sitecustomize.py
     'lib-dynload/_test*' 'lib-dynload/_ctypes_test*' 'lib-dynload/xxlimited*'
     'lib-dynload/_xxtestfuzz*' 'lib-dynload/_curses*' 'lib-dynload/readline*'
     'lib-dynload/_dbm*' 'lib-dynload/nis*'
@@ -31,7 +33,7 @@ EXCLUDES=(
 
 die() { echo "build-images: $*" >&2; exit 1; }
 
-[[ -x $PYTHON ]] || die "$PYTHON is missing (apt-get install python3.11)"
+[[ -x $PYTHON ]] || die "$PYTHON is missing (apt-get install python3)"
 [[ -x $BUSYBOX ]] || die "$BUSYBOX is missing (apt-get install busybox-static)"
 command -v docker >/dev/null || die "docker CLI not found"
 docker info >/dev/null 2>&1 || die "cannot reach the Docker daemon"
@@ -56,8 +58,8 @@ make_rootfs() {
     mkdir -p "$ROOTFS"/{bin,dev,etc,proc,root,sys,tmp,usr/bin,usr/lib/ssl,var/tmp,app/data}
     chmod 1777 "$ROOTFS/tmp" "$ROOTFS/var/tmp"
 
-    cp "$PYTHON" "$ROOTFS/usr/bin/python3.11"
-    ln -s python3.11 "$ROOTFS/usr/bin/python3"
+    cp "$PYTHON" "$ROOTFS/usr/bin/python$PYVER"
+    ln -s "python$PYVER" "$ROOTFS/usr/bin/python3"
     ln -s python3 "$ROOTFS/usr/bin/python"
     for pattern in "${EXCLUDES[@]}"; do excludes+=(--exclude="$pattern"); done
     tar -C "$(dirname "$PYLIB")" "${excludes[@]}" -cf - "$(basename "$PYLIB")" | tar -C "$ROOTFS/usr/lib" -xf -

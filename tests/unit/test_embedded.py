@@ -1,7 +1,9 @@
 """The embedded Redis command line follows the settings."""
 
 from agentainer import config
-from agentainer.embedded import redis_command
+import pytest
+
+from agentainer.embedded import is_embedded, redis_command
 
 
 def test_redis_command_follows_the_settings(tmp_path):
@@ -13,3 +15,16 @@ def test_redis_command_follows_the_settings(tmp_path):
     assert "--bind 127.0.0.1 --port 7001" in command
     assert "--appendonly yes --appendfsync always" in command
     assert f"--dir {tmp_path}/redis" in command
+
+
+@pytest.mark.parametrize("url, embedded, expected", [
+    ("redis://127.0.0.1:6380/0", "true", True),
+    ("redis://localhost:6380/0", "true", True),
+    ("redis://redis.internal:6379/0", "true", False),  # another host: external
+    ("redis://127.0.0.1:6380/0", "false", False),
+])
+def test_embedded_only_for_a_loopback_url(url, embedded, expected):
+    settings = config.load(environ={"AGENTAINER_CONFIG": "/dev/null",
+                                    "AGENTAINER_REDIS_URL": url,
+                                    "AGENTAINER_EMBEDDED_REDIS": embedded})
+    assert is_embedded(settings) is expected
