@@ -118,12 +118,17 @@ class AgentService:
 
     # -- deploy and remove ------------------------------------------------------------
 
-    def deploy(self, spec: AgentSpec, *, start: bool = False) -> Agent:
+    def deploy(self, spec: AgentSpec, *, start: bool = False, pull: bool = False) -> Agent:
         """Create the agent's container (not started unless ``start``) and record it.
 
+        With ``pull``, the image is pulled first; a failed pull creates nothing.
+
         Raises:
-            ImageNotFound, InvalidInput, NameTaken, Conflict, Unavailable.
+            ImageNotFound, NotFound (image_pull_failed), InvalidInput, NameTaken, Conflict,
+            Unavailable.
         """
+        if pull:
+            self._runtime.pull(spec.image)
         ports = self._runtime.exposed_ports(spec.image)
         app_port = spec.app_port or (ports[0] if len(ports) == 1 else self._default_app_port)
         spec = replace(spec, app_port=app_port)
@@ -137,12 +142,16 @@ class AgentService:
         self._store.reserve(agent.id, spec.name, spec.token_hash)
         container_id = None
         try:
+            self._ensure_volumes(agent)
             container_id = self._create_container(agent)
             agent = replace(agent, container_id=container_id)
             self._store.create(agent)
         except BaseException:
             if container_id:
                 self._runtime.remove(container_id)
+            for volume in spec.volumes:  # NOTE: only those labelled with the new ID go
+                if volume.volume:
+                    self._runtime.remove_volume(volume.volume, agent.id)
             self._store.release(agent.id, spec.name, spec.token_hash)
             raise
         logger.info("agent %s: deployed %s as %s", agent.id, spec.image, spec.name)
@@ -151,9 +160,11 @@ class AgentService:
     def remove(self, ref: str, *, volumes: bool = False) -> tuple[Agent, list[str]]:
         """Remove the agent's containers and records; with ``volumes`` its named volumes.
 
+        Only volumes Agentainer created for this agent (labelled with its ID) are removed.
+
         Returns:
-            The removed agent and the named volumes that were kept because another
-            container still uses them.
+            The removed agent and the named volumes that were kept: not created for this
+            agent, or still used by another container.
         """
         agent_id = self._store.resolve(ref)
         with self._store.lock(agent_id):
@@ -165,8 +176,12 @@ class AgentService:
             for volume in agent.spec.volumes if volumes else ():
                 if volume.volume:
                     try:
-                        self._runtime.remove_volume(volume.volume)
-                    except AgentainerError:
+                        removed = self._runtime.remove_volume(volume.volume, agent_id)
+                    except AgentainerError as ex:
+                        logger.warning("agent %s: volume %s kept: %s", agent_id,
+                                       volume.volume, ex.message)
+                        removed = False
+                    if not removed:
                         kept.append(volume.volume)
             self._store.delete(agent)
             self._journal.purge(agent_id)
@@ -274,7 +289,18 @@ class AgentService:
         for stale in self._runtime.containers_of(agent.id):
             self._runtime.remove(stale)
         logger.info("agent %s: container missing, recreating from the stored spec", agent.id)
+        self._ensure_volumes(agent)
         return self._create_container(agent)
+
+    def _ensure_volumes(self, agent: Agent) -> None:
+        """Create the agent's missing named volumes, labelled with its ID.
+
+        NOTE: only these are removed by ``remove --volumes``; volumes that existed
+        before the agent are someone else's.
+        """
+        for volume in agent.spec.volumes:
+            if volume.volume:
+                self._runtime.ensure_volume(volume.volume, agent.id)
 
     def gateway(self, *, egress: bool) -> tuple[str, str]:
         """Create the network agents join (egress or internal) if missing.
@@ -308,6 +334,5 @@ class AgentService:
                                     read_only=volume.read_only))
             else:
                 mounts.append(Mount(volume.container_path, volume.volume, type="volume",
-                                    read_only=volume.read_only,
-                                    labels={"agentainer.managed": "1"}))
+                                    read_only=volume.read_only))
         return mounts

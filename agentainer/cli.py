@@ -1,18 +1,20 @@
 """``agentainer``: the command-line client of the Agentainer API."""
 
 import argparse
+import ipaddress
 import json
 import os
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from agentainer import __version__, config as configuration, tokens
 from agentainer.client import ApiError, Client
-from agentainer.errors import AgentainerError
+from agentainer.config import Config
+from agentainer.errors import AgentainerError, Unauthorized
 from agentainer.status import ExitStatus
 
 LIFECYCLE_HELP = {
@@ -24,7 +26,9 @@ LIFECYCLE_HELP = {
 }
 HINTS = {
     "unauthorized": "set AGENTAINER_TOKEN or --token (agentainer token prints the admin one)",
-    "image_not_found": "list local images with: docker images",
+    "image_not_found": "list local images with: docker images, or deploy with --pull",
+    "image_pull_failed": "check the image name, and that the Docker daemon can reach its "
+                         "registry (docker pull IMAGE shows the same error)",
     "invalid_state": "agentainer inspect AGENT shows its status",
 }
 
@@ -36,24 +40,32 @@ def make_parser() -> argparse.ArgumentParser:
         description="Deploy and manage LLM agents running as Docker containers.",
         epilog="Environment: AGENTAINER_URL (server URL), AGENTAINER_TOKEN (token), "
                "AGENTAINER_CONFIG (conf file). Without them the local server and its "
-               "admin token file are found from the conf file.")
+               "admin token file are found from the conf file. The local admin token is "
+               "only ever sent to the local server (a loopback address or the conf file's "
+               "host, at the conf file's port); any other server needs --token or "
+               "AGENTAINER_TOKEN.")
     parser.add_argument("--url", help="server URL (default: $AGENTAINER_URL, else "
                                       "http://HOST:PORT from the conf file)")
-    parser.add_argument("--token", help="API token (default: $AGENTAINER_TOKEN, else the "
-                                        "admin token file in the data dir)")
+    parser.add_argument("--token", help="API token (default: $AGENTAINER_TOKEN, else, for "
+                                        "the local server only, the admin token file in the "
+                                        "data dir)")
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, *, json_output: bool = True
+                ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text,
-                                  parents=[common], allow_abbrev=False)
+                                  parents=[common] if json_output else [], allow_abbrev=False)
         sub.set_defaults(handler=HANDLERS[name])
         return sub
 
     deploy = command("deploy", "deploy an agent from a local image (created, not started)")
     deploy.add_argument("--name", "-n", required=True, help="unique name: a-z 0-9 _ . -")
     deploy.add_argument("--image", "-i", required=True, help="a local Docker image")
+    deploy.add_argument("--pull", action="store_true",
+                        help="pull the image from its registry first (even when present "
+                             "locally); a failed pull deploys nothing")
     deploy.add_argument("--env", "-e", action="append", default=[], metavar="KEY=VALUE",
                         help="environment variable (repeatable; values may hold , and =)")
     deploy.add_argument("--volume", "-v", action="append", default=[],
@@ -88,7 +100,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     remove = command("remove", "remove an agent, its container and its records")
     remove.add_argument("agent", help="agent ID or name")
-    remove.add_argument("--volumes", action="store_true", help="also remove its named volumes")
+    remove.add_argument("--volumes", action="store_true",
+                        help="also remove the named volumes Agentainer created for this agent "
+                             "(volumes that existed before, or are still in use, are kept)")
 
     listing = command("list", "list agents")
     listing.add_argument("--status", choices=("created", "running", "paused", "stopped",
@@ -99,7 +113,8 @@ def make_parser() -> argparse.ArgumentParser:
     command("inspect", "show everything about one agent").add_argument(
         "agent", help="agent ID or name")
 
-    logs = command("logs", "print an agent's output (stdout and stderr)")
+    logs = command("logs", "print an agent's output (stdout and stderr), as it wrote it",
+                   json_output=False)
     logs.add_argument("agent", help="agent ID or name")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing new output")
     logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
@@ -145,7 +160,8 @@ def cmd_deploy(client: Client, args: argparse.Namespace, out: "Output") -> int:
                 "pids_limit": args.pids_limit, "token": args.agent_token,
                 "app_port": args.app_port}
     body.update({key: value for key, value in optional.items() if value is not None})
-    flags = {"auto_restart": args.auto_restart, "private": args.private, "start": args.start}
+    flags = {"auto_restart": args.auto_restart, "private": args.private, "start": args.start,
+             "pull": args.pull}
     body.update({key: True for key, value in flags.items() if value})
     if args.no_egress:
         body["egress"] = False
@@ -352,14 +368,14 @@ def _cut(text: str, width: int) -> str:
 def cmd_token(client: Client, args: argparse.Namespace, out: "Output") -> int:
     settings = configuration.load()
     if args.path:
-        out.line(str(settings.token_file))
+        out.agent_line({"path": str(settings.token_file)}, str(settings.token_file))
         return ExitStatus.SUCCESS
     token = settings.token or tokens.read(settings.token_file)
     if not token:
         out.error(f"no admin token at {settings.token_file}; start the server once "
                   "(make run) or set token in the conf file")
         return ExitStatus.AUTH
-    out.line(token)
+    out.agent_line({"token": token}, token)
     return ExitStatus.SUCCESS
 
 
@@ -457,18 +473,60 @@ class Output:
             print(f"hint: {HINTS[code]}", file=self._err)
 
 
+# NOTE: commands that work without an API token (/health is public; token reads a file).
+TOKENLESS_COMMANDS = frozenset({"token", "version"})
+
+
 def find_server(args: argparse.Namespace,
                 environ: Mapping[str, str] = os.environ) -> tuple[str, str | None]:
-    """Return the server URL and token: flags, then environment, then the conf file."""
+    """Return the server URL and token: flags, then environment, then the conf file.
+
+    APPSEC: the conf file's admin token (configured, or the token file) is the local
+    server's; it is only sent to that server, never to another URL.
+
+    Raises:
+        Unauthorized: the URL is not the local server's and no token was given.
+    """
     url, token = args.url or environ.get("AGENTAINER_URL"), args.token
     token = token or environ.get("AGENTAINER_TOKEN")
     if url and token:
         return url, token
     settings = configuration.load(environ=environ)
-    if not url:
-        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-        url = f"http://{host}:{settings.port}"
-    return url, token or settings.token or tokens.read(settings.token_file)
+    local = local_url(settings)
+    url = url or local
+    if token:
+        return url, token
+    if is_local(url, settings):
+        return url, settings.token or tokens.read(settings.token_file)
+    if args.command in TOKENLESS_COMMANDS:
+        return url, None
+    raise Unauthorized(f"{url} is not the local server ({local}), so the local admin token is "
+                       "not sent to it; set AGENTAINER_TOKEN or --token to a token of that "
+                       "server", code="token_required")
+
+
+def local_url(settings: Config) -> str:
+    """Return the URL of the server the conf file describes."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return f"http://{host if ':' not in host else f'[{host}]'}:{settings.port}"
+
+
+def is_local(url: str, settings: Config) -> bool:
+    """Tell whether ``url`` is the local server: its port, on loopback or its own host."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return False
+    host = (parts.hostname or "").lower()
+    if port != settings.port or not host:
+        return False
+    if host == "localhost" or host == settings.host.lower():
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def main(argv: list[str] | None = None, *, environ: Mapping[str, str] = os.environ) -> int:
@@ -483,6 +541,9 @@ def main(argv: list[str] | None = None, *, environ: Mapping[str, str] = os.envir
     except ValueError as ex:
         out.error(str(ex))
         return ExitStatus.USAGE
+    except Unauthorized as ex:
+        out.error(ex.message, ex.code)
+        return ExitStatus.AUTH
     except AgentainerError as ex:
         out.error(ex.message, ex.code)
         return ExitStatus.CONFIG

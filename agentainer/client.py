@@ -55,7 +55,11 @@ class Client:
         return payload.get("message", ""), payload.get("data")
 
     def stream(self, path: str, params: dict[str, Any] | None = None) -> Iterator[bytes]:
-        """Yield a streamed plain-text reply chunk by chunk, as the server sends it."""
+        """Yield a streamed plain-text reply chunk by chunk, as the server sends it.
+
+        Raises:
+            ApiError: an error reply, no reply, or a reply cut off mid-stream.
+        """
         response = self._send("GET", path, params=params, stream=True, timeout=(5.0, None))
         with response:
             if not response.ok:
@@ -63,7 +67,12 @@ class Client:
                 raise ApiError(payload.get("message") or response.reason,
                                status=response.status_code,
                                code=payload.get("error", "http_error"))
-            yield from response.iter_content(chunk_size=None)
+            try:
+                yield from response.iter_content(chunk_size=None)
+            except requests.RequestException as ex:
+                raise ApiError(f"the stream from {self.url} broke off: the server or the "
+                               "agent's container went away", status=None,
+                               code="stream_interrupted") from ex
 
     def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         try:

@@ -120,17 +120,26 @@ class Agent:
                 "created_at": self.created_at, "updated_at": self.updated_at}
 
 
+@dataclass(frozen=True)
+class DeployOptions:
+    """How to carry out one deploy (not part of the agent's spec)."""
+
+    start: bool = False     # start the agent at once
+    pull: bool = False      # pull the image from its registry first
+
+
 DEPLOY_FIELDS = frozenset({
     "name", "image", "env_vars", "cpu_limit", "memory_limit", "pids_limit", "auto_restart",
     "token", "volumes", "health_check", "app_port", "egress", "private", "persist", "start",
+    "pull",
 })
 
 
-def parse_deploy(body: Any) -> tuple[AgentSpec, bool]:
+def parse_deploy(body: Any) -> tuple[AgentSpec, DeployOptions]:
     """Validate a deploy request body.
 
     Returns:
-        The spec (token hashed) and whether the agent is to be started at once.
+        The spec (token hashed) and how to deploy it (start at once, pull first).
 
     Raises:
         InvalidInput: with a message naming the field and what is wrong with it.
@@ -162,7 +171,8 @@ def parse_deploy(body: Any) -> tuple[AgentSpec, bool]:
         private=_field(body, "private", _strict_bool, False),
         persist=_field(body, "persist", _strict_bool, True),
     )
-    return spec, _field(body, "start", _strict_bool, False)
+    return spec, DeployOptions(start=_field(body, "start", _strict_bool, False),
+                               pull=_field(body, "pull", _strict_bool, False))
 
 
 def validate_name(name: Any) -> str:
@@ -174,11 +184,24 @@ def validate_name(name: Any) -> str:
     return name
 
 
+def parse_empty(body: Any, what: str) -> None:
+    """Validate the body of a request that takes no fields: none, or ``{}``.
+
+    Raises:
+        InvalidInput: the body is not an object, or has any field.
+    """
+    if body is None:
+        return
+    if not isinstance(body, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    _reject_unknown(body, frozenset(), what)
+
+
 def _reject_unknown(body: dict, allowed: frozenset, what: str) -> None:
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise InvalidInput(f"unknown field(s) in {what}: {', '.join(unknown)} "
-                           f"(allowed: {', '.join(sorted(allowed))})")
+                           f"(allowed: {', '.join(sorted(allowed)) or 'none'})")
 
 
 def _field(body: dict, name: str, convert, default: Any = None) -> Any:

@@ -9,11 +9,12 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import docker.utils
 import requests.exceptions
 from docker.types import LogConfig, Mount
 
 from agentainer.errors import (
-    Conflict, ImageNotFound, InvalidInput, RuntimeFailure, Unavailable,
+    Conflict, ImageNotFound, InvalidInput, NotFound, RuntimeFailure, Unavailable,
 )
 from agentainer.models import Agent
 from agentainer.states import AgentStatus
@@ -55,6 +56,27 @@ class ContainerState:
 
 def container_name(agent_id: str) -> str:
     return CONTAINER_PREFIX + agent_id
+
+
+def _check_network(network: dict, *, internal: bool) -> None:
+    """Refuse to reuse a network that is not what Agentainer would have created.
+
+    APPSEC: a same-named network without Docker's ``internal`` flag would give
+    --no-egress agents a way out.
+    """
+    driver, is_internal = network.get("Driver"), bool(network.get("Internal"))
+    if driver == "bridge" and is_internal == internal:
+        return
+    name = network["Name"]
+    wanted = "an internal bridge network" if internal else "a bridge network with egress"
+    found = f"a {driver} network, {'internal' if is_internal else 'not internal'}"
+    raise Conflict(f"network {name!r} exists but is {found}; Agentainer needs {wanted} of that "
+                   f"name and will not use this one: remove it (docker network rm {name}) or "
+                   "set network / internal_network to another name", code="network_mismatch")
+
+
+def _pull_failed(image: str, reason: object) -> NotFound:
+    return NotFound(f"cannot pull image {image!r}: {reason}", code="image_pull_failed")
 
 
 def translate_docker_errors(func: F) -> F:
@@ -106,9 +128,15 @@ class DockerRuntime:
 
     @translate_docker_errors
     def ensure_network(self, name: str, *, internal: bool) -> str:
-        """Create the bridge network if it is missing; return its ID."""
+        """Create the bridge network if it is missing; return its ID.
+
+        Raises:
+            Conflict: (network_mismatch) a network of that name exists but is not a
+                bridge, or its ``internal`` flag differs.
+        """
         found = [n for n in self.api.networks(names=[name]) if n["Name"] == name]
         if found:
+            _check_network(found[0], internal=internal)
             return found[0]["Id"]
         try:
             created = self.api.create_network(
@@ -120,6 +148,24 @@ class DockerRuntime:
             return self.ensure_network(name, internal=internal)
         logger.info("network %s: created (internal=%s)", name, internal)
         return created["Id"]
+
+    @translate_docker_errors
+    def pull(self, image: str) -> None:
+        """Pull the image from its registry.
+
+        Raises:
+            NotFound: (image_pull_failed) the registry could not be reached, or refused.
+        """
+        repository, tag = docker.utils.parse_repository_tag(image)
+        try:
+            # NOTE: Docker reports some failures only inside the progress stream.
+            for message in self.api.pull(repository, tag=tag or "latest", stream=True,
+                                         decode=True):
+                if message.get("error"):
+                    raise _pull_failed(image, message["error"])
+        except docker.errors.APIError as ex:
+            raise _pull_failed(image, ex.explanation or ex) from ex
+        logger.info("image %s: pulled", image)
 
     @translate_docker_errors
     def exposed_ports(self, image: str) -> list[int]:
@@ -191,11 +237,36 @@ class DockerRuntime:
         self.api.remove_container(container_id, force=True)
 
     @translate_docker_errors
-    def remove_volume(self, name: str) -> None:
+    def ensure_volume(self, name: str, agent_id: str) -> None:
+        """Create the named volume, labelled as the agent's, unless it exists."""
         try:
-            self.api.remove_volume(name, force=True)
+            self.api.inspect_volume(name)
+            return
         except docker.errors.NotFound:
             pass
+        self.api.create_volume(name, labels={LABEL_MANAGED: "1", LABEL_ID: agent_id})
+        logger.info("volume %s: created for agent %s", name, agent_id)
+
+    @translate_docker_errors
+    def remove_volume(self, name: str, agent_id: str) -> bool:
+        """Remove the named volume if Agentainer created it for this agent.
+
+        Returns:
+            False when it is kept: not labelled as this agent's, or still in use.
+            A volume that is already gone counts as removed.
+        """
+        try:
+            labels = self.api.inspect_volume(name).get("Labels") or {}
+            if labels.get(LABEL_MANAGED) != "1" or labels.get(LABEL_ID) != agent_id:
+                return False
+            self.api.remove_volume(name)
+        except docker.errors.NotFound:
+            return True
+        except docker.errors.APIError as ex:
+            if ex.status_code == 409:
+                return False
+            raise
+        return True
 
     @translate_docker_errors
     def state(self, container_id: str) -> ContainerState:

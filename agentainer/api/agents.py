@@ -10,19 +10,24 @@ from agentainer import units
 from agentainer.agents import AgentService
 from agentainer.api.envelope import ok
 from agentainer.errors import InvalidInput
-from agentainer.models import parse_deploy
+from agentainer.models import parse_deploy, parse_empty
 from agentainer.states import AgentStatus
 
 MAX_BODY = 1024 * 1024
 
 
-def read_json(req: falcon.Request) -> Any:
-    """Return the request's JSON body, refusing oversized or non-JSON ones."""
+def read_json(req: falcon.Request, *, optional: bool = False) -> Any:
+    """Return the request's JSON body, refusing oversized or non-JSON ones.
+
+    With ``optional``, a request without a body gives None (whatever its Content-Type).
+    """
+    if optional and not req.content_length and not req.get_header("Transfer-Encoding"):
+        return None
     if req.content_length and req.content_length > MAX_BODY:
         raise falcon.HTTPPayloadTooLarge(description=f"body over {MAX_BODY} bytes")
     if req.content_type and not req.content_type.startswith(falcon.MEDIA_JSON):
         raise falcon.HTTPUnsupportedMediaType(description="send application/json")
-    return req.get_media()
+    return req.get_media(default_when_empty=None) if optional else req.get_media()
 
 
 def param(req: falcon.Request, name: str, convert: Callable[[str], Any]) -> Any:
@@ -41,8 +46,8 @@ class AgentsResource:
         self._agents = agents
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        spec, start = parse_deploy(read_json(req))
-        agent = self._agents.deploy(spec, start=start)
+        spec, options = parse_deploy(read_json(req))
+        agent = self._agents.deploy(spec, start=options.start, pull=options.pull)
         resp.location = f"/agents/{agent.id}"
         ok(resp, "agent deployed", agent.public(), falcon.HTTP_201)
 
@@ -60,11 +65,14 @@ class AgentResource:
         ok(resp, "agent found", self._agents.get(agent_id).public())
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
+        parse_empty(read_json(req, optional=True), "remove request (volumes is a query "
+                                                   "parameter)")
         volumes = param(req, "volumes", units.parse_bool) or False
         agent, kept = self._agents.remove(agent_id, volumes=volumes)
         message = f"agent {agent.name} ({agent.id}) removed"
         if kept:
-            message += f"; volumes still in use were kept: {', '.join(kept)}"
+            message += (f"; volumes kept (not created by Agentainer for this agent, or still "
+                        f"in use): {', '.join(kept)}")
         ok(resp, message, {"id": agent.id, "name": agent.name, "kept_volumes": kept})
 
 
@@ -73,8 +81,10 @@ class LifecycleResource:
 
     def __init__(self, agents: AgentService, operation: str) -> None:
         self._action = getattr(agents, operation)
+        self._operation = operation
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
+        parse_empty(read_json(req, optional=True), f"{self._operation} request")
         agent = self._action(agent_id)
         ok(resp, f"agent {agent.name} is {agent.status.value}", agent.public())
 

@@ -18,7 +18,8 @@ def _query(name: str, kind: str, description: str) -> dict[str, Any]:
 
 
 def _op(summary: str, *, params: tuple = (), body: str | None = None,
-        success: str = "200", errors: tuple[str, ...] = ("401", "403", "404", "503"),
+        body_required: bool = True, success: str = "200",
+        errors: tuple[str, ...] = ("401", "403", "404", "503"),
         public: bool = False, content: str = "application/json") -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": summary,
@@ -29,7 +30,7 @@ def _op(summary: str, *, params: tuple = (), body: str | None = None,
                       **{code: _ERROR for code in errors}},
     }
     if body:
-        operation["requestBody"] = {"required": True, "content": {
+        operation["requestBody"] = {"required": body_required, "content": {
             "application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}}}
     if public:
         operation["security"] = []
@@ -38,7 +39,8 @@ def _op(summary: str, *, params: tuple = (), body: str | None = None,
 
 def _lifecycle(verb: str) -> dict[str, Any]:
     return {"post": _op(f"{verb} the agent (see the lifecycle table)", params=(_AGENT_ID,),
-                        errors=("401", "403", "404", "409", "422", "503"))}
+                        body="Empty", body_required=False,
+                        errors=("400", "401", "403", "404", "409", "422", "503"))}
 
 
 _DEPLOY = {
@@ -67,15 +69,23 @@ _DEPLOY = {
         "private": {"type": "boolean", "default": False},
         "persist": {"type": "boolean", "default": True},
         "start": {"type": "boolean", "default": False},
+        "pull": {"type": "boolean", "default": False,
+                 "description": "pull the image from its registry first (even when present "
+                                "locally); a failed pull is 404 image_pull_failed and "
+                                "creates nothing"},
     },
 }
+
+# Lifecycle operations and remove take no fields: no body, or {}.
+_EMPTY = {"type": "object", "additionalProperties": False, "properties": {}}
 
 PATHS: dict[str, dict[str, Any]] = {
     "/health": {"get": _op("service health, with Redis and Docker reachability",
                            public=True, errors=("503",))},
     "/openapi.json": {"get": _op("this document", public=True, errors=())},
     "/agents": {
-        "post": _op("deploy an agent (created; start=true also starts it)", body="Deploy",
+        "post": _op("deploy an agent (created; start=true also starts it; pull=true pulls "
+                    "the image first)", body="Deploy",
                     success="201", errors=("400", "401", "403", "404", "409", "503")),
         "get": _op("list agents", params=(
             _query("status", "string", "created, running, paused, stopped or failed"),
@@ -84,7 +94,11 @@ PATHS: dict[str, dict[str, Any]] = {
     "/agents/{agent_id}": {
         "get": _op("one agent", params=(_AGENT_ID,)),
         "delete": _op("remove the agent, its container and records", params=(
-            _AGENT_ID, _query("volumes", "boolean", "also remove its named volumes"))),
+            _AGENT_ID, _query("volumes", "boolean",
+                              "also remove the named volumes Agentainer created for it "
+                              "(others are kept and listed in kept_volumes)")),
+            body="Empty", body_required=False,
+            errors=("400", "401", "403", "404", "503")),
     },
     **{f"/agents/{{agent_id}}/{verb}": _lifecycle(verb)
        for verb in ("start", "stop", "restart", "pause", "resume")},
@@ -145,6 +159,7 @@ def document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Deploy": _DEPLOY,
+                "Empty": _EMPTY,
                 "Envelope": {"type": "object", "required": ["success", "message"],
                              "properties": {"success": {"type": "boolean"},
                                             "message": {"type": "string"},

@@ -68,6 +68,26 @@ def test_too_many_cpus_is_a_clear_error(api: Api, name: str):
     assert api.get(f"/agents/{name}").status_code == 404
 
 
+# NOTE: a loopback port that refuses connections: the test never leaves this machine.
+UNREACHABLE_IMAGE = "127.0.0.1:1/nope:latest"
+
+
+def test_failed_pull_is_404_and_leaves_nothing(api: Api, name: str, docker_client):
+    reply = api.post("/agents", json={"name": name, "image": UNREACHABLE_IMAGE, "pull": True})
+    assert reply.status_code == 404, reply.text
+    assert error_of(reply) == "image_pull_failed"
+    assert UNREACHABLE_IMAGE in reply.json()["message"]
+    assert "connection refused" in reply.json()["message"]
+    assert api.get(f"/agents/{name}").status_code == 404
+    assert not docker_client.containers.list(all=True, filters={"label": f"agentainer.name={name}"})
+    api.deploy(name)  # the name was never taken
+
+
+def test_without_pull_a_missing_image_is_not_pulled(api: Api, name: str):
+    reply = api.post("/agents", json={"name": name, "image": UNREACHABLE_IMAGE})
+    assert reply.status_code == 404 and error_of(reply) == "image_not_found"
+
+
 def test_taken_name_is_409(api: Api, name: str):
     api.deploy(name)
     reply = api.post("/agents", json={"name": name, "image": ECHO_IMAGE})

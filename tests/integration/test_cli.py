@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 from tests.integration.conftest import BIN, ECHO_IMAGE, Api, Stack, run_cli
 
 
@@ -106,6 +106,39 @@ def test_token_and_version(stack: Stack):
     assert result.stdout.strip() == stack.token
     version = run_cli(stack, "version")
     assert version.returncode == 0 and "server: 0.1.0" in version.stdout
+
+
+def test_token_json(stack: Stack):
+    env = {k: v for k, v in stack.env.items() if k != "AGENTAINER_TOKEN"}
+    result = subprocess.run([sys.executable, str(BIN / "agentainer"), "token", "--json"],
+                            env=env, capture_output=True, text=True, timeout=30)
+    assert json.loads(result.stdout) == {"token": stack.token}
+
+
+def test_logs_offers_no_json(stack: Stack):
+    result = run_cli(stack, "logs", "anyone", "--json")
+    assert result.returncode == 2 and "--json" in result.stderr
+
+
+def test_local_token_is_not_sent_to_another_server(stack: Stack):
+    """APPSEC: exit 5 before connecting (a connection attempt would be exit 6)."""
+    other = f"http://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in stack.env.items() if k != "AGENTAINER_TOKEN"}
+    result = subprocess.run([sys.executable, str(BIN / "agentainer"), "--url", other, "list"],
+                            env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 5, result.stderr
+    assert "[token_required]" in result.stderr and "AGENTAINER_TOKEN" in result.stderr
+    assert stack.token not in result.stderr
+
+
+def test_deploy_pull_failure(stack: Stack, api: Api, name: str):
+    # NOTE: a loopback port that refuses connections: the test never leaves this machine.
+    result = run_cli(stack, "deploy", "--name", name, "--image", "127.0.0.1:1/nope:latest",
+                     "--pull")
+    assert result.returncode == 3, result.stderr
+    assert "cannot pull image" in result.stderr and "[image_pull_failed]" in result.stderr
+    assert "hint:" in result.stderr
+    assert api.get(f"/agents/{name}").status_code == 404
 
 
 def test_cli_finds_local_server_and_token_without_flags(stack: Stack):

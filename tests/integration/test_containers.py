@@ -6,7 +6,7 @@ import docker
 import pytest
 import requests
 
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 from tests.integration.conftest import BASE_IMAGE, STATEFUL_IMAGE, Api, Stack
 
 
@@ -111,14 +111,62 @@ def test_volume_data_survives_stop_and_start(api: Api, name: str, stack: Stack, 
     assert state["processed_count"] == 3
 
 
-def test_remove_with_volumes_removes_named_volumes(api: Api, name: str, stack: Stack,
-                                                    docker_client):
-    volume = f"{stack.prefix}-gone"
-    api.deploy(name, start=True, volumes=[{"volume": volume, "container_path": "/data"}])
-    assert docker_client.volumes.get(volume)
-    assert api.delete(f"/agents/{name}", params={"volumes": "true"}).status_code == 200
+@pytest.fixture
+def rogue_network(docker_client: docker.DockerClient, stack: Stack):
+    """A plain (not internal) bridge network, made before Agentainer looks for one."""
+    network = docker_client.networks.create(f"{stack.prefix}-rogue", driver="bridge")
+    yield network.name
+    network.remove()
+
+
+def test_no_egress_refuses_a_same_named_network_that_is_not_internal(
+        stack: Stack, rogue_network: str, name: str, docker_client):
+    """APPSEC: reusing it would give --no-egress agents a way out."""
+    port = free_port()
+    env = {**stack.env, "AGENTAINER_INTERNAL_NETWORK": rogue_network,
+           "AGENTAINER_PORT": str(port)}
+    other = Stack(f"http://127.0.0.1:{port}", env, stack.prefix, stack.data_dir,
+                  stack.volume_root, stack.network, rogue_network)
+    try:
+        other.start_server()
+        api = Api(other.url, other.token)
+        reply = api.post("/agents", json={"name": name, "image": STATEFUL_IMAGE, "egress": False})
+        assert reply.status_code == 409, reply.text
+        assert reply.json()["error"] == "network_mismatch"
+        message = reply.json()["message"]
+        assert rogue_network in message and "not internal" in message
+        assert api.get(f"/agents/{name}").status_code == 404
+        assert api.deploy(name, image=STATEFUL_IMAGE)["egress"] is True  # egress still works
+    finally:
+        other.stop_all()
+    info = docker_client.api.inspect_network(rogue_network)
+    assert info["Internal"] is False and not info["Containers"]
+
+
+def test_remove_with_volumes_removes_only_volumes_made_for_the_agent(
+        api: Api, name: str, stack: Stack, docker_client):
+    created, foreign = f"{stack.prefix}-gone", f"{stack.prefix}-foreign-{name}"
+    docker_client.volumes.create(foreign)  # NOTE: the session's clean-up takes the prefix
+    agent = api.deploy(name, start=True,
+                       volumes=[{"volume": created, "container_path": "/data"},
+                                {"volume": foreign, "container_path": "/foreign"}])
+    assert docker_client.volumes.get(created).attrs["Labels"] == {
+        "agentainer.managed": "1", "agentainer.id": agent["id"]}
+    assert not docker_client.volumes.get(foreign).attrs["Labels"]
+    reply = api.delete(f"/agents/{name}", params={"volumes": "true"})
+    assert reply.status_code == 200
+    assert reply.json()["data"]["kept_volumes"] == [foreign]
+    assert foreign in reply.json()["message"]
     with pytest.raises(docker.errors.NotFound):
-        docker_client.volumes.get(volume)
+        docker_client.volumes.get(created)
+    docker_client.volumes.get(foreign).remove()  # not Agentainer's: it survived
+
+
+def test_remove_without_volumes_keeps_them(api: Api, name: str, stack: Stack, docker_client):
+    volume = f"{stack.prefix}-kept-{name}"
+    api.deploy(name, volumes=[{"volume": volume, "container_path": "/data"}])
+    assert api.delete(f"/agents/{name}").status_code == 200
+    docker_client.volumes.get(volume).remove()
 
 
 @pytest.mark.parametrize("host_path", [

@@ -208,3 +208,32 @@ def test_two_concurrent_starts_leave_exactly_one_container(api, name, docker_cli
 def test_status_follows_docker_when_the_container_dies(api, running, name, docker_client):
     container_of(docker_client, running["id"]).kill()
     wait_for(lambda: api.status(name) == "stopped", timeout=15, message="status stopped")
+
+
+@pytest.mark.parametrize("verb", ["start", "stop", "restart", "pause", "resume"])
+def test_lifecycle_body_with_fields_is_400_and_changes_nothing(api, name, verb):
+    api.deploy(name, start=verb in ("stop", "restart", "pause"))
+    before = api.status(name)
+    reply = api.post(f"/agents/{name}/{verb}", json={"force": True})
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"] == "invalid_input" and "force" in reply.json()["message"]
+    assert api.status(name) == before
+
+
+@pytest.mark.parametrize("body", [{"data": ""}, {"json": {}},
+                                  {"data": "", "headers": {"Content-Type": "text/plain"}}])
+def test_lifecycle_takes_no_body_or_an_empty_object(api, name, body):
+    api.deploy(name)
+    reply = api.post(f"/agents/{name}/start", **body)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["data"]["status"] == "running"
+
+
+def test_remove_body_with_fields_is_400_and_keeps_the_agent(api, name):
+    api.deploy(name)
+    reply = api.delete(f"/agents/{name}", json={"force": True})
+    assert reply.status_code == 400, reply.text
+    assert "force" in reply.json()["message"]
+    assert api.get(f"/agents/{name}").status_code == 200
+    assert api.delete(f"/agents/{name}", json={}).status_code == 200
+    assert api.get(f"/agents/{name}").status_code == 404

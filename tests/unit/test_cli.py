@@ -1,8 +1,12 @@
 import io
+import json
+import socket
+import threading
 
 import pytest
 
 from agentainer import cli
+from agentainer.errors import Unauthorized
 from agentainer.status import ExitStatus
 
 
@@ -79,13 +83,42 @@ def test_every_subcommand_has_a_handler():
     assert set(cli.HANDLERS) == set(MINIMAL_ARGS)
 
 
-@pytest.mark.parametrize("command", MINIMAL_ARGS)
+RAW_OUTPUT = {"logs"}  # NOTE: the container's own bytes; no JSON form to offer
+
+
+@pytest.mark.parametrize("command", sorted(set(MINIMAL_ARGS) - RAW_OUTPUT))
 @pytest.mark.parametrize("json_flag", [[], ["--json"]])
 def test_subcommands_accept_json(command, json_flag):
     args = cli.make_parser().parse_args([command, *MINIMAL_ARGS[command], *json_flag])
     assert args.command == command
     assert args.handler is cli.HANDLERS[command]
     assert args.json is bool(json_flag)
+
+
+@pytest.mark.parametrize("command", sorted(RAW_OUTPUT))
+def test_raw_output_commands_do_not_offer_json(command, capsys):
+    with pytest.raises(SystemExit):
+        cli.make_parser().parse_args([command, *MINIMAL_ARGS[command], "--json"])
+    assert "unrecognized arguments: --json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, printed", [
+    ([], "local-admin-token-0123456789\n"),
+    (["--json"], {"token": "local-admin-token-0123456789"}),
+    (["--path", "--json"], {"path": "TOKEN_FILE"}),
+])
+def test_token_json(tmp_path, capsys, monkeypatch, flags, printed):
+    (tmp_path / "admin.token").write_text("local-admin-token-0123456789\n")
+    monkeypatch.setenv("AGENTAINER_CONFIG", "/dev/null")
+    monkeypatch.setenv("AGENTAINER_DATA_DIR", str(tmp_path))
+    assert cli.main(["token", *flags], environ={}) == ExitStatus.SUCCESS
+    out = capsys.readouterr().out
+    if isinstance(printed, dict):
+        expected = {k: str(tmp_path / "admin.token") if v == "TOKEN_FILE" else v
+                    for k, v in printed.items()}
+        assert json.loads(out) == expected
+    else:
+        assert out == printed
 
 
 @pytest.mark.parametrize("flags, attribute, value", [
@@ -105,6 +138,7 @@ def test_subcommands_accept_json(command, json_flag):
     (["--health-retries", "5"], "health_retries", 5),
     (["--pids-limit", "100"], "pids_limit", 100),
     (["--no-persist"], "no_persist", True),
+    (["--pull"], "pull", True),
 ])
 def test_deploy_flags(flags, attribute, value):
     args = cli.make_parser().parse_args(["deploy", *MINIMAL_ARGS["deploy"], *flags])
@@ -162,3 +196,85 @@ def test_table_aligns_columns():
         "agent-0123456789ab  web       running",
         "agent-ba9876543210  worker-2",
     ]
+
+
+LOCAL_TOKEN = "local-admin-token-0123456789"
+
+
+@pytest.fixture
+def local_conf(tmp_path) -> dict[str, str]:
+    """An environment whose conf puts the local server at 127.0.0.1:8081 with a token file."""
+    (tmp_path / "admin.token").write_text(LOCAL_TOKEN + "\n")
+    return {"AGENTAINER_CONFIG": "/dev/null", "AGENTAINER_DATA_DIR": str(tmp_path),
+            "AGENTAINER_PORT": "8081"}
+
+
+def server_of(argv: list[str], environ: dict[str, str]) -> tuple[str, str | None]:
+    return cli.find_server(cli.make_parser().parse_args(argv), environ)
+
+
+@pytest.mark.parametrize("url", [None, "http://127.0.0.1:8081", "http://localhost:8081/",
+                                 "http://127.0.0.2:8081", "http://[::1]:8081"])
+def test_local_server_gets_the_local_token(local_conf, url):
+    environ = {**local_conf, **({"AGENTAINER_URL": url} if url else {})}
+    assert server_of(["list"], environ) == (url or "http://127.0.0.1:8081", LOCAL_TOKEN)
+
+
+@pytest.mark.parametrize("url", ["https://agents.example.com", "http://10.1.2.3:8081",
+                                 "http://127.0.0.1:9000", "http://agents.example.com:8081",
+                                 "http://127.0.0.1:notaport"])
+@pytest.mark.parametrize("via", ["flag", "env"])
+def test_other_servers_never_get_the_local_token(local_conf, url, via):
+    """APPSEC: the local admin token must not leak to a server the user merely points at."""
+    argv, environ = ((["--url", url, "list"], local_conf) if via == "flag"
+                     else (["list"], {**local_conf, "AGENTAINER_URL": url}))
+    with pytest.raises(Unauthorized, match="set AGENTAINER_TOKEN or --token") as caught:
+        server_of(argv, environ)
+    assert caught.value.code == "token_required"
+    assert LOCAL_TOKEN not in caught.value.message
+
+
+def test_other_servers_get_the_given_token(local_conf):
+    url = "https://agents.example.com"
+    assert server_of(["--url", url, "--token", "theirs", "list"], local_conf) == (url, "theirs")
+    assert server_of(["list"], {**local_conf, "AGENTAINER_URL": url,
+                                "AGENTAINER_TOKEN": "theirs"}) == (url, "theirs")
+
+
+def test_tokenless_commands_reach_other_servers_without_a_token(local_conf):
+    url = "https://agents.example.com"
+    assert server_of(["--url", url, "version"], local_conf) == (url, None)
+
+
+def test_remote_without_token_exits_5_before_sending_anything(local_conf, capsys):
+    status = cli.main(["--url", "http://10.1.2.3:8081", "list"], environ=local_conf)
+    assert status == ExitStatus.AUTH
+    err = capsys.readouterr().err
+    assert "not the local server" in err and "[token_required]" in err
+
+
+def serve_once(reply: bytes) -> str:
+    """Answer one HTTP request on loopback with ``reply``, then drop the connection."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        with listener:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(reply)
+
+    threading.Thread(target=answer, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def test_logs_cut_off_mid_stream_is_a_clear_error(capsys, monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # NOTE: a proxy would answer instead
+    url = serve_once(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n6\r\nhello\n\r\n40\r\npart")
+    status = cli.main(["--url", url, "--token", "x", "logs", "web", "--follow"], environ={})
+    assert status == ExitStatus.UNAVAILABLE
+    captured = capsys.readouterr()
+    assert captured.out.startswith("hello\n")
+    assert "the stream from" in captured.err and "[stream_interrupted]" in captured.err
+    assert "Traceback" not in captured.err

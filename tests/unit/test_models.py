@@ -4,7 +4,9 @@ import json
 import pytest
 
 from agentainer.errors import InvalidInput
-from agentainer.models import Agent, AgentSpec, HealthCheck, Volume, parse_deploy
+from agentainer.models import (
+    Agent, AgentSpec, DeployOptions, HealthCheck, Volume, parse_deploy, parse_empty,
+)
 from agentainer.states import AgentStatus, Desired
 
 TOKEN = "s3cret-agent-token-0123"
@@ -22,20 +24,20 @@ def refused(**fields) -> str:
 
 
 def test_minimal_body():
-    spec, start = parse_deploy({"name": "web", "image": "nginx"})
+    spec, options = parse_deploy({"name": "web", "image": "nginx"})
     assert spec == AgentSpec(name="web", image="nginx")
     assert (spec.egress, spec.persist, spec.private, spec.auto_restart) == (True, True, False, False)
-    assert start is False
+    assert options == DeployOptions(start=False, pull=False)
 
 
 def test_every_field():
-    spec, start = deploy(
+    spec, options = deploy(
         env_vars={"MODEL": "small"}, cpu_limit="500m", memory_limit="512m", pids_limit=100,
         auto_restart=True, token=TOKEN,
         volumes=[{"container_path": "/data", "host_path": "/srv/data", "read_only": True},
                  {"container_path": "/cache", "volume": "cache"}],
         health_check={"endpoint": "/ready", "interval": "10s", "timeout": "2s", "retries": 5},
-        app_port=8080, egress=False, private=True, persist=False, start=True)
+        app_port=8080, egress=False, private=True, persist=False, start=True, pull=True)
     assert spec == AgentSpec(
         name="web", image="nginx", env_vars={"MODEL": "small"}, cpu_limit=500_000_000,
         memory_limit=512 * MIB, pids_limit=100, auto_restart=True,
@@ -44,7 +46,7 @@ def test_every_field():
                  Volume("/cache", volume="cache")),
         health_check=HealthCheck("/ready", 10.0, 2.0, 5),
         app_port=8080, egress=False, private=True, persist=False)
-    assert start is True
+    assert options == DeployOptions(start=True, pull=True)
 
 
 def test_unknown_fields_are_listed():
@@ -259,7 +261,8 @@ def test_private_needs_a_token():
     assert deploy(private=True, token=TOKEN)[0].private is True
 
 
-@pytest.mark.parametrize("field", ["auto_restart", "egress", "private", "persist", "start"])
+@pytest.mark.parametrize("field", ["auto_restart", "egress", "private", "persist", "start",
+                                   "pull"])
 @pytest.mark.parametrize("value", ["true", "false", 1, 0, "yes"])
 def test_booleans_must_be_json_booleans(field, value):
     extra = {"token": TOKEN} if field == "private" else {}
@@ -321,3 +324,26 @@ def test_health_check_must_be_an_object():
 def test_spec_round_trips_through_json(fields):
     spec, _ = deploy(**fields)
     assert AgentSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+@pytest.mark.parametrize("body", [None, {}])
+def test_empty_body_accepted(body):
+    assert parse_empty(body, "start request") is None
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"force": True}, "unknown field(s) in start request: force (allowed: none)"),
+    ([], "the request body must be a JSON object"),
+    ("x", "the request body must be a JSON object"),
+])
+def test_body_with_fields_refused(body, message):
+    with pytest.raises(InvalidInput) as caught:
+        parse_empty(body, "start request")
+    assert caught.value.message == message
+
+
+def test_every_deploy_field_is_in_the_openapi_document():
+    from agentainer.api.openapi import document
+    from agentainer.models import DEPLOY_FIELDS
+    described = document()["components"]["schemas"]["Deploy"]["properties"]
+    assert set(described) == DEPLOY_FIELDS
