@@ -95,6 +95,8 @@ SETTINGS: tuple[Setting, ...] = (
             "how long a lifecycle call waits for another one on the same agent"),
     Setting("threads", units.parse_positive_int, "160",
             "worker threads per server process; each open proxied stream holds one"),
+    Setting("api_threads", units.parse_positive_int, "16",
+            "of those, kept for the API: proxied requests past threads - api_threads get 503"),
     Setting("proxy_threads", units.parse_positive_int, "32",
             "worker threads for agents' calls on the network gateways"),
     Setting("connection_limit", units.parse_positive_int, "1000",

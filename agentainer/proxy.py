@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable, Iterator
 
 import urllib3
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, ReadTimeoutError
+from urllib3.connection import HTTPConnection
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
 
 from agentainer.journal import Journal
 
@@ -26,6 +27,10 @@ REDACTED = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-k
 OWN_PREFIX = "x-agentainer-"
 FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "host"})
 CHUNK = 64 * 1024
+# NOTE: the lease is connect + read timeout + a 5 s grace from its last renewal; renewing on
+# every chunk at least this long after the last renewal keeps it alive across any silence
+# up to read_timeout, at one Redis call per stream every RENEW_EVERY seconds at most.
+RENEW_EVERY = 2.0
 
 
 class AgentDown(Exception):
@@ -38,6 +43,38 @@ class AgentFailed(Exception):
     def __init__(self, message: str, *, timeout: bool) -> None:
         super().__init__(message)
         self.timeout = timeout
+
+
+class StaleConnection(AgentFailed):
+    """A kept-alive connection went unanswered: the agent closed it as it was reused."""
+
+
+class _ClosedWhileIdle(ConnectionResetError):
+    """Marks a reset or EOF, before any response byte, on a connection already answered."""
+
+
+class _AgentConnection(HTTPConnection):
+    """An upstream connection that tells a stale reused socket from a failed first request."""
+
+    _answered = False
+
+    def connect(self) -> None:
+        super().connect()
+        self._answered = False
+
+    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]
+        try:
+            response = super().getresponse()
+        except ConnectionResetError as ex:  # NOTE: http.client's RemoteDisconnected too
+            if self._answered:
+                raise _ClosedWhileIdle(str(ex)) from ex
+            raise
+        self._answered = True
+        return response
+
+
+class _AgentPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _AgentConnection
 
 
 def end_to_end(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -76,10 +113,14 @@ def replay_headers(stored: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def response_headers(headers: urllib3.HTTPHeaderDict) -> list[tuple[str, str]]:
-    """Return the agent's response headers minus hop-by-hop ones."""
+    """Return the agent's response headers minus hop-by-hop and ``X-Agentainer-*`` ones.
+
+    APPSEC: an agent cannot pass off its own request ID or replay flag as Agentainer's.
+    """
     named = {token.strip().lower() for token in headers.get("connection", "").split(",")}
     return [(name, value) for name, value in headers.iteritems()
-            if name.lower() not in HOP_BY_HOP and name.lower() not in named]
+            if not (name.lower() in HOP_BY_HOP or name.lower() in named
+                    or name.lower().startswith(OWN_PREFIX))]
 
 
 class Upstream:
@@ -90,19 +131,42 @@ class Upstream:
         self._pool = urllib3.PoolManager(
             num_pools=512, maxsize=pool_size, block=False, retries=False,
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout))
+        self._pool.pool_classes_by_scheme = {"http": _AgentPool}
 
     def send(self, route: str, method: str, target: str, headers: list[tuple[str, str]],
-             body: bytes) -> urllib3.BaseHTTPResponse:
+             body: bytes, *, resend: bool = False) -> urllib3.BaseHTTPResponse:
         """Send a request and return the response with its body unread.
+
+        Args:
+            resend: the request may go out once more, on a new connection, when the
+                kept-alive one it went out on turns out closed by the agent (an idempotent
+                method, or a journaled request, which would be redelivered anyway).
 
         Raises:
             AgentDown: nothing was sent (the agent is down or unreachable).
             AgentFailed: the request was sent but no response came.
         """
         host, _, port = route.rpartition(":")
+        # PERF: the route's pool directly; no URL to build and parse per request
+        pool = self._pool.connection_from_host(host, int(port), scheme="http")
         try:
-            # PERF: the route's pool directly; no URL to build and parse per request
-            pool = self._pool.connection_from_host(host, int(port), scheme="http")
+            return self._open(pool, route, method, target, headers, body)
+        except StaleConnection:
+            # NOTE: an agent closing an idle keep-alive connection races our reuse of it
+            # (urllib3 only drops connections already seen closed when it hands them out).
+            if not resend:
+                raise
+        logger.debug("agent at %s: closed a kept-alive connection; sending again", route)
+        try:
+            return self._open(pool, route, method, target, headers, body)
+        except AgentDown as ex:  # NOTE: the first send may have reached the agent
+            raise AgentFailed(f"the agent closed the connection and refuses new ones: {ex}",
+                              timeout=False) from ex
+
+    @staticmethod
+    def _open(pool: urllib3.HTTPConnectionPool, route: str, method: str, target: str,
+              headers: list[tuple[str, str]], body: bytes) -> urllib3.BaseHTTPResponse:
+        try:
             return pool.urlopen(method, target, body=body or None, headers=dict(headers),
                                 redirect=False, preload_content=False, decode_content=False,
                                 assert_same_host=False, retries=False)
@@ -110,6 +174,9 @@ class Upstream:
             raise AgentDown(f"cannot connect to the agent at {route}: {ex}") from ex
         except ReadTimeoutError as ex:
             raise AgentFailed(f"the agent did not answer in time: {ex}", timeout=True) from ex
+        except ProtocolError as ex:
+            error = StaleConnection if isinstance(ex.args[-1], _ClosedWhileIdle) else AgentFailed
+            raise error(f"the agent failed mid-request: {ex}", timeout=False) from ex
         except HTTPError as ex:
             raise AgentFailed(f"the agent failed mid-request: {ex}", timeout=False) from ex
 
@@ -118,14 +185,16 @@ class Relay:
     """Iterates over an agent's response as it arrives, teeing it into the journal.
 
     ``close()`` (called by the WSGI server at the end, or when the client goes away)
-    releases the upstream connection and records the outcome exactly once.
+    releases the upstream connection and records the outcome exactly once. ``arrived`` is
+    when the request arrived (before its lease was taken), on ``clock``.
     """
 
     def __init__(self, upstream: urllib3.BaseHTTPResponse, *, journal: Journal | None,
                  request_id: str, capture_limit: int, on_failure: Callable[[str], None],
-                 latency: float, clock: Callable[[], float] = time.monotonic) -> None:
+                 arrived: float, clock: Callable[[], float] = time.monotonic) -> None:
+        now = clock()
         self._upstream = upstream
-        self._latency = latency
+        self._latency = now - arrived
         self._journal = journal
         self._request_id = request_id
         self._limit = capture_limit
@@ -133,9 +202,11 @@ class Relay:
         self._truncated = False
         self._on_failure = on_failure
         self._clock = clock
-        self._renew_at = clock() + (journal.lease_seconds / 2 if journal else 0)
+        self._renewed = arrived
         self._chunks = self._read()
         self._outcome: str | None = None
+        if journal is not None:
+            self._renew(now)  # NOTE: the answer's headers may have been long in coming
 
     def __iter__(self) -> "Relay":
         return self
@@ -164,10 +235,12 @@ class Relay:
             self._captured += chunk[:room]
         if len(chunk) > room:
             self._truncated = True
-        now = self._clock()
-        if now >= self._renew_at:
+        self._renew(self._clock())
+
+    def _renew(self, now: float) -> None:
+        if now - self._renewed >= RENEW_EVERY:
             self._journal.renew(self._request_id)
-            self._renew_at = now + self._journal.lease_seconds / 2
+            self._renewed = now
 
     def close(self) -> None:
         self._finish("completed", "client disconnected before the end of the response")

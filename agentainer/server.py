@@ -12,14 +12,19 @@ import waitress
 
 from agentainer import daemon
 from agentainer.agents import AgentService
-from agentainer.api.app import ProxyOnly, create_app
+from agentainer.api import agents as agents_api
+from agentainer.api.app import ProxyCap, ProxyOnly, create_app
 from agentainer.config import Config
-from agentainer.errors import AgentainerError
+from agentainer.errors import AgentainerError, InvalidConfig
 from agentainer.janitor import Janitor
 from agentainer.status import ExitStatus
 from agentainer.wiring import build
 
 logger = logging.getLogger(__name__)
+
+# NOTE: waitress reads a whole body before the app sees it, and refuses (413, plain text)
+# one that reaches its limit; the app's own 413 (JSON) covers the first BODY_SLACK bytes over.
+BODY_SLACK = 64 * 1024
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -58,7 +63,14 @@ def gateway_sockets(settings: Config, agents: AgentService) -> list[socket.socke
 
 
 def serve(settings: Config) -> int:
-    """Serve until interrupted; return the exit status."""
+    """Serve until interrupted; return the exit status.
+
+    Raises:
+        InvalidConfig: ``api_threads`` leaves no thread for the proxy.
+    """
+    if settings.api_threads >= settings.threads:
+        raise InvalidConfig(f"api_threads = {settings.api_threads} must be less than "
+                            f"threads = {settings.threads}")
     components = build(settings)
     app = create_app(settings, components=components)
     try:
@@ -70,12 +82,17 @@ def serve(settings: Config) -> int:
                "connection_limit": settings.connection_limit, "channel_timeout": 300,
                "asyncore_use_poll": True}
     shared: dict = {}
-    main = waitress.create_server(app, map=shared, sockets=[sock], threads=settings.threads,
-                                  **options)
+    # APPSEC: an oversized body is refused as it arrives, not buffered whole (1 GiB default)
+    main = waitress.create_server(
+        ProxyCap(app, settings.threads - settings.api_threads), map=shared, sockets=[sock],
+        threads=settings.threads,
+        max_request_body_size=max(settings.max_body, agents_api.MAX_BODY) + BODY_SLACK,
+        **options)
     gateways = gateway_sockets(settings, components.agents)
     if gateways:
         waitress.create_server(ProxyOnly(app), map=shared, sockets=gateways,
-                               threads=settings.proxy_threads, **options)
+                               threads=settings.proxy_threads,
+                               max_request_body_size=settings.max_body + BODY_SLACK, **options)
     janitor = Janitor(components.store, components.journal,
                       schedule=components.scheduler.schedule)
     janitor.start()

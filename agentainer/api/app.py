@@ -1,6 +1,8 @@
 """The composition root: builds collaborators and registers every route in one table."""
 
-from collections.abc import Callable, Iterable
+import json
+import threading
+from collections.abc import Callable, Iterable, Iterator
 
 import falcon
 
@@ -11,10 +13,12 @@ from agentainer.api.auth import AuthMiddleware
 from agentainer.api.observability import (
     AgentHealthResource, AgentMetricsResource, PrometheusResource,
 )
-from agentainer.api.proxy import PATTERN, ProxySink
+from agentainer.api.envelope import failure
+from agentainer.api.proxy import PATTERN, REQUEST_ID_HEADER, RETRY_AFTER, ProxySink
 from agentainer.api.requests import ReplayResource, RequestResource, RequestsResource
 from agentainer.api.system import HealthResource, OpenAPIResource
 from agentainer.config import Config
+from agentainer.journal import new_request_id
 from agentainer.metrics import ControlPlaneCollector
 from agentainer.wiring import Components, build
 
@@ -81,3 +85,52 @@ class ProxyOnly:
         start_response("404 Not Found", [("Content-Type", "application/json")])
         return [b'{"success": false, "message": "only /agent/... is served here", '
                 b'"error": "route_not_found"}']
+
+
+class ProxyCap:
+    """Answers ``503 proxy_busy`` to ``/agent/...`` requests beyond ``limit`` at a time.
+
+    Every proxied request (an open stream included) holds one of waitress's worker
+    threads until its response ends; capping them below the pool's size keeps threads
+    free for the management API, which long streams would otherwise starve.
+    """
+
+    def __init__(self, app: WSGIApp, limit: int) -> None:
+        self._app = app
+        self._slots = threading.BoundedSemaphore(limit)
+        self._busy = json.dumps(failure(
+            f"the proxy is serving {limit} requests, its limit per server process "
+            "(threads - api_threads); retry later", "proxy_busy")).encode()
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if not environ.get("PATH_INFO", "").startswith("/agent/"):
+            return self._app(environ, start_response)
+        if not self._slots.acquire(blocking=False):
+            start_response("503 Service Unavailable", [
+                ("Content-Type", "application/json"), ("Retry-After", RETRY_AFTER),
+                (REQUEST_ID_HEADER, new_request_id())])
+            return [self._busy]
+        try:
+            return _Releasing(self._app(environ, start_response), self._slots.release)
+        except BaseException:
+            self._slots.release()
+            raise
+
+
+class _Releasing:
+    """A response iterable that frees its proxy slot when the WSGI server closes it."""
+
+    def __init__(self, body: Iterable[bytes], release: Callable[[], None]) -> None:
+        self._body = body
+        self._release = release
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)  # PERF: the server iterates the body itself, no extra hop
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._release()

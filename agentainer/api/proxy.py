@@ -15,7 +15,8 @@ from agentainer.errors import (
 from agentainer.journal import Admission, IncomingRequest, Journal, new_request_id
 from agentainer.models import ID_RE, hash_token
 from agentainer.proxy import (
-    AgentDown, AgentFailed, Relay, Upstream, forward_headers, response_headers, stored_headers,
+    OWN_PREFIX, AgentDown, AgentFailed, Relay, Upstream, forward_headers, response_headers,
+    stored_headers,
 )
 
 logger = logging.getLogger(__name__)
@@ -23,6 +24,8 @@ logger = logging.getLogger(__name__)
 PATTERN = r"^/agent/(?P<agent_ref>[^/]+)(?P<rest>/.*)?\Z"
 REQUEST_ID_HEADER = "X-Agentainer-Request-Id"
 RETRY_AFTER = "5"
+# RFC 9110 §9.2.2: sending these twice has the effect of sending them once.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 class ProxySink:
@@ -88,7 +91,10 @@ class ProxySink:
         forwarded.append((REQUEST_ID_HEADER, request_id))
         target = target_path + (f"?{req.query_string}" if req.query_string else "")
         try:
-            upstream = self._upstream.send(admission.route, req.method, target, forwarded, body)
+            # NOTE: a journaled request that fails is redelivered anyway, so it may be resent
+            upstream = self._upstream.send(
+                admission.route, req.method, target, forwarded, body,
+                resend=journaled or req.method in IDEMPOTENT_METHODS)
         except AgentDown as ex:
             self._on_down(admission.agent_id)
             if not journaled:
@@ -113,7 +119,7 @@ class ProxySink:
             resp.append_header(name, value)
         resp.stream = Relay(
             upstream, journal=self._journal if journaled else None, request_id=request_id,
-            capture_limit=self._capture_limit, latency=time.monotonic() - arrived,
+            capture_limit=self._capture_limit, arrived=arrived,
             on_failure=lambda note: self._requeue(request_id, admission.agent_id, note))
 
     def _read_body(self, req: falcon.Request) -> bytes:
@@ -152,9 +158,15 @@ class ProxySink:
                            f"see /agents/{admission.agent_id}/requests/{admission.request_id}",
                            code="idempotency_in_progress")
         record = self._journal.get(admission.agent_id, admission.request_id)
+        if record.get("resp_truncated"):
+            raise Conflict("the response to the request with this Idempotency-Key was not kept "
+                           "whole (over capture_limit, or the first client went away); see "
+                           f"/agents/{admission.agent_id}/requests/{admission.request_id}",
+                           code="idempotency_response_unavailable")
         resp.status = record["resp_status"]
         for name, value in record["resp_headers"]:
-            if name.lower() != "content-length":
+            # APPSEC: records captured before agents' X-Agentainer-* headers were dropped
+            if name.lower() != "content-length" and not name.lower().startswith(OWN_PREFIX):
                 resp.append_header(name, value)
         resp.set_header("X-Agentainer-Idempotent-Replay", "true")
         resp.data = record["resp_body"]

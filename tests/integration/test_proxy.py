@@ -2,14 +2,42 @@
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import requests
 
-from tests.integration.conftest import ECHO_IMAGE, STREAM_IMAGE, Api, Stack, run_cli
+from tests.helpers import free_port, wait_for
+from tests.integration.conftest import (
+    BIN, ECHO_IMAGE, STREAM_IMAGE, Api, Stack, run_cli,
+)
 from tests.integration.journal_helpers import record, started, wait_for_status
+
+MAX_BODY = 1024 * 1024          # AGENTAINER_MAX_BODY in the test stack
+WAITRESS_LIMIT = MAX_BODY + 64 * 1024   # server.BODY_SLACK over it
+
+# An agent app that tries to pass its own headers off as Agentainer's.
+SPOOFING_APP = """
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("X-Agentainer-Request-Id", "req-spoofed")
+        self.send_header("X-Agentainer-Idempotent-Replay", "true")
+        self.send_header("X-Own", "kept")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+ThreadingHTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
+"""
 
 
 @pytest.fixture
@@ -96,8 +124,73 @@ def test_private_agent_needs_its_token(stack: Stack, api: Api, name: str):
     assert started_agent["private"] is True
 
 
+def test_agents_cannot_spoof_agentainer_headers(stack: Stack, api: Api, name: str):
+    app_dir = stack.volume_root / name
+    app_dir.mkdir()
+    (app_dir / "app.py").write_text(SPOOFING_APP)
+    started(api, name, volumes=[{"host_path": str(app_dir), "container_path": "/app",
+                                 "read_only": True}])
+    key = {"Idempotency-Key": f"spoof-{name}"}
+    for reply in (proxied(stack, name, "/", headers=key), proxied(stack, name, "/", headers=key)):
+        assert reply.status_code == 200 and reply.headers["X-Own"] == "kept"
+        assert reply.headers["X-Agentainer-Request-Id"].startswith("req-")
+        assert "spoofed" not in reply.headers["X-Agentainer-Request-Id"]
+    assert "X-Agentainer-Idempotent-Replay" not in proxied(stack, name, "/").headers
+    stored = record(api, name, reply.headers["X-Agentainer-Request-Id"])
+    assert [h for h, _ in stored["resp_headers"] if h.lower().startswith("x-agentainer")] == []
+
+
+def raw_exchange(stack: Stack, head: bytes, chunks: Iterator[bytes] = iter(())) -> bytes:
+    """Send a request head, then body chunks until the server answers; return the answer."""
+    host, port = stack.url.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head)
+        sock.setblocking(False)
+        for chunk in chunks:
+            try:
+                if sock.recv(1, socket.MSG_PEEK):
+                    break
+            except BlockingIOError:
+                pass
+            sock.setblocking(True)
+            sock.sendall(chunk)
+            sock.setblocking(False)
+        sock.setblocking(True)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+        return answer
+
+
+def test_a_body_far_over_the_cap_is_refused_before_it_is_read(stack: Stack, echo: str):
+    started_at = time.monotonic()
+    answer = raw_exchange(stack, f"POST /agent/{echo}/huge HTTP/1.1\r\nHost: x\r\n"
+                                 f"Content-Length: {512 * 1024 ** 2}\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert time.monotonic() - started_at < 5
+
+
+def test_a_chunked_body_over_the_cap_is_refused_as_it_arrives(stack: Stack, echo: str):
+    sent = 0
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal sent
+        for _ in range(256):                    # up to 16 MiB; the limit is about 1 MiB
+            sent += 64 * 1024
+            yield b"10000\r\n" + b"x" * (64 * 1024) + b"\r\n"
+            time.sleep(0.005)
+
+    answer = raw_exchange(stack, f"POST /agent/{echo}/huge HTTP/1.1\r\nHost: x\r\n"
+                                 "Transfer-Encoding: chunked\r\n\r\n".encode(), chunks())
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert sent < 8 * WAITRESS_LIMIT   # refused on arrival (socket buffers hold some)
+
+
 def test_body_over_the_cap_is_413_and_not_stored(stack: Stack, echo: str, api: Api):
-    reply = proxied(stack, echo, "/big", "POST", data=b"x" * (1024 * 1024 + 1))
+    reply = proxied(stack, echo, "/big", "POST", data=b"x" * (MAX_BODY + 1))
     assert reply.status_code == 413 and reply.json()["error"] == "body_too_large"
     listed = api.get(f"/agents/{echo}/requests").json()["data"]["requests"]
     assert all(r["path"] != "/big" for r in listed)
@@ -139,6 +232,19 @@ def test_idempotency_key(stack: Stack, echo: str, api: Api):
     assert different.status_code == 422 and different.json()["error"] == "idempotency_mismatch"
     listed = api.get(f"/agents/{echo}/requests").json()["data"]["requests"]
     assert [r["path"] for r in listed].count("/pay") == 1
+
+
+def test_idempotency_key_with_a_truncated_response_is_409(stack: Stack, echo: str, api: Api):
+    key = {"Idempotency-Key": f"large-{echo}"}
+    body = b"y" * (200 * 1024)                  # the echo is over capture_limit (64k)
+    first = proxied(stack, echo, "/large", "POST", data=body, headers=key)
+    assert first.status_code == 200 and len(first.content) > len(body)
+    again = proxied(stack, echo, "/large", "POST", data=body, headers=key)
+    assert again.status_code == 409
+    assert again.json()["error"] == "idempotency_response_unavailable"
+    request_id = first.headers["X-Agentainer-Request-Id"]
+    assert again.headers["X-Agentainer-Request-Id"] == request_id
+    assert f"/requests/{request_id}" in again.json()["message"]
 
 
 def test_idempotency_key_in_flight_is_409(stack: Stack, echo: str):
@@ -215,3 +321,45 @@ def test_removing_an_agent_removes_its_journal(stack: Stack, echo: str, api: Api
 
 def test_deploying_through_the_image_of_a_missing_agent_is_unaffected(api: Api, name: str):
     assert api.deploy(name, image=ECHO_IMAGE)["status"] == "created"
+
+
+@pytest.fixture
+def small_server(stack: Stack) -> Iterator[str]:
+    """A second server process on the same Redis with 4 threads, 2 kept for the API."""
+    port = free_port()
+    env = {**stack.env, "AGENTAINER_PORT": str(port), "AGENTAINER_THREADS": "4",
+           "AGENTAINER_API_THREADS": "2"}
+    with open(stack.data_dir / "small-server.log", "ab") as log:
+        server = subprocess.Popen([sys.executable, str(BIN / "agentainer-server")], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: requests.get(url + "/health", timeout=2).ok, timeout=30,
+                 message="the small server's /health")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+
+def test_long_streams_cannot_starve_the_api(stack: Stack, api: Api, name: str,
+                                            small_server: str):
+    started(api, name, image=STREAM_IMAGE)
+    body = {"model": "m", "stream": True, "tokens": 200, "token_delay": 0.1,
+            "messages": [{"role": "user", "content": "x"}]}
+    url = f"{small_server}/agent/{name}/v1/chat/completions"
+    streams = [requests.post(url, json=body, stream=True, timeout=30) for _ in range(2)]
+    try:
+        assert [s.status_code for s in streams] == [200, 200]
+        busy = requests.post(url, json=body, timeout=10)
+        assert busy.status_code == 503 and busy.json()["error"] == "proxy_busy"
+        assert busy.headers["Retry-After"]
+        listed = requests.get(f"{small_server}/agents", timeout=10,
+                              headers={"Authorization": f"Bearer {stack.token}"})
+        assert listed.status_code == 200
+        assert all(s.raw.read(16) for s in streams)  # still streaming
+    finally:
+        for stream in streams:
+            stream.close()
+    wait_for(lambda: requests.get(f"{small_server}/agent/{name}/health", timeout=10
+                                  ).status_code == 200, timeout=20, message="a free slot")

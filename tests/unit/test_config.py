@@ -36,6 +36,7 @@ def test_defaults(conf):
         "stop_timeout": 10.0,
         "lock_timeout": 30.0,
         "threads": 160,
+        "api_threads": 16,
         "proxy_threads": 32,
         "connection_limit": 1000,
         "connect_timeout": 3.0,

@@ -1,9 +1,14 @@
-"""agentainer-server refuses bad settings at start, naming where they came from."""
+"""agentainer-server refuses bad settings at start; the proxy cap keeps threads for the API."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from agentainer.api.app import ProxyCap
 
 SERVER = Path(__file__).resolve().parents[2] / "bin" / "agentainer-server"
 
@@ -40,3 +45,64 @@ def test_unknown_key_is_refused(tmp_path):
 def test_bad_flag_value(tmp_path):
     result = start({"AGENTAINER_CONFIG": "/dev/null"}, "--threads", "0")
     assert result.returncode == 7 and "--threads" in result.stderr
+
+
+def test_api_threads_must_leave_threads_for_the_proxy():
+    result = start({"AGENTAINER_CONFIG": "/dev/null", "AGENTAINER_THREADS": "16"})
+    assert result.returncode == 7
+    assert "api_threads = 16" in result.stderr and "threads = 16" in result.stderr
+
+
+class StreamingApp:
+    """A WSGI app whose responses stay open until closed."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def __call__(self, environ: dict, start_response) -> "StreamingApp.Body":
+        if environ["PATH_INFO"] == "/agent/boom/":
+            raise RuntimeError("boom")
+        start_response("200 OK", [])
+        return self.Body(self)
+
+    class Body:
+        def __init__(self, app: "StreamingApp") -> None:
+            self.app = app
+
+        def __iter__(self):
+            yield b"chunk"
+
+        def close(self) -> None:
+            self.app.closed += 1
+
+
+def call(app, path: str) -> tuple[str, dict, object]:
+    seen = {}
+
+    def start_response(status, headers):
+        seen.update(status=status, headers=dict(headers))
+
+    body = app({"PATH_INFO": path}, start_response)
+    return seen["status"], seen["headers"], body
+
+
+def test_proxy_cap_answers_503_past_its_limit_and_frees_slots_on_close():
+    inner = StreamingApp()
+    app = ProxyCap(inner, 2)
+    held = [call(app, f"/agent/a/{n}")[2] for n in range(2)]
+    status, headers, body = call(app, "/agent/a/3")
+    assert status.startswith("503") and headers["Retry-After"]
+    assert headers["X-Agentainer-Request-Id"].startswith("req-")
+    assert json.loads(b"".join(body))["error"] == "proxy_busy"
+    assert call(app, "/agents")[0] == "200 OK"            # the API is never capped
+    assert list(held[0]) == [b"chunk"]
+    held[0].close()
+    assert inner.closed == 1
+    assert call(app, "/agent/a/4")[0] == "200 OK"
+
+
+def test_proxy_cap_frees_the_slot_when_the_app_raises():
+    app = ProxyCap(StreamingApp(), 1)
+    with pytest.raises(RuntimeError):
+        call(app, "/agent/boom/")
+    assert call(app, "/agent/a/")[0] == "200 OK"
