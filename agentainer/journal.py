@@ -11,6 +11,10 @@ Keys (all under ``agentainer:``):
 Statuses: ``queued`` -> ``in_flight`` -> ``completed`` | back to ``queued`` | ``failed``;
 ``queued`` -> ``cancelled``. Every state change is one Lua script, so a record is never
 half-updated and a request is never both queued and leased.
+
+Leases are fenced: each time a record goes in_flight its ``lease`` field counts up, and
+``complete``, ``retry`` and ``renew`` act only for the holder of the current lease, so a
+holder whose lease expired (and was swept, maybe leased again) cannot touch the request.
 """
 
 import enum
@@ -37,6 +41,8 @@ class RequestStatus(str, enum.Enum):
 
 TERMINAL = frozenset({RequestStatus.COMPLETED, RequestStatus.FAILED, RequestStatus.CANCELLED})
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+FIRST_LEASE = 1  # NOTE: the lease a forwarded admission holds (a new record's first)
+STALE = "stale"  # complete/retry: the caller no longer holds the request's lease
 SUMMARY_FIELDS = ("id", "agent", "method", "path", "query", "status", "attempts",
                   "created_at", "updated_at", "error", "resp_status", "idempotency_key")
 
@@ -47,13 +53,18 @@ local function finish(rid, ttl)
   redis.call('expire', P..'req:'..rid, ttl)
   redis.call('zrem', P..'leases', rid)
 end
+local function held(r, lease)
+  return r[1] == 'in_flight' and r[3] == lease
+end
 local function count(name)
   redis.call('hincrby', P..'counters', name, 1)
 end
+-- Queue a request; return its position (1 = next to be delivered).
 local function enqueue(aid, rid, front)
   redis.call('sadd', P..'queued', aid)
-  if front then return redis.call('lpush', P..'queue:'..aid, rid) end
-  return redis.call('rpush', P..'queue:'..aid, rid)
+  if not front then return redis.call('rpush', P..'queue:'..aid, rid) end
+  redis.call('lpush', P..'queue:'..aid, rid)
+  return 1
 end
 """
 
@@ -79,26 +90,26 @@ if persist == '0' then
   return {'direct', aid, status, route, strip}
 end
 local idem = ARGV[7]
+local ikey = P..'idem:'..aid..':'..idem
 if idem ~= '' then
-  local ikey = P..'idem:'..aid..':'..idem
   local existing = redis.call('get', ikey)
   if existing then
     local r = redis.call('hmget', P..'req:'..existing, 'status', 'body_sha')
-    if r[1] then return {'idempotent', aid, existing, r[1], r[2], strip} end
+    -- NOTE: a failed or cancelled request's key admits a new request (the client retries)
+    if r[1] and r[1] ~= 'failed' and r[1] ~= 'cancelled' then
+      return {'idempotent', aid, existing, r[1], r[2], strip}
+    end
   end
-  redis.call('set', ikey, rid, 'EX', tonumber(ARGV[10]))
 end
 local qkey = P..'queue:'..aid
 local running = status == 'running' and route ~= ''
-if not running and redis.call('llen', qkey) >= tonumber(ARGV[6]) then
-  if idem ~= '' then redis.call('del', P..'idem:'..aid..':'..idem) end
-  return {'full', aid}
-end
+if not running and redis.call('llen', qkey) >= tonumber(ARGV[6]) then return {'full', aid} end
+if idem ~= '' then redis.call('set', ikey, rid, 'EX', tonumber(ARGV[10])) end
 local rkey = P..'req:'..rid
-redis.call('hset', rkey, 'id', rid, 'agent', aid, unpack(ARGV, 11))
+redis.call('hset', rkey, 'id', rid, 'agent', aid, 'lease', 0, unpack(ARGV, 11))
 redis.call('zadd', P..'reqs:'..aid, ARGV[5], rid)
 if running then
-  redis.call('hset', rkey, 'status', 'in_flight', 'attempts', 1)
+  redis.call('hset', rkey, 'status', 'in_flight', 'attempts', 1, 'lease', 1)
   redis.call('zadd', P..'leases', ARGV[9], rid)
   count('proxied')
   return {'forward', aid, route, strip}
@@ -108,16 +119,18 @@ count('queued')
 return {'queued', aid, tostring(enqueue(aid, rid, false)), strip}
 """
 
-# Put a leased request back: ARGV rid, now_ms, error, max_attempts, retention_s, count.
-# count=1 counts the attempt (it may have reached the agent); the request goes to the
-# front of its queue, or to failed when it has had max_attempts.
+# Put a leased request back: ARGV rid, now_ms, error, max_attempts, retention_s, mode, lease.
+# mode 'attempted' counts the attempt (it may have reached the agent) and 'untried' does not;
+# both go to the front of the queue (or to failed after max_attempts). 'new' is a request
+# never queued and never sent: it joins the queue behind those that arrived before it.
 _RETRY = _LUA_PRELUDE + """
-local rid = ARGV[1]
+local rid, mode = ARGV[1], ARGV[6]
 local rkey = P..'req:'..rid
-local r = redis.call('hmget', rkey, 'status', 'agent', 'attempts')
-if r[1] ~= 'in_flight' then return {r[1] or 'missing'} end
-local attempts = tonumber(r[3])
-if ARGV[6] == '0' then attempts = attempts - 1 end
+local r = redis.call('hmget', rkey, 'status', 'agent', 'lease', 'attempts')
+if not r[1] then return {'missing'} end
+if not held(r, ARGV[7]) then return {'stale'} end
+local attempts = tonumber(r[4])
+if mode ~= 'attempted' then attempts = attempts - 1 end
 redis.call('zrem', P..'leases', rid)
 if attempts >= tonumber(ARGV[4]) then
   redis.call('hset', rkey, 'status', 'failed', 'attempts', attempts, 'error', ARGV[3],
@@ -128,20 +141,22 @@ if attempts >= tonumber(ARGV[4]) then
 end
 redis.call('hset', rkey, 'status', 'queued', 'attempts', attempts, 'error', ARGV[3],
            'updated_at', ARGV[2])
--- NOTE: a request never sent joins the queue behind those that arrived before it
-return {'queued', r[2], tostring(enqueue(r[2], rid, ARGV[6] ~= '0'))}
+return {'queued', r[2], tostring(enqueue(r[2], rid, mode ~= 'new'))}
 """
 
 # Record the agent's response: ARGV rid, now_ms, retention_s, counter ('replayed' or ''),
-# latency bucket ('' for none), latency seconds, then field/value pairs.
+# latency bucket ('' for none), latency seconds, lease, then field/value pairs.
+# NOTE: an answer under a lease that expired still completes the request while nobody
+# else has leased it since (it was swept to queued or failed): it saves a redelivery.
 _COMPLETE = _LUA_PRELUDE + """
 local rid = ARGV[1]
 local rkey = P..'req:'..rid
-local r = redis.call('hmget', rkey, 'status', 'agent')
-if not r[1] or r[1] == 'completed' or r[1] == 'cancelled' then return r[1] or 'missing' end
+local r = redis.call('hmget', rkey, 'status', 'agent', 'lease')
+if not r[1] then return 'missing' end
+if r[3] ~= ARGV[7] or r[1] == 'completed' or r[1] == 'cancelled' then return 'stale' end
 redis.call('lrem', P..'queue:'..r[2], 0, rid)
 redis.call('hset', rkey, 'status', 'completed', 'updated_at', ARGV[2], 'error', '',
-           unpack(ARGV, 7))
+           unpack(ARGV, 8))
 finish(rid, tonumber(ARGV[3]))
 if ARGV[4] ~= '' then count(ARGV[4]) end
 if ARGV[5] ~= '' then
@@ -161,6 +176,7 @@ while true do
   if redis.call('hget', rkey, 'status') == 'queued' then
     redis.call('hset', rkey, 'status', 'in_flight', 'updated_at', ARGV[2])
     redis.call('hincrby', rkey, 'attempts', 1)
+    redis.call('hincrby', rkey, 'lease', 1)
     redis.call('zadd', P..'leases', ARGV[3], rid)
     return redis.call('hgetall', rkey)
   end
@@ -186,6 +202,34 @@ for _, rid in ipairs(redis.call('zrangebyscore', P..'leases', '-inf', ARGV[1], '
   end
 end
 return agents
+"""
+
+# Push a held lease's deadline forward: ARGV rid, lease, deadline_ms.
+_RENEW = _LUA_PRELUDE + """
+local r = redis.call('hmget', P..'req:'..ARGV[1], 'status', 'agent', 'lease')
+if not held(r, ARGV[2]) then return 0 end
+redis.call('zadd', P..'leases', 'XX', ARGV[3], ARGV[1])
+return 1
+"""
+
+# Drop an agent's listed requests older than cutoff or beyond the newest `limit`, deleting
+# their records; queued and in-flight ones stay. ARGV aid, cutoff_ms, limit.
+_TRIM = _LUA_PRELUDE + """
+local index = P..'reqs:'..ARGV[1]
+local drop = redis.call('zrangebyscore', index, '-inf', ARGV[2])
+local over = redis.call('zcard', index) - tonumber(ARGV[3])
+if over > 0 then
+  for _, rid in ipairs(redis.call('zrange', index, 0, over - 1)) do drop[#drop + 1] = rid end
+end
+local removed = 0
+for _, rid in ipairs(drop) do
+  local status = redis.call('hget', P..'req:'..rid, 'status')
+  if status ~= 'queued' and status ~= 'in_flight' then
+    redis.call('del', P..'req:'..rid)
+    removed = removed + redis.call('zrem', index, rid)
+  end
+end
+return removed
 """
 
 # Cancel a queued request, or re-queue a finished one: ARGV rid, aid, action, now_ms, ttl.
@@ -234,6 +278,7 @@ class Admission:
     position: int = 0
     body_sha: str = ""
     strip_authorization: bool = False
+    lease: int = 0          # the lease a forwarded request holds (FIRST_LEASE)
 
 
 @dataclass(frozen=True)
@@ -273,6 +318,8 @@ class Journal:
         self._complete = client.register_script(_COMPLETE)
         self._lease_script = client.register_script(_LEASE)
         self._sweep = client.register_script(_SWEEP)
+        self._renew = client.register_script(_RENEW)
+        self._trim = client.register_script(_TRIM)
         self._change = client.register_script(_CHANGE)
         self._prune = client.register_script(_PRUNE)
 
@@ -288,7 +335,9 @@ class Journal:
         Returns an :class:`Admission` whose ``outcome`` is ``forward`` (journaled
         in_flight; the agent runs at ``route``), ``queued`` (journaled; ``position`` in its
         agent's queue), ``direct`` (persistence off: not journaled), ``idempotent`` (an
-        earlier request with the same key exists), ``full``, ``forbidden`` or ``missing``.
+        earlier request with the same key is queued, in flight or completed; a failed or
+        cancelled one's key admits this request instead), ``full``, ``forbidden`` or
+        ``missing``. A forwarded request holds ``lease`` (:data:`FIRST_LEASE`).
         """
         rid = request_id
         now = _ms(self._clock)
@@ -311,60 +360,74 @@ class Journal:
                              body_sha=rest[3], strip_authorization=rest[4] == "1")
         if outcome == "forward":
             return Admission(outcome, rest[0], route=rest[1], request_id=rid,
-                             strip_authorization=rest[2] == "1")
+                             strip_authorization=rest[2] == "1", lease=FIRST_LEASE)
         return Admission(outcome, rest[0], request_id=rid, position=int(rest[1]),
                          strip_authorization=rest[2] == "1")
 
     @translate_redis_errors
     def complete(self, request_id: str, *, status: int, headers: list[tuple[str, str]],
                  body: bytes, truncated: bool, error: str = "", replayed: bool = False,
-                 latency: float | None = None) -> str:
-        """Record the agent's response; return the record's status afterwards.
+                 latency: float | None = None, lease: int = FIRST_LEASE) -> str:
+        """Record the agent's response.
 
         Args:
             replayed: delivered from the queue (counted as replayed).
             latency: seconds from arrival to the response headers, for the histogram.
+            lease: the lease the caller holds (:attr:`Admission.lease`, or the ``lease``
+                of a record from :meth:`lease_next`).
+
+        Returns:
+            ``completed``; :data:`STALE` (nothing recorded) when another lease was taken
+            since or the request already ended; ``missing`` when the record is gone.
         """
         bucket = "" if latency is None else "latency_le_" + next(
             (str(bound) for bound in LATENCY_BUCKETS if latency <= bound), "inf")
         reply = self._complete(keys=[], args=[
             request_id, _ms(self._clock), self._retention, "replayed" if replayed else "",
-            bucket, latency or 0, "resp_status", status,
+            bucket, latency or 0, lease, "resp_status", status,
             "resp_headers", json.dumps(headers), "resp_body", body,
             "resp_truncated", "1" if truncated else "0", "note", error])
         return reply.decode()
 
     @translate_redis_errors
-    def retry(self, request_id: str, error: str, *, attempted: bool = True) -> tuple[str, int]:
+    def retry(self, request_id: str, error: str, *, attempted: bool = True,
+              from_queue: bool = False, lease: int = FIRST_LEASE) -> tuple[str, int]:
         """Return a leased request to its queue (or fail it after ``max_attempts``).
 
         Args:
             attempted: False when nothing reached the agent (connection refused): the
-                attempt does not count and the request keeps its arrival order.
+                attempt does not count.
+            from_queue: the request was leased from its queue (replay), so it goes back to
+                the front even when it was not attempted. A new arrival that was not
+                attempted joins the back, behind the requests queued before it.
+            lease: the lease the caller holds (see :meth:`complete`).
 
         Returns:
-            The new status and, when queued, the queue position.
+            The new status (``queued``, ``failed``, :data:`STALE` when the caller's lease
+            is not the current one, or ``missing``) and, when queued, the queue position.
         """
+        mode = "attempted" if attempted else "untried" if from_queue else "new"
         reply = self._retry(keys=[], args=[request_id, _ms(self._clock), error[:500],
-                                           self._max_attempts, self._retention,
-                                           "1" if attempted else "0"])
+                                           self._max_attempts, self._retention, mode, lease])
         parts = [part.decode() for part in reply]
         return parts[0], int(parts[2]) if len(parts) > 2 else 0
 
     @translate_redis_errors
-    def renew(self, request_id: str) -> None:
-        """Push an in-flight lease's deadline forward (long responses)."""
+    def renew(self, request_id: str, *, lease: int = FIRST_LEASE) -> bool:
+        """Push a held lease's deadline forward (long responses); False if it is not held."""
         deadline = _ms(self._clock) + int(self._lease * 1000)
-        self._redis.zadd(PREFIX + "leases", {request_id: deadline}, xx=True)
+        return bool(self._renew(keys=[], args=[request_id, lease, deadline]))
 
     @translate_redis_errors
     def lease_next(self, agent_id: str) -> dict[str, Any] | None:
-        """Lease the agent's oldest queued request; return its record, or None."""
+        """Lease the agent's oldest queued request; return its record (with the ``lease``
+        the caller now holds), or None."""
         now = _ms(self._clock)
         reply = self._lease_script(keys=[], args=[agent_id, now, now + int(self._lease * 1000)])
         if not reply:
             return None
-        return _decode(dict(zip(reply[::2], reply[1::2])), with_body=True)
+        raw = dict(zip(reply[::2], reply[1::2]))
+        return {**_decode(raw, with_body=True), "lease": int(raw[b"lease"])}
 
     @translate_redis_errors
     def sweep(self) -> set[str]:
@@ -445,14 +508,14 @@ class Journal:
                            code="request_state")
 
     @translate_redis_errors
-    def trim(self, agent_id: str) -> None:
-        """Drop expired and over-limit entries from the agent's listing."""
-        index = f"{PREFIX}reqs:{agent_id}"
+    def trim(self, agent_id: str) -> int:
+        """Delete the agent's finished requests older than the retention or beyond the
+        newest ``history_limit``; return how many were dropped.
+
+        Queued and in-flight requests are never dropped.
+        """
         cutoff = _ms(self._clock) - self._retention * 1000
-        with self._redis.pipeline() as pipe:
-            pipe.zremrangebyscore(index, "-inf", cutoff)
-            pipe.zremrangebyrank(index, 0, -self._history_limit - 1)
-            pipe.execute()
+        return int(self._trim(keys=[], args=[agent_id, cutoff, self._history_limit]))
 
     @translate_redis_errors
     def purge(self, agent_id: str) -> None:
@@ -488,6 +551,7 @@ def _decode(raw: dict[bytes, bytes], *, with_body: bool) -> dict[str, Any]:
     if "resp_truncated" in record:
         record["resp_truncated"] = record["resp_truncated"] == "1"
     record.pop("body_sha", None)
+    record.pop("lease", None)
     if with_body:
         record["body"] = text.get("body", b"")
         record["resp_body"] = text.get("resp_body", b"") if record.get("resp_status") else None

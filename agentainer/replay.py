@@ -5,30 +5,58 @@ requests oldest first, one lease at a time, straight to the container. Any HTTP 
 completes a request; connection failures and timeouts put it back at the front of the
 queue with capped, jittered exponential backoff, and ``max_attempts`` makes it ``failed``.
 
-Key: ``agentainer:drain:{aid}`` (STRING with a TTL), the claim of the agent's pending drain.
+A job works for one time slice (:data:`DRAIN_SLICE`), then hands what is left to a fresh
+job: a warm shutdown waits for at most one slice plus one delivery, and a busy agent does
+not keep a worker from the others.
+
+Key: ``agentainer:drain:{aid}`` (STRING with a TTL), the claim of the agent's pending or
+running drain: a random token that only the job it was made for renews or releases.
 """
 
 import logging
 import random
+import secrets
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import redis
 import rq
+import urllib3
+from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from agentainer import config as configuration
 from agentainer.config import Config
 from agentainer.errors import AgentNotFound
 from agentainer.journal import Journal
-from agentainer.proxy import AgentDown, AgentFailed, Upstream, replay_headers, response_headers
+from agentainer.proxy import (
+    CHUNK, AgentDown, AgentFailed, Upstream, replay_headers, response_headers,
+)
 from agentainer.states import AgentStatus
 from agentainer.store import PREFIX, AgentStore
 
 logger = logging.getLogger(__name__)
 
 QUEUE = "agentainer-replay"
+DRAIN_SLICE = 10.0  # seconds a drain job delivers before a fresh job takes over
+RENEW_EVERY = 1.0   # NOTE: claims and leases live for seconds at least; renew well within
+LEASE_GRACE = 5.0
+
+# Take the claim when it is free or already ours, and push its expiry: ARGV token, ttl_ms.
+_HOLD = """
+local holder = redis.call('get', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# Delete the claim only while it is ours: ARGV token.
+_RELEASE = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('del', KEYS[1])
+"""
 
 
 def backoff(attempt: int, *, base: float, cap: float, rand: Callable[[], float] = random.random
@@ -37,39 +65,72 @@ def backoff(attempt: int, *, base: float, cap: float, rand: Callable[[], float] 
     return min(cap, base * 2 ** (attempt - 1)) * (0.5 + rand() / 2)
 
 
+@dataclass(frozen=True)
+class DrainState:
+    """What a drain hands to the next job (times are epoch seconds)."""
+
+    failures: int = 0        # deliveries failed in a row, for the backoff
+    retry_at: float = 0.0    # no delivery before this
+    wait_until: float = 0.0  # waiting for the app gives up then (0: not waiting yet)
+
+
 class ReplayScheduler:
     """Enqueues drain jobs; at most one is pending or running per agent.
 
-    The claim is a Redis key that expires with the drain's lease, so a drain whose worker
-    was killed stops blocking new ones when its in-flight request is swept back.
+    The claim expires with the drain's lease, so a drain whose worker was killed stops
+    blocking new ones when its in-flight request is swept back. Its value is a token given
+    to the job it was made for: a job drains only while the claim holds its token, so a
+    job that sat in the RQ queue past its claim's expiry gives way to a later one.
     """
 
     def __init__(self, client: redis.Redis, *, claim_ttl: float) -> None:
         self._redis = client
         self._queue = rq.Queue(QUEUE, connection=client)
-        self._ttl = max(1, int(claim_ttl))
+        self._ttl_ms = max(1000, int(claim_ttl * 1000))
+        self._hold = client.register_script(_HOLD)
+        self._release = client.register_script(_RELEASE)
 
-    def schedule(self, agent_id: str) -> None:
+    def schedule(self, agent_id: str, state: DrainState = DrainState()) -> None:
         """Ask for the agent's queue to be drained (a no-op if a drain is pending).
 
         Never raises: if Redis is unreachable now, the janitor schedules it later.
         """
+        claim = secrets.token_hex(8)
         try:
-            if self._redis.set(_claim_key(agent_id), "1", nx=True, ex=self._ttl):
-                self._queue.enqueue_call(drain, args=(agent_id,), timeout=-1, result_ttl=0,
-                                         failure_ttl=3600)
+            if self._redis.set(_claim_key(agent_id), claim, nx=True, px=self._ttl_ms):
+                self._queue.enqueue_call(drain, args=(agent_id, claim), kwargs=asdict(state),
+                                         timeout=-1, result_ttl=0, failure_ttl=3600)
         except redis.RedisError as ex:
             logger.warning("agent %s: cannot schedule its replay now (%s)", agent_id, ex)
 
-    def renew(self, agent_id: str) -> None:
-        self._redis.expire(_claim_key(agent_id), self._ttl)
+    def hold(self, agent_id: str, claim: str) -> bool:
+        """Take or renew the agent's drain claim for ``claim``; False if another holds it."""
+        return bool(self._hold(keys=[_claim_key(agent_id)], args=[claim, self._ttl_ms]))
 
-    def release(self, agent_id: str) -> None:
-        self._redis.delete(_claim_key(agent_id))
+    def release(self, agent_id: str, claim: str) -> None:
+        """Drop the agent's drain claim if ``claim`` still holds it."""
+        self._release(keys=[_claim_key(agent_id)], args=[claim])
 
 
 def _claim_key(agent_id: str) -> str:
     return f"{PREFIX}drain:{agent_id}"
+
+
+class _Stop(Exception):
+    """The drain ends early: its agent is not running, or another drain holds the claim."""
+
+
+@dataclass
+class _Job:
+    """One drain job's progress."""
+
+    agent_id: str
+    claim: str
+    slice_end: float
+    state: DrainState
+    delivered: int = 0
+    holding: bool = False
+    renewed: float = float("-inf")
 
 
 @dataclass
@@ -84,74 +145,160 @@ class Drainer:
     retry_base: float
     retry_cap: float
     capture_limit: int
+    time_slice: float = DRAIN_SLICE
+    rand: Callable[[], float] = random.random
     sleep: Callable[[float], None] = time.sleep
-    clock: Callable[[], float] = time.monotonic
+    clock: Callable[[], float] = time.time  # NOTE: wall clock: hand-offs cross processes
 
-    def drain(self, agent_id: str) -> int:
-        """Deliver until the queue is empty or the agent is down; return how many completed."""
+    def drain(self, agent_id: str, claim: str, state: DrainState = DrainState()) -> int:
+        """Deliver for one time slice; return how many requests completed.
+
+        When the slice is used up and requests remain, a fresh job (scheduled like any
+        other) carries on with ``state``, so one job lasts one slice plus one delivery.
+        """
+        job = _Job(agent_id, claim, self.clock() + self.time_slice, state)
+        handoff = None
         try:
-            return self._drain(agent_id)
+            self._check(job)
+            handoff = self._run(job)
+        except _Stop as ex:
+            logger.info("agent %s: replay stops: %s", agent_id, ex)
         finally:
-            self.scheduler.release(agent_id)
+            self.scheduler.release(agent_id, claim)
+        if job.delivered:
+            logger.info("agent %s: replayed %d request(s)", agent_id, job.delivered)
+        if handoff is not None:
+            logger.info("agent %s: time slice used; a fresh job carries on", agent_id)
+            self.scheduler.schedule(agent_id, handoff)
+        return job.delivered
 
-    def _drain(self, agent_id: str) -> int:
-        delivered = failures = 0
-        route = self._wait_until_reachable(agent_id)
-        while route is not None:
-            self.scheduler.renew(agent_id)
-            record = self.journal.lease_next(agent_id)
+    def _run(self, job: _Job) -> DrainState | None:
+        """Deliver until the queue is empty (None) or the slice is used (what is left)."""
+        route = None
+        while True:
+            state = job.state
+            if route is None:
+                self._sleep_until(job, min(state.retry_at, job.slice_end))
+                if self.clock() < state.retry_at:
+                    return state
+                wait_until = state.wait_until or self.clock() + self.drain_wait
+                route = self._wait_for_app(job, min(wait_until, job.slice_end))
+                if route is None and self.clock() < wait_until:
+                    return replace(state, wait_until=wait_until)
+                if route is None:
+                    logger.info("agent %s: app not accepting connections; replay waits",
+                                job.agent_id)
+                    return None
+            elif self.clock() >= job.slice_end:
+                return state if self.journal.queue_length(job.agent_id) else None
+            self._check(job)
+            record = self.journal.lease_next(job.agent_id)
             if record is None:
-                break
-            try:
-                response = self._deliver(route, record)
-            except (AgentDown, AgentFailed) as ex:
-                status, _ = self.journal.retry(record["id"], str(ex),
-                                               attempted=not isinstance(ex, AgentDown))
-                failures += 1
-                logger.info("agent %s: replay of %s failed (%s); it is %s", agent_id,
-                            record["id"], ex, status)
-                self.sleep(backoff(failures, base=self.retry_base, cap=self.retry_cap))
-                route = self._wait_until_reachable(agent_id)
-                continue
-            failures = 0
-            body = response.data
-            self.journal.complete(record["id"], status=response.status,
-                                  headers=response_headers(response.headers),
-                                  body=body[:self.capture_limit],
-                                  truncated=len(body) > self.capture_limit, replayed=True)
-            delivered += 1
-        if delivered:
-            logger.info("agent %s: replayed %d request(s)", agent_id, delivered)
-        return delivered
+                return None
+            if not self._deliver(job, route, record):
+                route = None
 
-    def _deliver(self, route: str, record: dict):
+    def _deliver(self, job: _Job, route: str, record: dict[str, Any]) -> bool:
+        """Deliver one leased request and record the outcome; return False if it failed."""
+        rid, lease = record["id"], record["lease"]
         target = record["path"] + (f"?{record['query']}" if record["query"] else "")
         headers = replay_headers(record["headers"]) + [
-            ("X-Agentainer-Request-Id", record["id"]), ("X-Agentainer-Replay", "true")]
-        response = self.upstream.send(route, record["method"], target, headers, record["body"])
+            ("X-Agentainer-Request-Id", rid), ("X-Agentainer-Replay", "true")]
         try:
-            response.data  # NOTE: reads the whole body (replayed responses are not streamed)
+            response = self.upstream.send(route, record["method"], target, headers,
+                                          record["body"])
+            body, truncated = self._read(job, record, response)
+        except (AgentDown, AgentFailed) as ex:
+            status, _ = self.journal.retry(rid, str(ex), attempted=not isinstance(ex, AgentDown),
+                                           from_queue=True, lease=lease)
+            failures = job.state.failures + 1
+            delay = backoff(failures, base=self.retry_base, cap=self.retry_cap,
+                            rand=self.rand)
+            job.state = DrainState(failures, retry_at=self.clock() + delay)
+            logger.info("agent %s: replay of %s failed (%s); it is %s", job.agent_id, rid, ex,
+                        status)
+            return False
+        outcome = self.journal.complete(rid, status=response.status,
+                                        headers=response_headers(response.headers), body=body,
+                                        truncated=truncated, replayed=True, lease=lease)
+        if outcome == "completed":
+            job.delivered += 1
+        else:
+            logger.warning("agent %s: %s was answered after its lease was lost; not recorded "
+                           "(%s)", job.agent_id, rid, outcome)
+        job.state = DrainState()
+        return True
+
+    def _read(self, job: _Job, record: dict[str, Any], response: urllib3.BaseHTTPResponse
+              ) -> tuple[bytes, bool]:
+        """Read the response as it arrives, keeping up to ``capture_limit`` bytes; return
+        them and whether more came. The lease and the claim are renewed meanwhile.
+
+        Raises:
+            AgentFailed: the response broke off or went silent for the read timeout.
+        """
+        captured = bytearray()
+        truncated = False
+        try:
+            while chunk := response.read1(CHUNK, decode_content=False):
+                room = self.capture_limit - len(captured)
+                if room > 0:
+                    captured += chunk[:room]
+                if len(chunk) > room:
+                    truncated = True
+                self._keep(job, record)
+        except HTTPError as ex:
+            response.close()
+            raise AgentFailed(f"the agent failed mid-response: {ex}",
+                              timeout=isinstance(ex, ReadTimeoutError)) from ex
         finally:
             response.release_conn()
-        return response
+        return bytes(captured), truncated
 
-    def _wait_until_reachable(self, agent_id: str) -> str | None:
-        """Return the agent's ``ip:port`` once its app accepts connections, else None."""
-        deadline = self.clock() + self.drain_wait
+    def _keep(self, job: _Job, record: dict[str, Any] | None = None) -> None:
+        """Renew the claim (and the record's lease) when a renewal is due."""
+        now = self.clock()
+        if now - job.renewed < RENEW_EVERY:
+            return
+        job.renewed = now
+        if record is not None:
+            self.journal.renew(record["id"], lease=record["lease"])
+        job.holding = self.scheduler.hold(job.agent_id, job.claim)
+
+    def _check(self, job: _Job) -> None:
+        """Renew the claim when due; stop if another drain holds it."""
+        self._keep(job)
+        if not job.holding:
+            raise _Stop("another drain holds the claim")
+
+    def _sleep_until(self, job: _Job, until: float) -> None:
+        """Sleep until ``until``, renewing the claim; stop if another drain holds it."""
+        while (left := until - self.clock()) > 0:
+            self._check(job)
+            self.sleep(min(left, RENEW_EVERY))
+
+    def _wait_for_app(self, job: _Job, until: float) -> str | None:
+        """Return the agent's ``ip:port`` once its app accepts connections, or None when
+        ``until`` passes first.
+
+        Raises:
+            _Stop: the agent is not running (any more).
+        """
         delay = 0.05
         while True:
             try:
-                status, route = self.store.routing(agent_id)
+                status, route = self.store.routing(job.agent_id)
             except AgentNotFound:
-                return None
+                raise _Stop("the agent was removed") from None
             if status is not AgentStatus.RUNNING or not route:
-                return None
+                raise _Stop(f"the agent is {status.value}")
             if _accepts(route):
                 return route
-            if self.clock() >= deadline:
-                logger.info("agent %s: app not accepting connections; replay waits", agent_id)
+            left = until - self.clock()
+            if left <= 0:
                 return None
-            self.sleep(delay)
+            self._check(job)
+            self.sleep(min(delay, left))
             delay = min(delay * 2, 1.0)
 
 
@@ -176,15 +323,12 @@ def build_drainer(settings: Config) -> Drainer:
         retry_cap=settings.retry_cap, capture_limit=settings.capture_limit)
 
 
-LEASE_GRACE = 5.0
-
-
 def journal_from(client: redis.Redis, settings: Config) -> Journal:
     """Return the journal configured by ``settings``.
 
     NOTE: an in-flight lease must outlast the longest wait for an answer, which cannot
     renew it (the holder is blocked reading): connect + read timeout, plus a grace.
-    Streams renew it as their chunks arrive.
+    Streams and replays renew it as their chunks arrive.
     """
     lease = settings.connect_timeout + settings.read_timeout + LEASE_GRACE
     return Journal(client, queue_limit=settings.queue_limit,
@@ -192,6 +336,7 @@ def journal_from(client: redis.Redis, settings: Config) -> Journal:
                    lease=lease, history_limit=settings.history_limit)
 
 
-def drain(agent_id: str) -> int:
-    """RQ job: drain one agent's queue, with collaborators built from the worker's config."""
-    return build_drainer(configuration.load()).drain(agent_id)
+def drain(agent_id: str, claim: str, **state: Any) -> int:
+    """RQ job: drain one agent's queue for one time slice (``state``: a :class:`DrainState`
+    as plain values), with collaborators built from the worker's config."""
+    return build_drainer(configuration.load()).drain(agent_id, claim, DrainState(**state))

@@ -2,7 +2,8 @@
 
 It runs jobs in its own process (no fork per job), so a worker killed mid-delivery
 takes its lease with it; the janitor sweeps the lease back to the queue when it expires.
-TERM is a warm shutdown: the current delivery finishes first.
+TERM is a warm shutdown: the current job finishes first, which takes at most one time
+slice (``replay.DRAIN_SLICE``) plus one delivery (connect + read timeout).
 """
 
 import argparse

@@ -1,7 +1,9 @@
-"""Helpers for reading the request journal through the API."""
+"""Helpers for reading the request journal through the API, and what replay left behind."""
+
+import docker
 
 from tests.helpers import wait_for
-from tests.integration.conftest import Api
+from tests.integration.conftest import Api, Stack
 
 
 def record(api: Api, agent: str, request_id: str) -> dict:
@@ -30,3 +32,16 @@ def started(api: Api, name: str, **fields) -> dict:
     wait_for(lambda: api.get(f"/agents/{name}/requests", params={"status": "queued"}
                              ).json()["data"]["total"] == 0, timeout=30, message="no queue")
     return agent
+
+
+def served_paths(docker_client: docker.DockerClient, agent_id: str) -> list[str]:
+    """Return the paths the agent's app served, in order (from its request log lines)."""
+    logs = docker_client.containers.get(f"agentainer-{agent_id}").logs().decode()
+    return [line.split()[1] for line in logs.splitlines()
+            if line.split()[:1] in (["GET"], ["POST"]) and len(line.split()) == 3]
+
+
+def worker_log_lines(stack: Stack, text: str) -> list[str]:
+    """Return the replay workers' log lines containing ``text``."""
+    return [line for log in sorted(stack.data_dir.glob("worker-*.log"))
+            for line in log.read_text(errors="replace").splitlines() if text in line]

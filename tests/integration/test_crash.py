@@ -14,7 +14,9 @@ import rq
 from tests.conftest import RedisServer
 from tests.helpers import wait_for
 from tests.integration.conftest import Api, Stack
-from tests.integration.journal_helpers import all_records, record, started, wait_for_status
+from tests.integration.journal_helpers import (
+    all_records, record, served_paths, started, wait_for_status,
+)
 
 
 def in_background(call) -> tuple[threading.Thread, list]:
@@ -118,3 +120,28 @@ def test_queued_requests_survive_a_redis_crash(stack: Stack, api: Api, name: str
              message="the start to go through")
     for rid in ids:
         assert wait_for_status(api, name, rid, "completed")["attempts"] == 1
+
+
+def test_worker_term_mid_drain_waits_for_one_slice_not_the_queue(stack: Stack, api: Api,
+                                                                 name: str, docker_client):
+    """TERM is a warm shutdown: the drain job ends after its 10 s slice and one delivery
+    (here 1.5 s), not after the 30 s queue; a fresh job on another worker carries on."""
+    agent = api.deploy(name)
+    paths = [f"/long/{n}" for n in range(20)]
+    ids = [requests.post(f"{stack.url}/agent/{name}{path}", headers={"X-Echo-Delay": "1.5"},
+                         timeout=30).json()["data"]["request_id"] for path in paths]
+    assert api.post(f"/agents/{name}/start").status_code == 200
+    connection = redis.Redis.from_url(stack.env["AGENTAINER_REDIS_URL"])
+    draining = wait_for(lambda: [w.pid for w in rq.Worker.all(connection=connection)
+                                 if (job := w.get_current_job()) and job.args[0] == agent["id"]],
+                        message="a worker draining the agent")
+    victim = next(w for w in stack.workers if w.pid in draining)
+    asked = time.monotonic()
+    victim.terminate()
+    victim.wait(timeout=60)
+    assert time.monotonic() - asked < 20
+    stack.workers.remove(victim)
+    stack.start_workers(1)  # as supervisord would
+    done = [wait_for_status(api, name, rid, "completed", timeout=120) for rid in ids]
+    assert all(r["attempts"] == 1 for r in done)
+    assert served_paths(docker_client, agent["id"]) == paths

@@ -1,12 +1,48 @@
 """Requests to an agent that cannot take them are queued and replayed in order (make test-persistence)."""
 
+import io
+import tarfile
+
 import docker
 import pytest
 import requests
 
 from tests.helpers import wait_for
-from tests.integration.conftest import Api, Stack, run_cli
-from tests.integration.journal_helpers import all_records, record, started, wait_for_status
+from tests.integration.conftest import ECHO_IMAGE, Api, Stack, run_cli
+from tests.integration.journal_helpers import (
+    all_records, record, served_paths, started, wait_for_status, worker_log_lines,
+)
+
+# The echo agent, plus a knob: after answering a request with `X-Gate-Close: <seconds>`, the
+# app refuses connections for that long while its container keeps running.
+GATE_APP = """
+import os, signal, sys, threading, time
+sys.path.insert(0, "/app")
+import app as echo
+
+closed_for = []
+
+class Gate(echo.EchoHandler):
+    def dispatch(self):
+        pause = self.headers.get("X-Gate-Close")
+        if pause:
+            closed_for.append(float(pause))
+            self.server.shutdown()
+            self.server.socket.close()
+            self.close_connection = True
+        super().dispatch()
+
+for sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(sig, lambda *_: sys.exit(0))
+port = int(os.environ.get("PORT") or 8000)
+while True:
+    server = echo.BurstServer(("0.0.0.0", port), Gate)
+    server.daemon_threads = True
+    echo.log(f"listening on 0.0.0.0:{port}")
+    server.serve_forever()
+    server.server_close()
+    time.sleep(closed_for.pop() if closed_for else 0)
+"""
 
 
 def send(stack: Stack, ref: str, path: str, **kwargs) -> requests.Response:
@@ -113,3 +149,49 @@ def test_every_request_ends_in_one_terminal_state(stack: Stack, api: Api, name: 
     wait_for(lambda: all(record(api, name, rid)["status"] == "completed" for rid in ids),
              timeout=60, message="20 replays")
     assert sorted(r["id"] for r in all_records(api, name)) == sorted(ids)
+
+
+@pytest.fixture(scope="module")
+def gate_image(docker_client: docker.DockerClient, stack: Stack):
+    """Build (offline, from the echo agent's image) the image of GATE_APP."""
+    tag = f"{stack.prefix}-gate:latest"
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, text in (("Dockerfile", f"FROM {ECHO_IMAGE}\nCOPY gate.py /app/gate.py\n"
+                                          'CMD ["python3", "/app/gate.py"]\n'),
+                           ("gate.py", GATE_APP)):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    docker_client.images.build(fileobj=context, custom_context=True, tag=tag)
+    yield tag
+    docker_client.images.remove(tag, force=True)
+
+
+def test_fifo_kept_when_the_app_refuses_connections_mid_drain(stack: Stack, api: Api, name: str,
+                                                              docker_client, gate_image: str):
+    """The request leased while the app refuses connections goes back to the front."""
+    agent = api.deploy(name, image=gate_image)
+    ids = [send(stack, name, "/close", headers={"X-Gate-Close": "3"}).json()["data"]
+           ["request_id"]]
+    ids += [send(stack, name, f"/after/{n}").json()["data"]["request_id"] for n in range(2)]
+    assert api.post(f"/agents/{name}/start").status_code == 200
+    done = [wait_for_status(api, name, rid, "completed") for rid in ids]
+    assert served_paths(docker_client, agent["id"]) == ["/close", "/after/0", "/after/1"]
+    assert done[1]["updated_at"] - done[0]["updated_at"] >= 2500  # it waited for the app
+    assert done[1]["attempts"] <= 2 and done[2]["attempts"] == 1
+
+
+def test_a_long_queue_is_drained_in_slices_in_order(stack: Stack, api: Api, name: str,
+                                                    docker_client):
+    """12 s of deliveries: a drain job hands over to a fresh one after its 10 s slice."""
+    agent = api.deploy(name)
+    ids = [send(stack, name, f"/slow/{n}", headers={"X-Echo-Delay": "1.5"}).json()["data"]
+           ["request_id"] for n in range(8)]
+    assert api.post(f"/agents/{name}/start").status_code == 200
+    done = [wait_for_status(api, name, rid, "completed", timeout=90) for rid in ids]
+    assert all(r["attempts"] == 1 for r in done)
+    assert served_paths(docker_client, agent["id"]) == [f"/slow/{n}" for n in range(8)]
+    assert worker_log_lines(stack, f"agent {agent['id']}: time slice used")

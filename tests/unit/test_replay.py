@@ -1,8 +1,15 @@
-"""Replay backoff: doubling from the base, capped, with jitter in [50 %, 100 %]."""
+"""Replay: backoff, and a drain job's deliveries, failures, time slice and claim (fakes, no Redis)."""
+
+import socket
+from collections.abc import Iterator
 
 import pytest
+import urllib3
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
-from agentainer.replay import backoff
+from agentainer.proxy import AgentDown
+from agentainer.replay import RENEW_EVERY, DrainState, Drainer, backoff
+from agentainer.states import AgentStatus
 
 
 @pytest.mark.parametrize("attempt, expected", [(1, 1.0), (2, 2.0), (3, 4.0), (7, 60.0),
@@ -10,3 +17,262 @@ from agentainer.replay import backoff
 def test_backoff_doubles_up_to_the_cap(attempt, expected):
     assert backoff(attempt, base=1, cap=60, rand=lambda: 1.0) == expected
     assert backoff(attempt, base=1, cap=60, rand=lambda: 0.0) == expected / 2
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Response:
+    """An upstream response whose chunks take ``pace`` seconds each; ``error`` ends it."""
+
+    def __init__(self, clock: Clock, chunks: list[bytes], *, pace: float = 0.0,
+                 error: Exception | None = None) -> None:
+        self.status = 200
+        self.headers = urllib3.HTTPHeaderDict({"Content-Type": "text/plain"})
+        self._clock = clock
+        self._chunks = list(chunks)
+        self._pace = pace
+        self._error = error
+        self.closed = self.released = False
+
+    def read1(self, amount: int, decode_content: bool) -> bytes:
+        if self._chunks:
+            self._clock.now += self._pace
+            return self._chunks.pop(0)
+        if self._error:
+            raise self._error
+        return b""
+
+    def close(self) -> None:
+        self.closed = True
+
+    def release_conn(self) -> None:
+        self.released = True
+
+
+class Upstream:
+    """Answers each request with the next item of ``replies`` (a Response or an exception)."""
+
+    def __init__(self, replies: list) -> None:
+        self.replies = list(replies)
+        self.sent: list[str] = []
+
+    def send(self, route, method, target, headers, body):
+        self.sent.append(target)
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+class Journal:
+    """A queue of records; retry puts a request back at the front, as the real one does."""
+
+    lease_seconds = 30.0
+
+    def __init__(self, paths: list[str]) -> None:
+        self.queue = [{"id": f"req-{n}", "path": path, "query": "", "method": "POST",
+                       "headers": [], "body": b""} for n, path in enumerate(paths)]
+        self.leases: dict[str, int] = {}
+        self.calls: list[tuple] = []
+
+    def lease_next(self, agent_id):
+        if not self.queue:
+            return None
+        record = self.queue.pop(0)
+        self.leases[record["id"]] = self.leases.get(record["id"], 0) + 1
+        return {**record, "lease": self.leases[record["id"]]}
+
+    def retry(self, request_id, error, *, attempted, from_queue, lease):
+        self.calls.append(("retry", request_id, attempted, from_queue, lease))
+        self.queue.insert(0, {"id": request_id, "path": "/again", "query": "",
+                              "method": "POST", "headers": [], "body": b""})
+        return "queued", 1
+
+    def complete(self, request_id, *, status, headers, body, truncated, replayed, lease):
+        self.calls.append(("complete", request_id, body, truncated, lease))
+        return "completed"
+
+    def renew(self, request_id, *, lease):
+        self.calls.append(("renew", request_id, lease))
+        return True
+
+    def queue_length(self, agent_id):
+        return len(self.queue)
+
+
+class Scheduler:
+    def __init__(self) -> None:
+        self.holder: str | None = None
+        self.events: list[tuple] = []
+
+    def hold(self, agent_id, claim):
+        if self.holder in (None, claim):
+            self.holder = claim
+            return True
+        return False
+
+    def release(self, agent_id, claim):
+        self.events.append(("release", claim))
+        if self.holder == claim:
+            self.holder = None
+
+    def schedule(self, agent_id, state=DrainState()):
+        self.events.append(("schedule", state))
+
+
+class Store:
+    def __init__(self, route: str) -> None:
+        self.status, self.route = AgentStatus.RUNNING, route
+
+    def routing(self, agent_id):
+        return self.status, self.route
+
+
+@pytest.fixture(scope="module")
+def route() -> Iterator[str]:
+    """A local port that accepts connections (the agent's app)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield "127.0.0.1:%d" % listener.getsockname()[1]
+
+
+def drainer(route: str, journal: Journal, upstream: Upstream, clock: Clock,
+            **overrides) -> tuple[Drainer, Scheduler]:
+    scheduler = Scheduler()
+    settings = {"drain_wait": 30.0, "retry_base": 1.0, "retry_cap": 8.0, "capture_limit": 10,
+                "time_slice": 10.0, "rand": lambda: 1.0, **overrides}
+    return Drainer(store=Store(route), journal=journal, scheduler=scheduler, upstream=upstream,
+                   sleep=clock.sleep, clock=clock, **settings), scheduler
+
+
+def ok(clock: Clock, body: bytes = b"ok", pace: float = 0.0) -> Response:
+    return Response(clock, [body], pace=pace)
+
+
+def test_delivers_in_order_and_releases_its_claim(route):
+    clock = Clock()
+    journal = Journal(["/a", "/b"])
+    upstream = Upstream([ok(clock), ok(clock)])
+    job, scheduler = drainer(route, journal, upstream, clock)
+    assert job.drain("a1", "claim-1") == 2
+    assert upstream.sent == ["/a", "/b"]
+    assert [c[1] for c in journal.calls if c[0] == "complete"] == ["req-0", "req-1"]
+    assert scheduler.events == [("release", "claim-1")] and scheduler.holder is None
+
+
+def test_agent_down_goes_back_to_the_front_untried(route):
+    clock = Clock()
+    journal = Journal(["/a", "/b"])
+    upstream = Upstream([AgentDown("refused"), ok(clock), ok(clock)])
+    job, _ = drainer(route, journal, upstream, clock)
+    assert job.drain("a1", "claim-1") == 2
+    assert journal.calls[0] == ("retry", "req-0", False, True, 1)
+    assert upstream.sent == ["/a", "/again", "/b"]
+    assert ("complete", "req-0", b"ok", False, 2) in journal.calls
+
+
+@pytest.mark.parametrize("error", [
+    ProtocolError("Connection broken", ConnectionResetError()),
+    ReadTimeoutError(None, "/", "Read timed out."),
+])
+def test_a_broken_response_body_is_a_failed_attempt(route, error):
+    clock = Clock()
+    journal = Journal(["/a"])
+    broken = Response(clock, [b"part"], error=error)
+    upstream = Upstream([broken, ok(clock)])
+    job, _ = drainer(route, journal, upstream, clock)
+    assert job.drain("a1", "claim-1") == 1
+    assert journal.calls[0] == ("retry", "req-0", True, True, 1)
+    assert broken.closed and broken.released
+    assert 1000.5 <= clock.now  # backed off before the second try
+
+
+def test_capture_is_bounded_and_the_lease_renewed_while_reading(route):
+    clock = Clock()
+    journal = Journal(["/big"])
+    chunks = [b"0123456", b"789abcd", b"efg"]
+    upstream = Upstream([Response(clock, chunks, pace=RENEW_EVERY)])
+    job, _ = drainer(route, journal, upstream, clock)
+    assert job.drain("a1", "claim-1") == 1
+    assert ("complete", "req-0", b"0123456789", True, 1) in journal.calls
+    assert sum(1 for call in journal.calls if call == ("renew", "req-0", 1)) >= 2
+
+
+def test_a_used_slice_hands_off_to_a_fresh_job(route):
+    clock = Clock()
+    journal = Journal([f"/{n}" for n in range(6)])
+    upstream = Upstream([ok(clock, pace=3.0) for _ in range(6)])
+    job, scheduler = drainer(route, journal, upstream, clock)
+    assert job.drain("a1", "claim-1") == 4  # 12 s of deliveries: the slice is 10 s
+    assert scheduler.events == [("release", "claim-1"), ("schedule", DrainState())]
+    assert upstream.sent == ["/0", "/1", "/2", "/3"]
+
+
+def test_an_emptied_queue_needs_no_hand_off(route):
+    clock = Clock()
+    journal = Journal(["/0", "/1"])
+    upstream = Upstream([ok(clock, pace=6.0), ok(clock, pace=6.0)])
+    job, scheduler = drainer(route, journal, upstream, clock)
+    assert job.drain("a1", "claim-1") == 2
+    assert scheduler.events == [("release", "claim-1")]
+
+
+def test_a_backoff_past_the_slice_is_handed_off(route):
+    clock = Clock()
+    journal = Journal(["/a"])
+    upstream = Upstream([AgentDown("refused"), AgentDown("refused"), AgentDown("refused")])
+    job, scheduler = drainer(route, journal, upstream, clock, retry_base=4.0, retry_cap=100.0)
+    assert job.drain("a1", "claim-1") == 0
+    assert scheduler.events[-1] == ("schedule", DrainState(failures=2, retry_at=1012.0))
+    assert clock.now == 1010.0  # failed at 1000 and 1004 (4 s backoff), no sleep past the slice
+    state = scheduler.events[-1][1]
+    resumed, scheduler = drainer(route, journal, upstream, clock, retry_base=4.0,
+                                 retry_cap=100.0)
+    upstream.replies = [ok(clock)]
+    assert resumed.drain("a1", "claim-2", state) == 1
+    assert clock.now == 1012.0  # the backoff was kept across the hand-off
+
+
+def test_waiting_for_the_app_is_handed_off_then_given_up():
+    clock = Clock()
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        route = "127.0.0.1:%d" % closed.getsockname()[1]  # bound, not listening: refused
+        job, scheduler = drainer(route, Journal(["/a"]), Upstream([]), clock, drain_wait=25.0)
+        assert job.drain("a1", "claim-1") == 0
+        (_, state) = scheduler.events[-1]
+        assert state.wait_until == pytest.approx(1025.0)
+        job, scheduler = drainer(route, Journal(["/a"]), Upstream([]), clock, drain_wait=25.0)
+        job.drain("a1", "claim-2", state)  # 1010 to 1020: handed off again, same deadline
+        assert scheduler.events[-1] == ("schedule", state)
+        job.drain("a1", "claim-3", state)
+        assert clock.now == pytest.approx(1025.0)
+        assert scheduler.events[-1] == ("release", "claim-3")  # gave up: no hand-off
+
+
+def test_a_job_whose_claim_is_taken_gives_way(route):
+    clock = Clock()
+    journal = Journal(["/a"])
+    job, scheduler = drainer(route, journal, Upstream([]), clock)
+    scheduler.holder = "claim-2"
+    assert job.drain("a1", "claim-1") == 0
+    assert journal.queue and scheduler.holder == "claim-2"
+
+
+def test_a_stopped_agent_ends_the_drain(route):
+    clock = Clock()
+    journal = Journal(["/a"])
+    job, scheduler = drainer(route, journal, Upstream([]), clock)
+    job.store.status = AgentStatus.STOPPED
+    assert job.drain("a1", "claim-1") == 0
+    assert scheduler.events == [("release", "claim-1")] and journal.queue

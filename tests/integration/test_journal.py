@@ -1,0 +1,253 @@
+"""The journal's scripts and the drain claim against a real redis-server (no Docker).
+
+They use a database of their own on the session's redis-server, emptied for each test.
+"""
+
+import secrets
+from collections.abc import Iterator
+
+import pytest
+import redis
+import rq
+
+from agentainer.journal import FIRST_LEASE, STALE, IncomingRequest, Journal, new_request_id
+from agentainer.replay import QUEUE, DrainState, ReplayScheduler
+from agentainer.store import PREFIX
+
+DB = 15  # NOTE: the test stack uses database 0 of the same server
+
+
+class Clock:
+    """A settable wall clock; each reading moves it on 1 ms so arrivals are ordered."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        self.now += 0.001
+        return self.now
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + f"/{DB}")
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+    connection.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def journal(client: redis.Redis, clock: Clock) -> Journal:
+    return Journal(client, queue_limit=5, max_attempts=3, retention=3600, lease=30,
+                   history_limit=3, clock=clock)
+
+
+@pytest.fixture
+def agent(client: redis.Redis) -> str:
+    """A stopped agent with persistence on; ``set_status`` starts it."""
+    agent_id = secrets.token_hex(6)
+    client.hset(f"{PREFIX}agent:{agent_id}",
+                mapping={"status": "stopped", "route": "", "persist": "1", "private_hash": ""})
+    return agent_id
+
+
+def set_status(client: redis.Redis, agent_id: str, status: str) -> None:
+    client.hset(f"{PREFIX}agent:{agent_id}", mapping={
+        "status": status, "route": "10.0.0.2:8000" if status == "running" else ""})
+
+
+def admit(journal: Journal, agent_id: str, path: str = "/", key: str = ""):
+    incoming = IncomingRequest(method="POST", path=path, query="", headers=[], body=b"x",
+                               body_sha="sha-x", idempotency_key=key)
+    return journal.admit(agent_id, by_id=True, token_hash="", request_id=new_request_id(),
+                         request=incoming)
+
+
+def queued(journal: Journal, agent_id: str, count: int) -> list[str]:
+    return [admit(journal, agent_id, f"/{n}").request_id for n in range(count)]
+
+
+def complete(journal: Journal, request_id: str, lease: int = FIRST_LEASE) -> str:
+    return journal.complete(request_id, status=200, headers=[], body=b"ok", truncated=False,
+                            lease=lease)
+
+
+def queue_ids(client: redis.Redis, agent_id: str) -> list[str]:
+    return [rid.decode() for rid in client.lrange(f"{PREFIX}queue:{agent_id}", 0, -1)]
+
+
+# Bug 1: FIFO across a replay delivery that found the agent down.
+
+def test_untried_replay_goes_back_to_the_front(journal: Journal, client, agent: str):
+    first, second, third = queued(journal, agent, 3)
+    leased = journal.lease_next(agent)
+    assert leased["id"] == first and leased["attempts"] == 1
+    status, position = journal.retry(first, "refused", attempted=False, from_queue=True,
+                                     lease=leased["lease"])
+    assert (status, position) == ("queued", 1)
+    assert queue_ids(client, agent) == [first, second, third]
+    again = journal.lease_next(agent)
+    assert again["id"] == first and again["attempts"] == 1  # the untried one did not count
+
+
+def test_attempted_replay_goes_to_the_front_and_counts(journal: Journal, client, agent: str):
+    first, second = queued(journal, agent, 2)
+    leased = journal.lease_next(agent)
+    assert journal.retry(first, "reset", lease=leased["lease"]) == ("queued", 1)
+    assert queue_ids(client, agent) == [first, second]
+    assert journal.lease_next(agent)["attempts"] == 2
+
+
+def test_untried_new_arrival_joins_the_back(journal: Journal, client, agent: str):
+    earlier = queued(journal, agent, 2)
+    set_status(client, agent, "running")
+    admission = admit(journal, agent, "/fresh")
+    assert admission.outcome == "forward" and admission.lease == FIRST_LEASE
+    status, position = journal.retry(admission.request_id, "refused", attempted=False)
+    assert (status, position) == ("queued", 3)
+    assert queue_ids(client, agent) == [*earlier, admission.request_id]
+    assert journal.get(agent, admission.request_id)["attempts"] == 0
+
+
+# Bug 6: leases are fenced.
+
+def test_a_stale_holder_cannot_touch_a_request_leased_again(journal: Journal, clock: Clock,
+                                                            client, agent: str):
+    set_status(client, agent, "running")
+    admission = admit(journal, agent)
+    rid = admission.request_id
+    assert journal.renew(rid, lease=admission.lease)
+    clock.now += 60
+    assert journal.sweep() == {agent}
+    assert not journal.renew(rid, lease=admission.lease)
+    leased = journal.lease_next(agent)
+    assert leased["id"] == rid and leased["lease"] == 2
+    assert complete(journal, rid, lease=admission.lease) == STALE
+    assert journal.retry(rid, "late", lease=admission.lease) == (STALE, 0)
+    assert journal.get(agent, rid)["status"] == "in_flight"
+    assert journal.renew(rid, lease=2)
+    assert complete(journal, rid, lease=2) == "completed"
+    assert complete(journal, rid, lease=2) == STALE
+    assert journal.retry(rid, "again", lease=2) == (STALE, 0)
+    assert "lease" not in journal.get(agent, rid)
+
+
+def test_a_late_answer_completes_a_swept_request_nobody_leased(journal: Journal, clock: Clock,
+                                                               client, agent: str):
+    set_status(client, agent, "running")
+    rid = admit(journal, agent).request_id
+    clock.now += 60
+    journal.sweep()
+    assert journal.get(agent, rid)["status"] == "queued"
+    assert complete(journal, rid) == "completed"
+    assert queue_ids(client, agent) == []
+
+
+def test_missing_request(journal: Journal):
+    assert complete(journal, "req-gone") == "missing"
+    assert journal.retry("req-gone", "x") == ("missing", 0)
+    assert not journal.renew("req-gone")
+
+
+# Bug 7: a failed or cancelled idempotency key admits a new request.
+
+def test_a_cancelled_key_admits_a_new_request(journal: Journal, agent: str):
+    first = admit(journal, agent, key="k1")
+    assert first.outcome == "queued"
+    repeat = admit(journal, agent, key="k1")
+    assert (repeat.outcome, repeat.request_id, repeat.status) == (
+        "idempotent", first.request_id, "queued")
+    journal.cancel(agent, first.request_id)
+    fresh = admit(journal, agent, key="k1")
+    assert fresh.outcome == "queued" and fresh.request_id != first.request_id
+    assert admit(journal, agent, key="k1").request_id == fresh.request_id
+
+
+def test_a_failed_key_admits_a_new_request(journal: Journal, client, agent: str):
+    set_status(client, agent, "running")
+    first = admit(journal, agent, key="k2")
+    for attempt in range(3):
+        status, _ = journal.retry(first.request_id, "reset", lease=attempt + 1)
+        if status == "queued":
+            assert journal.lease_next(agent)["id"] == first.request_id
+    assert journal.get(agent, first.request_id)["status"] == "failed"
+    fresh = admit(journal, agent, key="k2")
+    assert fresh.outcome == "forward" and fresh.request_id != first.request_id
+    assert admit(journal, agent, key="k2").outcome == "idempotent"
+
+
+def test_a_full_queue_keeps_the_key_of_the_failed_request(journal: Journal, client, agent: str):
+    set_status(client, agent, "running")
+    failed = admit(journal, agent, key="k3")
+    journal.retry(failed.request_id, "reset")
+    for attempt in (2, 3):
+        journal.lease_next(agent)
+        journal.retry(failed.request_id, "reset", lease=attempt)
+    set_status(client, agent, "stopped")
+    queued(journal, agent, 5)
+    assert admit(journal, agent, key="k3").outcome == "full"
+    assert client.get(f"{PREFIX}idem:{agent}:k3").decode() == failed.request_id
+
+
+# Bug 8: trim deletes what it drops from the listing, never a queued or in-flight request.
+
+def test_trim_deletes_finished_records_beyond_the_limit(journal: Journal, client, agent: str):
+    oldest_queued = admit(journal, agent, "/waiting").request_id
+    set_status(client, agent, "running")
+    finished = []
+    for n in range(5):
+        admission = admit(journal, agent, f"/done/{n}")
+        complete(journal, admission.request_id)
+        finished.append(admission.request_id)
+    in_flight = admit(journal, agent, "/busy").request_id
+    assert journal.trim(agent) == 3  # 7 listed, limit 3: the 4 oldest go, but not the queued
+    listed = {r["id"] for r in journal.page(agent)[0]}
+    assert listed == {oldest_queued, *finished[3:], in_flight}
+    for rid in finished[:3]:
+        assert not client.exists(f"{PREFIX}req:{rid}")
+    assert journal.get(agent, oldest_queued)["status"] == "queued"
+
+
+def test_trim_deletes_finished_records_past_the_retention(journal: Journal, clock: Clock,
+                                                          client, agent: str):
+    set_status(client, agent, "running")
+    old = admit(journal, agent, "/old").request_id
+    complete(journal, old)
+    stuck = admit(journal, agent, "/stuck").request_id
+    clock.now += 7200
+    assert journal.trim(agent) == 1
+    assert not client.exists(f"{PREFIX}req:{old}")
+    assert [r["id"] for r in journal.page(agent)[0]] == [stuck]
+
+
+# Bug 4: a drain claim belongs to the job it was made for.
+
+def scheduled_claims(client: redis.Redis) -> list[tuple[str, str, dict]]:
+    return [(job.args[0], job.args[1], job.kwargs)
+            for job in rq.Queue(QUEUE, connection=client).get_jobs()]
+
+
+def test_claims_are_owned(client: redis.Redis, agent: str):
+    scheduler = ReplayScheduler(client, claim_ttl=30)
+    scheduler.schedule(agent)
+    scheduler.schedule(agent)  # deduplicated while the claim holds
+    [(_, first, state)] = scheduled_claims(client)
+    assert state == {"failures": 0, "retry_at": 0.0, "wait_until": 0.0}
+    client.delete(f"{PREFIX}drain:{agent}")  # as if it expired while the job waited
+    scheduler.schedule(agent, DrainState(failures=2, retry_at=5.0))
+    (_, second, state) = scheduled_claims(client)[1]
+    assert state["failures"] == 2 and second != first
+    assert not scheduler.hold(agent, first)
+    scheduler.release(agent, first)  # not the holder: a no-op
+    assert client.get(f"{PREFIX}drain:{agent}").decode() == second
+    assert scheduler.hold(agent, second)
+    assert 25_000 < client.pttl(f"{PREFIX}drain:{agent}") <= 30_000
+    scheduler.release(agent, second)
+    assert not client.exists(f"{PREFIX}drain:{agent}")
+    assert scheduler.hold(agent, first)  # a free claim goes to whoever asks
