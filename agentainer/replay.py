@@ -205,8 +205,10 @@ class Drainer:
         headers = replay_headers(record["headers"]) + [
             ("X-Agentainer-Request-Id", rid), ("X-Agentainer-Replay", "true")]
         try:
+            # NOTE: a journaled request is redelivered anyway, so a reused keep-alive
+            # connection the agent had closed may be retried on a new one
             response = self.upstream.send(route, record["method"], target, headers,
-                                          record["body"])
+                                          record["body"], resend=True)
             body, truncated = self._read(job, record, response)
         except (AgentDown, AgentFailed) as ex:
             status, _ = self.journal.retry(rid, str(ex), attempted=not isinstance(ex, AgentDown),

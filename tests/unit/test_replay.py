@@ -65,7 +65,7 @@ class Upstream:
         self.replies = list(replies)
         self.sent: list[str] = []
 
-    def send(self, route, method, target, headers, body):
+    def send(self, route, method, target, headers, body, *, resend):
         self.sent.append(target)
         reply = self.replies.pop(0)
         if isinstance(reply, Exception):
