@@ -1,19 +1,43 @@
-"""Per-agent HTTP health probes and their results.
+"""Per-agent HTTP health probes, their schedule and their results.
 
 Key: ``agentainer:health:{aid}`` HASH healthy ("1"/"0"), failures (consecutive),
-last_check (Unix ms), status_code, message.
+last_check (Unix ms), status_code, message. Written only while the agent's record exists,
+so a probe that ends after the agent was removed leaves nothing behind.
 """
 
+import functools
+import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 import urllib3
 
-from agentainer.models import HealthCheck
-from agentainer.store import PREFIX, translate_redis_errors
+from agentainer.errors import AgentainerError, AgentNotFound
+from agentainer.models import Agent, HealthCheck
+from agentainer.states import AgentStatus
+from agentainer.store import PREFIX, AgentStore, translate_redis_errors
+
+logger = logging.getLogger(__name__)
+
+POOL_SIZE = 8
+
+# KEYS: health, agent record; ARGV: healthy, counted, last_check, status_code, message.
+_RECORD = """
+if redis.call('exists', KEYS[2]) == 0 then return 0 end
+if ARGV[1] == '1' then
+  redis.call('hset', KEYS[1], 'failures', 0)
+elseif ARGV[2] == '1' then
+  redis.call('hincrby', KEYS[1], 'failures', 1)
+end
+redis.call('hset', KEYS[1], 'healthy', ARGV[1], 'last_check', ARGV[3],
+           'status_code', ARGV[4], 'message', ARGV[5])
+return tonumber(redis.call('hget', KEYS[1], 'failures') or '0')
+"""
 
 
 @dataclass(frozen=True)
@@ -40,22 +64,23 @@ class HealthRecords:
     def __init__(self, client: redis.Redis, *, clock: Callable[[], float] = time.time) -> None:
         self._redis = client
         self._clock = clock
+        self._record = client.register_script(_RECORD)
 
     @translate_redis_errors
-    def record(self, agent_id: str, result: ProbeResult) -> int:
-        """Store a probe result; return the number of consecutive failures."""
-        key = f"{PREFIX}health:{agent_id}"
-        with self._redis.pipeline() as pipe:
-            if result.healthy:
-                pipe.hset(key, "failures", 0)
-            else:
-                pipe.hincrby(key, "failures", 1)
-            pipe.hset(key, mapping={"healthy": "1" if result.healthy else "0",
-                                    "last_check": int(self._clock() * 1000),
-                                    "status_code": result.status_code or "",
-                                    "message": result.message})
-            pipe.hget(key, "failures")
-            return int(pipe.execute()[-1])
+    def record(self, agent_id: str, result: ProbeResult, *, counted: bool = True) -> int:
+        """Store a probe result; return the number of consecutive failures.
+
+        Args:
+            counted: False for a failure that does not count (the agent is still starting).
+
+        Returns:
+            The consecutive failures; 0 when the agent no longer exists (nothing is stored).
+        """
+        # NOTE: the agent record's key as store.py names it (journal.py's scripts do the same).
+        keys = [f"{PREFIX}health:{agent_id}", f"{PREFIX}agent:{agent_id}"]
+        return int(self._record(keys=keys, args=[
+            "1" if result.healthy else "0", "1" if counted else "0",
+            int(self._clock() * 1000), result.status_code or "", result.message]))
 
     @translate_redis_errors
     def get(self, agent_id: str) -> dict[str, Any] | None:
@@ -70,4 +95,129 @@ class HealthRecords:
 
     @translate_redis_errors
     def reset(self, agent_id: str) -> None:
+        """Forget the agent's probe results (restarted, or removed)."""
         self._redis.delete(f"{PREFIX}health:{agent_id}")
+
+
+Prober = Callable[[urllib3.PoolManager, str, HealthCheck], ProbeResult]
+
+
+class Lanes:
+    """A bounded thread pool that runs at most one task per agent at a time."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        self._busy: set[str] = set()
+        self._lock = threading.Lock()
+
+    def submit(self, agent_id: str, task: Callable[[], None]) -> bool:
+        """Queue ``task`` unless the agent's previous one still runs; return True if queued."""
+        with self._lock:
+            if agent_id in self._busy:
+                return False
+            self._busy.add(agent_id)
+        self._pool.submit(self._run, agent_id, task)
+        return True
+
+    def shutdown(self) -> None:
+        """Drop the queued tasks; the running ones end on their own."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self, agent_id: str, task: Callable[[], None]) -> None:
+        try:
+            task()
+        except AgentainerError as ex:
+            logger.warning("agent %s: %s", agent_id, ex.message)
+        except Exception:  # noqa: BLE001 - one agent's failure must not end the pool
+            logger.exception("agent %s: task failed", agent_id)
+        finally:
+            with self._lock:
+                self._busy.discard(agent_id)
+
+
+class HealthWatch:
+    """Probes running agents, each on its own schedule, on a bounded pool of threads.
+
+    A failure counts only after the agent's start grace: from a (re)start until
+    ``interval x retries`` later, or until its first healthy probe if that comes sooner.
+    ``on_unhealthy(agent, failures, result)`` is called once failures reach the retries.
+    """
+
+    def __init__(self, records: HealthRecords, store: AgentStore,
+                 on_unhealthy: Callable[[Agent, int, ProbeResult], None], *,
+                 clock: Callable[[], float] = time.monotonic, prober: Prober = probe,
+                 workers: int = POOL_SIZE) -> None:
+        self._records = records
+        self._store = store
+        self._on_unhealthy = on_unhealthy
+        self._clock = clock
+        self._prober = prober
+        self._http = urllib3.PoolManager(num_pools=256, maxsize=2)
+        self._lanes = Lanes(workers, "probe")
+        self._next: dict[str, float] = {}   # NOTE: only tick() (one thread) touches it
+        self._grace: dict[str, float] = {}  # agent -> until when failures don't count
+        self._lock = threading.Lock()
+
+    def tick(self, agents: Iterable[Agent]) -> None:
+        """Start the probes that are due; forget the schedule of agents no longer probed."""
+        now = self._clock()
+        probed = set()
+        for agent in agents:
+            check = agent.spec.health_check
+            if check is None or agent.status is not AgentStatus.RUNNING:
+                continue
+            probed.add(agent.id)
+            if agent.id not in self._next:
+                self._next[agent.id] = now + check.interval
+                self.started(agent, again=False)
+            elif now >= self._next[agent.id] and self._lanes.submit(
+                    agent.id, functools.partial(self.probe, agent)):
+                self._next[agent.id] = now + check.interval
+        for agent_id in self._next.keys() - probed:
+            del self._next[agent_id]
+            with self._lock:
+                self._grace.pop(agent_id, None)
+
+    def started(self, agent: Agent, *, again: bool = True) -> None:
+        """Begin the agent's start grace (without ``again``, keep one already begun)."""
+        check = agent.spec.health_check
+        if check is None:
+            return
+        with self._lock:
+            if again or agent.id not in self._grace:
+                self._grace[agent.id] = self._clock() + check.interval * check.retries
+
+    def forget(self, agent_id: str) -> None:
+        """Drop the agent's grace and probe results (the agent was removed)."""
+        with self._lock:
+            self._grace.pop(agent_id, None)
+        self._records.reset(agent_id)
+
+    def shutdown(self) -> None:
+        """Stop probing (probes under way end on their own)."""
+        self._lanes.shutdown()
+
+    def probe(self, agent: Agent) -> None:
+        """Probe one agent now and record the result."""
+        try:
+            _, route = self._store.routing(agent.id)
+        except AgentNotFound:
+            return  # NOTE: removed meanwhile; its health record went with it
+        if not route:
+            return
+        check = agent.spec.health_check
+        result = self._prober(self._http, route, check)
+        failures = self._records.record(agent.id, result,
+                                        counted=not self._in_grace(agent.id, result.healthy))
+        if failures >= check.retries:
+            self._on_unhealthy(agent, failures, result)
+
+    def _in_grace(self, agent_id: str, healthy: bool) -> bool:
+        with self._lock:
+            until = self._grace.get(agent_id)
+            if until is None:
+                return False
+            if healthy or self._clock() >= until:
+                del self._grace[agent_id]
+                return False
+            return True

@@ -1,6 +1,7 @@
 """Agent resource metrics (sampled into a bounded history) and control-plane counters.
 
-Keys: ``agentainer:metrics:{aid}`` ZSET sample JSON by Unix ms; ``agentainer:counters``
+Keys: ``agentainer:metrics:{aid}`` ZSET sample JSON by Unix ms (written only while the
+agent's record exists, so a late sample never outlives a removed agent); ``agentainer:counters``
 HASH of counters and latency-histogram buckets, written by the journal's Lua scripts and
 the monitor, so every process's work shows in one ``/metrics`` (any server answers it).
 """
@@ -29,6 +30,16 @@ COUNTER_HELP = (
                                              "attempts (dead letter)"),
     ("restarts", "agentainer_agent_restarts", "agent restarts made by the monitor"),
 )
+
+# KEYS: history, agent record; ARGV: sample, timestamp, cutoff, max samples, TTL seconds.
+_RECORD = """
+if redis.call('exists', KEYS[2]) == 0 then return 0 end
+redis.call('zadd', KEYS[1], ARGV[2], ARGV[1])
+redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[3])
+redis.call('zremrangebyrank', KEYS[1], 0, -tonumber(ARGV[4]) - 1)
+redis.call('expire', KEYS[1], ARGV[5])
+return 1
+"""
 
 
 def summarize(stats: dict[str, Any], *, now: float) -> dict[str, Any]:
@@ -65,17 +76,16 @@ class MetricsHistory:
     def __init__(self, client: redis.Redis, *, clock: Callable[[], float] = time.time) -> None:
         self._redis = client
         self._clock = clock
+        self._record = client.register_script(_RECORD)
 
     @translate_redis_errors
     def record(self, agent_id: str, sample: dict[str, Any]) -> None:
-        key = f"{PREFIX}metrics:{agent_id}"
-        cutoff = int((self._clock() - HISTORY_SPAN) * 1000)
-        with self._redis.pipeline() as pipe:
-            pipe.zadd(key, {json.dumps(sample, separators=(",", ":")): sample["timestamp"]})
-            pipe.zremrangebyscore(key, "-inf", cutoff)
-            pipe.zremrangebyrank(key, 0, -HISTORY_MAX - 1)
-            pipe.expire(key, int(HISTORY_SPAN))
-            pipe.execute()
+        """Add a sample to the agent's history (if the agent still exists) and trim it."""
+        # NOTE: the agent record's key as store.py names it (journal.py's scripts do the same).
+        keys = [f"{PREFIX}metrics:{agent_id}", f"{PREFIX}agent:{agent_id}"]
+        self._record(keys=keys, args=[
+            json.dumps(sample, separators=(",", ":")), sample["timestamp"],
+            int((self._clock() - HISTORY_SPAN) * 1000), HISTORY_MAX, int(HISTORY_SPAN)])
 
     @translate_redis_errors
     def since(self, agent_id: str, seconds: float) -> list[dict[str, Any]]:
@@ -85,7 +95,8 @@ class MetricsHistory:
 
     @translate_redis_errors
     def forget(self, agent_id: str) -> None:
-        self._redis.delete(f"{PREFIX}metrics:{agent_id}", f"{PREFIX}health:{agent_id}")
+        """Drop the agent's history (the agent was removed)."""
+        self._redis.delete(f"{PREFIX}metrics:{agent_id}")
 
 
 class ControlPlaneCollector:

@@ -5,35 +5,34 @@ Four loops on their own threads, so a slow one never holds up another:
   containers, recorded at once; the stream is reopened when it drops;
 - control: due auto-restarts, periodic reconciliation (drift, containers removed behind
   our back, orphans) and the journal's janitor;
-- probes: per-agent HTTP health checks (deploy's --health-* flags);
-- metrics: per-agent resource samples into a bounded history.
+- probes: per-agent HTTP health checks (deploy's --health-* flags), each agent on its own
+  schedule, run on a small thread pool so a hanging agent delays no other;
+- metrics: per-agent resource samples into a bounded history, on a pool likewise.
 
-Restart policy (auto-restart agents): the n-th restart within ``restart_window`` waits
-``min(restart_cap, restart_base * 2**(n-1))``, jittered to 50-100 %; once ``restart_limit``
-restarts fall within the window, the agent is marked ``failed`` with the reason.
+Auto-restart agents are restarted as :class:`~agentainer.restarts.RestartPolicy` says. An
+agent paused behind our back (``docker pause``) is recorded as paused, not as a crash.
 """
 
 import argparse
+import functools
 import logging
-import random
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-
-import urllib3
 
 from agentainer import daemon
 from agentainer.agents import AgentService
 from agentainer.config import Config
 from agentainer.errors import AgentainerError, AgentNotFound
-from agentainer.health import HealthRecords, probe
+from agentainer.health import (
+    POOL_SIZE, HealthRecords, HealthWatch, Lanes, Prober, ProbeResult, probe,
+)
 from agentainer.janitor import Janitor
 from agentainer.metrics import MetricsHistory, summarize
 from agentainer.models import Agent
-from agentainer.runtime import LABEL_ID, DockerRuntime
+from agentainer.restarts import RestartPolicy
+from agentainer.runtime import LABEL_ID, ContainerGone, DockerRuntime
 from agentainer.states import AgentStatus, Desired
 from agentainer.status import ExitStatus
 from agentainer.store import AgentStore
@@ -43,38 +42,9 @@ logger = logging.getLogger(__name__)
 
 TICK = 0.25
 JANITOR_INTERVAL = 1.0
-
-
-@dataclass
-class RestartPolicy:
-    """Capped, jittered exponential backoff that gives up on a crash loop."""
-
-    base: float
-    cap: float
-    limit: int
-    window: float
-    clock: Callable[[], float] = time.monotonic
-    rand: Callable[[], float] = random.random
-    _history: dict[str, deque] = field(default_factory=dict)
-
-    def next_delay(self, agent_id: str) -> float | None:
-        """Return how long to wait before restarting, or None to give up."""
-        recent = self._recent(agent_id)
-        if len(recent) >= self.limit:
-            return None
-        return min(self.cap, self.base * 2 ** len(recent)) * (0.5 + self.rand() / 2)
-
-    def restarted(self, agent_id: str) -> None:
-        self._recent(agent_id).append(self.clock())
-
-    def forget(self, agent_id: str) -> None:
-        self._history.pop(agent_id, None)
-
-    def _recent(self, agent_id: str) -> deque:
-        recent = self._history.setdefault(agent_id, deque())
-        while recent and recent[0] < self.clock() - self.window:
-            recent.popleft()
-        return recent
+STABLE_RUN = 10.0      # a loop that ran this long before failing retries after 1 s again
+ORPHAN_GRACE = 60.0    # a container younger than this may belong to a deploy in progress
+OOM_WINDOW = 10.0      # an oom event labels a die within this long as out of memory
 
 
 class Monitor:
@@ -83,7 +53,9 @@ class Monitor:
     def __init__(self, agents: AgentService, store: AgentStore, runtime: DockerRuntime,
                  health: HealthRecords, history: MetricsHistory, janitor: Janitor,
                  policy: RestartPolicy, *, reconcile_interval: float, metrics_interval: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time, prober: Prober = probe,
+                 workers: int = POOL_SIZE) -> None:
         self._agents = agents
         self._store = store
         self._runtime = runtime
@@ -94,11 +66,17 @@ class Monitor:
         self._reconcile_interval = reconcile_interval
         self._metrics_interval = metrics_interval
         self._clock = clock
-        self._http = urllib3.PoolManager(num_pools=256, maxsize=2)
+        self._wall_clock = wall_clock
+        self._watch = HealthWatch(health, store, self._unhealthy_agent, clock=clock,
+                                  prober=prober, workers=workers)
+        self._samplers = Lanes(workers, "metrics")
         self._instance = ""
-        self._due: dict[str, tuple[float, str]] = {}
-        self._oom: set[str] = set()
+        # NOTE: these are shared by the events, control and probe threads: guard with _lock.
+        self._due: dict[str, tuple[float, str, bool]] = {}  # when, reason, for failed probes
+        self._oom: dict[str, float] = {}     # agent -> when its oom event came
+        self._seen: set[str] = set()         # agents the last reconciliation found
         self._lock = threading.Lock()
+        self._reconciling = threading.Lock()  # NOTE: one pass at a time (events, control)
         self._stop = threading.Event()
 
     # -- running ----------------------------------------------------------------------
@@ -112,24 +90,33 @@ class Monitor:
                    for loop in (self._events_loop, self._probes_loop, self._metrics_loop)]
         for thread in threads:
             thread.start()
-        self._guard(self._control_loop)
+        try:
+            self._guard(self._control_loop)
+        finally:
+            self._watch.shutdown()
+            self._samplers.shutdown()
 
     def stop(self) -> None:
+        """Ask every loop to end."""
         self._stop.set()
 
     def _guard(self, loop: Callable[[], None]) -> None:
         """Run a loop forever: log what breaks it, back off, start it again."""
         delay = 1.0
         while not self._stop.is_set():
+            began = self._clock()
             try:
                 loop()
-                delay = 1.0
-            except AgentainerError as ex:
-                logger.warning("%s: %s; retrying in %.0fs", loop.__name__, ex.message, delay)
-            except Exception:  # noqa: BLE001 - the monitor must outlive any one failure
-                logger.exception("%s failed; retrying in %.0fs", loop.__name__, delay)
-            self._stop.wait(delay)
-            delay = min(delay * 2, 30.0)
+            except Exception as ex:  # noqa: BLE001 - the monitor must outlive any one failure
+                if self._clock() - began >= STABLE_RUN:
+                    delay = 1.0  # NOTE: it ran well for a while: not part of a failure streak
+                if isinstance(ex, AgentainerError):
+                    logger.warning("%s: %s; retrying in %.0fs", loop.__name__, ex.message,
+                                   delay)
+                else:
+                    logger.exception("%s failed; retrying in %.0fs", loop.__name__, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 30.0)
 
     # -- events -----------------------------------------------------------------------
 
@@ -149,16 +136,25 @@ class Monitor:
     def on_event(self, action: str, attributes: dict[str, str]) -> None:
         """Record one container event; handle a crash of an agent meant to run."""
         agent_id = attributes.get(LABEL_ID, "")
+        if not agent_id:
+            return
         if action == "oom":
-            self._oom.add(agent_id)
+            with self._lock:
+                self._oom[agent_id] = self._clock()
             return
         try:
             agent = self._agents.reconcile(agent_id, wait=True)
         except AgentNotFound:
+            self._forget(agent_id)
             return
-        if action in ("die", "destroy") and agent is not None:
-            if agent_id in self._oom:
-                self._oom.discard(agent_id)
+        if action == "start":
+            with self._lock:
+                self._oom.pop(agent_id, None)
+            self._watch.started(agent)
+        elif action in ("die", "destroy"):
+            with self._lock:
+                oom = self._oom.pop(agent_id, None)
+            if oom is not None and self._clock() - oom <= OOM_WINDOW:
                 reason = "killed: out of memory"
             elif action == "destroy":
                 reason = "its container was removed"
@@ -176,15 +172,16 @@ class Monitor:
             return
         self._schedule_restart(agent, reason)
 
-    def _schedule_restart(self, agent: Agent, reason: str) -> None:
+    def _schedule_restart(self, agent: Agent, reason: str, *, probes: bool = False) -> None:
         """Restart after the policy's backoff, or mark a crash loop ``failed``."""
         with self._lock:
             if agent.id in self._due:
                 return
-        delay = self._policy.next_delay(agent.id)
+            delay = self._policy.next_delay(agent.id)
+            if delay is not None:
+                self._due[agent.id] = (self._clock() + delay, reason, probes)
         if delay is None:
-            verdict = (f"crash loop: {self._policy.limit} restarts within "
-                       f"{self._policy.window:.0f}s; last: {reason}")
+            verdict = self._policy.verdict(reason)
             logger.warning("agent %s: %s", agent.id, verdict)
             if agent.status is AgentStatus.RUNNING:
                 self._agents.stop(agent.id)
@@ -193,8 +190,6 @@ class Monitor:
             return
         logger.info("agent %s: %s; restarting in %.1fs", agent.id, reason, delay)
         self._store.update(agent.id, last_error=reason)
-        with self._lock:
-            self._due[agent.id] = (self._clock() + delay, reason)
 
     # -- control ----------------------------------------------------------------------
 
@@ -202,7 +197,7 @@ class Monitor:
         next_reconcile = self._clock() + self._reconcile_interval
         next_janitor = self._clock()
         while not self._stop.wait(TICK):
-            self._restart_due()
+            self.restart_due()
             now = self._clock()
             if now >= next_janitor:
                 self._janitor.run_once()
@@ -211,38 +206,67 @@ class Monitor:
                 self.reconcile()
                 next_reconcile = self._clock() + self._reconcile_interval
 
-    def _restart_due(self) -> None:
+    def restart_due(self) -> None:
+        """Make the restarts whose backoff is over (dropping those no longer needed)."""
         now = self._clock()
         with self._lock:
-            due = [(agent_id, reason) for agent_id, (when, reason) in self._due.items()
-                   if when <= now]
-            for agent_id, _ in due:
-                del self._due[agent_id]
-        for agent_id, reason in due:
+            due = [agent_id for agent_id, (when, _, _) in self._due.items() if when <= now]
+        for agent_id in due:
             try:
-                agent = self._store.get(agent_id)
-                if agent.desired is not Desired.RUNNING:
-                    continue
-                if agent.status is AgentStatus.RUNNING:
-                    self._agents.restart(agent_id)
-                else:
-                    self._agents.start(agent_id)
+                self._restart(agent_id)
             except AgentNotFound:
-                continue
-            except AgentainerError as ex:
-                self._crashed(self._store.get(agent_id), f"restart failed: {ex.message}")
-                continue
-            self._policy.restarted(agent_id)
-            self._health.reset(agent_id)
-            self._store.count_restart(agent_id)
-            logger.info("agent %s: restarted (%s)", agent_id, reason)
+                self._forget(agent_id)
+
+    def _restart(self, agent_id: str) -> None:
+        """Restart one agent whose backoff is over, unless that is no longer wanted."""
+        with self._lock:
+            entry = self._due.get(agent_id)
+        if entry is None:
+            return  # NOTE: forgotten meanwhile (the agent was removed)
+        _, reason, probes = entry
+        agent = self._agents.get(agent_id)
+        running = agent.status is AgentStatus.RUNNING
+        if (agent.desired is not Desired.RUNNING or agent.status is AgentStatus.PAUSED
+                or running and not (probes and self._unhealthy(agent))):
+            logger.info("agent %s: restart dropped: it is %s (desired %s)", agent_id,
+                        agent.status.value, agent.desired.value)
+            with self._lock:
+                self._due.pop(agent_id, None)
+            return
+        with self._lock:  # NOTE: counted before it runs, so a quick crash sees the attempt
+            self._policy.attempted(agent_id)
+            self._due.pop(agent_id, None)
+        try:
+            if running:
+                self._agents.restart(agent_id)
+            else:
+                self._agents.start(agent_id)
+        except AgentNotFound:
+            raise
+        except (AgentainerError, ContainerGone) as ex:
+            message = ex.message if isinstance(ex, AgentainerError) else str(ex)
+            self._crashed(self._agents.get(agent_id), f"restart failed: {message}")
+            return
+        self._health.reset(agent_id)
+        self._watch.started(agent)
+        self._store.count_restart(agent_id)
+        logger.info("agent %s: restarted (%s)", agent_id, reason)
+
+    def _unhealthy(self, agent: Agent) -> bool:
+        """Say whether the agent's probes have failed too often since it last started."""
+        # NOTE: failures in the start grace are not counted, so a restart scheduled by a
+        # probe that failed during another restart finds too few and is dropped.
+        record = self._health.get(agent.id)
+        check = agent.spec.health_check
+        return bool(record and check) and record["failures"] >= check.retries
 
     def bring_up(self) -> None:
         """Start every agent whose user wants it running (after a stack or host restart)."""
         for agent in self._store.all():
             if agent.desired is Desired.RUNNING:
                 try:
-                    if self._agents.get(agent.id).status is not AgentStatus.RUNNING:
+                    status = self._agents.get(agent.id).status
+                    if status not in (AgentStatus.RUNNING, AgentStatus.PAUSED):
                         logger.info("agent %s: desired running; starting it", agent.id)
                         self._agents.start(agent.id)
                 except AgentainerError as ex:
@@ -250,61 +274,94 @@ class Monitor:
 
     def reconcile(self) -> None:
         """Record Docker's view of every agent, act on crashes missed, remove orphans."""
-        known = set()
-        for agent in self._store.all():
-            known.add(agent.id)
-            current = self._agents.reconcile(agent.id)
-            with self._lock:
-                pending = agent.id in self._due
-            if current is not None and not pending:
-                self._crashed(current, "found stopped")
-        for container_id, agent_id in self._runtime.containers_of_instance(
-                self._instance).items():
-            if agent_id not in known:
-                logger.info("container %s: orphan of agent %s; removing it", container_id[:12],
-                            agent_id or "?")
-                self._runtime.remove(container_id)
+        with self._reconciling:
+            self._reconcile()
+
+    def _reconcile(self) -> None:
+        # NOTE: containers before agents, so a container whose deploy records its agent
+        # meanwhile is seen with its agent; ORPHAN_GRACE covers a deploy still in progress.
+        containers = self._runtime.containers_of_instance(self._instance)
+        agents = self._store.all()
+        known = {agent.id for agent in agents}
+        for agent in agents:
+            try:
+                self._reconcile_one(agent.id)
+            except AgentNotFound:
+                self._forget(agent.id)
+        with self._lock:
+            gone, self._seen = self._seen - known, known
+        for agent_id in gone:  # NOTE: removed since the last pass (IDs are never reused)
+            self._forget(agent_id)
+        now = self._wall_clock()
+        for container_id, (agent_id, created) in containers.items():
+            if agent_id in known or now - created < ORPHAN_GRACE:
+                continue
+            logger.info("container %s: orphan of agent %s; removing it", container_id[:12],
+                        agent_id or "?")
+            self._runtime.remove(container_id)
+            if agent_id:
+                self._forget(agent_id)
+
+    def _reconcile_one(self, agent_id: str) -> None:
+        current = self._agents.reconcile(agent_id)
+        if current is None or current.desired is not Desired.RUNNING:
+            return
+        with self._lock:
+            pending = agent_id in self._due
+        # NOTE: paused behind our back (docker pause) is recorded above, not a crash.
+        if not pending and current.status not in (AgentStatus.RUNNING, AgentStatus.PAUSED):
+            self._crashed(current, self._exit_reason(current))
+
+    def _exit_reason(self, agent: Agent) -> str:
+        """Say why the agent's container is down, as its state shows."""
+        if not agent.container_id:
+            return "found stopped (no container)"
+        try:
+            state = self._runtime.state(agent.container_id)
+        except ContainerGone:
+            return "its container was removed"
+        if state.oom_killed:
+            return "killed: out of memory"
+        if state.error:
+            return f"could not start: {state.error}"
+        return f"exited with code {state.exit_code}"
+
+    def _forget(self, agent_id: str) -> None:
+        """Drop everything kept about an agent that no longer exists."""
+        with self._lock:
+            self._due.pop(agent_id, None)
+            self._oom.pop(agent_id, None)
+            self._seen.discard(agent_id)
+        self._policy.forget(agent_id)
+        self._watch.forget(agent_id)
+        self._history.forget(agent_id)
 
     # -- probes and metrics -------------------------------------------------------------
 
     def _probes_loop(self) -> None:
-        next_probe: dict[str, float] = {}
         while not self._stop.wait(TICK):
-            now = self._clock()
-            for agent in self._store.all():
-                check = agent.spec.health_check
-                if check is None or agent.status is not AgentStatus.RUNNING:
-                    next_probe.pop(agent.id, None)
-                    continue
-                if now < next_probe.setdefault(agent.id, now + check.interval):
-                    continue
-                next_probe[agent.id] = now + check.interval
-                self._probe(agent)
+            self._watch.tick(self._store.all())
 
-    def _probe(self, agent: Agent) -> None:
-        _, route = self._store.routing(agent.id)
-        if not route:
-            return
-        check = agent.spec.health_check
-        result = probe(self._http, route, check)
-        failures = self._health.record(agent.id, result)
-        if failures < check.retries:
-            return
+    def _unhealthy_agent(self, agent: Agent, failures: int, result: ProbeResult) -> None:
+        """Restart an auto-restart agent whose probes failed too often; else report it."""
         reason = f"health probe failed {failures} times: {result.message}"
         if agent.spec.auto_restart:
-            self._schedule_restart(agent, reason)
-        elif failures == check.retries:
+            self._schedule_restart(agent, reason, probes=True)
+        elif failures == agent.spec.health_check.retries:
             logger.info("agent %s: unhealthy: %s (no auto-restart)", agent.id, reason)
 
     def _metrics_loop(self) -> None:
         while not self._stop.wait(self._metrics_interval):
             for agent in self._store.all():
                 if agent.status is AgentStatus.RUNNING and agent.container_id:
-                    try:
-                        stats = self._runtime.stats(agent.container_id)
-                    except AgentainerError:
-                        continue
-                    self._history.record(agent.id, summarize(stats, now=time.time()))
+                    self._samplers.submit(agent.id, functools.partial(self._sample, agent))
+
+    def _sample(self, agent: Agent) -> None:
+        try:
+            stats = self._runtime.stats(agent.container_id)
+        except (AgentainerError, ContainerGone):
+            return
+        self._history.record(agent.id, summarize(stats, now=time.time()))
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -300,10 +300,11 @@ class DockerRuntime:
                 for c in found if LABEL_ID in (c.get("Labels") or {})}
 
     @translate_docker_errors
-    def containers_of_instance(self, instance: str) -> dict[str, str]:
-        """Return container ID -> agent ID for every container this installation made."""
+    def containers_of_instance(self, instance: str) -> dict[str, tuple[str, float]]:
+        """Return container ID -> (agent ID, created Unix time) for this installation's."""
         found = self.api.containers(all=True, filters={"label": f"{LABEL_INSTANCE}={instance}"})
-        return {c["Id"]: (c.get("Labels") or {}).get(LABEL_ID, "") for c in found}
+        return {c["Id"]: ((c.get("Labels") or {}).get(LABEL_ID, ""), float(c.get("Created", 0)))
+                for c in found}
 
     @translate_docker_errors
     def events(self, instance: str, *, since: float | None = None) -> Iterator[dict]:

@@ -167,7 +167,9 @@ class AgentStore:
     @translate_redis_errors
     def delete(self, agent: Agent) -> None:
         with self._redis.pipeline() as pipe:
-            pipe.delete(_agent_key(agent.id))
+            # NOTE: with the record go the monitor's health results and metrics history.
+            pipe.delete(_agent_key(agent.id), f"{PREFIX}health:{agent.id}",
+                        f"{PREFIX}metrics:{agent.id}")
             pipe.zrem(AGENTS, agent.id)
             pipe.hdel(NAMES, agent.name)
             if agent.spec.token_hash:

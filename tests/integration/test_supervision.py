@@ -7,6 +7,7 @@ with all four programs, and drives it with the real CLI and HTTP.
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ import redis
 import pytest
 import requests
 
+from agentainer.monitor import ORPHAN_GRACE
 from tests.helpers import free_port, wait_for
 from tests.integration.conftest import (
     BIN, ECHO_IMAGE, STATEFUL_IMAGE, TEST_SETTINGS, Api, _clean_docker,
@@ -143,6 +145,42 @@ def test_crash_loop_backs_off_then_fails_with_its_reason(supervised, agent_name,
     assert api.get(f"/agents/{agent_name}").json()["data"]["status"] == "failed"  # no more
 
 
+def test_start_that_cannot_succeed_backs_off_then_fails_with_the_error(supervised, agent_name,
+                                                                     docker_client):
+    data = supervised.home / f"{agent_name}-data"
+    agent = deployed(supervised, agent_name, "--image", ECHO_IMAGE, "--auto-restart",
+                     "--start", "--volume", f"{data}:/data")
+    wait_for(lambda: b"listening" in container(docker_client, agent).logs(), message="app")
+    shutil.rmtree(data)  # NOTE: every later start fails: the bind source is gone
+    container(docker_client, agent).kill()
+    api = supervised.api()
+    failed = wait_for(lambda: (a := api.get(f"/agents/{agent_name}").json()["data"])["status"]
+                      == "failed" and a, timeout=60, message="the failed verdict")
+    assert "crash loop: 4 restart attempts" in failed["last_error"]
+    assert "bind source path does not exist" in failed["last_error"]
+    assert failed["restarts"] == 0
+    time.sleep(3)
+    assert api.get(f"/agents/{agent_name}").json()["data"]["status"] == "failed"  # no more
+
+
+def test_agent_paused_behind_our_back_is_recorded_as_paused(supervised, agent_name,
+                                                            docker_client):
+    agent = deployed(supervised, agent_name, "--image", ECHO_IMAGE, "--auto-restart",
+                     "--start")
+    wait_for(lambda: b"listening" in container(docker_client, agent).logs(), message="app")
+    container(docker_client, agent).pause()
+    api = supervised.api()
+    wait_for(lambda: api.get(f"/agents/{agent_name}").json()["data"]["status"] == "paused",
+             timeout=30, message="paused")
+    time.sleep(3)  # NOTE: a reconciliation (every 2 s) must not take it for a crash
+    shown = api.get(f"/agents/{agent_name}").json()["data"]
+    assert shown["status"] == "paused" and shown["desired"] == "running"
+    assert shown["restarts"] == 0 and not shown["last_error"]
+    container(docker_client, agent).unpause()
+    wait_for(lambda: api.get(f"/agents/{agent_name}").json()["data"]["status"] == "running",
+             timeout=30, message="running again")
+
+
 def test_agent_without_auto_restart_stays_down_and_queues(supervised, agent_name,
                                                           docker_client):
     agent = deployed(supervised, agent_name, "--image", ECHO_IMAGE, "--start")
@@ -173,8 +211,9 @@ def test_orphan_containers_are_removed(supervised, agent_name, docker_client):
     client = redis.Redis.from_url(supervised.env["AGENTAINER_REDIS_URL"])
     client.delete(f"agentainer:agent:{agent['id']}")
     client.zrem("agentainer:agents", agent["id"])
+    # NOTE: a container younger than ORPHAN_GRACE may be a deploy in progress: left alone.
     wait_for(lambda: not docker_client.containers.list(
-        all=True, filters={"name": f"agentainer-{agent['id']}"}), timeout=30,
+        all=True, filters={"name": f"agentainer-{agent['id']}"}), timeout=ORPHAN_GRACE + 30,
         message="the orphan to be removed")
 
 
@@ -199,6 +238,17 @@ def test_failed_probes_restart_only_with_auto_restart(supervised, agent_name, au
         assert agent["restarts"] == 0 and agent["status"] == "running"
     assert supervised.cli("health").returncode == 0
     assert agent_name in supervised.cli("health").stdout
+
+
+def test_removed_agent_leaves_no_health_or_metrics_behind(supervised, agent_name):
+    agent = deployed(supervised, agent_name, "--image", STATEFUL_IMAGE, "--start",
+                     "--health-endpoint", "/", "--health-interval", "1s")
+    client = redis.Redis.from_url(supervised.env["AGENTAINER_REDIS_URL"])
+    keys = [f"agentainer:health:{agent['id']}", f"agentainer:metrics:{agent['id']}"]
+    wait_for(lambda: client.exists(*keys) == 2, timeout=30, message="a probe and a sample")
+    assert supervised.cli("remove", agent_name).returncode == 0
+    time.sleep(3)  # NOTE: probes and samples under way at the removal must not write back
+    assert client.exists(*keys) == 0
 
 
 def test_metrics(supervised, agent_name):

@@ -1,0 +1,495 @@
+"""The monitor's decisions, over the real AgentService with an in-memory store and runtime."""
+
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+import pytest
+
+from tests.helpers import wait_for
+
+from agentainer.agents import AgentService, Networks
+from agentainer.errors import AgentNotFound, InvalidInput
+from agentainer.health import Lanes, ProbeResult
+from agentainer.models import Agent, AgentSpec, HealthCheck, new_agent_id, now
+from agentainer.monitor import ORPHAN_GRACE, Monitor
+from agentainer.restarts import RestartPolicy
+from agentainer.runtime import ContainerGone, ContainerState
+from agentainer.states import AgentStatus, Desired
+
+S = AgentStatus
+WALL = 1_700_000_000.0
+
+
+class Clock:
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Box:
+    """A fake container."""
+
+    agent_id: str
+    status: AgentStatus
+    created: float
+    exit_code: int = 0
+    oom_killed: bool = False
+
+
+class FakeRuntime:
+    """Containers in a dict; ``start_error`` makes every start fail."""
+
+    def __init__(self) -> None:
+        self.boxes: dict[str, Box] = {}
+        self.starts: list[str] = []
+        self.start_error: Exception | None = None
+        self.on_list = lambda: None
+
+    def state(self, container_id: str) -> ContainerState:
+        box = self.boxes.get(container_id)
+        if box is None:
+            raise ContainerGone(container_id)
+        ip = "10.0.0.2" if box.status is S.RUNNING else ""
+        return ContainerState(box.status, box.exit_code, box.oom_killed, "", ip)
+
+    def start(self, container_id: str) -> None:
+        self.starts.append(container_id)
+        if self.start_error:
+            raise self.start_error
+        self.boxes[container_id].status = S.RUNNING
+
+    def stop(self, container_id: str, *, timeout: float) -> None:
+        self.boxes[container_id].status = S.STOPPED
+
+    def remove(self, container_id: str) -> None:
+        self.boxes.pop(container_id, None)
+
+    def containers_of(self, agent_id: str) -> list[str]:
+        return [cid for cid, box in self.boxes.items() if box.agent_id == agent_id]
+
+    def containers_of_instance(self, instance: str) -> dict[str, tuple[str, float]]:
+        found = {cid: (box.agent_id, box.created) for cid, box in self.boxes.items()}
+        self.on_list()
+        return found
+
+
+class FakeStore:
+    """Agent records in a dict; ``ghosts`` are listed but gone (removed meanwhile)."""
+
+    def __init__(self) -> None:
+        self.agents: dict[str, Agent] = {}
+        self.routes: dict[str, str] = {}
+        self.ghosts: list[Agent] = []
+
+    def get(self, agent_id: str) -> Agent:
+        if agent_id not in self.agents:
+            raise AgentNotFound(agent_id)
+        return self.agents[agent_id]
+
+    def resolve(self, ref: str) -> str:
+        return self.get(ref).id
+
+    def all(self) -> list[Agent]:
+        return [*self.ghosts, *self.agents.values()]
+
+    def update(self, agent_id: str, *, status=None, desired=None, container_id=None,
+               route=None, last_error=None) -> bool:
+        if agent_id not in self.agents:
+            return False
+        changes = {"status": status, "desired": desired, "container_id": container_id,
+                   "last_error": last_error}
+        self.agents[agent_id] = replace(self.agents[agent_id], **{
+            key: value for key, value in changes.items() if value is not None})
+        if route is not None:
+            self.routes[agent_id] = route
+        return True
+
+    def routing(self, agent_id: str) -> tuple[AgentStatus, str]:
+        return self.get(agent_id).status, self.routes.get(agent_id, "")
+
+    def count_restart(self, agent_id: str) -> None:
+        self.update(agent_id)
+        self.agents[agent_id] = replace(self.agents[agent_id],
+                                        restarts=self.agents[agent_id].restarts + 1)
+
+    def instance(self) -> str:
+        return "test"
+
+    @contextmanager
+    def lock(self, agent_id: str, *, wait: bool = True):
+        yield True
+
+
+class FakeHealth:
+    """HealthRecords in memory, with the same counting rules."""
+
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
+        self.records: dict[str, dict] = {}
+
+    def record(self, agent_id: str, result: ProbeResult, *, counted: bool = True) -> int:
+        if agent_id not in self.store.agents:
+            return 0
+        record = self.records.setdefault(agent_id, {"failures": 0})
+        if result.healthy:
+            record["failures"] = 0
+        elif counted:
+            record["failures"] += 1
+        record["healthy"] = result.healthy
+        return record["failures"]
+
+    def get(self, agent_id: str) -> dict | None:
+        return self.records.get(agent_id)
+
+    def reset(self, agent_id: str) -> None:
+        self.records.pop(agent_id, None)
+
+
+class FakeHistory:
+    def __init__(self) -> None:
+        self.kept = {"agent-x"}
+
+    def forget(self, agent_id: str) -> None:
+        self.kept.discard(agent_id)
+
+
+class World:
+    """A monitor over fakes, with a hand-moved clock and scripted probe results."""
+
+    def __init__(self, *, prober=None) -> None:
+        self.clock, self.wall = Clock(), Clock(WALL)
+        self.store, self.runtime = FakeStore(), FakeRuntime()
+        self.health, self.history = FakeHealth(self.store), FakeHistory()
+        self.agents = AgentService(self.store, self.runtime, None,
+                                   networks=Networks("net", "internal", 8080), mounts=None,
+                                   on_running=lambda agent_id: None)
+        self.policy = RestartPolicy(base=1.0, cap=60.0, limit=3, window=300.0,
+                                    clock=self.clock, rand=lambda: 1.0)  # NOTE: no jitter
+        self.healthy = False
+        self.monitor = Monitor(
+            self.agents, self.store, self.runtime, self.health, self.history, None,
+            self.policy, reconcile_interval=10.0, metrics_interval=10.0, clock=self.clock,
+            wall_clock=self.wall, prober=prober or self._probe)
+
+    def _probe(self, http, route: str, check: HealthCheck) -> ProbeResult:
+        return ProbeResult(self.healthy, 200 if self.healthy else 500,
+                           "ok" if self.healthy else "HTTP 500")
+
+    def add(self, *, status: AgentStatus = S.RUNNING, desired: Desired = Desired.RUNNING,
+            auto_restart: bool = True, check: HealthCheck | None = None,
+            age: float = 3600.0) -> str:
+        agent_id = new_agent_id()
+        container_id = f"c-{agent_id}"
+        self.runtime.boxes[container_id] = Box(agent_id, status, self.wall.now - age)
+        spec = AgentSpec(name=agent_id, image="echo", auto_restart=auto_restart,
+                         health_check=check, app_port=8000)
+        self.store.agents[agent_id] = Agent(agent_id, spec, status, desired, container_id,
+                                            now(), now())
+        self.store.routes[agent_id] = "10.0.0.2:8000"
+        return agent_id
+
+    def crash(self, agent_id: str, code: int = 1) -> None:
+        self.runtime.boxes[f"c-{agent_id}"].status = S.STOPPED
+        self.monitor.on_event("die", {"agentainer.id": agent_id, "exitCode": str(code)})
+
+    def run_for(self, seconds: float, step: float = 0.25) -> None:
+        for _ in range(int(seconds / step)):
+            self.clock.now += step
+            self.monitor.restart_due()
+
+    def agent(self, agent_id: str) -> Agent:
+        return self.store.agents[agent_id]
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def test_failed_starts_back_off_and_end_failed_with_the_start_error(world):
+    agent_id = world.add()
+    world.runtime.start_error = InvalidInput("bind source path does not exist: /srv/x")
+    times = []
+    original = world.runtime.start
+
+    def timed_start(container_id: str) -> None:
+        times.append(world.clock.now)
+        original(container_id)
+
+    world.runtime.start = timed_start
+    world.crash(agent_id, 3)
+    world.run_for(30)
+    assert [round(b - a) for a, b in zip(times, times[1:])] == [2, 4]  # then the limit (3)
+    agent = world.agent(agent_id)
+    assert agent.status is S.FAILED and agent.desired is Desired.STOPPED
+    assert "crash loop: 3 restart attempts" in agent.last_error
+    assert "bind source path does not exist" in agent.last_error
+    assert agent.restarts == 0
+
+
+def test_a_crash_during_the_start_sees_the_attempt_counted(world):
+    agent_id = world.add()
+    original = world.runtime.start
+
+    def start_then_crash(container_id: str) -> None:
+        original(container_id)
+        world.crash(agent_id)  # NOTE: handled before the monitor's start returns
+
+    world.crash(agent_id)
+    world.runtime.start = start_then_crash
+    world.run_for(1)
+    when, _, _ = world.monitor._due[agent_id]
+    assert when - world.clock.now == pytest.approx(2.0, abs=0.3)  # second attempt: 2 s
+
+
+@pytest.mark.parametrize("auto_restart", [True, False])
+def test_paused_behind_our_back_is_recorded_not_restarted(world, auto_restart):
+    agent_id = world.add(auto_restart=auto_restart)
+    world.runtime.boxes[f"c-{agent_id}"].status = S.PAUSED
+    world.monitor.reconcile()
+    world.monitor.on_event("pause", {"agentainer.id": agent_id})
+    world.run_for(10)
+    agent = world.agent(agent_id)
+    assert agent.status is S.PAUSED and agent.desired is Desired.RUNNING
+    assert agent.last_error is None and world.runtime.starts == []
+    world.runtime.boxes[f"c-{agent_id}"].status = S.RUNNING
+    world.monitor.on_event("unpause", {"agentainer.id": agent_id})
+    assert world.agent(agent_id).status is S.RUNNING
+
+
+def test_a_due_restart_is_dropped_when_the_user_started_the_agent(world):
+    agent_id = world.add()
+    world.crash(agent_id)
+    world.agents.start(agent_id)
+    world.run_for(5)
+    assert world.runtime.starts == [f"c-{agent_id}"]  # the user's start only
+    assert world.agent(agent_id).restarts == 0 and agent_id not in world.monitor._due
+
+
+def test_a_due_restart_is_dropped_when_the_user_stopped_the_agent(world):
+    agent_id = world.add()
+    world.crash(agent_id)
+    world.store.update(agent_id, desired=Desired.STOPPED)  # as 'stop' on a stopped agent
+    world.run_for(5)
+    assert world.runtime.starts == [] and world.agent(agent_id).status is S.STOPPED
+
+
+def test_a_due_restart_is_dropped_when_the_agent_was_paused_meanwhile(world):
+    agent_id = world.add()
+    world.crash(agent_id)
+    world.runtime.boxes[f"c-{agent_id}"].status = S.PAUSED  # docker start, docker pause
+    world.run_for(30)
+    assert world.runtime.starts == [] and world.agent(agent_id).status is not S.FAILED
+
+
+def test_a_restart_for_failed_probes_happens_while_still_unhealthy(world):
+    agent_id = world.add(check=HealthCheck(interval=1.0, retries=2))
+    world.monitor._watch.probe(world.agent(agent_id))
+    world.monitor._watch.probe(world.agent(agent_id))
+    assert "health probe failed 2 times" in world.agent(agent_id).last_error
+    world.run_for(2)
+    assert world.agent(agent_id).restarts == 1
+    assert agent_id not in world.health.records  # reset after the restart
+
+
+def test_a_restart_for_failed_probes_is_dropped_once_the_agent_started_again(world):
+    agent_id = world.add(check=HealthCheck(interval=1.0, retries=2))
+    world.monitor._watch.probe(world.agent(agent_id))
+    world.monitor._watch.probe(world.agent(agent_id))
+    world.monitor.on_event("start", {"agentainer.id": agent_id})  # restarted meanwhile
+    world.health.reset(agent_id)
+    world.monitor._watch.probe(world.agent(agent_id))  # still booting: not counted
+    world.run_for(1.5)
+    assert world.agent(agent_id).restarts == 0 and world.runtime.starts == []
+
+
+def test_young_unknown_containers_are_left_alone_old_ones_removed(world):
+    world.runtime.boxes["young"] = Box("agent-000000000001", S.CREATED, WALL - 5)
+    world.runtime.boxes["old"] = Box("agent-000000000002", S.CREATED,
+                                     WALL - ORPHAN_GRACE - 1)
+    world.monitor.reconcile()
+    assert set(world.runtime.boxes) == {"young"}
+
+
+def test_a_container_recorded_while_reconciling_is_not_an_orphan(world):
+    agent_id = world.add()
+    record = world.store.agents.pop(agent_id)  # NOTE: deploy has created, not yet recorded
+
+    def deploy_records_it() -> None:
+        world.store.agents[agent_id] = record
+
+    world.runtime.on_list = deploy_records_it
+    world.monitor.reconcile()
+    assert f"c-{agent_id}" in world.runtime.boxes
+
+
+def test_an_agent_removed_meanwhile_does_not_cost_the_others_their_restart(world):
+    first, second = world.add(), world.add()
+    world.crash(first)
+    world.crash(second)
+    del world.store.agents[first]
+    world.run_for(2)
+    assert world.runtime.starts == [f"c-{second}"]
+    assert first not in world.monitor._due
+
+
+def test_an_agent_removed_meanwhile_does_not_abort_reconciliation(world):
+    ghost, down = world.add(), world.add(auto_restart=False)
+    world.store.ghosts.append(world.store.agents.pop(ghost))
+    world.runtime.boxes[f"c-{down}"].status = S.STOPPED
+    world.runtime.boxes["orphan"] = Box("agent-000000000003", S.STOPPED, WALL - 3600)
+    world.monitor.reconcile()
+    assert world.agent(down).status is S.STOPPED and world.agent(down).last_error
+    assert "orphan" not in world.runtime.boxes
+
+
+@pytest.mark.parametrize(("oom", "code", "reason"), [
+    (False, 3, "exited with code 3"), (True, 137, "killed: out of memory")])
+def test_drift_found_by_reconciliation_says_why(world, oom, code, reason):
+    agent_id = world.add(auto_restart=False)
+    box = world.runtime.boxes[f"c-{agent_id}"]
+    box.status, box.exit_code, box.oom_killed = S.STOPPED, code, oom
+    world.monitor.reconcile()
+    assert world.agent(agent_id).last_error == reason
+    assert world.agent(agent_id).desired is Desired.STOPPED
+
+
+def test_a_removed_agent_is_forgotten(world):
+    agent_id = world.add(check=HealthCheck(interval=1.0, retries=3))
+    world.health.records[agent_id] = {"failures": 1, "healthy": False}
+    world.history.kept.add(agent_id)
+    world.crash(agent_id)
+    world.monitor.on_event("oom", {"agentainer.id": agent_id})
+    del world.store.agents[agent_id]
+    world.monitor.on_event("destroy", {"agentainer.id": agent_id})
+    assert agent_id not in world.health.records and agent_id not in world.history.kept
+    assert agent_id not in world.monitor._due and agent_id not in world.monitor._oom
+    assert agent_id not in world.policy._history
+
+
+def test_an_agent_gone_since_the_last_pass_is_forgotten(world):
+    agent_id = world.add()
+    world.monitor.reconcile()
+    world.health.records[agent_id] = {"failures": 0, "healthy": True}
+    world.history.kept.add(agent_id)
+    del world.store.agents[agent_id]
+    del world.runtime.boxes[f"c-{agent_id}"]
+    world.monitor.reconcile()
+    assert agent_id not in world.health.records and agent_id not in world.history.kept
+
+
+@pytest.mark.parametrize(("between", "reason"), [
+    (lambda w, aid: None, "killed: out of memory"),
+    (lambda w, aid: setattr(w.clock, "now", w.clock.now + 60), "exited with code 1"),
+    (lambda w, aid: w.monitor.on_event("start", {"agentainer.id": aid}),
+     "exited with code 1")])
+def test_an_oom_event_labels_only_the_death_that_follows_it(world, between, reason):
+    agent_id = world.add(auto_restart=False)
+    world.monitor.on_event("oom", {"agentainer.id": agent_id})
+    between(world, agent_id)
+    world.crash(agent_id)
+    assert world.agent(agent_id).last_error == reason
+
+
+def test_probe_failures_do_not_count_during_the_start_grace(world):
+    check = HealthCheck(interval=1.0, retries=2)
+    agent_id = world.add(check=check)
+    watch = world.monitor._watch
+    watch.started(world.agent(agent_id))
+    for _ in range(3):  # NOTE: the app still boots: 0.5 s, 1 s, 1.5 s < interval x retries
+        world.clock.now += 0.5
+        watch.probe(world.agent(agent_id))
+    assert world.health.records[agent_id]["failures"] == 0
+    assert agent_id not in world.monitor._due
+    world.clock.now += 1.0
+    watch.probe(world.agent(agent_id))
+    watch.probe(world.agent(agent_id))
+    assert world.health.records[agent_id]["failures"] == 2
+    assert agent_id in world.monitor._due
+
+
+def test_a_start_event_begins_the_grace_again(world):
+    agent_id = world.add(check=HealthCheck(interval=1.0, retries=2))
+    world.monitor.on_event("start", {"agentainer.id": agent_id})
+    world.clock.now += 1.0
+    world.monitor._watch.probe(world.agent(agent_id))
+    assert world.health.records[agent_id]["failures"] == 0
+
+
+def test_the_start_grace_ends_at_the_first_healthy_probe(world):
+    agent_id = world.add(check=HealthCheck(interval=10.0, retries=3))
+    watch = world.monitor._watch
+    watch.started(world.agent(agent_id))
+    world.healthy = True
+    watch.probe(world.agent(agent_id))
+    world.healthy = False
+    watch.probe(world.agent(agent_id))
+    assert world.health.records[agent_id]["failures"] == 1
+
+
+def test_probes_are_due_per_agent_and_one_slow_agent_delays_no_other():
+    release, probed = threading.Event(), []
+
+    def prober(http, route: str, check: HealthCheck) -> ProbeResult:
+        if check.interval == 5.0:
+            release.wait(10)
+        probed.append(check.interval)
+        return ProbeResult(True, 200, "ok")
+
+    world = World(prober=prober)
+    world.add(check=HealthCheck(interval=1.0, retries=3))
+    world.add(check=HealthCheck(interval=5.0, retries=3))
+    world.monitor._watch.tick(world.store.all())  # NOTE: first sight: due one interval on
+    for expected in (1, 2, 3):
+        world.clock.now += 1.0
+        world.monitor._watch.tick(world.store.all())
+        wait_for(lambda: probed.count(1.0) == expected, timeout=5, message="the fast probe")
+    world.clock.now += 5.0
+    world.monitor._watch.tick(world.store.all())  # the slow one is due now and hangs
+    world.clock.now += 1.0
+    world.monitor._watch.tick(world.store.all())
+    wait_for(lambda: probed.count(1.0) == 5, timeout=5, message="the fast probe")
+    assert 5.0 not in probed
+    release.set()
+    wait_for(lambda: 5.0 in probed, timeout=5, message="the slow probe")
+    world.monitor._watch.shutdown()
+
+
+def test_a_loop_that_ran_well_for_a_while_retries_after_one_second_again(world, caplog):
+    calls = []
+
+    def events_loop() -> None:
+        calls.append(world.clock.now)
+        if len(calls) == 3:
+            world.clock.now += 60  # NOTE: the stream stayed open a minute, then dropped
+            world.monitor.stop()
+        raise InvalidInput("the Docker event stream ended")
+
+    world.monitor._guard(events_loop)
+    assert [line.split("retrying in ")[1] for line in caplog.messages] == ["1s", "2s", "1s"]
+
+
+def test_lanes_run_one_task_per_agent_at_a_time():
+    lanes, gate, ran = Lanes(2, "test"), threading.Event(), threading.Event()
+    assert lanes.submit("a", lambda: gate.wait(10))
+    assert not lanes.submit("a", ran.set)
+    assert lanes.submit("b", ran.set) and ran.wait(5)
+    gate.set()
+    lanes.shutdown()
+
+
+def test_restart_policy_doubles_caps_and_gives_up():
+    clock = Clock()
+    policy = RestartPolicy(base=1.0, cap=3.0, limit=3, window=60.0, clock=clock,
+                           rand=lambda: 1.0)
+    delays = []
+    for _ in range(4):
+        delays.append(policy.next_delay("a"))
+        policy.attempted("a")
+    assert delays == [1.0, 2.0, 3.0, None]
+    clock.now = 61.0
+    assert policy.next_delay("a") == 1.0  # the window moved on
