@@ -30,6 +30,11 @@ def read_json(req: falcon.Request, *, optional: bool = False) -> Any:
     return req.get_media(default_when_empty=None) if optional else req.get_media()
 
 
+def refuse_body(req: falcon.Request, what: str) -> None:
+    """Refuse a body with any field on a route that takes none (no body or ``{}``)."""
+    parse_empty(read_json(req, optional=True), what)
+
+
 def param(req: falcon.Request, name: str, convert: Callable[[str], Any]) -> Any:
     """Return a converted query parameter, or None when absent."""
     value = req.get_param(name)
@@ -65,8 +70,7 @@ class AgentResource:
         ok(resp, "agent found", self._agents.get(agent_id).public())
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
-        parse_empty(read_json(req, optional=True), "remove request (volumes is a query "
-                                                   "parameter)")
+        refuse_body(req, "remove request (volumes is a query parameter)")
         volumes = param(req, "volumes", units.parse_bool) or False
         agent, kept = self._agents.remove(agent_id, volumes=volumes)
         message = f"agent {agent.name} ({agent.id}) removed"
@@ -84,7 +88,7 @@ class LifecycleResource:
         self._operation = operation
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
-        parse_empty(read_json(req, optional=True), f"{self._operation} request")
+        refuse_body(req, f"{self._operation} request")
         agent = self._action(agent_id)
         ok(resp, f"agent {agent.name} is {agent.status.value}", agent.public())
 

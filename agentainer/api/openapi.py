@@ -76,7 +76,7 @@ _DEPLOY = {
     },
 }
 
-# Lifecycle operations and remove take no fields: no body, or {}.
+# Lifecycle operations, remove, cancel and replay take no fields: no body, or {}.
 _EMPTY = {"type": "object", "additionalProperties": False, "properties": {}}
 
 PATHS: dict[str, dict[str, Any]] = {
@@ -111,11 +111,13 @@ PATHS: dict[str, dict[str, Any]] = {
     "/agents/{agent_id}/requests/{request_id}": {
         "get": _op("one request with its captured response", params=(_AGENT_ID, _REQUEST_ID)),
         "delete": _op("cancel a queued request", params=(_AGENT_ID, _REQUEST_ID),
-                      errors=("401", "403", "404", "409", "503")),
+                      body="Empty", body_required=False,
+                      errors=("400", "401", "403", "404", "409", "503")),
     },
     "/agents/{agent_id}/requests/{request_id}/replay": {"post": _op(
         "put a queued, failed or cancelled request at the front of the queue and drain it",
-        params=(_AGENT_ID, _REQUEST_ID), errors=("401", "403", "404", "409", "503"))},
+        params=(_AGENT_ID, _REQUEST_ID), body="Empty", body_required=False,
+        errors=("400", "401", "403", "404", "409", "503"))},
     "/agents/{agent_id}/health": {"get": _op(
         "the monitor's last health probe, restarts and last failure", params=(_AGENT_ID,))},
     "/agents/{agent_id}/metrics": {"get": _op(
@@ -141,7 +143,7 @@ PROXY = {
         "the proxy: forwarded to the agent, or queued (202) when it cannot take it",
         params=(_AGENT_ID, {"name": "path", "in": "path", "required": True,
                             "schema": {"type": "string"}}),
-        success="200", errors=("202", "401", "404", "413", "422", "502", "503", "504"),
+        success="200", errors=("202", "401", "404", "409", "413", "422", "502", "503", "504"),
         public=True, content="*/*")
         for method in ("get", "post", "put", "patch", "delete", "head", "options")},
 }

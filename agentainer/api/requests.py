@@ -6,7 +6,7 @@ from typing import Any
 import falcon
 
 from agentainer.agents import AgentService
-from agentainer.api.agents import param, whole_number
+from agentainer.api.agents import param, refuse_body, whole_number
 from agentainer.api.envelope import ok
 from agentainer.journal import Journal, RequestStatus
 from agentainer.replay import ReplayScheduler
@@ -45,6 +45,7 @@ class RequestResource:
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, agent_id: str,
                   request_id: str) -> None:
+        refuse_body(req, "cancel request")
         self._journal.cancel(self._agents.resolve(agent_id), request_id)
         ok(resp, f"request {request_id} cancelled", {"request_id": request_id,
                                                       "status": "cancelled"})
@@ -61,6 +62,7 @@ class ReplayResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, agent_id: str,
                 request_id: str) -> None:
+        refuse_body(req, "replay request")
         agent_id = self._agents.resolve(agent_id)
         self._journal.requeue(agent_id, request_id)
         self._scheduler.schedule(agent_id)

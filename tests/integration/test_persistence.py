@@ -103,6 +103,11 @@ def test_connection_refused_counts_as_not_running(stack: Stack, api: Api, name: 
 def test_cancel_and_replay(stack: Stack, api: Api, name: str):
     api.deploy(name)
     first, second, third = queue_three(stack, name)
+    for method in (api.delete, api.post):  # NOTE: cancel and replay take no body fields
+        path = f"/agents/{name}/requests/{second}" + ("/replay" if method == api.post else "")
+        refused = method(path, json={"force": True})
+        assert (refused.status_code, refused.json()["error"]) == (400, "invalid_input")
+    assert record(api, name, second)["status"] == "queued"
     assert api.delete(f"/agents/{name}/requests/{second}").status_code == 200
     assert record(api, name, second)["status"] == "cancelled"
     assert api.delete(f"/agents/{name}/requests/{second}").status_code == 409
