@@ -1,20 +1,16 @@
 """``agentainer``: the command-line client of the Agentainer API."""
 
 import argparse
-import ipaddress
 import json
 import os
-import sys
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
 from typing import Any
 
 from agentainer import __version__, config as configuration, tokens
-from agentainer.client import ApiError, Client
-from agentainer.config import Config
+from agentainer.client import ApiError, Client, find_server
 from agentainer.errors import AgentainerError, Unauthorized
+from agentainer.output import Output, cut, human_bytes, show_record, utc_time, yes_no
 from agentainer.status import ExitStatus
 
 LIFECYCLE_HELP = {
@@ -23,13 +19,6 @@ LIFECYCLE_HELP = {
     "restart": "stop and start a running agent",
     "pause": "freeze a running agent (cgroup freezer)",
     "resume": "bring any agent back to running (unpause, start, or recreate its container)",
-}
-HINTS = {
-    "unauthorized": "set AGENTAINER_TOKEN or --token (agentainer token prints the admin one)",
-    "image_not_found": "list local images with: docker images, or deploy with --pull",
-    "image_pull_failed": "check the image name, and that the Docker daemon can reach its "
-                         "registry (docker pull IMAGE shows the same error)",
-    "invalid_state": "agentainer inspect AGENT shows its status",
 }
 
 
@@ -152,7 +141,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 # -- commands -------------------------------------------------------------------------
 
-def cmd_deploy(client: Client, args: argparse.Namespace, out: "Output") -> int:
+def cmd_deploy(client: Client, args: argparse.Namespace, out: Output) -> int:
     body: dict[str, Any] = {"name": args.name, "image": args.image,
                             "env_vars": parse_env(args.env),
                             "volumes": [parse_volume(v) for v in args.volume]}
@@ -176,20 +165,20 @@ def cmd_deploy(client: Client, args: argparse.Namespace, out: "Output") -> int:
     return ExitStatus.SUCCESS
 
 
-def cmd_lifecycle(client: Client, args: argparse.Namespace, out: "Output") -> int:
+def cmd_lifecycle(client: Client, args: argparse.Namespace, out: Output) -> int:
     _, agent = client.call("POST", f"/agents/{args.agent}/{args.command}")
     out.agent_line(agent, f"{agent['name']}: {agent['status']}")
     return ExitStatus.SUCCESS
 
 
-def cmd_remove(client: Client, args: argparse.Namespace, out: "Output") -> int:
+def cmd_remove(client: Client, args: argparse.Namespace, out: Output) -> int:
     params = {"volumes": "true"} if args.volumes else None
     message, data = client.call("DELETE", f"/agents/{args.agent}", params=params)
     out.agent_line(data, message)
     return ExitStatus.SUCCESS
 
 
-def cmd_list(client: Client, args: argparse.Namespace, out: "Output") -> int:
+def cmd_list(client: Client, args: argparse.Namespace, out: Output) -> int:
     params = {key: value for key, value in (("status", args.status), ("name", args.name))
               if value}
     _, agents = client.call("GET", "/agents", params=params or None)
@@ -203,11 +192,11 @@ def cmd_list(client: Client, args: argparse.Namespace, out: "Output") -> int:
     else:
         out.table(("ID", "NAME", "IMAGE", "STATUS", "RESTARTS", "CREATED", "LAST FAILURE"),
                   [(a["id"], a["name"], a["image"], a["status"], str(a["restarts"]),
-                    a["created_at"][:19], _cut(a["last_error"] or "-", 40)) for a in agents])
+                    a["created_at"][:19], cut(a["last_error"] or "-", 40)) for a in agents])
     return ExitStatus.SUCCESS
 
 
-def cmd_inspect(client: Client, args: argparse.Namespace, out: "Output") -> int:
+def cmd_inspect(client: Client, args: argparse.Namespace, out: Output) -> int:
     _, agent = client.call("GET", f"/agents/{args.agent}")
     if args.json:
         out.json(agent)
@@ -219,7 +208,7 @@ def cmd_inspect(client: Client, args: argparse.Namespace, out: "Output") -> int:
     return ExitStatus.SUCCESS
 
 
-def cmd_logs(client: Client, args: argparse.Namespace, out: "Output") -> int:
+def cmd_logs(client: Client, args: argparse.Namespace, out: Output) -> int:
     params = {"follow": args.follow, "tail": args.tail, "since": args.since,
               "timestamps": args.timestamps}
     params = {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in params.items()
@@ -229,7 +218,7 @@ def cmd_logs(client: Client, args: argparse.Namespace, out: "Output") -> int:
     return ExitStatus.SUCCESS
 
 
-def cmd_health(client: Client, args: argparse.Namespace, out: "Output") -> int:
+def cmd_health(client: Client, args: argparse.Namespace, out: Output) -> int:
     if args.agent:
         _, report = client.call("GET", f"/agents/{args.agent}/health")
         if args.json:
@@ -240,7 +229,7 @@ def cmd_health(client: Client, args: argparse.Namespace, out: "Output") -> int:
                 value = report.get(key)
                 out.line(f"{key + ':':<13} {'-' if value is None else value}")
             if report.get("last_check"):
-                out.line(f"{'last check:':<13} {_time(report['last_check'])}")
+                out.line(f"{'last check:':<13} {utc_time(report['last_check'])}")
         return ExitStatus.SUCCESS
     _, agents = client.call("GET", "/agents")
     reports = [client.call("GET", f"/agents/{a['id']}/health")[1] for a in agents]
@@ -250,13 +239,13 @@ def cmd_health(client: Client, args: argparse.Namespace, out: "Output") -> int:
         out.line("no agents")
     else:
         out.table(("NAME", "STATUS", "HEALTHY", "FAILURES", "RESTARTS", "LAST CHECK", "MESSAGE"),
-                  [(r["name"], r["status"], _yes_no(r["healthy"]), str(r["failures"]),
-                    str(r["restarts"]), _time(r["last_check"]) if r["last_check"] else "-",
-                    _cut(r["message"], 40)) for r in reports])
+                  [(r["name"], r["status"], yes_no(r["healthy"]), str(r["failures"]),
+                    str(r["restarts"]), utc_time(r["last_check"]) if r["last_check"] else "-",
+                    cut(r["message"], 40)) for r in reports])
     return ExitStatus.SUCCESS
 
 
-def cmd_metrics(client: Client, args: argparse.Namespace, out: "Output") -> int:
+def cmd_metrics(client: Client, args: argparse.Namespace, out: Output) -> int:
     while True:
         if args.history:
             _, data = client.call("GET", f"/agents/{args.agent}/metrics/history",
@@ -265,9 +254,9 @@ def cmd_metrics(client: Client, args: argparse.Namespace, out: "Output") -> int:
                 out.json(data)
             else:
                 out.table(("TIME", "CPU %", "MEMORY", "NET RX", "NET TX", "PIDS"),
-                          [(_time(m["timestamp"]), f"{m['cpu_percent']:.1f}",
-                            _bytes(m["memory_bytes"]), _bytes(m["network_rx_bytes"]),
-                            _bytes(m["network_tx_bytes"]), str(m["pids"]))
+                          [(utc_time(m["timestamp"]), f"{m['cpu_percent']:.1f}",
+                            human_bytes(m["memory_bytes"]), human_bytes(m["network_rx_bytes"]),
+                            human_bytes(m["network_tx_bytes"]), str(m["pids"]))
                            for m in data["samples"]])
         else:
             _, m = client.call("GET", f"/agents/{args.agent}/metrics")
@@ -277,11 +266,12 @@ def cmd_metrics(client: Client, args: argparse.Namespace, out: "Output") -> int:
                 limit = m["memory_limit_bytes"]
                 share = f" ({m['memory_bytes'] / limit * 100:.1f}%)" if limit else ""
                 out.line(f"cpu:       {m['cpu_percent']:.1f}%\n"
-                         f"memory:    {_bytes(m['memory_bytes'])} of {_bytes(limit)}{share}\n"
-                         f"network:   rx {_bytes(m['network_rx_bytes'])}, "
-                         f"tx {_bytes(m['network_tx_bytes'])}\n"
-                         f"block i/o: read {_bytes(m['block_read_bytes'])}, "
-                         f"write {_bytes(m['block_write_bytes'])}\n"
+                         f"memory:    {human_bytes(m['memory_bytes'])} of "
+                         f"{human_bytes(limit)}{share}\n"
+                         f"network:   rx {human_bytes(m['network_rx_bytes'])}, "
+                         f"tx {human_bytes(m['network_tx_bytes'])}\n"
+                         f"block i/o: read {human_bytes(m['block_read_bytes'])}, "
+                         f"write {human_bytes(m['block_write_bytes'])}\n"
                          f"pids:      {m['pids']}")
         if not args.watch:
             return ExitStatus.SUCCESS
@@ -289,23 +279,10 @@ def cmd_metrics(client: Client, args: argparse.Namespace, out: "Output") -> int:
         out.line("")
 
 
-def _yes_no(value: bool | None) -> str:
-    return "-" if value is None else ("yes" if value else "no")
-
-
-def _bytes(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KiB", "MiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
-
-
 REQUEST_ACTIONS = ("show", "replay", "cancel")
 
 
-def cmd_requests(client: Client, args: argparse.Namespace, out: "Output") -> int:
+def cmd_requests(client: Client, args: argparse.Namespace, out: Output) -> int:
     target = args.target
     if len(target) == 3 and target[0] in REQUEST_ACTIONS:
         action, agent, request_id = target
@@ -330,42 +307,16 @@ def cmd_requests(client: Client, args: argparse.Namespace, out: "Output") -> int
         out.line("no requests")
     else:
         out.table(("REQUEST", "METHOD", "PATH", "STATUS", "ATTEMPTS", "RESPONSE", "ARRIVED"),
-                  [(r["id"], r["method"], _cut(r["path"] + (f"?{r['query']}" if r["query"]
-                                                            else ""), 40),
+                  [(r["id"], r["method"], cut(r["path"] + (f"?{r['query']}" if r["query"]
+                                                           else ""), 40),
                     r["status"], str(r["attempts"]), str(r["resp_status"] or "-"),
-                    _time(r["created_at"])) for r in page["requests"]])
+                    utc_time(r["created_at"])) for r in page["requests"]])
         if page["total"] > len(page["requests"]):
             out.line(f"({len(page['requests'])} of {page['total']}; --offset/--limit for more)")
     return ExitStatus.SUCCESS
 
 
-def show_record(record: dict[str, Any], out: "Output", *, as_json: bool) -> None:
-    if as_json:
-        out.json(record)
-        return
-    for key in ("id", "agent", "method", "path", "query", "status", "attempts", "error",
-                "idempotency_key"):
-        out.line(f"{key + ':':<17} {record.get(key) or '-'}")
-    out.line(f"{'arrived:':<17} {_time(record['created_at'])}")
-    out.line(f"{'updated:':<17} {_time(record['updated_at'])}")
-    for name, value in record.get("headers", []):
-        out.line(f"{'header:':<17} {name}: {value}")
-    out.line(f"{'body:':<17} {record.get('body') or '-'}")
-    if record.get("resp_status"):
-        out.line(f"{'response:':<17} {record['resp_status']}"
-                 + (" (truncated)" if record.get("resp_truncated") else ""))
-        out.line(record.get("resp_body") or "")
-
-
-def _time(millis: int) -> str:
-    return datetime.fromtimestamp(millis / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
-
-
-def cmd_token(client: Client, args: argparse.Namespace, out: "Output") -> int:
+def cmd_token(client: Client, args: argparse.Namespace, out: Output) -> int:
     settings = configuration.load()
     if args.path:
         out.agent_line({"path": str(settings.token_file)}, str(settings.token_file))
@@ -379,7 +330,7 @@ def cmd_token(client: Client, args: argparse.Namespace, out: "Output") -> int:
     return ExitStatus.SUCCESS
 
 
-def cmd_version(client: Client, args: argparse.Namespace, out: "Output") -> int:
+def cmd_version(client: Client, args: argparse.Namespace, out: Output) -> int:
     try:
         _, health = client.call("GET", "/health")
         server = health.get("version", "unknown")
@@ -392,7 +343,7 @@ def cmd_version(client: Client, args: argparse.Namespace, out: "Output") -> int:
     return ExitStatus.SUCCESS
 
 
-HANDLERS: dict[str, Callable[[Client, argparse.Namespace, "Output"], int]] = {
+HANDLERS: dict[str, Callable[[Client, argparse.Namespace, Output], int]] = {
     "deploy": cmd_deploy, **{name: cmd_lifecycle for name in LIFECYCLE_HELP},
     "remove": cmd_remove, "list": cmd_list, "inspect": cmd_inspect, "logs": cmd_logs,
     "requests": cmd_requests, "health": cmd_health, "metrics": cmd_metrics,
@@ -430,106 +381,8 @@ def parse_volume(item: str) -> dict[str, Any]:
     return volume
 
 
-# -- output ---------------------------------------------------------------------------
-
-class Output:
-    """Human or JSON output on stdout; errors on stderr."""
-
-    def __init__(self, *, as_json: bool, stdout: Any = None, stderr: Any = None) -> None:
-        self._json = as_json
-        self._out = stdout or sys.stdout
-        self._err = stderr or sys.stderr
-
-    def line(self, text: str) -> None:
-        print(text, file=self._out)
-
-    def json(self, data: Any) -> None:
-        print(json.dumps(data, indent=2, sort_keys=True), file=self._out)
-
-    def agent_line(self, data: Any, text: str) -> None:
-        """Print ``data`` as JSON with --json, else the human ``text``."""
-        if self._json:
-            self.json(data)
-        else:
-            self.line(text)
-
-    def table(self, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-        widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
-        for row in (header, *rows):
-            self.line("  ".join(str(cell).ljust(width)
-                                for cell, width in zip(row, widths)).rstrip())
-
-    def raw(self, chunk: bytes) -> None:
-        buffer = getattr(self._out, "buffer", None)
-        if buffer is not None:
-            buffer.write(chunk)
-        else:
-            self._out.write(chunk.decode("utf-8", "replace"))
-        self._out.flush()
-
-    def error(self, message: str, code: str | None = None) -> None:
-        print(f"agentainer: {message}" + (f" [{code}]" if code else ""), file=self._err)
-        if code in HINTS:
-            print(f"hint: {HINTS[code]}", file=self._err)
-
-
-# NOTE: commands that work without an API token (/health is public; token reads a file).
-TOKENLESS_COMMANDS = frozenset({"token", "version"})
-
-
-def find_server(args: argparse.Namespace,
-                environ: Mapping[str, str] = os.environ) -> tuple[str, str | None]:
-    """Return the server URL and token: flags, then environment, then the conf file.
-
-    APPSEC: the conf file's admin token (configured, or the token file) is the local
-    server's; it is only sent to that server, never to another URL.
-
-    Raises:
-        Unauthorized: the URL is not the local server's and no token was given.
-    """
-    url, token = args.url or environ.get("AGENTAINER_URL"), args.token
-    token = token or environ.get("AGENTAINER_TOKEN")
-    if url and token:
-        return url, token
-    settings = configuration.load(environ=environ)
-    local = local_url(settings)
-    url = url or local
-    if token:
-        return url, token
-    if is_local(url, settings):
-        return url, settings.token or tokens.read(settings.token_file)
-    if args.command in TOKENLESS_COMMANDS:
-        return url, None
-    raise Unauthorized(f"{url} is not the local server ({local}), so the local admin token is "
-                       "not sent to it; set AGENTAINER_TOKEN or --token to a token of that "
-                       "server", code="token_required")
-
-
-def local_url(settings: Config) -> str:
-    """Return the URL of the server the conf file describes."""
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    return f"http://{host if ':' not in host else f'[{host}]'}:{settings.port}"
-
-
-def is_local(url: str, settings: Config) -> bool:
-    """Tell whether ``url`` is the local server: its port, on loopback or its own host."""
-    parts = urllib.parse.urlsplit(url)
-    try:
-        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    except ValueError:
-        return False
-    host = (parts.hostname or "").lower()
-    if port != settings.port or not host:
-        return False
-    if host == "localhost" or host == settings.host.lower():
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def main(argv: list[str] | None = None, *, environ: Mapping[str, str] = os.environ) -> int:
+    """Run one command from ``argv`` and return its exit status."""
     args = make_parser().parse_args(argv)
     out = Output(as_json=getattr(args, "json", False))
     try:

@@ -1,10 +1,17 @@
-"""The REST client the CLI uses (requests-based; the server's envelope unwrapped)."""
+"""The CLI's REST client (the server's envelope unwrapped), and how it finds server and token."""
 
-from collections.abc import Iterator
+import argparse
+import ipaddress
+import os
+import urllib.parse
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import requests
 
+from agentainer import config as configuration, tokens
+from agentainer.config import Config
+from agentainer.errors import Unauthorized
 from agentainer.status import ExitStatus
 
 EXIT_BY_HTTP = {400: ExitStatus.ERROR, 401: ExitStatus.AUTH, 403: ExitStatus.AUTH,
@@ -91,3 +98,59 @@ class Client:
         except ValueError:
             return {"message": response.text.strip()[:200] or response.reason}
         return payload if isinstance(payload, dict) else {}
+
+
+# NOTE: commands that work without an API token (/health is public; token reads a file).
+TOKENLESS_COMMANDS = frozenset({"token", "version"})
+
+
+def find_server(args: argparse.Namespace,
+                environ: Mapping[str, str] = os.environ) -> tuple[str, str | None]:
+    """Return the server URL and token: flags, then environment, then the conf file.
+
+    APPSEC: the conf file's admin token (configured, or the token file) is the local
+    server's; it is only sent to that server, never to another URL.
+
+    Raises:
+        Unauthorized: the URL is not the local server's and no token was given.
+    """
+    url, token = args.url or environ.get("AGENTAINER_URL"), args.token
+    token = token or environ.get("AGENTAINER_TOKEN")
+    if url and token:
+        return url, token
+    settings = configuration.load(environ=environ)
+    local = local_url(settings)
+    url = url or local
+    if token:
+        return url, token
+    if is_local(url, settings):
+        return url, settings.token or tokens.read(settings.token_file)
+    if args.command in TOKENLESS_COMMANDS:
+        return url, None
+    raise Unauthorized(f"{url} is not the local server ({local}), so the local admin token is "
+                       "not sent to it; set AGENTAINER_TOKEN or --token to a token of that "
+                       "server", code="token_required")
+
+
+def local_url(settings: Config) -> str:
+    """Return the URL of the server the conf file describes."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return f"http://{host if ':' not in host else f'[{host}]'}:{settings.port}"
+
+
+def is_local(url: str, settings: Config) -> bool:
+    """Tell whether ``url`` is the local server: its port, on loopback or its own host."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return False
+    host = (parts.hostname or "").lower()
+    if port != settings.port or not host:
+        return False
+    if host == "localhost" or host == settings.host.lower():
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

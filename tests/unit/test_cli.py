@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from agentainer import cli
+from agentainer import cli, client, output
 from agentainer.errors import Unauthorized
 from agentainer.status import ExitStatus
 
@@ -188,7 +188,7 @@ def test_bad_local_argument_exits_2(capsys):
 
 def test_table_aligns_columns():
     stdout = io.StringIO()
-    cli.Output(as_json=False, stdout=stdout).table(
+    output.Output(as_json=False, stdout=stdout).table(
         ("ID", "NAME", "STATUS"),
         [("agent-0123456789ab", "web", "running"), ("agent-ba9876543210", "worker-2", "")])
     assert stdout.getvalue().splitlines() == [
@@ -210,7 +210,7 @@ def local_conf(tmp_path) -> dict[str, str]:
 
 
 def server_of(argv: list[str], environ: dict[str, str]) -> tuple[str, str | None]:
-    return cli.find_server(cli.make_parser().parse_args(argv), environ)
+    return client.find_server(cli.make_parser().parse_args(argv), environ)
 
 
 @pytest.mark.parametrize("url", [None, "http://127.0.0.1:8081", "http://localhost:8081/",
