@@ -13,7 +13,7 @@ import urllib3
 from urllib3.connection import HTTPConnection
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
 
-from agentainer.journal import Journal
+from agentainer.journal import FIRST_LEASE, Journal
 
 logger = logging.getLogger(__name__)
 
@@ -186,17 +186,20 @@ class Relay:
 
     ``close()`` (called by the WSGI server at the end, or when the client goes away)
     releases the upstream connection and records the outcome exactly once. ``arrived`` is
-    when the request arrived (before its lease was taken), on ``clock``.
+    when the request arrived (before its lease was taken), on ``clock``; ``lease`` is the
+    lease it holds (:attr:`Admission.lease`), which fences its renewals and its completion.
     """
 
     def __init__(self, upstream: urllib3.BaseHTTPResponse, *, journal: Journal | None,
                  request_id: str, capture_limit: int, on_failure: Callable[[str], None],
-                 arrived: float, clock: Callable[[], float] = time.monotonic) -> None:
+                 arrived: float, lease: int = FIRST_LEASE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         now = clock()
         self._upstream = upstream
         self._latency = now - arrived
         self._journal = journal
         self._request_id = request_id
+        self._lease = lease
         self._limit = capture_limit
         self._captured = bytearray()
         self._truncated = False
@@ -239,7 +242,7 @@ class Relay:
 
     def _renew(self, now: float) -> None:
         if now - self._renewed >= RENEW_EVERY:
-            self._journal.renew(self._request_id)
+            self._journal.renew(self._request_id, lease=self._lease)
             self._renewed = now
 
     def close(self) -> None:
@@ -264,4 +267,4 @@ class Relay:
                                headers=response_headers(self._upstream.headers),
                                body=bytes(self._captured),
                                truncated=self._truncated or bool(note), error=note,
-                               latency=self._latency)
+                               latency=self._latency, lease=self._lease)

@@ -101,14 +101,15 @@ class ProxySink:
                 resp.set_header("Retry-After", RETRY_AFTER)
                 raise Unavailable(f"agent {agent_ref} is not reachable; retry later",
                                   code="agent_unavailable") from ex
-            status, position = self._journal.retry(request_id, str(ex), attempted=False)
+            status, position = self._journal.retry(request_id, str(ex), attempted=False,
+                                                    lease=admission.lease)
             self._schedule(admission.agent_id)
             self._queued_reply(resp, admission, request_id, position)
             return
         except AgentFailed as ex:
             self._on_down(admission.agent_id)
             if journaled:
-                self._requeue(request_id, admission.agent_id, str(ex))
+                self._requeue(request_id, admission.agent_id, str(ex), admission.lease)
             resp.status = falcon.HTTP_504 if ex.timeout else falcon.HTTP_502
             resp.media = {**failure(f"agent {agent_ref} failed: {ex}",
                                     "agent_timeout" if ex.timeout else "agent_failed"),
@@ -119,8 +120,9 @@ class ProxySink:
             resp.append_header(name, value)
         resp.stream = Relay(
             upstream, journal=self._journal if journaled else None, request_id=request_id,
-            capture_limit=self._capture_limit, arrived=arrived,
-            on_failure=lambda note: self._requeue(request_id, admission.agent_id, note))
+            capture_limit=self._capture_limit, arrived=arrived, lease=admission.lease,
+            on_failure=lambda note: self._requeue(request_id, admission.agent_id, note,
+                                                  admission.lease))
 
     def _read_body(self, req: falcon.Request) -> bytes:
         length = req.content_length
@@ -133,8 +135,8 @@ class ProxySink:
                 description=f"request body over the {self._max_body}-byte limit")
         return body
 
-    def _requeue(self, request_id: str, agent_id: str, error: str) -> None:
-        status, _ = self._journal.retry(request_id, error)
+    def _requeue(self, request_id: str, agent_id: str, error: str, lease: int) -> None:
+        status, _ = self._journal.retry(request_id, error, lease=lease)
         logger.info("request %s: agent %s failed mid-request; now %s", request_id, agent_id,
                     status)
         if status == "queued":

@@ -86,7 +86,7 @@ class FakeJournal:
         self.renewals = 0
         self.completed: dict = {}
 
-    def renew(self, request_id: str) -> None:
+    def renew(self, request_id: str, *, lease: int = 1) -> None:
         self.renewals += 1
         self.deadline = self.clock.now + LEASE
 
