@@ -3,6 +3,7 @@
 Everything the tests create is named with this session's prefix and removed at the end.
 """
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -130,9 +131,11 @@ def _clean_docker(client: docker.DockerClient, prefix: str, redis_url: str, *,
         network_names = container.attrs["NetworkSettings"]["Networks"]
         if container.labels.get("agentainer.id") in agent_ids or any(
                 name.startswith(prefix) for name in network_names):
-            container.remove(force=True, v=True)
+            with contextlib.suppress(docker.errors.NotFound):  # NOTE: gone meanwhile
+                container.remove(force=True, v=True)
     for volume in client.volumes.list(filters={"name": prefix}):
-        volume.remove(force=True)
+        with contextlib.suppress(docker.errors.NotFound):
+            volume.remove(force=True)
     for network in client.networks.list(names=[f"{prefix}-net", f"{prefix}-internal",
                                                f"{prefix}-int"]):
         network.remove()
