@@ -147,15 +147,23 @@ class AgentService:
             agent = replace(agent, container_id=container_id)
             self._store.create(agent)
         except BaseException:
-            if container_id:
-                self._runtime.remove(container_id)
-            for volume in spec.volumes:  # NOTE: only those labelled with the new ID go
-                if volume.volume:
-                    self._runtime.remove_volume(volume.volume, agent.id)
-            self._store.release(agent.id, spec.name, spec.token_hash)
+            self._undo_deploy(agent, container_id)
             raise
         logger.info("agent %s: deployed %s as %s", agent.id, spec.image, spec.name)
         return self.start(agent.id) if start else agent
+
+    def _undo_deploy(self, agent: Agent, container_id: str | None) -> None:
+        """Take back a failed deploy; the name is always released, whatever else fails."""
+        try:
+            if container_id:
+                self._runtime.remove(container_id)
+            for volume in agent.spec.volumes:  # NOTE: only those labelled with the new ID go
+                if volume.volume:
+                    self._runtime.remove_volume(volume.volume, agent.id)
+        except AgentainerError as ex:  # NOTE: the monitor's orphan sweep removes leftovers
+            logger.warning("agent %s: cleaning up a failed deploy: %s", agent.id, ex)
+        finally:
+            self._store.release(agent.id, agent.spec.name, agent.spec.token_hash)
 
     def remove(self, ref: str, *, volumes: bool = False) -> tuple[Agent, list[str]]:
         """Remove the agent's containers and records; with ``volumes`` its named volumes.

@@ -14,7 +14,7 @@ import requests.exceptions
 from docker.types import LogConfig, Mount
 
 from agentainer.errors import (
-    Conflict, ImageNotFound, InvalidInput, NotFound, RuntimeFailure, Unavailable,
+    AgentainerError, Conflict, ImageNotFound, InvalidInput, NotFound, RuntimeFailure, Unavailable,
 )
 from agentainer.models import Agent
 from agentainer.states import AgentStatus
@@ -75,8 +75,16 @@ def _check_network(network: dict, *, internal: bool) -> None:
                    "set network / internal_network to another name", code="network_mismatch")
 
 
-def _pull_failed(image: str, reason: object) -> NotFound:
-    return NotFound(f"cannot pull image {image!r}: {reason}", code="image_pull_failed")
+# NOTE: how Docker words "the registry answered: no such image (for you)"
+_NO_SUCH_IMAGE = ("not found", "manifest unknown", "pull access denied", "does not exist")
+
+
+def _pull_failed(image: str, reason: object, status: int | None = None) -> AgentainerError:
+    """Return a missing image as NotFound, anything else (registry unreachable) Unavailable."""
+    message = f"cannot pull image {image!r}: {reason}"
+    if status == 404 or any(words in str(reason).lower() for words in _NO_SUCH_IMAGE):
+        return NotFound(message, code="image_pull_failed")
+    return Unavailable(message, code="image_pull_failed")
 
 
 def translate_docker_errors(func: F) -> F:
@@ -154,7 +162,8 @@ class DockerRuntime:
         """Pull the image from its registry.
 
         Raises:
-            NotFound: (image_pull_failed) the registry could not be reached, or refused.
+            NotFound: (image_pull_failed) the registry has no such image, or denies it.
+            Unavailable: (image_pull_failed) the registry could not be reached.
         """
         repository, tag = docker.utils.parse_repository_tag(image)
         try:
@@ -164,7 +173,7 @@ class DockerRuntime:
                 if message.get("error"):
                     raise _pull_failed(image, message["error"])
         except docker.errors.APIError as ex:
-            raise _pull_failed(image, ex.explanation or ex) from ex
+            raise _pull_failed(image, ex.explanation or ex, ex.status_code) from ex
         logger.info("image %s: pulled", image)
 
     @translate_docker_errors

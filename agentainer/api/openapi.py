@@ -71,7 +71,8 @@ _DEPLOY = {
         "start": {"type": "boolean", "default": False},
         "pull": {"type": "boolean", "default": False,
                  "description": "pull the image from its registry first (even when present "
-                                "locally); a failed pull is 404 image_pull_failed and "
+                                "locally); a failed pull is image_pull_failed (404: no such "
+                                "image; 503: registry unreachable) and "
                                 "creates nothing"},
     },
 }

@@ -72,9 +72,9 @@ def test_too_many_cpus_is_a_clear_error(api: Api, name: str):
 UNREACHABLE_IMAGE = "127.0.0.1:1/nope:latest"
 
 
-def test_failed_pull_is_404_and_leaves_nothing(api: Api, name: str, docker_client):
+def test_unreachable_registry_is_503_and_leaves_nothing(api: Api, name: str, docker_client):
     reply = api.post("/agents", json={"name": name, "image": UNREACHABLE_IMAGE, "pull": True})
-    assert reply.status_code == 404, reply.text
+    assert reply.status_code == 503, reply.text
     assert error_of(reply) == "image_pull_failed"
     assert UNREACHABLE_IMAGE in reply.json()["message"]
     assert "connection refused" in reply.json()["message"]

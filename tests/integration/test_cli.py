@@ -135,7 +135,7 @@ def test_deploy_pull_failure(stack: Stack, api: Api, name: str):
     # NOTE: a loopback port that refuses connections: the test never leaves this machine.
     result = run_cli(stack, "deploy", "--name", name, "--image", "127.0.0.1:1/nope:latest",
                      "--pull")
-    assert result.returncode == 3, result.stderr
+    assert result.returncode == 6, result.stderr  # NOTE: the registry is unreachable
     assert "cannot pull image" in result.stderr and "[image_pull_failed]" in result.stderr
     assert "hint:" in result.stderr
     assert api.get(f"/agents/{name}").status_code == 404
