@@ -36,8 +36,11 @@ deps:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
-	@/usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
-		{ echo "Agentainer needs Python 3.11 or newer; /usr/bin/python3 is $$(/usr/bin/python3 -V)"; exit 1; }
+	@# NOTE: python3 builds the venv; /usr/bin/python3 goes into the example images
+	@for py in python3 /usr/bin/python3; do \
+		$$py -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Agentainer needs Python 3.11 or newer; $$py is $$($$py -V)"; exit 1; }; \
+	done
 
 $(VENV)/.installed: setup.py $(wildcard man/*.1)
 	python3 -m venv $(VENV)

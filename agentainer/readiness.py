@@ -14,6 +14,7 @@ from pathlib import Path
 import requests
 
 from agentainer import config as configuration
+from agentainer.client import local_url
 from agentainer.config import Config
 from agentainer.status import ExitStatus
 
@@ -22,14 +23,9 @@ PROGRAMS = ("redis", "server:server-0", "server:server-1", "worker:worker-0",
             "worker:worker-1", "monitor")
 
 
-def server_url(settings: Config) -> str:
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    return f"http://{host}:{settings.port}"
-
-
 def wait(settings: Config, timeout: float = 60.0) -> int:
     """Wait until /health answers and every program runs; say where the server is."""
-    url = server_url(settings)
+    url = local_url(settings)
     deadline = time.monotonic() + timeout
     reason = "no answer"
     while time.monotonic() < deadline:
@@ -81,14 +77,14 @@ def _stack() -> tuple[bool, str]:
 
 def _health(settings: Config) -> tuple[bool, str]:
     try:
-        reply = requests.get(server_url(settings) + "/health", timeout=5)
+        reply = requests.get(local_url(settings) + "/health", timeout=5)
     except requests.RequestException:
-        return False, f"nothing answers at {server_url(settings)}: is the server running?"
+        return False, f"nothing answers at {local_url(settings)}: is the server running?"
     data = reply.json().get("data", {})
     if not reply.ok:
         return False, f"the server answers but Redis is {data.get('redis')} and Docker is " \
                       f"{data.get('docker')}"
-    return True, f"{server_url(settings)}/health: Redis ok, Docker ok"
+    return True, f"{local_url(settings)}/health: Redis ok, Docker ok"
 
 
 def verify(settings: Config) -> int:

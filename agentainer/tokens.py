@@ -71,10 +71,14 @@ def _read_existing(path: Path) -> str:
 
 
 def read(path: Path) -> str | None:
-    """Return the token stored at ``path``, or None when there is none to read."""
+    """Return the token stored at ``path``, or None when there is no token file.
+
+    Raises:
+        InvalidConfig: the file cannot be read, or holds no usable token.
+    """
     try:
-        return path.read_text(encoding="utf-8").strip() or None
-    except OSError:
+        return _read_existing(path)
+    except FileNotFoundError:
         return None
 
 

@@ -55,3 +55,13 @@ def test_processes_starting_together_agree_on_one_token(tmp_path):
             process.join(timeout=30)
         assert len(set(seen)) == 1, seen
         assert seen[0] == path.read_text().strip() and len(seen[0]) >= tokens.MIN_LENGTH
+
+
+def test_read_gives_none_without_a_file_and_refuses_a_short_one(tmp_path):
+    path = tmp_path / "admin.token"
+    assert tokens.read(path) is None
+    path.write_text("short\n")
+    with pytest.raises(InvalidConfig, match="at least"):
+        tokens.read(path)
+    path.write_text("x" * tokens.MIN_LENGTH + "\n")
+    assert tokens.read(path) == "x" * tokens.MIN_LENGTH
