@@ -9,13 +9,18 @@ Keys (all under ``agentainer:``):
     idem:{aid}:{key}   STRING idempotency key -> request ID
 
 Statuses: ``queued`` -> ``in_flight`` -> ``completed`` | back to ``queued`` | ``failed``;
-``queued`` -> ``cancelled``. Every state change is one Lua script (in
-:mod:`agentainer.journal_scripts`), so a record is never half-updated and a request is
-never both queued and leased.
+``queued`` -> ``cancelled``; ``queued`` | ``failed`` -> ``completed`` (a late answer, see
+below); ``failed`` | ``cancelled`` -> ``queued`` (requeued by hand). Every state change is
+one Lua script (in :mod:`agentainer.journal_scripts`), so a record is never half-updated
+and a request is never both queued and leased.
 
 Leases are fenced: each time a record goes in_flight its ``lease`` field counts up, and
-``complete``, ``retry`` and ``renew`` act only for the holder of the current lease, so a
-holder whose lease expired (and was swept, maybe leased again) cannot touch the request.
+``complete``, ``retry`` and ``renew`` act only for the holder of the current lease. Once
+another lease is taken, an earlier holder cannot touch the request. ``retry`` and
+``renew`` also need the request in flight, so a holder whose lease expired and was swept
+can do neither; but its ``complete`` still records the answer while nobody has leased
+the request since (it is ``queued`` again, and leaves its queue, or ``failed``): that
+saves a redelivery. A ``completed`` or ``cancelled`` request is never completed again.
 """
 
 import enum
@@ -150,7 +155,7 @@ class Journal:
     @translate_redis_errors
     def complete(self, request_id: str, *, status: int, headers: list[tuple[str, str]],
                  body: bytes, truncated: bool, error: str = "", replayed: bool = False,
-                 latency: float | None = None, lease: int = FIRST_LEASE) -> str:
+                 latency: float | None = None, lease: int) -> str:
         """Record the agent's response.
 
         Args:
@@ -159,9 +164,14 @@ class Journal:
             lease: the lease the caller holds (:attr:`Admission.lease`, or the ``lease``
                 of a record from :meth:`lease_next`).
 
+        The current lease's holder completes the request even when that lease expired
+        and was swept (the request is ``queued`` again, and leaves its queue, or
+        ``failed``), as long as nobody has leased it since.
+
         Returns:
             ``completed``; :data:`STALE` (nothing recorded) when another lease was taken
-            since or the request already ended; ``missing`` when the record is gone.
+            since, or the request is already ``completed`` or ``cancelled``; ``missing``
+            when the record is gone.
         """
         bucket = "" if latency is None else "latency_le_" + next(
             (str(bound) for bound in LATENCY_BUCKETS if latency <= bound), "inf")
@@ -174,7 +184,7 @@ class Journal:
 
     @translate_redis_errors
     def retry(self, request_id: str, error: str, *, attempted: bool = True,
-              from_queue: bool = False, lease: int = FIRST_LEASE) -> tuple[str, int]:
+              from_queue: bool = False, lease: int) -> tuple[str, int]:
         """Return a leased request to its queue (or fail it after ``max_attempts``).
 
         Args:
@@ -187,7 +197,8 @@ class Journal:
 
         Returns:
             The new status (``queued``, ``failed``, :data:`STALE` when the caller's lease
-            is not the current one, or ``missing``) and, when queued, the queue position.
+            is not the current one or the request is not in flight, or ``missing``) and,
+            when queued, the queue position.
         """
         mode = "attempted" if attempted else "untried" if from_queue else "new"
         reply = self._retry(keys=[], args=[request_id, _ms(self._clock), error[:500],
@@ -196,8 +207,9 @@ class Journal:
         return parts[0], int(parts[2]) if len(parts) > 2 else 0
 
     @translate_redis_errors
-    def renew(self, request_id: str, *, lease: int = FIRST_LEASE) -> bool:
-        """Push a held lease's deadline forward (long responses); False if it is not held."""
+    def renew(self, request_id: str, *, lease: int) -> bool:
+        """Push a held lease's deadline forward (long responses); False if it is not held
+        (another lease was taken, or the request is not in flight)."""
         deadline = _ms(self._clock) + int(self._lease * 1000)
         return bool(self._renew(keys=[], args=[request_id, lease, deadline]))
 

@@ -109,7 +109,8 @@ return {'queued', r[2], tostring(enqueue(r[2], rid, mode ~= 'new'))}
 # Record the agent's response: ARGV rid, now_ms, retention_s, counter ('replayed' or ''),
 # latency bucket ('' for none), latency seconds, lease, then field/value pairs.
 # NOTE: an answer under a lease that expired still completes the request while nobody
-# else has leased it since (it was swept to queued or failed): it saves a redelivery.
+# else has leased it since (it was swept to queued, and leaves its queue here, or to
+# failed): it saves a redelivery. A completed or cancelled request is stale.
 COMPLETE = _LUA_PRELUDE + """
 local rid = ARGV[1]
 local rkey = P..'req:'..rid

@@ -181,6 +181,27 @@ class Upstream:
             raise AgentFailed(f"the agent failed mid-request: {ex}", timeout=False) from ex
 
 
+class Capture:
+    """The first ``limit`` bytes of a response, for the journal; ``truncated`` once more came.
+
+    PERF: one bounded bytearray append per chunk.
+    """
+
+    __slots__ = ("data", "limit", "truncated")
+
+    def __init__(self, limit: int) -> None:
+        self.data = bytearray()
+        self.limit = limit
+        self.truncated = False
+
+    def add(self, chunk: bytes) -> None:
+        room = self.limit - len(self.data)
+        if room > 0:
+            self.data += chunk[:room]
+        if len(chunk) > room:
+            self.truncated = True
+
+
 class Relay:
     """Iterates over an agent's response as it arrives, teeing it into the journal.
 
@@ -200,9 +221,7 @@ class Relay:
         self._journal = journal
         self._request_id = request_id
         self._lease = lease
-        self._limit = capture_limit
-        self._captured = bytearray()
-        self._truncated = False
+        self._capture = Capture(capture_limit)
         self._on_failure = on_failure
         self._clock = clock
         self._renewed = arrived
@@ -225,20 +244,13 @@ class Relay:
                 if not chunk:
                     break
                 if self._journal is not None:
-                    self._capture(chunk)
+                    self._capture.add(chunk)
+                    self._renew(self._clock())
                 yield chunk
         except HTTPError as ex:
             self._finish("failed", f"the agent failed mid-response: {ex}")
             return
         self._finish("completed", "")
-
-    def _capture(self, chunk: bytes) -> None:
-        room = self._limit - len(self._captured)
-        if room > 0:
-            self._captured += chunk[:room]
-        if len(chunk) > room:
-            self._truncated = True
-        self._renew(self._clock())
 
     def _renew(self, now: float) -> None:
         if now - self._renewed >= RENEW_EVERY:
@@ -265,6 +277,6 @@ class Relay:
             return
         self._journal.complete(self._request_id, status=self._upstream.status,
                                headers=response_headers(self._upstream.headers),
-                               body=bytes(self._captured),
-                               truncated=self._truncated or bool(note), error=note,
+                               body=bytes(self._capture.data),
+                               truncated=self._capture.truncated or bool(note), error=note,
                                latency=self._latency, lease=self._lease)

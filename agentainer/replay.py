@@ -6,11 +6,12 @@ completes a request; connection failures and timeouts put it back at the front o
 queue with capped, jittered exponential backoff, and ``max_attempts`` makes it ``failed``.
 
 A job works for one time slice (:data:`DRAIN_SLICE`), then hands what is left to a fresh
-job: a warm shutdown waits for at most one slice plus one delivery, and a busy agent does
-not keep a worker from the others.
+job under the same claim: a warm shutdown waits for at most one slice plus one delivery,
+and a busy agent does not keep a worker from the others.
 
 Key: ``agentainer:drain:{aid}`` (STRING with a TTL), the claim of the agent's pending or
-running drain: a random token that only the job it was made for renews or releases.
+running drain: a random token that only the jobs it was made for (the first, and those it
+hands off to) renew or release.
 """
 
 import logging
@@ -32,7 +33,8 @@ from agentainer.config import Config
 from agentainer.errors import AgentNotFound
 from agentainer.journal import Journal
 from agentainer.proxy import (
-    CHUNK, AgentDown, AgentFailed, Upstream, replay_headers, response_headers,
+    CHUNK, RENEW_EVERY, AgentDown, AgentFailed, Capture, Upstream, replay_headers,
+    response_headers,
 )
 from agentainer.states import AgentStatus
 from agentainer.store import PREFIX, AgentStore
@@ -41,7 +43,9 @@ logger = logging.getLogger(__name__)
 
 QUEUE = "agentainer-replay"
 DRAIN_SLICE = 10.0  # seconds a drain job delivers before a fresh job takes over
-RENEW_EVERY = 1.0   # NOTE: claims and leases live for seconds at least; renew well within
+# NOTE: leases and drain claims live connect + read timeout + LEASE_GRACE from their last
+# renewal, and a holder renews at most RENEW_EVERY (proxy) apart before it may block for
+# up to connect + read timeout: RENEW_EVERY < LEASE_GRACE keeps both alive meanwhile.
 LEASE_GRACE = 5.0
 
 # Take the claim when it is free or already ours, and push its expiry: ARGV token, ttl_ms.
@@ -80,7 +84,10 @@ class ReplayScheduler:
     The claim expires with the drain's lease, so a drain whose worker was killed stops
     blocking new ones when its in-flight request is swept back. Its value is a token given
     to the job it was made for: a job drains only while the claim holds its token, so a
-    job that sat in the RQ queue past its claim's expiry gives way to a later one.
+    job that sat in the RQ queue past its claim's expiry gives way to a later one. A job
+    that used its time slice hands the same token and its :class:`DrainState` to the next
+    job without letting go of the claim (:meth:`hand_off`), so no :meth:`schedule` (the
+    janitor's, every second) can start a fresh drain that forgets the backoff.
     """
 
     def __init__(self, client: redis.Redis, *, claim_ttl: float) -> None:
@@ -98,10 +105,36 @@ class ReplayScheduler:
         claim = secrets.token_hex(8)
         try:
             if self._redis.set(_claim_key(agent_id), claim, nx=True, px=self._ttl_ms):
-                self._queue.enqueue_call(drain, args=(agent_id, claim), kwargs=asdict(state),
-                                         timeout=-1, result_ttl=0, failure_ttl=3600)
+                self._enqueue(agent_id, claim, state)
         except redis.RedisError as ex:
             logger.warning("agent %s: cannot schedule its replay now (%s)", agent_id, ex)
+
+    def hand_off(self, agent_id: str, claim: str, state: DrainState) -> bool:
+        """Enqueue a job that carries on under ``claim`` (which stays held) with ``state``.
+
+        Returns False, enqueuing nothing, when another drain holds the claim. The claim is
+        renewed first, so it outlives a crash here by its TTL at most; the next job renews
+        it when it starts.
+
+        Raises:
+            redis.RedisError: the job could not be enqueued (the claim is then dropped,
+                or expires, and the janitor schedules a fresh drain).
+        """
+        if not self.hold(agent_id, claim):
+            return False
+        try:
+            self._enqueue(agent_id, claim, state)
+        except redis.RedisError:
+            try:
+                self.release(agent_id, claim)
+            except redis.RedisError:
+                pass  # NOTE: the claim expires by its TTL
+            raise
+        return True
+
+    def _enqueue(self, agent_id: str, claim: str, state: DrainState) -> None:
+        self._queue.enqueue_call(drain, args=(agent_id, claim), kwargs=asdict(state),
+                                 timeout=-1, result_ttl=0, failure_ttl=3600)
 
     def hold(self, agent_id: str, claim: str) -> bool:
         """Take or renew the agent's drain claim for ``claim``; False if another holds it."""
@@ -153,8 +186,9 @@ class Drainer:
     def drain(self, agent_id: str, claim: str, state: DrainState = DrainState()) -> int:
         """Deliver for one time slice; return how many requests completed.
 
-        When the slice is used up and requests remain, a fresh job (scheduled like any
-        other) carries on with ``state``, so one job lasts one slice plus one delivery.
+        When the slice is used up and requests remain, a fresh job carries on with what is
+        left of ``state`` under the same ``claim``, which is never let go in between (see
+        :meth:`ReplayScheduler.hand_off`); one job lasts one slice plus one delivery.
         """
         job = _Job(agent_id, claim, self.clock() + self.time_slice, state)
         handoff = None
@@ -163,13 +197,17 @@ class Drainer:
             handoff = self._run(job)
         except _Stop as ex:
             logger.info("agent %s: replay stops: %s", agent_id, ex)
-        finally:
+        except BaseException:
             self.scheduler.release(agent_id, claim)
+            raise
         if job.delivered:
             logger.info("agent %s: replayed %d request(s)", agent_id, job.delivered)
-        if handoff is not None:
+        if handoff is None:
+            self.scheduler.release(agent_id, claim)
+        elif self.scheduler.hand_off(agent_id, claim, handoff):
             logger.info("agent %s: time slice used; a fresh job carries on", agent_id)
-            self.scheduler.schedule(agent_id, handoff)
+        else:
+            logger.info("agent %s: time slice used; another drain holds the claim", agent_id)
         return job.delivered
 
     def _run(self, job: _Job) -> DrainState | None:
@@ -239,15 +277,10 @@ class Drainer:
         Raises:
             AgentFailed: the response broke off or went silent for the read timeout.
         """
-        captured = bytearray()
-        truncated = False
+        capture = Capture(self.capture_limit)
         try:
             while chunk := response.read1(CHUNK, decode_content=False):
-                room = self.capture_limit - len(captured)
-                if room > 0:
-                    captured += chunk[:room]
-                if len(chunk) > room:
-                    truncated = True
+                capture.add(chunk)
                 self._keep(job, record)
         except HTTPError as ex:
             response.close()
@@ -255,7 +288,7 @@ class Drainer:
                               timeout=isinstance(ex, ReadTimeoutError)) from ex
         finally:
             response.release_conn()
-        return bytes(captured), truncated
+        return bytes(capture.data), capture.truncated
 
     def _keep(self, job: _Job, record: dict[str, Any] | None = None) -> None:
         """Renew the claim (and the record's lease) when a renewal is due."""

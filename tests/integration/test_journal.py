@@ -4,6 +4,7 @@ They use a database of their own on the session's redis-server, emptied for each
 """
 
 import secrets
+from dataclasses import asdict
 from collections.abc import Iterator
 
 import pytest
@@ -109,7 +110,8 @@ def test_untried_new_arrival_joins_the_back(journal: Journal, client, agent: str
     set_status(client, agent, "running")
     admission = admit(journal, agent, "/fresh")
     assert admission.outcome == "forward" and admission.lease == FIRST_LEASE
-    status, position = journal.retry(admission.request_id, "refused", attempted=False)
+    status, position = journal.retry(admission.request_id, "refused", attempted=False,
+                                     lease=admission.lease)
     assert (status, position) == ("queued", 3)
     assert queue_ids(client, agent) == [*earlier, admission.request_id]
     assert journal.get(agent, admission.request_id)["attempts"] == 0
@@ -140,19 +142,46 @@ def test_a_stale_holder_cannot_touch_a_request_leased_again(journal: Journal, cl
 
 def test_a_late_answer_completes_a_swept_request_nobody_leased(journal: Journal, clock: Clock,
                                                                client, agent: str):
+    waiting = queued(journal, agent, 1)
     set_status(client, agent, "running")
     rid = admit(journal, agent).request_id
     clock.now += 60
     journal.sweep()
     assert journal.get(agent, rid)["status"] == "queued"
+    assert queue_ids(client, agent) == [rid, *waiting]
     assert complete(journal, rid) == "completed"
-    assert queue_ids(client, agent) == []
+    assert queue_ids(client, agent) == waiting  # it leaves its queue: not delivered again
+    assert journal.lease_next(agent)["id"] == waiting[0]
+    assert journal.lease_next(agent) is None
+    assert complete(journal, rid) == STALE  # completed once
+
+
+def test_a_late_answer_completes_a_request_swept_to_failed(journal: Journal, clock: Clock,
+                                                           client, agent: str):
+    set_status(client, agent, "running")
+    rid = admit(journal, agent).request_id
+    for lease in (1, 2):
+        assert journal.retry(rid, "reset", lease=lease)[0] == "queued"
+        assert journal.lease_next(agent)["lease"] == lease + 1
+    clock.now += 60
+    journal.sweep()  # the third attempt's lease expired: failed
+    assert journal.get(agent, rid)["status"] == "failed"
+    assert complete(journal, rid, lease=2) == STALE
+    assert complete(journal, rid, lease=3) == "completed"
+    assert journal.get(agent, rid)["status"] == "completed"
+
+
+def test_a_cancelled_request_is_never_completed(journal: Journal, agent: str):
+    [rid] = queued(journal, agent, 1)
+    journal.cancel(agent, rid)
+    assert complete(journal, rid, lease=0) == STALE
+    assert journal.get(agent, rid)["status"] == "cancelled"
 
 
 def test_missing_request(journal: Journal):
     assert complete(journal, "req-gone") == "missing"
-    assert journal.retry("req-gone", "x") == ("missing", 0)
-    assert not journal.renew("req-gone")
+    assert journal.retry("req-gone", "x", lease=FIRST_LEASE) == ("missing", 0)
+    assert not journal.renew("req-gone", lease=FIRST_LEASE)
 
 
 # Bug 7: a failed or cancelled idempotency key admits a new request.
@@ -185,7 +214,7 @@ def test_a_failed_key_admits_a_new_request(journal: Journal, client, agent: str)
 def test_a_full_queue_keeps_the_key_of_the_failed_request(journal: Journal, client, agent: str):
     set_status(client, agent, "running")
     failed = admit(journal, agent, key="k3")
-    journal.retry(failed.request_id, "reset")
+    journal.retry(failed.request_id, "reset", lease=failed.lease)
     for attempt in (2, 3):
         journal.lease_next(agent)
         journal.retry(failed.request_id, "reset", lease=attempt)
@@ -251,3 +280,19 @@ def test_claims_are_owned(client: redis.Redis, agent: str):
     scheduler.release(agent, second)
     assert not client.exists(f"{PREFIX}drain:{agent}")
     assert scheduler.hold(agent, first)  # a free claim goes to whoever asks
+
+
+def test_a_hand_off_keeps_the_claim(client: redis.Redis, agent: str):
+    scheduler = ReplayScheduler(client, claim_ttl=30)
+    scheduler.schedule(agent)
+    [(_, claim, _)] = scheduled_claims(client)
+    client.pexpire(f"{PREFIX}drain:{agent}", 1000)  # most of its TTL used
+    handoff = DrainState(failures=3, retry_at=7.0, wait_until=9.0)
+    assert scheduler.hand_off(agent, claim, handoff)
+    assert client.get(f"{PREFIX}drain:{agent}").decode() == claim  # never let go
+    assert 25_000 < client.pttl(f"{PREFIX}drain:{agent}") <= 30_000  # renewed, still expires
+    scheduler.schedule(agent)  # the janitor's kick: a no-op, the claim is held
+    assert scheduled_claims(client)[1:] == [(agent, claim, asdict(handoff))]
+    client.set(f"{PREFIX}drain:{agent}", "someone-else")
+    assert not scheduler.hand_off(agent, claim, handoff)  # another drain holds it
+    assert len(scheduled_claims(client)) == 2

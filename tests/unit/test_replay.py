@@ -1,14 +1,15 @@
 """Replay: backoff, and a drain job's deliveries, failures, time slice and claim (fakes, no Redis)."""
 
 import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
 import urllib3
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
-from agentainer.proxy import AgentDown
-from agentainer.replay import RENEW_EVERY, DrainState, Drainer, backoff
+from agentainer.proxy import RENEW_EVERY, AgentDown
+from agentainer.replay import LEASE_GRACE, DrainState, Drainer, backoff
 from agentainer.states import AgentStatus
 
 
@@ -17,6 +18,12 @@ from agentainer.states import AgentStatus
 def test_backoff_doubles_up_to_the_cap(attempt, expected):
     assert backoff(attempt, base=1, cap=60, rand=lambda: 1.0) == expected
     assert backoff(attempt, base=1, cap=60, rand=lambda: 0.0) == expected / 2
+
+
+def test_renewals_come_well_within_a_lease():
+    # a holder may block for connect + read timeout after its last renewal; the lease and
+    # the claim last that plus LEASE_GRACE
+    assert RENEW_EVERY < LEASE_GRACE
 
 
 class Clock:
@@ -110,23 +117,44 @@ class Journal:
 
 
 class Scheduler:
+    """The drain claim as ReplayScheduler keeps it. With ``janitor`` set, schedule() (as the
+    janitor calls it every second in every server) runs before and after every step."""
+
     def __init__(self) -> None:
         self.holder: str | None = None
         self.events: list[tuple] = []
+        self.janitor = False
+
+    def _kick(self) -> None:
+        if self.janitor:
+            self.schedule("a1")
 
     def hold(self, agent_id, claim):
+        self._kick()
         if self.holder in (None, claim):
             self.holder = claim
             return True
         return False
 
     def release(self, agent_id, claim):
+        self._kick()
         self.events.append(("release", claim))
         if self.holder == claim:
             self.holder = None
+        self._kick()
+
+    def hand_off(self, agent_id, claim, state):
+        if not self.hold(agent_id, claim):
+            return False
+        self._kick()
+        self.events.append(("hand_off", claim, state))
+        self._kick()
+        return True
 
     def schedule(self, agent_id, state=DrainState()):
-        self.events.append(("schedule", state))
+        if self.holder is None:  # SET NX
+            self.holder = f"fresh-{len(self.events)}"
+            self.events.append(("schedule", self.holder, state))
 
 
 class Store:
@@ -139,11 +167,22 @@ class Store:
 
 @pytest.fixture(scope="module")
 def route() -> Iterator[str]:
-    """A local port that accepts connections (the agent's app)."""
+    """A local port that accepts connections (the agent's app), and closes them."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)
+
+        def accept() -> None:  # NOTE: a backlog that fills up would stop accepting
+            while True:
+                try:
+                    connection, _ = listener.accept()
+                except OSError:
+                    return
+                connection.close()
+
+        threading.Thread(target=accept, daemon=True).start()
         yield "127.0.0.1:%d" % listener.getsockname()[1]
+        listener.shutdown(socket.SHUT_RDWR)
 
 
 def drainer(route: str, journal: Journal, upstream: Upstream, clock: Clock,
@@ -214,8 +253,53 @@ def test_a_used_slice_hands_off_to_a_fresh_job(route):
     upstream = Upstream([ok(clock, pace=3.0) for _ in range(6)])
     job, scheduler = drainer(route, journal, upstream, clock)
     assert job.drain("a1", "claim-1") == 4  # 12 s of deliveries: the slice is 10 s
-    assert scheduler.events == [("release", "claim-1"), ("schedule", DrainState())]
+    assert scheduler.events == [("hand_off", "claim-1", DrainState())]
+    assert scheduler.holder == "claim-1"  # kept for the next job, never released
     assert upstream.sent == ["/0", "/1", "/2", "/3"]
+
+
+def test_the_janitor_cannot_start_a_fresh_drain_during_a_hand_off(route):
+    clock = Clock()
+    journal = Journal(["/a"])
+    upstream = Upstream([AgentDown("refused"), AgentDown("refused")])
+    job, scheduler = drainer(route, journal, upstream, clock, retry_base=4.0, retry_cap=100.0)
+    scheduler.holder, scheduler.janitor = "claim-1", True  # as schedule() left it
+    assert job.drain("a1", "claim-1") == 0
+    handoff = DrainState(failures=2, retry_at=1012.0)
+    assert scheduler.events == [("hand_off", "claim-1", handoff)]  # no fresh drain
+    assert scheduler.holder == "claim-1"
+    resumed, _ = drainer(route, journal, upstream, clock, retry_base=4.0, retry_cap=100.0)
+    resumed.scheduler = scheduler
+    upstream.replies = [ok(clock)]
+    assert resumed.drain("a1", "claim-1", handoff) == 1
+    assert clock.now == 1012.0  # the backoff held across the hand-off
+    assert scheduler.events[1] == ("release", "claim-1")
+
+
+def test_a_claim_taken_before_the_hand_off_gets_no_job(route):
+    clock = Clock()
+    journal = Journal(["/0", "/1"])
+    upstream = Upstream([ok(clock, pace=11.0)])
+    job, scheduler = drainer(route, journal, upstream, clock)
+    completed = journal.complete
+
+    def complete_and_lose_the_claim(*args, **kwargs):
+        scheduler.holder = "claim-2"  # as if it expired and a later drain took it
+        return completed(*args, **kwargs)
+
+    journal.complete = complete_and_lose_the_claim
+    assert job.drain("a1", "claim-1") == 1  # 11 s: the slice is used, one request left
+    assert scheduler.events == [] and scheduler.holder == "claim-2"
+
+
+def test_an_unexpected_error_releases_the_claim(route):
+    clock = Clock()
+    journal = Journal(["/a"])
+    journal.lease_next = lambda agent_id: 1 / 0
+    job, scheduler = drainer(route, journal, Upstream([]), clock)
+    with pytest.raises(ZeroDivisionError):
+        job.drain("a1", "claim-1")
+    assert scheduler.events == [("release", "claim-1")] and scheduler.holder is None
 
 
 def test_an_emptied_queue_needs_no_hand_off(route):
@@ -233,13 +317,14 @@ def test_a_backoff_past_the_slice_is_handed_off(route):
     upstream = Upstream([AgentDown("refused"), AgentDown("refused"), AgentDown("refused")])
     job, scheduler = drainer(route, journal, upstream, clock, retry_base=4.0, retry_cap=100.0)
     assert job.drain("a1", "claim-1") == 0
-    assert scheduler.events[-1] == ("schedule", DrainState(failures=2, retry_at=1012.0))
+    assert scheduler.events[-1] == ("hand_off", "claim-1",
+                                    DrainState(failures=2, retry_at=1012.0))
     assert clock.now == 1010.0  # failed at 1000 and 1004 (4 s backoff), no sleep past the slice
-    state = scheduler.events[-1][1]
+    state = scheduler.events[-1][2]
     resumed, scheduler = drainer(route, journal, upstream, clock, retry_base=4.0,
                                  retry_cap=100.0)
     upstream.replies = [ok(clock)]
-    assert resumed.drain("a1", "claim-2", state) == 1
+    assert resumed.drain("a1", "claim-1", state) == 1
     assert clock.now == 1012.0  # the backoff was kept across the hand-off
 
 
@@ -250,14 +335,14 @@ def test_waiting_for_the_app_is_handed_off_then_given_up():
         route = "127.0.0.1:%d" % closed.getsockname()[1]  # bound, not listening: refused
         job, scheduler = drainer(route, Journal(["/a"]), Upstream([]), clock, drain_wait=25.0)
         assert job.drain("a1", "claim-1") == 0
-        (_, state) = scheduler.events[-1]
+        (_, _, state) = scheduler.events[-1]
         assert state.wait_until == pytest.approx(1025.0)
         job, scheduler = drainer(route, Journal(["/a"]), Upstream([]), clock, drain_wait=25.0)
-        job.drain("a1", "claim-2", state)  # 1010 to 1020: handed off again, same deadline
-        assert scheduler.events[-1] == ("schedule", state)
-        job.drain("a1", "claim-3", state)
+        job.drain("a1", "claim-1", state)  # 1010 to 1020: handed off again, same deadline
+        assert scheduler.events[-1] == ("hand_off", "claim-1", state)
+        job.drain("a1", "claim-1", state)
         assert clock.now == pytest.approx(1025.0)
-        assert scheduler.events[-1] == ("release", "claim-3")  # gave up: no hand-off
+        assert scheduler.events[-1] == ("release", "claim-1")  # gave up: no hand-off
 
 
 def test_a_job_whose_claim_is_taken_gives_way(route):
