@@ -26,6 +26,7 @@ HOP_BY_HOP = frozenset({
 REDACTED = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"})
 OWN_PREFIX = "x-agentainer-"
 FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "host"})
+NOT_FORWARDED = HOP_BY_HOP | FORWARDED  # the client's headers the proxy drops or replaces
 CHUNK = 64 * 1024
 # NOTE: the lease is connect + read timeout + a 5 s grace from its last renewal; renewing on
 # every chunk at least this long after the last renewal keeps it alive across any silence
@@ -85,9 +86,7 @@ def end_to_end(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """
     named = {token.strip().lower() for name, value in headers if name.lower() == "connection"
              for token in value.split(",")}
-    return [(name, value) for name, value in headers
-            if not (name.lower() in HOP_BY_HOP or name.lower() in named
-                    or name.lower() in FORWARDED or name.lower().startswith(OWN_PREFIX))]
+    return [(name, value) for name, value in headers if _kept(name, named, NOT_FORWARDED)]
 
 
 def forward_headers(headers: list[tuple[str, str]], *, client_ip: str, proto: str, host: str,
@@ -119,8 +118,13 @@ def response_headers(headers: urllib3.HTTPHeaderDict) -> list[tuple[str, str]]:
     """
     named = {token.strip().lower() for token in headers.get("connection", "").split(",")}
     return [(name, value) for name, value in headers.iteritems()
-            if not (name.lower() in HOP_BY_HOP or name.lower() in named
-                    or name.lower().startswith(OWN_PREFIX))]
+            if _kept(name, named, HOP_BY_HOP)]
+
+
+def _kept(name: str, named: set[str], dropped: frozenset[str]) -> bool:
+    """Tell whether a header passes: not in ``dropped``, not named in Connection, not ours."""
+    lower = name.lower()
+    return not (lower in dropped or lower in named or lower.startswith(OWN_PREFIX))
 
 
 class Upstream:
