@@ -2,7 +2,8 @@
 
 Key: ``agentainer:health:{aid}`` HASH healthy ("1"/"0"), failures (consecutive),
 last_check (Unix ms), status_code, message. Written only while the agent's record exists,
-so a probe that ends after the agent was removed leaves nothing behind.
+so a probe that ends after the agent was removed leaves nothing behind (the key goes with
+the record in :meth:`AgentStore.delete`); cleared at every start of the agent.
 """
 
 import functools
@@ -20,7 +21,7 @@ import urllib3
 from agentainer.errors import AgentainerError, AgentNotFound
 from agentainer.models import Agent, HealthCheck
 from agentainer.states import AgentStatus
-from agentainer.store import PREFIX, AgentStore, translate_redis_errors
+from agentainer.store import AgentStore, agent_key, health_key, translate_redis_errors
 
 logger = logging.getLogger(__name__)
 
@@ -76,15 +77,14 @@ class HealthRecords:
         Returns:
             The consecutive failures; 0 when the agent no longer exists (nothing is stored).
         """
-        # NOTE: the agent record's key as store.py names it (journal.py's scripts do the same).
-        keys = [f"{PREFIX}health:{agent_id}", f"{PREFIX}agent:{agent_id}"]
+        keys = [health_key(agent_id), agent_key(agent_id)]
         return int(self._record(keys=keys, args=[
             "1" if result.healthy else "0", "1" if counted else "0",
             int(self._clock() * 1000), result.status_code or "", result.message]))
 
     @translate_redis_errors
     def get(self, agent_id: str) -> dict[str, Any] | None:
-        raw = self._redis.hgetall(f"{PREFIX}health:{agent_id}")
+        raw = self._redis.hgetall(health_key(agent_id))
         if not raw:
             return None
         data = {key.decode(): value.decode() for key, value in raw.items()}
@@ -95,8 +95,8 @@ class HealthRecords:
 
     @translate_redis_errors
     def reset(self, agent_id: str) -> None:
-        """Forget the agent's probe results (restarted, or removed)."""
-        self._redis.delete(f"{PREFIX}health:{agent_id}")
+        """Forget the agent's probe results (it started again)."""
+        self._redis.delete(health_key(agent_id))
 
 
 Prober = Callable[[urllib3.PoolManager, str, HealthCheck], ProbeResult]
@@ -108,19 +108,28 @@ class Lanes:
     def __init__(self, workers: int, name: str) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
         self._busy: set[str] = set()
+        self._closed = False
         self._lock = threading.Lock()
 
     def submit(self, agent_id: str, task: Callable[[], None]) -> bool:
-        """Queue ``task`` unless the agent's previous one still runs; return True if queued."""
+        """Queue ``task`` unless the agent's previous one still runs or the lanes were shut
+        down; return True if queued."""
         with self._lock:
-            if agent_id in self._busy:
+            if self._closed or agent_id in self._busy:
                 return False
             self._busy.add(agent_id)
-        self._pool.submit(self._run, agent_id, task)
+        try:
+            self._pool.submit(self._run, agent_id, task)
+        except RuntimeError:  # NOTE: shut down meanwhile (the monitor is ending)
+            with self._lock:
+                self._busy.discard(agent_id)
+            return False
         return True
 
     def shutdown(self) -> None:
-        """Drop the queued tasks; the running ones end on their own."""
+        """Drop the queued tasks and take no more; the running ones end on their own."""
+        with self._lock:
+            self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self, agent_id: str, task: Callable[[], None]) -> None:
@@ -140,7 +149,9 @@ class HealthWatch:
 
     A failure counts only after the agent's start grace: from a (re)start until
     ``interval x retries`` later, or until its first healthy probe if that comes sooner.
-    ``on_unhealthy(agent, failures, result)`` is called once failures reach the retries.
+    Each start (and the monitor's first sight of a running agent) clears the failures, so
+    a streak never carries over to the next run. ``on_unhealthy(agent, failures, result)``
+    is called for each counted failure once failures reach the retries.
     """
 
     def __init__(self, records: HealthRecords, store: AgentStore,
@@ -179,19 +190,22 @@ class HealthWatch:
                 self._grace.pop(agent_id, None)
 
     def started(self, agent: Agent, *, again: bool = True) -> None:
-        """Begin the agent's start grace (without ``again``, keep one already begun)."""
+        """Begin the agent's start grace and clear its failures (without ``again``, keep
+        a grace already begun, and the failures with it)."""
         check = agent.spec.health_check
         if check is None:
             return
         with self._lock:
-            if again or agent.id not in self._grace:
-                self._grace[agent.id] = self._clock() + check.interval * check.retries
+            if not again and agent.id in self._grace:
+                return
+            self._grace[agent.id] = self._clock() + check.interval * check.retries
+        self._records.reset(agent.id)
 
     def forget(self, agent_id: str) -> None:
-        """Drop the agent's grace and probe results (the agent was removed)."""
+        """Drop the agent's grace (the agent was removed; its probe results went with its
+        record)."""
         with self._lock:
             self._grace.pop(agent_id, None)
-        self._records.reset(agent_id)
 
     def shutdown(self) -> None:
         """Stop probing (probes under way end on their own)."""
@@ -207,9 +221,10 @@ class HealthWatch:
             return
         check = agent.spec.health_check
         result = self._prober(self._http, route, check)
-        failures = self._records.record(agent.id, result,
-                                        counted=not self._in_grace(agent.id, result.healthy))
-        if failures >= check.retries:
+        counted = not self._in_grace(agent.id, result.healthy)  # NOTE: healthy ends it
+        failures = self._records.record(agent.id, result, counted=counted)
+        # NOTE: not for an uncounted failure: the count it returns is the one stored before.
+        if counted and not result.healthy and failures >= check.retries:
             self._on_unhealthy(agent, failures, result)
 
     def _in_grace(self, agent_id: str, healthy: bool) -> bool:

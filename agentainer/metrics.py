@@ -1,7 +1,8 @@
 """Agent resource metrics (sampled into a bounded history) and control-plane counters.
 
 Keys: ``agentainer:metrics:{aid}`` ZSET sample JSON by Unix ms (written only while the
-agent's record exists, so a late sample never outlives a removed agent); ``agentainer:counters``
+agent's record exists, so a late sample never outlives a removed agent: the key goes
+with the record in :meth:`AgentStore.delete`); ``agentainer:counters``
 HASH of counters and latency-histogram buckets, written by the journal's Lua scripts and
 the monitor, so every process's work shows in one ``/metrics`` (any server answers it).
 """
@@ -17,7 +18,9 @@ from prometheus_client.core import (
 )
 
 from agentainer.journal import LATENCY_BUCKETS
-from agentainer.store import COUNTERS, PREFIX, AgentStore, translate_redis_errors
+from agentainer.store import (
+    COUNTERS, AgentStore, agent_key, metrics_key, translate_redis_errors,
+)
 
 HISTORY_SPAN = 24 * 3600.0
 HISTORY_MAX = 8640  # NOTE: a day of 10-second samples
@@ -81,8 +84,7 @@ class MetricsHistory:
     @translate_redis_errors
     def record(self, agent_id: str, sample: dict[str, Any]) -> None:
         """Add a sample to the agent's history (if the agent still exists) and trim it."""
-        # NOTE: the agent record's key as store.py names it (journal.py's scripts do the same).
-        keys = [f"{PREFIX}metrics:{agent_id}", f"{PREFIX}agent:{agent_id}"]
+        keys = [metrics_key(agent_id), agent_key(agent_id)]
         self._record(keys=keys, args=[
             json.dumps(sample, separators=(",", ":")), sample["timestamp"],
             int((self._clock() - HISTORY_SPAN) * 1000), HISTORY_MAX, int(HISTORY_SPAN)])
@@ -90,13 +92,8 @@ class MetricsHistory:
     @translate_redis_errors
     def since(self, agent_id: str, seconds: float) -> list[dict[str, Any]]:
         start = int((self._clock() - seconds) * 1000)
-        rows = self._redis.zrangebyscore(f"{PREFIX}metrics:{agent_id}", start, "+inf")
+        rows = self._redis.zrangebyscore(metrics_key(agent_id), start, "+inf")
         return [json.loads(row) for row in rows]
-
-    @translate_redis_errors
-    def forget(self, agent_id: str) -> None:
-        """Drop the agent's history (the agent was removed)."""
-        self._redis.delete(f"{PREFIX}metrics:{agent_id}")
 
 
 class ControlPlaneCollector:

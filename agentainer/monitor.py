@@ -203,7 +203,7 @@ class Monitor:
                 self._janitor.run_once()
                 next_janitor = now + JANITOR_INTERVAL
             if now >= next_reconcile:
-                self.reconcile()
+                self.reconcile(wait=False)  # NOTE: skipped while the events loop runs one
                 next_reconcile = self._clock() + self._reconcile_interval
 
     def restart_due(self) -> None:
@@ -247,8 +247,7 @@ class Monitor:
             message = ex.message if isinstance(ex, AgentainerError) else str(ex)
             self._crashed(self._agents.get(agent_id), f"restart failed: {message}")
             return
-        self._health.reset(agent_id)
-        self._watch.started(agent)
+        self._watch.started(agent)  # NOTE: clears its failures too (as its start event will)
         self._store.count_restart(agent_id)
         logger.info("agent %s: restarted (%s)", agent_id, reason)
 
@@ -272,10 +271,19 @@ class Monitor:
                 except AgentainerError as ex:
                     logger.warning("agent %s: cannot bring it up: %s", agent.id, ex.message)
 
-    def reconcile(self) -> None:
-        """Record Docker's view of every agent, act on crashes missed, remove orphans."""
-        with self._reconciling:
+    def reconcile(self, *, wait: bool = True) -> bool:
+        """Record Docker's view of every agent, act on crashes missed, remove orphans.
+
+        Args:
+            wait: False to skip the pass (returning False) while another one runs.
+        """
+        if not self._reconciling.acquire(blocking=wait):
+            return False
+        try:
             self._reconcile()
+        finally:
+            self._reconciling.release()
+        return True
 
     def _reconcile(self) -> None:
         # NOTE: containers before agents, so a container whose deploy records its agent
@@ -327,14 +335,17 @@ class Monitor:
         return f"exited with code {state.exit_code}"
 
     def _forget(self, agent_id: str) -> None:
-        """Drop everything kept about an agent that no longer exists."""
+        """Drop what this process keeps about an agent that no longer exists.
+
+        Its health results and metrics history went with its record (store.delete), and
+        their writes check that the record exists, so they are not recreated.
+        """
         with self._lock:
             self._due.pop(agent_id, None)
             self._oom.pop(agent_id, None)
             self._seen.discard(agent_id)
         self._policy.forget(agent_id)
         self._watch.forget(agent_id)
-        self._history.forget(agent_id)
 
     # -- probes and metrics -------------------------------------------------------------
 

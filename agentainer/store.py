@@ -9,6 +9,8 @@ Keys (all under the ``agentainer:`` prefix):
     names        HASH  name -> id (uniqueness)
     tokens       HASH  sha256(agent token) -> id
     lock:{id}    STRING lifecycle lock of one agent
+    health:{id}  HASH  the monitor's probe results (health.py), metrics:{id} ZSET its
+                       metrics history (metrics.py): gone with the record, see delete()
 """
 
 import functools
@@ -43,8 +45,19 @@ return 1
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _agent_key(agent_id: str) -> str:
+def agent_key(agent_id: str) -> str:
+    """The agent's record (the key journal_scripts.py's Lua builds as well)."""
     return f"{PREFIX}agent:{agent_id}"
+
+
+def health_key(agent_id: str) -> str:
+    """The agent's latest probe result (health.py)."""
+    return f"{PREFIX}health:{agent_id}"
+
+
+def metrics_key(agent_id: str) -> str:
+    """The agent's sampled metrics history (metrics.py)."""
+    return f"{PREFIX}metrics:{agent_id}"
 
 
 def translate_redis_errors(func: F) -> F:
@@ -105,13 +118,13 @@ class AgentStore:
     def create(self, agent: Agent) -> None:
         """Store a new agent whose name and token were reserved."""
         with self._redis.pipeline() as pipe:
-            pipe.hset(_agent_key(agent.id), mapping=_to_hash(agent))
+            pipe.hset(agent_key(agent.id), mapping=_to_hash(agent))
             pipe.zadd(AGENTS, {agent.id: self._clock()})
             pipe.execute()
 
     @translate_redis_errors
     def get(self, agent_id: str) -> Agent:
-        data = self._redis.hgetall(_agent_key(agent_id))
+        data = self._redis.hgetall(agent_key(agent_id))
         if not data:
             raise AgentNotFound(agent_id)
         return _from_hash(agent_id, data)
@@ -119,7 +132,7 @@ class AgentStore:
     @translate_redis_errors
     def routing(self, agent_id: str) -> tuple[AgentStatus, str]:
         """Return the agent's recorded status and its app's ``ip:port`` ("" if unknown)."""
-        status, route = self._redis.hmget(_agent_key(agent_id), "status", "route")
+        status, route = self._redis.hmget(agent_key(agent_id), "status", "route")
         if status is None:
             raise AgentNotFound(agent_id)
         return AgentStatus(status.decode()), (route or b"").decode()
@@ -128,7 +141,7 @@ class AgentStore:
     def resolve(self, ref: str) -> str:
         """Return the ID of the agent named or identified by ``ref``."""
         if ID_RE.match(ref):
-            if self._redis.exists(_agent_key(ref)):
+            if self._redis.exists(agent_key(ref)):
                 return ref
         else:
             agent_id = self._redis.hget(NAMES, ref)
@@ -141,7 +154,7 @@ class AgentStore:
         ids = [raw.decode() for raw in self._redis.zrange(AGENTS, 0, -1)]
         with self._redis.pipeline(transaction=False) as pipe:
             for agent_id in ids:
-                pipe.hgetall(_agent_key(agent_id))
+                pipe.hgetall(agent_key(agent_id))
             rows = pipe.execute()
         return [_from_hash(agent_id, row) for agent_id, row in zip(ids, rows) if row]
 
@@ -162,14 +175,13 @@ class AgentStore:
         if last_error is not None:
             fields["last_error"] = last_error
         args = [item for pair in fields.items() for item in pair]
-        return bool(self._update(keys=[_agent_key(agent_id)], args=args))
+        return bool(self._update(keys=[agent_key(agent_id)], args=args))
 
     @translate_redis_errors
     def delete(self, agent: Agent) -> None:
         with self._redis.pipeline() as pipe:
             # NOTE: with the record go the monitor's health results and metrics history.
-            pipe.delete(_agent_key(agent.id), f"{PREFIX}health:{agent.id}",
-                        f"{PREFIX}metrics:{agent.id}")
+            pipe.delete(agent_key(agent.id), health_key(agent.id), metrics_key(agent.id))
             pipe.zrem(AGENTS, agent.id)
             pipe.hdel(NAMES, agent.name)
             if agent.spec.token_hash:
@@ -180,7 +192,7 @@ class AgentStore:
     def count_restart(self, agent_id: str) -> None:
         """Add one to the agent's restart count and to the control plane's."""
         with self._redis.pipeline() as pipe:
-            pipe.hincrby(_agent_key(agent_id), "restarts", 1)
+            pipe.hincrby(agent_key(agent_id), "restarts", 1)
             pipe.hincrby(COUNTERS, "restarts", 1)
             pipe.execute()
 

@@ -150,11 +150,16 @@ class FakeHealth:
 
 
 class FakeHistory:
-    def __init__(self) -> None:
-        self.kept = {"agent-x"}
+    """No method is called: the tests take no samples, and a removed agent's history
+    goes with its record (store.delete)."""
 
-    def forget(self, agent_id: str) -> None:
-        self.kept.discard(agent_id)
+
+class FakeJanitor:
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def run_once(self) -> None:
+        self.runs += 1
 
 
 class World:
@@ -164,6 +169,7 @@ class World:
         self.clock, self.wall = Clock(), Clock(WALL)
         self.store, self.runtime = FakeStore(), FakeRuntime()
         self.health, self.history = FakeHealth(self.store), FakeHistory()
+        self.janitor = FakeJanitor()
         self.agents = AgentService(self.store, self.runtime, None,
                                    networks=Networks("net", "internal", 8080), mounts=None,
                                    on_running=lambda agent_id: None)
@@ -171,7 +177,7 @@ class World:
                                     clock=self.clock, rand=lambda: 1.0)  # NOTE: no jitter
         self.healthy = False
         self.monitor = Monitor(
-            self.agents, self.store, self.runtime, self.health, self.history, None,
+            self.agents, self.store, self.runtime, self.health, self.history, self.janitor,
             self.policy, reconcile_interval=10.0, metrics_interval=10.0, clock=self.clock,
             wall_clock=self.wall, prober=prober or self._probe)
 
@@ -301,7 +307,6 @@ def test_a_restart_for_failed_probes_is_dropped_once_the_agent_started_again(wor
     world.monitor._watch.probe(world.agent(agent_id))
     world.monitor._watch.probe(world.agent(agent_id))
     world.monitor.on_event("start", {"agentainer.id": agent_id})  # restarted meanwhile
-    world.health.reset(agent_id)
     world.monitor._watch.probe(world.agent(agent_id))  # still booting: not counted
     world.run_for(1.5)
     assert world.agent(agent_id).restarts == 0 and world.runtime.starts == []
@@ -360,26 +365,46 @@ def test_drift_found_by_reconciliation_says_why(world, oom, code, reason):
 
 def test_a_removed_agent_is_forgotten(world):
     agent_id = world.add(check=HealthCheck(interval=1.0, retries=3))
-    world.health.records[agent_id] = {"failures": 1, "healthy": False}
-    world.history.kept.add(agent_id)
+    world.monitor._watch.started(world.agent(agent_id))
     world.crash(agent_id)
     world.monitor.on_event("oom", {"agentainer.id": agent_id})
     del world.store.agents[agent_id]
     world.monitor.on_event("destroy", {"agentainer.id": agent_id})
-    assert agent_id not in world.health.records and agent_id not in world.history.kept
     assert agent_id not in world.monitor._due and agent_id not in world.monitor._oom
     assert agent_id not in world.policy._history
+    assert agent_id not in world.monitor._watch._grace
 
 
 def test_an_agent_gone_since_the_last_pass_is_forgotten(world):
-    agent_id = world.add()
+    agent_id = world.add(check=HealthCheck(interval=1.0, retries=3))
     world.monitor.reconcile()
-    world.health.records[agent_id] = {"failures": 0, "healthy": True}
-    world.history.kept.add(agent_id)
+    world.monitor._watch.started(world.agent(agent_id))
+    world.policy.attempted(agent_id)
     del world.store.agents[agent_id]
     del world.runtime.boxes[f"c-{agent_id}"]
     world.monitor.reconcile()
-    assert agent_id not in world.health.records and agent_id not in world.history.kept
+    assert agent_id not in world.policy._history
+    assert agent_id not in world.monitor._watch._grace
+    assert agent_id not in world.monitor._seen
+
+
+def test_the_periodic_pass_skips_while_another_runs_and_the_control_loop_goes_on(world):
+    agent_id = world.add()
+    world.crash(agent_id)
+    listed = []
+    world.runtime.on_list = lambda: listed.append(world.clock.now)
+    thread = threading.Thread(target=world.monitor._control_loop)
+    with world.monitor._reconciling:  # NOTE: as the events loop's pass after a reconnect
+        thread.start()
+        wait_for(lambda: world.janitor.runs >= 1, timeout=5, message="the first sweep")
+        world.clock.now += 30  # the restart, a sweep and the periodic pass are due
+        wait_for(lambda: world.janitor.runs >= 2, timeout=5, message="the second sweep")
+        world.clock.now += 2   # past the periodic pass: another sweep is due
+        wait_for(lambda: world.janitor.runs >= 3, timeout=5, message="a sweep after the pass")
+        assert world.runtime.starts == [f"c-{agent_id}"] and listed == []
+    world.monitor.stop()
+    thread.join(5)
+    assert world.monitor.reconcile(wait=False) and listed
 
 
 @pytest.mark.parametrize(("between", "reason"), [
@@ -420,6 +445,46 @@ def test_a_start_event_begins_the_grace_again(world):
     assert world.health.records[agent_id]["failures"] == 0
 
 
+def test_a_start_by_the_user_after_a_failure_streak_begins_a_new_count(world):
+    agent_id = world.add(check=HealthCheck(interval=1.0, retries=2))
+    watch = world.monitor._watch
+    world.clock.now += 10  # NOTE: long past the start grace
+    watch.probe(world.agent(agent_id))
+    watch.probe(world.agent(agent_id))
+    world.store.update(agent_id, desired=Desired.STOPPED)  # the user stops it...
+    world.run_for(5)
+    assert world.health.records[agent_id]["failures"] == 2 and not world.runtime.starts
+    world.store.update(agent_id, desired=Desired.RUNNING)  # ...and starts it again
+    world.monitor.on_event("start", {"agentainer.id": agent_id})
+    world.clock.now += 0.5
+    watch.probe(world.agent(agent_id))  # still booting
+    assert agent_id not in world.monitor._due
+    world.clock.now += 2.0  # past the grace: a new streak of two is needed
+    watch.probe(world.agent(agent_id))
+    assert agent_id not in world.monitor._due
+    watch.probe(world.agent(agent_id))
+    assert agent_id in world.monitor._due
+
+
+def test_a_failure_in_the_start_grace_never_reports_unhealthy(world):
+    agent_id = world.add(check=HealthCheck(interval=1.0, retries=2))
+    watch = world.monitor._watch
+    watch.started(world.agent(agent_id))
+    world.health.records[agent_id] = {"failures": 2, "healthy": False}  # a late write
+    watch.probe(world.agent(agent_id))
+    assert agent_id not in world.monitor._due
+
+
+def test_first_sight_of_a_running_agent_begins_its_grace_and_a_new_count(world):
+    agent_id = world.add(check=HealthCheck(interval=1.0, retries=2))
+    world.health.records[agent_id] = {"failures": 5, "healthy": False}  # e.g. bring_up
+    world.monitor._watch.tick(world.store.all())
+    assert agent_id not in world.health.records
+    world.health.records[agent_id] = {"failures": 1, "healthy": False}
+    world.monitor._watch.tick(world.store.all())  # NOTE: seen before: nothing cleared
+    assert world.health.records[agent_id]["failures"] == 1
+
+
 def test_the_start_grace_ends_at_the_first_healthy_probe(world):
     agent_id = world.add(check=HealthCheck(interval=10.0, retries=3))
     watch = world.monitor._watch
@@ -450,6 +515,7 @@ def test_probes_are_due_per_agent_and_one_slow_agent_delays_no_other():
         wait_for(lambda: probed.count(1.0) == expected, timeout=5, message="the fast probe")
     world.clock.now += 5.0
     world.monitor._watch.tick(world.store.all())  # the slow one is due now and hangs
+    wait_for(lambda: probed.count(1.0) == 4, timeout=5, message="the fast probe")
     world.clock.now += 1.0
     world.monitor._watch.tick(world.store.all())
     wait_for(lambda: probed.count(1.0) == 5, timeout=5, message="the fast probe")
@@ -480,6 +546,13 @@ def test_lanes_run_one_task_per_agent_at_a_time():
     assert lanes.submit("b", ran.set) and ran.wait(5)
     gate.set()
     lanes.shutdown()
+
+
+def test_lanes_take_no_task_after_shutdown():
+    lanes, ran = Lanes(1, "test"), threading.Event()
+    lanes.shutdown()
+    assert not lanes.submit("a", ran.set)  # NOTE: the probe loop may tick once more
+    assert not ran.wait(0.2)
 
 
 def test_restart_policy_doubles_caps_and_gives_up():
