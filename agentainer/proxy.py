@@ -13,7 +13,7 @@ import urllib3
 from urllib3.connection import HTTPConnection
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
 
-from agentainer.journal import FIRST_LEASE, Journal
+from agentainer.journal import Journal
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ class Relay:
 
     def __init__(self, upstream: urllib3.BaseHTTPResponse, *, journal: Journal | None,
                  request_id: str, capture_limit: int, on_failure: Callable[[str], None],
-                 arrived: float, lease: int = FIRST_LEASE,
+                 arrived: float, lease: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
         now = clock()
         self._upstream = upstream

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import urllib3
 
+from agentainer.journal import FIRST_LEASE
 from agentainer.proxy import (
     AgentFailed, Relay, StaleConnection, Upstream, forward_headers, replay_headers,
     response_headers, stored_headers,
@@ -126,7 +127,7 @@ def relay(gaps: list[float], *, headers_after: float) -> tuple[FakeJournal, Iter
     assert clock.now < journal.deadline
     stream = Relay(FakeResponse(clock, journal, gaps), journal=journal, request_id="req-1",
                    capture_limit=1024, on_failure=lambda note: None, arrived=arrived,
-                   clock=clock)
+                   lease=FIRST_LEASE, clock=clock)
     return journal, stream
 
 
