@@ -2,7 +2,10 @@
 
 With ``embedded_redis`` on, it becomes ``redis-server`` listening on ``redis_url``'s port
 on loopback only (agents cannot reach it), with the append-only file on and
-``appendfsync`` as set, its data in ``<data_dir>/redis``. With it off, or with a
+``appendfsync`` as set, its data in ``<data_dir>/redis``, and ``maxmemory`` at
+``redis_maxmemory`` with the ``noeviction`` policy: a full Redis refuses writes (the proxy
+answers 507) rather than dropping keys, and the journal's own budget
+(``journal_max_bytes``, below it) is reached first. With it off, or with a
 ``redis_url`` that names another host (an external Redis either way), it idles, so
 supervisord's status stays clean.
 """
@@ -16,6 +19,7 @@ from urllib.parse import urlparse
 
 from agentainer import daemon
 from agentainer.config import Config
+from agentainer.errors import InvalidConfig
 from agentainer.status import ExitStatus
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -35,6 +39,7 @@ def redis_command(settings: Config, binary: str) -> list[str]:
     data = settings.data_dir / "redis"
     return [binary, "--bind", "127.0.0.1", "--port", str(port), "--protected-mode", "yes",
             "--dir", str(data), "--appendonly", "yes", "--appendfsync", settings.appendfsync,
+            "--maxmemory", str(settings.redis_maxmemory), "--maxmemory-policy", "noeviction",
             "--save", "", "--daemonize", "no"]
 
 
@@ -56,6 +61,9 @@ def serve(settings: Config) -> int:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while True:
             signal.pause()
+    if settings.redis_maxmemory <= settings.journal_max_bytes:
+        raise InvalidConfig(f"redis_maxmemory = {settings.redis_maxmemory} must exceed "
+                            f"journal_max_bytes = {settings.journal_max_bytes}")
     binary = shutil.which("redis-server")
     if binary is None:
         print("agentainer-redis: redis-server is not installed (make run installs it)",

@@ -9,6 +9,7 @@ class AgentainerError(Exception):
     """Base of every error Agentainer reports to a user."""
 
     code = "error"
+    retry_after: int | None = None  # NOTE: seconds, sent as Retry-After when set
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -92,9 +93,34 @@ class Busy(Conflict):
 
 
 class Unavailable(AgentainerError):
-    """A backing service (Docker, Redis) cannot be reached (HTTP 503)."""
+    """A backing service (Docker, Redis) cannot be reached, or a limit is reached for now
+    (HTTP 503, with Retry-After)."""
 
     code = "unavailable"
+    retry_after = 5
+
+
+class QueueFull(Unavailable):
+    """An agent's queue holds ``queue_limit`` requests or ``queue_max_bytes``."""
+
+    code = "queue_full"
+
+    def __init__(self, agent: str) -> None:
+        super().__init__(f"the queue of agent {agent} is full (queue_limit requests or "
+                         "queue_max_bytes); retry later")
+
+
+class InsufficientStorage(AgentainerError):
+    """A storage budget is used up (HTTP 507, with Retry-After)."""
+
+    code = "insufficient_storage"
+    retry_after = 30
+
+
+class JournalFull(InsufficientStorage):
+    """The journal holds ``journal_max_bytes``, or Redis reached its ``maxmemory``."""
+
+    code = "journal_full"
 
 
 class Unprocessable(AgentainerError):

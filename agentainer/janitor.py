@@ -1,11 +1,13 @@
-"""Journal upkeep: sweep expired leases, restart stalled drains, trim listings."""
+"""Journal upkeep: take back dead processes' work, sweep expired leases, restart stalled
+drains, trim listings and drop old bodies."""
 
 import logging
 import threading
-from collections.abc import Callable
 
 from agentainer.errors import AgentainerError
 from agentainer.journal import Journal
+from agentainer.liveness import Liveness
+from agentainer.replay import ReplayScheduler
 from agentainer.states import AgentStatus
 from agentainer.store import AgentStore
 
@@ -15,36 +17,53 @@ logger = logging.getLogger(__name__)
 class Janitor:
     """Runs :meth:`run_once` every ``interval`` seconds on a daemon thread.
 
-    Every step is idempotent and atomic in Redis, so several server processes may each
-    run one.
+    Every step is idempotent and atomic in Redis, so several processes (each server and
+    the monitor) may each run one.
     """
 
     TRIM_EVERY = 60  # NOTE: listings only need trimming now and then
 
-    def __init__(self, store: AgentStore, journal: Journal, *,
-                 schedule: Callable[[str], None], interval: float = 1.0) -> None:
+    def __init__(self, store: AgentStore, journal: Journal, scheduler: ReplayScheduler,
+                 liveness: Liveness, *, interval: float = 1.0) -> None:
         self._store = store
         self._journal = journal
-        self._schedule = schedule
+        self._scheduler = scheduler
+        self._liveness = liveness
         self._interval = interval
         self._stop = threading.Event()
         self._runs = 0
 
     def run_once(self) -> None:
+        for holder in self._liveness.dead():
+            self.reap(holder)
         for agent_id in self._journal.sweep():
             logger.info("agent %s: expired lease(s) swept back to the queue", agent_id)
-            self._schedule(agent_id)
+            self._scheduler.schedule(agent_id)
         for agent_id in self._journal.agents_with_queues():
             try:
                 status, route = self._store.routing(agent_id)
             except AgentainerError:
                 continue
             if status is AgentStatus.RUNNING and route:
-                self._schedule(agent_id)  # NOTE: a no-op while its drain is pending
+                self._scheduler.schedule(agent_id)  # NOTE: a no-op while its drain is pending
+        self._journal.drop_bodies()
         self._runs += 1
         if self._runs % self.TRIM_EVERY == 1:
             for agent in self._store.all():
                 self._journal.trim(agent.id)
+
+    def reap(self, holder: str) -> None:
+        """Take back what a dead process held: its leases go back to the front of their
+        queues, its drain claims and name reservations are freed."""
+        requeued = self._journal.reap(holder)
+        freed = self._scheduler.reap(holder)
+        released = self._store.release_reservations(holder)
+        self._liveness.forget(holder)
+        logger.info("%s died: %d agent(s) got requests back, %d drain(s) freed, "
+                    "%d reservation(s) released", holder, len(requeued), len(freed),
+                    len(released))
+        for agent_id in requeued | freed:
+            self._scheduler.schedule(agent_id)
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self._loop, name="janitor", daemon=True)

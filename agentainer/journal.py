@@ -1,12 +1,18 @@
 """The request journal: every proxied request, from arrival to exactly one terminal state.
 
 Keys (all under ``agentainer:``):
-    req:{rid}          HASH   the record: request, status, attempts, captured response
+    req:{rid}          HASH   the record: request, status, attempts, captured response,
+                              size (bytes counted against the budgets), holder
     queue:{aid}        LIST   queued request IDs of one agent, oldest first
     reqs:{aid}         ZSET   every listed request ID of one agent -> arrival (ms)
     leases             ZSET   in-flight request ID -> deadline (ms)
+    held:{holder}      SET    in-flight request IDs leased to one process (liveness.py)
     queued             SET    agents whose queue may hold requests (the janitor's worklist)
     idem:{aid}:{key}   STRING idempotency key -> request ID
+    ticket:{aid}       STRING the last replay lease's ticket and request ID (repeats)
+    journal_bytes      STRING bytes of every record (``journal_max_bytes``)
+    queue_bytes        HASH   agent -> bytes of its queued requests (``queue_max_bytes``)
+    bodies             ZSET   completed request IDs that still hold bodies -> completion (ms)
 
 Statuses: ``queued`` -> ``in_flight`` -> ``completed`` | back to ``queued`` | ``failed``;
 ``queued`` -> ``cancelled``; ``queued`` | ``failed`` -> ``completed`` (a late answer, see
@@ -21,6 +27,15 @@ another lease is taken, an earlier holder cannot touch the request. ``retry`` an
 can do neither; but its ``complete`` still records the answer while nobody has leased
 the request since (it is ``queued`` again, and leaves its queue, or ``failed``): that
 saves a redelivery. A ``completed`` or ``cancelled`` request is never completed again.
+
+Every lease names its holder, a process that keeps a heartbeat (:mod:`agentainer.liveness`):
+when a holder dies, :meth:`Journal.reap` gives its leases back at once, without waiting
+for their deadlines, which stay as the backstop for a live holder that never finishes.
+
+Storage is bounded: admission refuses a request that would take the journal past
+``max_bytes`` or its agent's queue past ``queue_limit`` / ``queue_max_bytes``; finished
+records are deleted after ``retention`` (or beyond ``history_limit``), and completed ones
+lose their bodies after ``body_retention``.
 """
 
 import enum
@@ -34,8 +49,11 @@ from typing import Any
 import redis
 
 from agentainer import journal_scripts as scripts
-from agentainer.errors import Conflict, NotFound
+from agentainer.errors import Conflict, NotFound, QueueFull
 from agentainer.store import PREFIX, translate_redis_errors
+
+JOURNAL_BYTES = PREFIX + "journal_bytes"
+QUEUE_BYTES = PREFIX + "queue_bytes"
 
 
 class RequestStatus(str, enum.Enum):
@@ -46,10 +64,11 @@ class RequestStatus(str, enum.Enum):
     CANCELLED = "cancelled"
 
 
-TERMINAL = frozenset({RequestStatus.COMPLETED, RequestStatus.FAILED, RequestStatus.CANCELLED})
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 FIRST_LEASE = 1  # NOTE: the lease a forwarded admission holds (a new record's first)
 STALE = "stale"  # complete/retry: the caller no longer holds the request's lease
+FULL = "full"    # retry: the agent's queue had no room; the request was taken back
+RECORD_OVERHEAD = 512  # NOTE: bytes counted per record beyond its payload (fields, index)
 SUMMARY_FIELDS = ("id", "agent", "method", "path", "query", "status", "attempts",
                   "created_at", "updated_at", "error", "resp_status", "idempotency_key")
 
@@ -58,7 +77,7 @@ SUMMARY_FIELDS = ("id", "agent", "method", "path", "query", "status", "attempts"
 class Admission:
     """What the proxy must do with a request (see :meth:`Journal.admit`)."""
 
-    outcome: str            # missing forbidden direct idempotent full forward queued
+    outcome: str            # missing forbidden direct idempotent over full forward queued
     agent_id: str = ""
     route: str = ""         # "ip:port" of a running agent's app
     status: str = ""        # the agent's status (direct) or the earlier request's (idempotent)
@@ -91,11 +110,17 @@ def _ms(clock: Callable[[], float]) -> int:
 class Journal:
     """Journal operations; each is one Redis round trip."""
 
-    def __init__(self, client: redis.Redis, *, queue_limit: int = 1000, max_attempts: int = 5,
-                 retention: float = 86400, lease: float = 30, history_limit: int = 10000,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, client: redis.Redis, *, holder: str, queue_limit: int = 1000,
+                 queue_max_bytes: int = 100 << 20, max_bytes: int = 1 << 30,
+                 max_attempts: int = 5, retention: float = 86400,
+                 body_retention: float = 3600, lease: float = 30,
+                 history_limit: int = 10000, clock: Callable[[], float] = time.time) -> None:
         self._redis = client
+        self._holder = holder
         self._queue_limit = queue_limit
+        self._queue_max_bytes = queue_max_bytes
+        self._max_bytes = max_bytes
+        self._body_retention = body_retention
         self._max_attempts = max_attempts
         self._retention = int(retention)
         self._lease = lease
@@ -106,6 +131,8 @@ class Journal:
         self._complete = client.register_script(scripts.COMPLETE)
         self._lease_script = client.register_script(scripts.LEASE)
         self._sweep = client.register_script(scripts.SWEEP)
+        self._reap = client.register_script(scripts.REAP)
+        self._drop_bodies = client.register_script(scripts.DROP_BODIES)
         self._renew = client.register_script(scripts.RENEW)
         self._trim = client.register_script(scripts.TRIM)
         self._change = client.register_script(scripts.CHANGE)
@@ -124,21 +151,30 @@ class Journal:
         in_flight; the agent runs at ``route``), ``queued`` (journaled; ``position`` in its
         agent's queue), ``direct`` (persistence off: not journaled), ``idempotent`` (an
         earlier request with the same key is queued, in flight or completed; a failed or
-        cancelled one's key admits this request instead), ``full``, ``forbidden`` or
-        ``missing``. A forwarded request holds ``lease`` (:data:`FIRST_LEASE`).
+        cancelled one's key admits this request instead), ``over`` (the journal's byte
+        budget is used up), ``full`` (the agent's queue is: ``queue_limit`` requests or
+        ``queue_max_bytes``), ``forbidden`` or ``missing``; nothing is stored for those.
+        A forwarded request holds ``lease`` (:data:`FIRST_LEASE`) for this process.
+
+        Admitting the same ``request_id`` again (a resend after a lost reply) returns the
+        first admission's outcome and stores nothing more.
         """
         rid = request_id
         now = _ms(self._clock)
+        headers = json.dumps(request.headers)
+        size = (len(request.body) + len(headers) + len(request.path) + len(request.query)
+                + RECORD_OVERHEAD)
         fields = ["method", request.method, "path", request.path, "query", request.query,
-                  "headers", json.dumps(request.headers), "body", request.body,
+                  "headers", headers, "body", request.body,
                   "body_sha", request.body_sha, "idempotency_key", request.idempotency_key,
                   "created_at", now, "updated_at", now, "error", ""]
         reply = self._admit(keys=[], args=[
             ref, "1" if by_id else "0", token_hash, rid, now, self._queue_limit,
             request.idempotency_key, request.body_sha, now + int(self._lease * 1000),
-            self._retention, *fields])
+            self._retention, self._holder, size, self._max_bytes, self._queue_max_bytes,
+            *fields])
         outcome, *rest = [part.decode() for part in reply]
-        if outcome in ("missing", "forbidden", "full"):
+        if outcome in ("missing", "forbidden", "over", "full"):
             return Admission(outcome, agent_id=rest[0] if rest else "")
         if outcome == "direct":
             return Admission(outcome, rest[0], route=rest[2], status=rest[1],
@@ -175,10 +211,11 @@ class Journal:
         """
         bucket = "" if latency is None else "latency_le_" + next(
             (str(bound) for bound in LATENCY_BUCKETS if latency <= bound), "inf")
+        stored = json.dumps(headers)
         reply = self._complete(keys=[], args=[
-            request_id, _ms(self._clock), self._retention, "replayed" if replayed else "",
-            bucket, latency or 0, lease, "resp_status", status,
-            "resp_headers", json.dumps(headers), "resp_body", body,
+            request_id, _ms(self._clock), "replayed" if replayed else "",
+            bucket, latency or 0, lease, len(body) + len(stored), "resp_status", status,
+            "resp_headers", stored, "resp_body", body,
             "resp_truncated", "1" if truncated else "0", "note", error])
         return reply.decode()
 
@@ -197,12 +234,14 @@ class Journal:
 
         Returns:
             The new status (``queued``, ``failed``, :data:`STALE` when the caller's lease
-            is not the current one or the request is not in flight, or ``missing``) and,
-            when queued, the queue position.
+            is not the current one or the request is not in flight, :data:`FULL` when a
+            new arrival found no room in its queue and was taken back as if never admitted,
+            or ``missing``) and, when queued, the queue position.
         """
         mode = "attempted" if attempted else "untried" if from_queue else "new"
         reply = self._retry(keys=[], args=[request_id, _ms(self._clock), error[:500],
-                                           self._max_attempts, self._retention, mode, lease])
+                                           self._max_attempts, mode, lease, self._queue_limit,
+                                           self._queue_max_bytes])
         parts = [part.decode() for part in reply]
         return parts[0], int(parts[2]) if len(parts) > 2 else 0
 
@@ -215,10 +254,15 @@ class Journal:
 
     @translate_redis_errors
     def lease_next(self, agent_id: str) -> dict[str, Any] | None:
-        """Lease the agent's oldest queued request; return its record (with the ``lease``
-        the caller now holds), or None."""
+        """Lease the agent's oldest queued request to this process; return its record (with
+        the ``lease`` the caller now holds), or None.
+
+        NOTE: a ticket makes a resend of this call (its reply lost) return the same request
+        rather than lease a second one.
+        """
         now = _ms(self._clock)
-        reply = self._lease_script(keys=[], args=[agent_id, now, now + int(self._lease * 1000)])
+        reply = self._lease_script(keys=[], args=[agent_id, now, now + int(self._lease * 1000),
+                                                  self._holder, secrets.token_hex(8)])
         if not reply:
             return None
         raw = dict(zip(reply[::2], reply[1::2]))
@@ -227,8 +271,14 @@ class Journal:
     @translate_redis_errors
     def sweep(self) -> set[str]:
         """Requeue expired leases; return the agents whose queues got requests back."""
-        reply = self._sweep(keys=[], args=[_ms(self._clock), self._max_attempts,
-                                           self._retention])
+        reply = self._sweep(keys=[], args=[_ms(self._clock), self._max_attempts])
+        return {agent.decode() for agent in reply}
+
+    @translate_redis_errors
+    def reap(self, holder: str) -> set[str]:
+        """Give a dead process's leases back (to the front of their queues, or ``failed``
+        after ``max_attempts``); return the agents whose queues got requests back."""
+        reply = self._reap(keys=[], args=[holder, _ms(self._clock), self._max_attempts])
         return {agent.decode() for agent in reply}
 
     @translate_redis_errors
@@ -289,15 +339,22 @@ class Journal:
 
     @translate_redis_errors
     def requeue(self, agent_id: str, request_id: str) -> None:
-        """Put a queued, failed or cancelled request at the front of its queue."""
+        """Put a queued, failed or cancelled request at the front of its queue.
+
+        Raises:
+            NotFound, Conflict: as :meth:`cancel`.
+            QueueFull: the agent's queue has no room for a failed or cancelled request.
+        """
         self._apply_change(agent_id, request_id, "requeue")
 
     def _apply_change(self, agent_id: str, request_id: str, action: str) -> None:
         result = self._change(keys=[], args=[request_id, agent_id, action, _ms(self._clock),
-                                             self._retention]).decode()
+                                             self._queue_limit, self._queue_max_bytes]).decode()
         if result == "missing":
             raise NotFound(f"request {request_id!r} not found for agent {agent_id}",
                            code="request_not_found")
+        if result == FULL:
+            raise QueueFull(agent_id)
         if result != "ok":
             raise Conflict(f"request {request_id} is {result}; cannot {action} it",
                            code="request_state")
@@ -313,17 +370,43 @@ class Journal:
         return int(self._trim(keys=[], args=[agent_id, cutoff, self._history_limit]))
 
     @translate_redis_errors
+    def drop_bodies(self, *, batch: int = 1000, batches: int = 10) -> int:
+        """Drop the bodies of requests completed more than ``body_retention`` ago (their
+        records stay), at most ``batches`` scripts of ``batch``; return how many."""
+        cutoff = _ms(self._clock) - int(self._body_retention * 1000)
+        dropped = 0
+        for _ in range(batches):
+            done = int(self._drop_bodies(keys=[], args=[cutoff, batch]))
+            dropped += done
+            if done < batch:
+                break
+        return dropped
+
+    @translate_redis_errors
+    def stored_bytes(self) -> int:
+        """Return the bytes the journal holds, as counted against ``max_bytes``."""
+        return int(self._redis.get(JOURNAL_BYTES) or 0)
+
+    @translate_redis_errors
     def purge(self, agent_id: str) -> None:
         """Delete every record, queue entry, lease and key of a removed agent."""
         index = f"{PREFIX}reqs:{agent_id}"
         ids = [rid.decode() for rid in self._redis.zrange(index, 0, -1)]
         ids += [rid.decode() for rid in self._redis.lrange(f"{PREFIX}queue:{agent_id}", 0, -1)]
         idem = list(self._redis.scan_iter(match=f"{PREFIX}idem:{agent_id}:*", count=500))
+        ids = sorted(set(ids))
+        with self._redis.pipeline(transaction=False) as pipe:
+            for rid in ids:
+                pipe.hget(f"{PREFIX}req:{rid}", "size")
+            sizes = pipe.execute()
         with self._redis.pipeline() as pipe:
-            for rid in set(ids):
+            for rid in ids:
                 pipe.delete(f"{PREFIX}req:{rid}")
                 pipe.zrem(PREFIX + "leases", rid)
-            pipe.delete(index, f"{PREFIX}queue:{agent_id}", *idem)
+                pipe.zrem(PREFIX + "bodies", rid)
+            pipe.decrby(JOURNAL_BYTES, sum(int(size or 0) for size in sizes))
+            pipe.hdel(QUEUE_BYTES, agent_id)
+            pipe.delete(index, f"{PREFIX}queue:{agent_id}", f"{PREFIX}ticket:{agent_id}", *idem)
             pipe.srem(PREFIX + "queued", agent_id)
             pipe.execute()
 

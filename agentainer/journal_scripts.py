@@ -6,41 +6,85 @@ half-updated, a request is never both queued and leased, and the lease fence (th
 the same ``agentainer:`` prefix as :data:`agentainer.store.PREFIX`; every script takes its
 inputs as ARGV (no KEYS), documented above each one. :class:`agentainer.journal.Journal`
 registers and calls them.
+
+Every script may run twice for one call (the Redis client resends a command whose reply a
+restart cut off), so each is safe to repeat: admission is keyed by the request ID, leasing
+by a ticket, and completion and retry are fenced by the lease.
+
+Byte accounting: a record's ``size`` counts towards ``journal_bytes`` (every record) and,
+while it waits in its agent's queue, towards that agent's field of ``queue_bytes``.
 """
 
-# NOTE: shared Lua prelude: key names, and finishing a record (expire + drop its lease).
+# NOTE: shared Lua prelude: key names, leases, queues and byte accounting.
 _LUA_PRELUDE = """
 local P = 'agentainer:'
-local function finish(rid, ttl)
-  redis.call('expire', P..'req:'..rid, ttl)
-  redis.call('zrem', P..'leases', rid)
-end
-local function held(r, lease)
-  return r[1] == 'in_flight' and r[3] == lease
+local BYTES, QBYTES = P..'journal_bytes', P..'queue_bytes'
+local function size_of(rkey)
+  return tonumber(redis.call('hget', rkey, 'size') or '0')
 end
 local function count(name)
   redis.call('hincrby', P..'counters', name, 1)
 end
+-- Lease a request to a holder (a live process, see agentainer.liveness) until deadline.
+local function take(rid, holder, deadline)
+  redis.call('hset', P..'req:'..rid, 'holder', holder)
+  redis.call('zadd', P..'leases', deadline, rid)
+  redis.call('sadd', P..'held:'..holder, rid)
+  redis.call('sadd', P..'holders', holder)
+end
+local function release(rid)
+  local holder = redis.call('hget', P..'req:'..rid, 'holder')
+  redis.call('zrem', P..'leases', rid)
+  if holder then redis.call('srem', P..'held:'..holder, rid) end
+end
+local function held(r, lease)
+  return r[1] == 'in_flight' and r[3] == lease
+end
 -- Queue a request; return its position (1 = next to be delivered).
 local function enqueue(aid, rid, front)
   redis.call('sadd', P..'queued', aid)
+  redis.call('hincrby', QBYTES, aid, size_of(P..'req:'..rid))
   if not front then return redis.call('rpush', P..'queue:'..aid, rid) end
   redis.call('lpush', P..'queue:'..aid, rid)
   return 1
 end
+local function unqueue(aid, rid)
+  if redis.call('lrem', P..'queue:'..aid, 0, rid) > 0 then
+    redis.call('hincrby', QBYTES, aid, -size_of(P..'req:'..rid))
+  end
+end
+-- Say whether one more request of `size` bytes fits the agent's queue.
+local function room(aid, size, limit, max_bytes)
+  return redis.call('llen', P..'queue:'..aid) < limit
+    and tonumber(redis.call('hget', QBYTES, aid) or '0') + size <= max_bytes
+end
+-- Send a leased request back to the front of its queue, or fail it after max_attempts.
+local function give_back(rid, aid, attempts, max_attempts, error, now)
+  local rkey = P..'req:'..rid
+  release(rid)
+  if attempts >= max_attempts then
+    redis.call('hset', rkey, 'status', 'failed', 'error', error, 'updated_at', now)
+    count('failed')
+    return false
+  end
+  redis.call('hset', rkey, 'status', 'queued', 'error', error, 'updated_at', now)
+  enqueue(aid, rid, true)
+  return true
+end
 """
 
 # Admit one proxied request: resolve the agent, check a private agent's token, apply the
-# idempotency key, then journal it as in_flight (agent running) or queued.
+# idempotency key and the byte budgets, then journal it as in_flight (agent running, leased
+# to the holder) or queued.
 # ARGV: ref, by_id, token_hash, rid, now_ms, queue_limit, idem_key, body_sha,
-#       lease_deadline_ms, retention_s, then record field/value pairs.
+#       lease_deadline_ms, idem_ttl_s, holder, size, journal_max_bytes, queue_max_bytes,
+#       then record field/value pairs.
 ADMIT = _LUA_PRELUDE + """
 local ref, by_id, token_hash, rid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local aid = ref
 if by_id == '0' then aid = redis.call('hget', P..'names', ref) end
 if not aid then return {'missing'} end
-local akey = P..'agent:'..aid
-local a = redis.call('hmget', akey, 'status', 'route', 'persist', 'private_hash')
+local a = redis.call('hmget', P..'agent:'..aid, 'status', 'route', 'persist', 'private_hash')
 if not a[1] then return {'missing'} end
 local status, route, persist, private_hash = a[1], a[2] or '', a[3], a[4] or ''
 if private_hash ~= '' and private_hash ~= token_hash then return {'forbidden', aid} end
@@ -50,6 +94,14 @@ if token_hash ~= '' and (token_hash == private_hash
 if persist == '0' then
   if status == 'running' then count('proxied') end
   return {'direct', aid, status, route, strip}
+end
+local rkey = P..'req:'..rid
+local qkey = P..'queue:'..aid
+-- NOTE: this admission ran already and its reply was lost: answer as it was decided
+local prior = redis.call('hmget', rkey, 'status', 'lease')
+if prior[1] == 'in_flight' and prior[2] == '1' then return {'forward', aid, route, strip} end
+if prior[1] == 'queued' then
+  return {'queued', aid, tostring((redis.call('lpos', qkey, rid) or 0) + 1), strip}
 end
 local idem = ARGV[7]
 local ikey = P..'idem:'..aid..':'..idem
@@ -63,16 +115,21 @@ if idem ~= '' then
     end
   end
 end
-local qkey = P..'queue:'..aid
+local size = tonumber(ARGV[12])
+if tonumber(redis.call('get', BYTES) or '0') + size > tonumber(ARGV[13]) then
+  return {'over', aid}
+end
 local running = status == 'running' and route ~= ''
-if not running and redis.call('llen', qkey) >= tonumber(ARGV[6]) then return {'full', aid} end
+if not running and not room(aid, size, tonumber(ARGV[6]), tonumber(ARGV[14])) then
+  return {'full', aid}
+end
 if idem ~= '' then redis.call('set', ikey, rid, 'EX', tonumber(ARGV[10])) end
-local rkey = P..'req:'..rid
-redis.call('hset', rkey, 'id', rid, 'agent', aid, 'lease', 0, unpack(ARGV, 11))
+redis.call('hset', rkey, 'id', rid, 'agent', aid, 'lease', 0, 'size', size, unpack(ARGV, 15))
+redis.call('incrby', BYTES, size)
 redis.call('zadd', P..'reqs:'..aid, ARGV[5], rid)
 if running then
   redis.call('hset', rkey, 'status', 'in_flight', 'attempts', 1, 'lease', 1)
-  redis.call('zadd', P..'leases', ARGV[9], rid)
+  take(rid, ARGV[11], ARGV[9])
   count('proxied')
   return {'forward', aid, route, strip}
 end
@@ -81,33 +138,45 @@ count('queued')
 return {'queued', aid, tostring(enqueue(aid, rid, false)), strip}
 """
 
-# Put a leased request back: ARGV rid, now_ms, error, max_attempts, retention_s, mode, lease.
+# Put a leased request back: ARGV rid, now_ms, error, max_attempts, mode, lease,
+# queue_limit, queue_max_bytes.
 # mode 'attempted' counts the attempt (it may have reached the agent) and 'untried' does not;
-# both go to the front of the queue (or to failed after max_attempts). 'new' is a request
-# never queued and never sent: it joins the queue behind those that arrived before it.
+# both go to the front of the queue (or to failed after max_attempts): they were admitted
+# under the queue's limits and only left it to be tried. 'new' is a request never queued
+# and never sent: it joins the queue behind those that arrived before it if there is room;
+# if not, it is taken back as if never admitted ('full': record, key and bytes dropped).
 RETRY = _LUA_PRELUDE + """
-local rid, mode = ARGV[1], ARGV[6]
+local rid, mode = ARGV[1], ARGV[5]
 local rkey = P..'req:'..rid
-local r = redis.call('hmget', rkey, 'status', 'agent', 'lease', 'attempts')
+local r = redis.call('hmget', rkey, 'status', 'agent', 'lease', 'attempts', 'idempotency_key')
 if not r[1] then return {'missing'} end
-if not held(r, ARGV[7]) then return {'stale'} end
-local attempts = tonumber(r[4])
+if not held(r, ARGV[6]) then return {'stale'} end
+local aid, attempts = r[2], tonumber(r[4])
 if mode ~= 'attempted' then attempts = attempts - 1 end
-redis.call('zrem', P..'leases', rid)
-if attempts >= tonumber(ARGV[4]) then
-  redis.call('hset', rkey, 'status', 'failed', 'attempts', attempts, 'error', ARGV[3],
-             'updated_at', ARGV[2])
-  finish(rid, tonumber(ARGV[5]))
-  count('failed')
-  return {'failed', r[2]}
+redis.call('hset', rkey, 'attempts', attempts)
+if mode ~= 'new' then
+  if give_back(rid, aid, attempts, tonumber(ARGV[4]), ARGV[3], ARGV[2]) then
+    return {'queued', aid, '1'}
+  end
+  return {'failed', aid}
 end
-redis.call('hset', rkey, 'status', 'queued', 'attempts', attempts, 'error', ARGV[3],
-           'updated_at', ARGV[2])
-return {'queued', r[2], tostring(enqueue(r[2], rid, mode ~= 'new'))}
+local size = size_of(rkey)
+if not room(aid, size, tonumber(ARGV[7]), tonumber(ARGV[8])) then
+  release(rid)
+  local ikey = P..'idem:'..aid..':'..(r[5] or '')
+  if r[5] and r[5] ~= '' and redis.call('get', ikey) == rid then redis.call('del', ikey) end
+  redis.call('zrem', P..'reqs:'..aid, rid)
+  redis.call('decrby', BYTES, size)
+  redis.call('del', rkey)
+  return {'full', aid}
+end
+release(rid)
+redis.call('hset', rkey, 'status', 'queued', 'error', ARGV[3], 'updated_at', ARGV[2])
+return {'queued', aid, tostring(enqueue(aid, rid, false))}
 """
 
-# Record the agent's response: ARGV rid, now_ms, retention_s, counter ('replayed' or ''),
-# latency bucket ('' for none), latency seconds, lease, then field/value pairs.
+# Record the agent's response: ARGV rid, now_ms, counter ('replayed' or ''), latency bucket
+# ('' for none), latency seconds, lease, response size, then field/value pairs.
 # NOTE: an answer under a lease that expired still completes the request while nobody
 # else has leased it since (it was swept to queued, and leaves its queue here, or to
 # failed): it saves a redelivery. A completed or cancelled request is stale.
@@ -116,54 +185,82 @@ local rid = ARGV[1]
 local rkey = P..'req:'..rid
 local r = redis.call('hmget', rkey, 'status', 'agent', 'lease')
 if not r[1] then return 'missing' end
-if r[3] ~= ARGV[7] or r[1] == 'completed' or r[1] == 'cancelled' then return 'stale' end
-redis.call('lrem', P..'queue:'..r[2], 0, rid)
+if r[3] ~= ARGV[6] or r[1] == 'completed' or r[1] == 'cancelled' then return 'stale' end
+unqueue(r[2], rid)
+release(rid)
 redis.call('hset', rkey, 'status', 'completed', 'updated_at', ARGV[2], 'error', '',
            unpack(ARGV, 8))
-finish(rid, tonumber(ARGV[3]))
-if ARGV[4] ~= '' then count(ARGV[4]) end
-if ARGV[5] ~= '' then
-  count(ARGV[5])
-  redis.call('hincrbyfloat', P..'counters', 'latency_sum', ARGV[6])
+redis.call('hincrby', rkey, 'size', ARGV[7])
+redis.call('incrby', BYTES, ARGV[7])
+redis.call('zadd', P..'bodies', ARGV[2], rid)
+if ARGV[3] ~= '' then count(ARGV[3]) end
+if ARGV[4] ~= '' then
+  count(ARGV[4])
+  redis.call('hincrbyfloat', P..'counters', 'latency_sum', ARGV[5])
 end
 return 'completed'
 """
 
-# Lease the oldest queued request of an agent: ARGV aid, now_ms, deadline_ms.
+# Lease the oldest queued request of an agent to a holder: ARGV aid, now_ms, deadline_ms,
+# holder, ticket. A call repeated with its ticket gets the request the first one leased.
 LEASE = _LUA_PRELUDE + """
-local qkey = P..'queue:'..ARGV[1]
+local aid, holder, ticket = ARGV[1], ARGV[4], ARGV[5]
+local tkey = P..'ticket:'..aid
+local last = redis.call('get', tkey)
+if last and string.sub(last, 1, #ticket + 1) == ticket..' ' then
+  local rkey = P..'req:'..string.sub(last, #ticket + 2)
+  local r = redis.call('hmget', rkey, 'status', 'holder')
+  if r[1] == 'in_flight' and r[2] == holder then return redis.call('hgetall', rkey) end
+end
+local qkey = P..'queue:'..aid
 while true do
   local rid = redis.call('lpop', qkey)
   if not rid then return false end
   local rkey = P..'req:'..rid
+  redis.call('hincrby', QBYTES, aid, -size_of(rkey))
   if redis.call('hget', rkey, 'status') == 'queued' then
     redis.call('hset', rkey, 'status', 'in_flight', 'updated_at', ARGV[2])
     redis.call('hincrby', rkey, 'attempts', 1)
     redis.call('hincrby', rkey, 'lease', 1)
-    redis.call('zadd', P..'leases', ARGV[3], rid)
+    take(rid, holder, ARGV[3])
+    redis.call('set', tkey, ticket..' '..rid, 'PX', 60000)
     return redis.call('hgetall', rkey)
   end
 end
 """
 
-# Sweep expired leases back to their queues: ARGV now_ms, max_attempts, retention_s.
+# Sweep expired leases back to their queues: ARGV now_ms, max_attempts.
+# NOTE: the backstop for a holder that lives but never finished (liveness covers the dead).
 SWEEP = _LUA_PRELUDE + """
 local agents = {}
 for _, rid in ipairs(redis.call('zrangebyscore', P..'leases', '-inf', ARGV[1], 'LIMIT', 0, 200)) do
-  redis.call('zrem', P..'leases', rid)
-  local rkey = P..'req:'..rid
-  local r = redis.call('hmget', rkey, 'status', 'agent', 'attempts')
+  local r = redis.call('hmget', P..'req:'..rid, 'status', 'agent', 'attempts')
   if r[1] == 'in_flight' then
-    if tonumber(r[3]) >= tonumber(ARGV[2]) then
-      redis.call('hset', rkey, 'status', 'failed', 'error', 'lease expired', 'updated_at', ARGV[1])
-      finish(rid, tonumber(ARGV[3]))
-    else
-      redis.call('hset', rkey, 'status', 'queued', 'error', 'lease expired', 'updated_at', ARGV[1])
-      enqueue(r[2], rid, true)
+    if give_back(rid, r[2], tonumber(r[3]), tonumber(ARGV[2]), 'lease expired', ARGV[1]) then
+      agents[#agents + 1] = r[2]
+    end
+  else
+    release(rid)
+  end
+end
+return agents
+"""
+
+# Take back every lease of a dead holder: ARGV holder, now_ms, max_attempts. Returns the
+# agents whose queues got requests back (at the front: they arrived before what is queued).
+REAP = _LUA_PRELUDE + """
+local holder = ARGV[1]
+local agents = {}
+for _, rid in ipairs(redis.call('smembers', P..'held:'..holder)) do
+  local r = redis.call('hmget', P..'req:'..rid, 'status', 'agent', 'attempts', 'holder')
+  if r[1] == 'in_flight' and r[4] == holder then
+    if give_back(rid, r[2], tonumber(r[3]), tonumber(ARGV[3]),
+                 'its server or worker died mid-request', ARGV[2]) then
       agents[#agents + 1] = r[2]
     end
   end
 end
+redis.call('del', P..'held:'..holder)
 return agents
 """
 
@@ -186,33 +283,55 @@ if over > 0 then
 end
 local removed = 0
 for _, rid in ipairs(drop) do
-  local status = redis.call('hget', P..'req:'..rid, 'status')
+  local rkey = P..'req:'..rid
+  local status = redis.call('hget', rkey, 'status')
   if status ~= 'queued' and status ~= 'in_flight' then
-    redis.call('del', P..'req:'..rid)
+    redis.call('decrby', BYTES, size_of(rkey))
+    redis.call('zrem', P..'bodies', rid)
+    redis.call('del', rkey)
     removed = removed + redis.call('zrem', index, rid)
   end
 end
 return removed
 """
 
-# Cancel a queued request, or re-queue a finished one: ARGV rid, aid, action, now_ms, ttl.
+# Drop the request and response bodies of requests completed before cutoff (their records
+# stay, marked truncated): ARGV cutoff_ms, batch. Returns how many were dropped.
+DROP_BODIES = _LUA_PRELUDE + """
+local done = redis.call('zrangebyscore', P..'bodies', '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, rid in ipairs(done) do
+  local rkey = P..'req:'..rid
+  if redis.call('hget', rkey, 'status') == 'completed' then
+    local freed = redis.call('hstrlen', rkey, 'body') + redis.call('hstrlen', rkey, 'resp_body')
+    redis.call('hdel', rkey, 'body', 'resp_body')
+    redis.call('hset', rkey, 'resp_truncated', '1', 'note', 'bodies dropped after body_retention')
+    redis.call('hincrby', rkey, 'size', -freed)
+    redis.call('decrby', BYTES, freed)
+  end
+  redis.call('zrem', P..'bodies', rid)
+end
+return #done
+"""
+
+# Cancel a queued request, or re-queue a finished one: ARGV rid, aid, action, now_ms,
+# queue_limit, queue_max_bytes. Returns 'ok', 'missing', 'full' or the blocking status.
 CHANGE = _LUA_PRELUDE + """
 local rid, aid, action = ARGV[1], ARGV[2], ARGV[3]
 local rkey = P..'req:'..rid
 local status = redis.call('hget', rkey, 'status')
 if not status or redis.call('hget', rkey, 'agent') ~= aid then return 'missing' end
-local qkey = P..'queue:'..aid
 if action == 'cancel' then
   if status ~= 'queued' then return status end
-  redis.call('lrem', qkey, 0, rid)
+  unqueue(aid, rid)
   redis.call('hset', rkey, 'status', 'cancelled', 'updated_at', ARGV[4])
-  finish(rid, tonumber(ARGV[5]))
   return 'ok'
 end
 if status == 'in_flight' or status == 'completed' then return status end
-redis.call('lrem', qkey, 0, rid)
+unqueue(aid, rid)
+if status ~= 'queued' and not room(aid, size_of(rkey), tonumber(ARGV[5]), tonumber(ARGV[6])) then
+  return 'full'
+end
 enqueue(aid, rid, true)
-redis.call('persist', rkey)
 redis.call('hset', rkey, 'status', 'queued', 'attempts', 0, 'error', '', 'updated_at', ARGV[4])
 return 'ok'
 """

@@ -390,14 +390,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def watch(settings: Config) -> int:
     """Build a monitor from the settings and run it until TERM."""
-    c = build(settings)
+    c = build(settings, kind="monitor")
     monitor = Monitor(
-        c.agents, c.store, c.runtime, c.health, c.history,
-        Janitor(c.store, c.journal, schedule=c.scheduler.schedule),
+        c.agents, c.store, c.runtime, c.health, c.history, c.janitor,
         RestartPolicy(base=settings.restart_base, cap=settings.restart_cap,
                       limit=settings.restart_limit, window=settings.restart_window),
         reconcile_interval=settings.reconcile_interval,
         metrics_interval=settings.metrics_interval)
     signal.signal(signal.SIGTERM, lambda *_: monitor.stop())
-    monitor.run()
+    c.heartbeat.start()
+    try:
+        monitor.run()
+    finally:
+        c.heartbeat.stop()
     return ExitStatus.SUCCESS

@@ -9,9 +9,16 @@ A job works for one time slice (:data:`DRAIN_SLICE`), then hands what is left to
 job under the same claim: a warm shutdown waits for at most one slice plus one delivery,
 and a busy agent does not keep a worker from the others.
 
-Key: ``agentainer:drain:{aid}`` (STRING with a TTL), the claim of the agent's pending or
-running drain: a random token that only the jobs it was made for (the first, and those it
-hands off to) renew or release.
+Keys (under ``agentainer:``):
+    drain:{aid}      HASH  the claim of the agent's pending or running drain: ``token``, a
+                           random value that only the jobs it was made for (the first, and
+                           those it hands off to) renew or release, and ``holder``, the
+                           worker running it ('' while the job waits in RQ's queue)
+    claims:{holder}  SET   agents whose drain claims a worker holds (taken back when it dies)
+
+Jobs are RQ jobs named :data:`DRAIN_JOB`, serialized as JSON (never pickle); only
+``agentainer-worker`` runs them, on the :class:`Drainer` its composition root built
+(:func:`job_class`): a job names no function for a worker to import.
 """
 
 import logging
@@ -26,40 +33,68 @@ from typing import Any
 import redis
 import rq
 import urllib3
+from rq.serializers import JSONSerializer
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
-from agentainer import config as configuration
-from agentainer.config import Config
-from agentainer.errors import AgentNotFound
+from agentainer.errors import AgentNotFound, InvalidInput
 from agentainer.journal import Journal
 from agentainer.proxy import (
     CHUNK, RENEW_EVERY, AgentDown, AgentFailed, Capture, Upstream, replay_headers,
     response_headers,
 )
 from agentainer.states import AgentStatus
-from agentainer.store import PREFIX, AgentStore
+from agentainer.store import PREFIX, AgentStore, translate_redis_errors
 
 logger = logging.getLogger(__name__)
 
 QUEUE = "agentainer-replay"
+DRAIN_JOB = "agentainer.replay.drain"
 DRAIN_SLICE = 10.0  # seconds a drain job delivers before a fresh job takes over
-# NOTE: leases and drain claims live connect + read timeout + LEASE_GRACE from their last
-# renewal, and a holder renews at most RENEW_EVERY (proxy) apart before it may block for
-# up to connect + read timeout: RENEW_EVERY < LEASE_GRACE keeps both alive meanwhile.
+PENDING_TTL = 30.0  # NOTE: a claim whose job has not started yet: a later schedule retries
+# NOTE: leases and held drain claims live connect + read timeout + LEASE_GRACE from their
+# last renewal, and a holder renews at most RENEW_EVERY (proxy) apart before it may block
+# for up to connect + read timeout: RENEW_EVERY < LEASE_GRACE keeps both alive meanwhile.
+# A holder that dies loses them sooner: liveness.py.
 LEASE_GRACE = 5.0
 
-# Take the claim when it is free or already ours, and push its expiry: ARGV token, ttl_ms.
-_HOLD = """
-local holder = redis.call('get', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+# Claim a free agent for a new job: KEYS claim; ARGV token, ttl_ms.
+_CLAIM = """
+if redis.call('exists', KEYS[1]) == 1 then return 0 end
+redis.call('hset', KEYS[1], 'token', ARGV[1], 'holder', '')
+redis.call('pexpire', KEYS[1], ARGV[2])
 return 1
 """
 
-# Delete the claim only while it is ours: ARGV token.
+# Take the claim when it is free or already ours, for a holder, and push its expiry:
+# KEYS claim, the holder's claims; ARGV token, holder, ttl_ms, aid.
+_HOLD = """
+local token = redis.call('hget', KEYS[1], 'token')
+if token and token ~= ARGV[1] then return 0 end
+redis.call('hset', KEYS[1], 'token', ARGV[1], 'holder', ARGV[2])
+redis.call('pexpire', KEYS[1], ARGV[3])
+redis.call('sadd', KEYS[2], ARGV[4])
+return 1
+"""
+
+# Delete the claim only while it is ours: KEYS claim, the holder's claims; ARGV token, aid.
 _RELEASE = """
-if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('srem', KEYS[2], ARGV[2])
+if redis.call('hget', KEYS[1], 'token') ~= ARGV[1] then return 0 end
 return redis.call('del', KEYS[1])
+"""
+
+# Free the claims of a dead holder: KEYS its claims; ARGV holder. Returns their agents.
+_REAP = """
+local freed = {}
+for _, aid in ipairs(redis.call('smembers', KEYS[1])) do
+  local claim = 'agentainer:drain:'..aid
+  if redis.call('hget', claim, 'holder') == ARGV[1] then
+    redis.call('del', claim)
+    freed[#freed + 1] = aid
+  end
+end
+redis.call('del', KEYS[1])
+return freed
 """
 
 
@@ -81,21 +116,24 @@ class DrainState:
 class ReplayScheduler:
     """Enqueues drain jobs; at most one is pending or running per agent.
 
-    The claim expires with the drain's lease, so a drain whose worker was killed stops
-    blocking new ones when its in-flight request is swept back. Its value is a token given
-    to the job it was made for: a job drains only while the claim holds its token, so a
-    job that sat in the RQ queue past its claim's expiry gives way to a later one. A job
-    that used its time slice hands the same token and its :class:`DrainState` to the next
-    job without letting go of the claim (:meth:`hand_off`), so no :meth:`schedule` (the
+    The claim's value is a token given to the job it was made for: a job drains only while
+    the claim holds its token, so a job that sat in the RQ queue past its claim's expiry
+    (:data:`PENDING_TTL`) gives way to a later one. A running job holds the claim for its
+    worker (the ``holder``) and renews it; when that worker dies, :meth:`reap` frees it at
+    once, and otherwise it expires with the drain's lease (``claim_ttl``). A job that used
+    its time slice hands the same token and its :class:`DrainState` to the next job
+    without letting go of the claim (:meth:`hand_off`), so no :meth:`schedule` (the
     janitor's, every second) can start a fresh drain that forgets the backoff.
     """
 
     def __init__(self, client: redis.Redis, *, claim_ttl: float) -> None:
         self._redis = client
-        self._queue = rq.Queue(QUEUE, connection=client)
+        self._queue = rq.Queue(QUEUE, connection=client, serializer=JSONSerializer)
         self._ttl_ms = max(1000, int(claim_ttl * 1000))
+        self._claim = client.register_script(_CLAIM)
         self._hold = client.register_script(_HOLD)
         self._release = client.register_script(_RELEASE)
+        self._reap = client.register_script(_REAP)
 
     def schedule(self, agent_id: str, state: DrainState = DrainState()) -> None:
         """Ask for the agent's queue to be drained (a no-op if a drain is pending).
@@ -104,45 +142,72 @@ class ReplayScheduler:
         """
         claim = secrets.token_hex(8)
         try:
-            if self._redis.set(_claim_key(agent_id), claim, nx=True, px=self._ttl_ms):
+            if self._claim(keys=[_claim_key(agent_id)], args=[claim, int(PENDING_TTL * 1000)]):
                 self._enqueue(agent_id, claim, state)
         except redis.RedisError as ex:
             logger.warning("agent %s: cannot schedule its replay now (%s)", agent_id, ex)
 
-    def hand_off(self, agent_id: str, claim: str, state: DrainState) -> bool:
-        """Enqueue a job that carries on under ``claim`` (which stays held) with ``state``.
+    def hand_off(self, agent_id: str, claim: str, holder: str, state: DrainState) -> bool:
+        """Enqueue a job that carries on under ``claim`` (which ``holder`` keeps) with
+        ``state``.
 
         Returns False, enqueuing nothing, when another drain holds the claim. The claim is
-        renewed first, so it outlives a crash here by its TTL at most; the next job renews
-        it when it starts.
+        renewed first, so it outlives a crash here by its TTL at most (or until the
+        holder's death is noticed); the next job takes it over when it starts.
 
         Raises:
             redis.RedisError: the job could not be enqueued (the claim is then dropped,
                 or expires, and the janitor schedules a fresh drain).
         """
-        if not self.hold(agent_id, claim):
+        if not self.hold(agent_id, claim, holder):
             return False
         try:
             self._enqueue(agent_id, claim, state)
         except redis.RedisError:
             try:
-                self.release(agent_id, claim)
+                self.release(agent_id, claim, holder)
             except redis.RedisError:
                 pass  # NOTE: the claim expires by its TTL
             raise
         return True
 
     def _enqueue(self, agent_id: str, claim: str, state: DrainState) -> None:
-        self._queue.enqueue_call(drain, args=(agent_id, claim), kwargs=asdict(state),
+        self._queue.enqueue_call(DRAIN_JOB, args=(agent_id, claim), kwargs=asdict(state),
                                  timeout=-1, result_ttl=0, failure_ttl=3600)
 
-    def hold(self, agent_id: str, claim: str) -> bool:
-        """Take or renew the agent's drain claim for ``claim``; False if another holds it."""
-        return bool(self._hold(keys=[_claim_key(agent_id)], args=[claim, self._ttl_ms]))
+    def hold(self, agent_id: str, claim: str, holder: str) -> bool:
+        """Take or renew the agent's drain claim for ``claim`` and the worker ``holder``;
+        False if another drain holds it."""
+        return bool(self._hold(keys=[_claim_key(agent_id), _claims_key(holder)],
+                               args=[claim, holder, self._ttl_ms, agent_id]))
 
-    def release(self, agent_id: str, claim: str) -> None:
+    def release(self, agent_id: str, claim: str, holder: str) -> None:
         """Drop the agent's drain claim if ``claim`` still holds it."""
-        self._release(keys=[_claim_key(agent_id)], args=[claim])
+        self._release(keys=[_claim_key(agent_id), _claims_key(holder)], args=[claim, agent_id])
+
+    @translate_redis_errors
+    def reap(self, holder: str) -> set[str]:
+        """Free a dead worker's drain claims and drop its abandoned RQ jobs; return the
+        agents whose drains were freed (to schedule again)."""
+        freed = {aid.decode() for aid in self._reap(keys=[_claims_key(holder)], args=[holder])}
+        registry = rq.registry.StartedJobRegistry(QUEUE, connection=self._redis)
+        for job_id in registry.get_job_ids(cleanup=False):
+            try:
+                job = rq.job.Job.fetch(job_id, connection=self._redis,
+                                       serializer=JSONSerializer)
+            except rq.exceptions.NoSuchJobError:
+                continue
+            if job.worker_name == holder:
+                registry.remove(job, delete_job=True)
+        worker = rq.Worker.find_by_key(rq.Worker.redis_worker_namespace_prefix + holder,
+                                       connection=self._redis)
+        if worker is not None:
+            worker.register_death()
+        return freed
+
+
+def _claims_key(holder: str) -> str:
+    return f"{PREFIX}claims:{holder}"
 
 
 def _claim_key(agent_id: str) -> str:
@@ -174,6 +239,7 @@ class Drainer:
     journal: Journal
     scheduler: ReplayScheduler
     upstream: Upstream
+    holder: str  # NOTE: this worker's liveness holder, which its claims and leases name
     drain_wait: float
     retry_base: float
     retry_cap: float
@@ -182,6 +248,10 @@ class Drainer:
     rand: Callable[[], float] = random.random
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.time  # NOTE: wall clock: hand-offs cross processes
+
+    def run(self, agent_id: str, claim: str, **state: Any) -> int:
+        """The RQ job :data:`DRAIN_JOB`: :meth:`drain` with ``state`` as plain values."""
+        return self.drain(agent_id, claim, DrainState(**state))
 
     def drain(self, agent_id: str, claim: str, state: DrainState = DrainState()) -> int:
         """Deliver for one time slice; return how many requests completed.
@@ -198,13 +268,13 @@ class Drainer:
         except _Stop as ex:
             logger.info("agent %s: replay stops: %s", agent_id, ex)
         except BaseException:
-            self.scheduler.release(agent_id, claim)
+            self.scheduler.release(agent_id, claim, self.holder)
             raise
         if job.delivered:
             logger.info("agent %s: replayed %d request(s)", agent_id, job.delivered)
         if handoff is None:
-            self.scheduler.release(agent_id, claim)
-        elif self.scheduler.hand_off(agent_id, claim, handoff):
+            self.scheduler.release(agent_id, claim, self.holder)
+        elif self.scheduler.hand_off(agent_id, claim, self.holder, handoff):
             logger.info("agent %s: time slice used; a fresh job carries on", agent_id)
         else:
             logger.info("agent %s: time slice used; another drain holds the claim", agent_id)
@@ -298,7 +368,7 @@ class Drainer:
         job.renewed = now
         if record is not None:
             self.journal.renew(record["id"], lease=record["lease"])
-        job.holding = self.scheduler.hold(job.agent_id, job.claim)
+        job.holding = self.scheduler.hold(job.agent_id, job.claim, self.holder)
 
     def _check(self, job: _Job) -> None:
         """Renew the claim when due; stop if another drain holds it."""
@@ -346,32 +416,18 @@ def _accepts(route: str) -> bool:
         return False
 
 
-def build_drainer(settings: Config) -> Drainer:
-    client = redis.Redis.from_url(settings.redis_url)
-    journal = journal_from(client, settings)
-    return Drainer(
-        store=AgentStore(client, lock_timeout=settings.lock_timeout),
-        journal=journal, scheduler=ReplayScheduler(client, claim_ttl=journal.lease_seconds),
-        upstream=Upstream(connect_timeout=settings.connect_timeout,
-                          read_timeout=settings.read_timeout),
-        drain_wait=settings.drain_wait, retry_base=settings.retry_base,
-        retry_cap=settings.retry_cap, capture_limit=settings.capture_limit)
+def job_class(drainer: Drainer) -> type[rq.job.Job]:
+    """Return the RQ job class a worker runs its jobs as: :data:`DRAIN_JOB` on ``drainer``.
 
-
-def journal_from(client: redis.Redis, settings: Config) -> Journal:
-    """Return the journal configured by ``settings``.
-
-    NOTE: an in-flight lease must outlast the longest wait for an answer, which cannot
-    renew it (the holder is blocked reading): connect + read timeout, plus a grace.
-    Streams and replays renew it as their chunks arrive.
+    APPSEC: any other job (one enqueued by hand naming, say, ``os.system``) is refused,
+    not imported and called.
     """
-    lease = settings.connect_timeout + settings.read_timeout + LEASE_GRACE
-    return Journal(client, queue_limit=settings.queue_limit,
-                   max_attempts=settings.max_attempts, retention=settings.retention,
-                   lease=lease, history_limit=settings.history_limit)
+    class DrainJob(rq.job.Job):
+        @property
+        def func(self) -> Callable[..., int]:
+            if self.func_name != DRAIN_JOB:
+                raise InvalidInput(f"job {self.id}: {self.func_name!r} is not an Agentainer "
+                                   "job; refused")
+            return drainer.run
 
-
-def drain(agent_id: str, claim: str, **state: Any) -> int:
-    """RQ job: drain one agent's queue for one time slice (``state``: a :class:`DrainState`
-    as plain values), with collaborators built from the worker's config."""
-    return build_drainer(configuration.load()).drain(agent_id, claim, DrainState(**state))
+    return DrainJob

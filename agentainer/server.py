@@ -16,7 +16,6 @@ from agentainer.api import agents as agents_api
 from agentainer.api.app import ProxyCap, ProxyOnly, create_app
 from agentainer.config import Config
 from agentainer.errors import AgentainerError, InvalidConfig
-from agentainer.janitor import Janitor
 from agentainer.status import ExitStatus
 from agentainer.wiring import build
 
@@ -71,7 +70,7 @@ def serve(settings: Config) -> int:
     if settings.api_threads >= settings.threads:
         raise InvalidConfig(f"api_threads = {settings.api_threads} must be less than "
                             f"threads = {settings.threads}")
-    components = build(settings)
+    components = build(settings, kind="server")
     app = create_app(settings, components=components)
     try:
         sock = listen(settings.host, settings.port)
@@ -93,16 +92,16 @@ def serve(settings: Config) -> int:
         waitress.create_server(ProxyOnly(app), map=shared, sockets=gateways,
                                threads=settings.proxy_threads,
                                max_request_body_size=settings.max_body + BODY_SLACK, **options)
-    janitor = Janitor(components.store, components.journal,
-                      schedule=components.scheduler.schedule)
-    janitor.start()
+    components.heartbeat.start()
+    components.janitor.start()
     logger.info("listening on http://%s:%s%s (config: %s)", settings.host, settings.port,
                 "".join(f", proxy only on {s.getsockname()[0]}" for s in gateways),
                 settings.source)
     try:
         main.run()
     finally:
-        janitor.stop()
+        components.janitor.stop()
+        components.heartbeat.stop()
     return ExitStatus.SUCCESS
 
 

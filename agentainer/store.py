@@ -8,6 +8,8 @@ Keys (all under the ``agentainer:`` prefix):
     agents       ZSET  id -> creation time (listing order)
     names        HASH  name -> id (uniqueness)
     tokens       HASH  sha256(agent token) -> id
+    reserved     HASH  id -> JSON {name, token_hash, holder}: a deploy in progress (the
+                       holder is the deploying process, see liveness.py)
     lock:{id}    STRING lifecycle lock of one agent
     health:{id}  HASH  the monitor's probe results (health.py), metrics:{id} ZSET its
                        metrics history (metrics.py): gone with the record, see delete()
@@ -23,7 +25,9 @@ from typing import Any, TypeVar
 
 import redis
 
-from agentainer.errors import AgentNotFound, Busy, Conflict, NameTaken, Unavailable
+from agentainer.errors import (
+    AgentNotFound, Busy, Conflict, JournalFull, NameTaken, Unavailable,
+)
 from agentainer.models import ID_RE, Agent, AgentSpec, now
 from agentainer.states import AgentStatus, Desired
 
@@ -32,6 +36,7 @@ AGENTS = PREFIX + "agents"
 COUNTERS = PREFIX + "counters"  # NOTE: shared with the journal's scripts and /metrics
 NAMES = PREFIX + "names"
 TOKENS = PREFIX + "tokens"
+RESERVED = PREFIX + "reserved"
 LOCK_TTL = 300.0
 
 # Update an agent's mutable fields only while its record exists, so a late writer
@@ -61,31 +66,34 @@ def metrics_key(agent_id: str) -> str:
 
 
 def translate_redis_errors(func: F) -> F:
-    """Turn Redis connection failures into :class:`Unavailable`."""
+    """Turn Redis connection failures into :class:`Unavailable`, and a write refused at
+    ``maxmemory`` into :class:`JournalFull`.
+
+    NOTE: the client has already retried for ``redis_wait`` (see wiring.redis_client).
+    """
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as ex:
-            raise Unavailable(f"Redis is unreachable: {ex}") from ex
+            raise Unavailable(f"Redis is unreachable: {ex}", code="redis_unavailable") from ex
+        except redis.ResponseError as ex:
+            if str(ex).startswith("OOM"):
+                raise JournalFull(f"Redis is at its maxmemory and refuses writes: {ex}") from ex
+            raise
     return wrapper  # type: ignore[return-value]
 
 
 class AgentStore:
     """Reads and writes agent records; the only module that knows their keys."""
 
-    def __init__(self, client: redis.Redis, *, lock_timeout: float = 30.0,
+    def __init__(self, client: redis.Redis, *, holder: str, lock_timeout: float = 30.0,
                  clock: Callable[[], float] = time.time) -> None:
         self._redis = client
+        self._holder = holder
         self._lock_timeout = lock_timeout
         self._clock = clock
         self._update = client.register_script(_UPDATE_IF_EXISTS)
-
-    @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> "AgentStore":
-        client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30,
-                                      health_check_interval=30)
-        return cls(client, **kwargs)
 
     @translate_redis_errors
     def ping(self) -> bool:
@@ -95,14 +103,21 @@ class AgentStore:
     def reserve(self, agent_id: str, name: str, token_hash: str | None) -> None:
         """Claim a name (and a token) for a new agent before its container exists.
 
+        The reservation names this process: if it dies before :meth:`create` or
+        :meth:`release`, :meth:`release_reservations` frees the name and token.
+
         Raises:
             NameTaken: another agent has the name.
             Conflict: another agent already uses the token.
         """
+        self._redis.hset(RESERVED, agent_id, json.dumps(
+            {"name": name, "token_hash": token_hash or "", "holder": self._holder}))
         if not self._redis.hsetnx(NAMES, name, agent_id):
+            self._redis.hdel(RESERVED, agent_id)
             raise NameTaken(name)
         if token_hash and not self._redis.hsetnx(TOKENS, token_hash, agent_id):
             self._redis.hdel(NAMES, name)
+            self._redis.hdel(RESERVED, agent_id)
             raise Conflict("that token is already used by another agent; choose another",
                            code="token_in_use")
 
@@ -113,6 +128,20 @@ class AgentStore:
             self._redis.hdel(NAMES, name)
         if token_hash and self._redis.hget(TOKENS, token_hash) == agent_id.encode():
             self._redis.hdel(TOKENS, token_hash)
+        self._redis.hdel(RESERVED, agent_id)
+
+    @translate_redis_errors
+    def release_reservations(self, holder: str) -> list[str]:
+        """Release the reservations of a dead process's unfinished deploys; return the
+        names freed."""
+        freed = []
+        for agent_id, raw in self._redis.hgetall(RESERVED).items():
+            entry = json.loads(raw)
+            if entry["holder"] != holder or self._redis.exists(agent_key(agent_id.decode())):
+                continue
+            self.release(agent_id.decode(), entry["name"], entry["token_hash"])
+            freed.append(entry["name"])
+        return freed
 
     @translate_redis_errors
     def create(self, agent: Agent) -> None:
@@ -120,6 +149,7 @@ class AgentStore:
         with self._redis.pipeline() as pipe:
             pipe.hset(agent_key(agent.id), mapping=_to_hash(agent))
             pipe.zadd(AGENTS, {agent.id: self._clock()})
+            pipe.hdel(RESERVED, agent.id)
             pipe.execute()
 
     @translate_redis_errors
@@ -222,7 +252,7 @@ class AgentStore:
         try:
             acquired = lock.acquire(blocking=wait)
         except (redis.ConnectionError, redis.TimeoutError) as ex:
-            raise Unavailable(f"Redis is unreachable: {ex}") from ex
+            raise Unavailable(f"Redis is unreachable: {ex}", code="redis_unavailable") from ex
         if not acquired:
             if not wait:
                 yield False

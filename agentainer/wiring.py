@@ -3,17 +3,24 @@
 from dataclasses import dataclass
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from agentainer.agents import AgentService, Networks
 from agentainer.config import Config
 from agentainer.health import HealthRecords
+from agentainer.janitor import Janitor
 from agentainer.journal import Journal
+from agentainer.liveness import Heartbeat, Liveness, new_holder
 from agentainer.metrics import MetricsHistory
 from agentainer.mounts import MountPolicy
 from agentainer.proxy import Upstream
-from agentainer.replay import ReplayScheduler, journal_from
+from agentainer.replay import LEASE_GRACE, Drainer, ReplayScheduler
 from agentainer.runtime import DockerRuntime
 from agentainer.store import AgentStore
+
+# NOTE: resends to a restarting Redis: 50 ms doubling to 500 ms, for redis_wait in all
+RETRY_BASE, RETRY_CAP = 0.05, 0.5
 
 
 @dataclass(frozen=True)
@@ -29,17 +36,50 @@ class Components:
     agents: AgentService
     health: HealthRecords
     history: MetricsHistory
+    heartbeat: Heartbeat
+    janitor: Janitor
+    drainer: Drainer
 
 
-def build(config: Config, *, client: redis.Redis | None = None,
+def redis_client(config: Config) -> redis.Redis:
+    """Return the Redis client every program uses.
+
+    A command that meets a closed connection or a loading Redis (a restart) is resent,
+    backing off, for about ``redis_wait`` seconds before the error reaches the caller.
+    NOTE: that is safe because every journal script may run twice (journal_scripts.py).
+    """
+    retries, waited = 0, 0.0
+    while waited < config.redis_wait:
+        retries += 1
+        waited += min(RETRY_CAP, RETRY_BASE * 2 ** retries)
+    return redis.Redis.from_url(
+        config.redis_url, socket_connect_timeout=2, socket_timeout=30,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=RETRY_CAP, base=RETRY_BASE), retries))
+
+
+def build(config: Config, *, kind: str, client: redis.Redis | None = None,
           runtime: DockerRuntime | None = None) -> Components:
-    """Return real collaborators wired from ``config`` (nothing connects yet)."""
-    client = client or redis.Redis.from_url(config.redis_url, socket_connect_timeout=5,
-                                            socket_timeout=30, health_check_interval=30)
-    store = AgentStore(client, lock_timeout=config.lock_timeout)
+    """Return real collaborators wired from ``config`` (nothing connects yet).
+
+    Args:
+        kind: the program (``server``, ``worker``, ``monitor``), in this process's
+            liveness holder ID.
+    """
+    client = client or redis_client(config)
+    holder = new_holder(kind)
+    liveness = Liveness(client, timeout=config.liveness_timeout)
+    store = AgentStore(client, lock_timeout=config.lock_timeout, holder=holder)
     runtime = runtime or DockerRuntime(base_url=config.docker_host)
-    journal = journal_from(client, config)
-    scheduler = ReplayScheduler(client, claim_ttl=journal.lease_seconds)
+    # NOTE: an in-flight lease must outlast the longest wait for an answer, which cannot
+    # renew it (the holder is blocked reading): connect + read timeout, plus a grace.
+    lease = config.connect_timeout + config.read_timeout + LEASE_GRACE
+    journal = Journal(client, holder=holder, queue_limit=config.queue_limit,
+                      queue_max_bytes=config.queue_max_bytes,
+                      max_bytes=config.journal_max_bytes, max_attempts=config.max_attempts,
+                      retention=config.retention, body_retention=config.body_retention,
+                      lease=lease, history_limit=config.history_limit)
+    scheduler = ReplayScheduler(client, claim_ttl=lease)
     agents = AgentService(
         store, runtime, journal, on_running=scheduler.schedule,
         networks=Networks(config.network, config.internal_network, config.port),
@@ -47,5 +87,11 @@ def build(config: Config, *, client: redis.Redis | None = None,
         default_app_port=config.default_app_port, stop_timeout=config.stop_timeout)
     upstream = Upstream(connect_timeout=config.connect_timeout,
                         read_timeout=config.read_timeout, pool_size=config.threads)
+    drainer = Drainer(store=store, journal=journal, scheduler=scheduler, upstream=upstream,
+                      holder=holder, drain_wait=config.drain_wait,
+                      retry_base=config.retry_base, retry_cap=config.retry_cap,
+                      capture_limit=config.capture_limit)
     return Components(client, store, runtime, journal, scheduler, upstream, agents,
-                      HealthRecords(client), MetricsHistory(client))
+                      HealthRecords(client), MetricsHistory(client),
+                      Heartbeat(liveness, holder),
+                      Janitor(store, journal, scheduler, liveness), drainer)

@@ -1,7 +1,8 @@
 """``agentainer-worker``: an RQ worker that replays queued requests.
 
-It runs jobs in its own process (no fork per job), so a worker killed mid-delivery
-takes its lease with it; the janitor sweeps the lease back to the queue when it expires.
+It runs jobs in its own process (no fork per job), on collaborators built once from its
+own ``--config``. It keeps a heartbeat (liveness.py), so when it is killed mid-delivery the
+janitor gives its lease and its drain claim back within seconds (``liveness_timeout``).
 TERM is a warm shutdown: the current job finishes first, which takes at most one time
 slice (``replay.DRAIN_SLICE``) plus one delivery (connect + read timeout).
 """
@@ -11,11 +12,13 @@ import sys
 
 import redis
 import rq
+from rq.serializers import JSONSerializer
 
 from agentainer import daemon
 from agentainer.config import Config
-from agentainer.replay import QUEUE
+from agentainer.replay import QUEUE, job_class
 from agentainer.status import ExitStatus
+from agentainer.wiring import build
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -23,7 +26,8 @@ def make_parser() -> argparse.ArgumentParser:
         prog="agentainer-worker", allow_abbrev=False,
         description="Replay journaled requests to agents (normally run by supervisord).")
     daemon.add_options(parser)
-    parser.add_argument("--name", help="worker name (default: host and PID)")
+    parser.add_argument("--name", help="worker name prefix (default: worker); the host, PID "
+                                       "and a random part follow")
     parser.add_argument("--burst", action="store_true",
                         help="exit once the replay queue is empty")
     return parser
@@ -36,12 +40,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def work(settings: Config, args: argparse.Namespace) -> int:
     """Run the RQ worker on the replay queue until TERM (or, with --burst, until empty)."""
-    connection = redis.Redis.from_url(settings.redis_url)
-    worker = rq.SimpleWorker([rq.Queue(QUEUE, connection=connection)], connection=connection,
-                             name=args.name)
+    components = build(settings, kind=args.name or "worker")
+    heartbeat = components.heartbeat
+    worker = rq.SimpleWorker([QUEUE], connection=components.redis, name=heartbeat.holder,
+                             job_class=job_class(components.drainer),
+                             serializer=JSONSerializer)
+    heartbeat.start()
     try:
         worker.work(burst=args.burst, logging_level=settings.log_level)
     except redis.ConnectionError as ex:
         print(f"agentainer-worker: Redis is unreachable: {ex}", file=sys.stderr)
         return ExitStatus.UNAVAILABLE
+    finally:
+        heartbeat.stop()
     return ExitStatus.SUCCESS

@@ -34,7 +34,7 @@ def create_app(config: Config, *, components: Components | None = None,
         components: collaborators; built from ``config`` when None.
         admin_token: read from config or the data dir (generated there) when None.
     """
-    c = components or build(config)
+    c = components or build(config, kind="server")
     if admin_token is None:
         admin_token = tokens.load_or_create(config.token, config.token_file)
     app = falcon.App(middleware=[AuthMiddleware(admin_token, c.store)])

@@ -6,8 +6,8 @@ import falcon
 
 from agentainer.api.envelope import failure
 from agentainer.errors import (
-    AgentainerError, Conflict, Forbidden, InvalidInput, NotFound, Unauthorized, Unavailable,
-    Unprocessable,
+    AgentainerError, Conflict, Forbidden, InsufficientStorage, InvalidInput, NotFound,
+    Unauthorized, Unavailable, Unprocessable,
 )
 
 logger = logging.getLogger(__name__)
@@ -21,6 +21,7 @@ STATUS_BY_ERROR: tuple[tuple[type[AgentainerError], str], ...] = (
     (Conflict, falcon.HTTP_409),
     (Unprocessable, falcon.HTTP_422),
     (Unavailable, falcon.HTTP_503),
+    (InsufficientStorage, falcon.HTTP_507),
 )
 
 # Falcon's own errors (routing, media, params) get codes too.
@@ -49,6 +50,8 @@ def handle_domain_error(req: falcon.Request, resp: falcon.Response,
     resp.status = status_of(ex)
     if isinstance(ex, Unauthorized):
         resp.set_header("WWW-Authenticate", "Bearer")
+    if ex.retry_after is not None:
+        resp.set_header("Retry-After", str(ex.retry_after))
     resp.media = failure(ex.message, ex.code)
 
 

@@ -10,9 +10,10 @@ import falcon
 
 from agentainer.api.envelope import failure, ok
 from agentainer.errors import (
-    AgentNotFound, Conflict, InvalidInput, Unauthorized, Unavailable, Unprocessable,
+    AgentNotFound, Conflict, InvalidInput, JournalFull, QueueFull, Unauthorized, Unavailable,
+    Unprocessable,
 )
-from agentainer.journal import Admission, IncomingRequest, Journal, new_request_id
+from agentainer.journal import FULL, Admission, IncomingRequest, Journal, new_request_id
 from agentainer.models import ID_RE, hash_token
 from agentainer.proxy import (
     OWN_PREFIX, AgentDown, AgentFailed, Relay, Upstream, forward_headers, response_headers,
@@ -67,10 +68,11 @@ class ProxySink:
         if outcome == "forbidden":
             raise Unauthorized("this agent is private: send its token as "
                                "'Authorization: Bearer <token>'")
+        if outcome == "over":
+            raise JournalFull("the request journal is at its byte budget (journal_max_bytes); "
+                              "retry later")
         if outcome == "full":
-            resp.set_header("Retry-After", RETRY_AFTER)
-            raise Unavailable(f"the queue of agent {agent_ref} is full; retry later",
-                              code="queue_full")
+            raise QueueFull(agent_ref)
         if outcome == "idempotent":
             self._idempotent_reply(resp, admission, incoming)
             return
@@ -78,7 +80,6 @@ class ProxySink:
             self._queued_reply(resp, admission, request_id, admission.position)
             return
         if outcome == "direct" and admission.status != "running":
-            resp.set_header("Retry-After", RETRY_AFTER)
             raise Unavailable(f"agent {agent_ref} is {admission.status} and does not journal "
                               "requests (--no-persist); retry later", code="agent_unavailable")
         journaled = outcome == "forward"
@@ -98,11 +99,12 @@ class ProxySink:
         except AgentDown as ex:
             self._on_down(admission.agent_id)
             if not journaled:
-                resp.set_header("Retry-After", RETRY_AFTER)
                 raise Unavailable(f"agent {agent_ref} is not reachable; retry later",
                                   code="agent_unavailable") from ex
             status, position = self._journal.retry(request_id, str(ex), attempted=False,
                                                     lease=admission.lease)
+            if status == FULL:
+                raise QueueFull(agent_ref) from ex
             self._schedule(admission.agent_id)
             self._queued_reply(resp, admission, request_id, position)
             return

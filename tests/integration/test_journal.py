@@ -10,12 +10,14 @@ from collections.abc import Iterator
 import pytest
 import redis
 import rq
+from rq.serializers import JSONSerializer
 
 from agentainer.journal import FIRST_LEASE, STALE, IncomingRequest, Journal, new_request_id
 from agentainer.replay import QUEUE, DrainState, ReplayScheduler
 from agentainer.store import PREFIX
 
 DB = 15  # NOTE: the test stack uses database 0 of the same server
+HOLDER = "server-test-1"
 
 
 class Clock:
@@ -45,7 +47,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def journal(client: redis.Redis, clock: Clock) -> Journal:
-    return Journal(client, queue_limit=5, max_attempts=3, retention=3600, lease=30,
+    return Journal(client, holder=HOLDER, queue_limit=5, max_attempts=3, retention=3600, lease=30,
                    history_limit=3, clock=clock)
 
 
@@ -258,8 +260,13 @@ def test_trim_deletes_finished_records_past_the_retention(journal: Journal, cloc
 # Bug 4: a drain claim belongs to the job it was made for.
 
 def scheduled_claims(client: redis.Redis) -> list[tuple[str, str, dict]]:
-    return [(job.args[0], job.args[1], job.kwargs)
-            for job in rq.Queue(QUEUE, connection=client).get_jobs()]
+    queue = rq.Queue(QUEUE, connection=client, serializer=JSONSerializer)
+    return [(job.args[0], job.args[1], job.kwargs) for job in queue.get_jobs()]
+
+
+def claim_of(client: redis.Redis, agent: str) -> tuple[str, str]:
+    token, holder = client.hmget(f"{PREFIX}drain:{agent}", "token", "holder")
+    return token.decode(), holder.decode()
 
 
 def test_claims_are_owned(client: redis.Redis, agent: str):
@@ -268,31 +275,34 @@ def test_claims_are_owned(client: redis.Redis, agent: str):
     scheduler.schedule(agent)  # deduplicated while the claim holds
     [(_, first, state)] = scheduled_claims(client)
     assert state == {"failures": 0, "retry_at": 0.0, "wait_until": 0.0}
+    assert claim_of(client, agent) == (first, "")  # pending: no worker holds it yet
     client.delete(f"{PREFIX}drain:{agent}")  # as if it expired while the job waited
     scheduler.schedule(agent, DrainState(failures=2, retry_at=5.0))
     (_, second, state) = scheduled_claims(client)[1]
     assert state["failures"] == 2 and second != first
-    assert not scheduler.hold(agent, first)
-    scheduler.release(agent, first)  # not the holder: a no-op
-    assert client.get(f"{PREFIX}drain:{agent}").decode() == second
-    assert scheduler.hold(agent, second)
+    assert not scheduler.hold(agent, first, "worker-a")
+    scheduler.release(agent, first, "worker-a")  # not the holder: a no-op
+    assert claim_of(client, agent) == (second, "")
+    assert scheduler.hold(agent, second, "worker-b")
+    assert claim_of(client, agent) == (second, "worker-b")
     assert 25_000 < client.pttl(f"{PREFIX}drain:{agent}") <= 30_000
-    scheduler.release(agent, second)
+    scheduler.release(agent, second, "worker-b")
     assert not client.exists(f"{PREFIX}drain:{agent}")
-    assert scheduler.hold(agent, first)  # a free claim goes to whoever asks
+    assert scheduler.hold(agent, first, "worker-a")  # a free claim goes to whoever asks
 
 
 def test_a_hand_off_keeps_the_claim(client: redis.Redis, agent: str):
     scheduler = ReplayScheduler(client, claim_ttl=30)
     scheduler.schedule(agent)
     [(_, claim, _)] = scheduled_claims(client)
+    assert scheduler.hold(agent, claim, "worker-a")
     client.pexpire(f"{PREFIX}drain:{agent}", 1000)  # most of its TTL used
     handoff = DrainState(failures=3, retry_at=7.0, wait_until=9.0)
-    assert scheduler.hand_off(agent, claim, handoff)
-    assert client.get(f"{PREFIX}drain:{agent}").decode() == claim  # never let go
+    assert scheduler.hand_off(agent, claim, "worker-a", handoff)
+    assert claim_of(client, agent) == (claim, "worker-a")  # never let go
     assert 25_000 < client.pttl(f"{PREFIX}drain:{agent}") <= 30_000  # renewed, still expires
     scheduler.schedule(agent)  # the janitor's kick: a no-op, the claim is held
     assert scheduled_claims(client)[1:] == [(agent, claim, asdict(handoff))]
-    client.set(f"{PREFIX}drain:{agent}", "someone-else")
-    assert not scheduler.hand_off(agent, claim, handoff)  # another drain holds it
+    client.hset(f"{PREFIX}drain:{agent}", "token", "someone-else")
+    assert not scheduler.hand_off(agent, claim, "worker-a", handoff)  # another holds it
     assert len(scheduled_claims(client)) == 2

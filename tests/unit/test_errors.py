@@ -25,6 +25,9 @@ STATUS = {
     errors.Unprocessable: falcon.HTTP_422,
     errors.RuntimeFailure: falcon.HTTP_422,
     errors.Unavailable: falcon.HTTP_503,
+    errors.QueueFull: falcon.HTTP_503,
+    errors.InsufficientStorage: falcon.HTTP_507,
+    errors.JournalFull: falcon.HTTP_507,
 }
 
 
@@ -35,6 +38,12 @@ def test_every_error_class_has_a_status_here():
 @pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda cls: cls.__name__)
 def test_status_of(cls):
     assert status_of(cls("x")) == STATUS[cls]
+
+
+@pytest.mark.parametrize("cls", [errors.Unavailable, errors.QueueFull, errors.JournalFull],
+                         ids=lambda cls: cls.__name__)
+def test_refusals_for_now_say_when_to_retry(cls):
+    assert cls("x").retry_after > 0
 
 
 @pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda cls: cls.__name__)

@@ -129,22 +129,22 @@ class Scheduler:
         if self.janitor:
             self.schedule("a1")
 
-    def hold(self, agent_id, claim):
+    def hold(self, agent_id, claim, holder):
         self._kick()
         if self.holder in (None, claim):
             self.holder = claim
             return True
         return False
 
-    def release(self, agent_id, claim):
+    def release(self, agent_id, claim, holder):
         self._kick()
         self.events.append(("release", claim))
         if self.holder == claim:
             self.holder = None
         self._kick()
 
-    def hand_off(self, agent_id, claim, state):
-        if not self.hold(agent_id, claim):
+    def hand_off(self, agent_id, claim, holder, state):
+        if not self.hold(agent_id, claim, holder):
             return False
         self._kick()
         self.events.append(("hand_off", claim, state))
@@ -191,7 +191,7 @@ def drainer(route: str, journal: Journal, upstream: Upstream, clock: Clock,
     settings = {"drain_wait": 30.0, "retry_base": 1.0, "retry_cap": 8.0, "capture_limit": 10,
                 "time_slice": 10.0, "rand": lambda: 1.0, **overrides}
     return Drainer(store=Store(route), journal=journal, scheduler=scheduler, upstream=upstream,
-                   sleep=clock.sleep, clock=clock, **settings), scheduler
+                   holder="worker-test", sleep=clock.sleep, clock=clock, **settings), scheduler
 
 
 def ok(clock: Clock, body: bytes = b"ok", pace: float = 0.0) -> Response:
