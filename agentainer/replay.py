@@ -198,7 +198,8 @@ class ReplayScheduler:
             except rq.exceptions.NoSuchJobError:
                 continue
             if job.worker_name == holder:
-                registry.remove(job, delete_job=True)
+                registry.remove_executions(job)
+                job.delete()
         worker = rq.Worker.find_by_key(rq.Worker.redis_worker_namespace_prefix + holder,
                                        connection=self._redis)
         if worker is not None:

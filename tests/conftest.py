@@ -17,12 +17,13 @@ from tests.helpers import free_port, wait_for
 class RedisServer:
     """A private redis-server (AOF on, fsync every second) that tests may crash."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *options: str) -> None:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed (make test installs it)"
         self._command = [binary, "--bind", "127.0.0.1", "--port", str(free_port()),
                          "--dir", str(workdir), "--appendonly", "yes",
-                         "--appendfsync", "everysec", "--save", "", "--daemonize", "no"]
+                         "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
+                         *options]
         self.url = f"redis://127.0.0.1:{self._command[4]}/0"
         self._process: subprocess.Popen | None = None
 

@@ -88,6 +88,24 @@ class Stack:
         self.workers.clear()
 
 
+def make_stack(redis_url: str, data_dir: Path, volume_root: Path, prefix: str,
+               **settings: str) -> Stack:
+    """Return a stack (not started) on its own port against ``redis_url``; ``settings``
+    are AGENTAINER_* variables over TEST_SETTINGS."""
+    conf = data_dir / "empty.conf"
+    conf.write_text("[agentainer]\n")
+    port = free_port()
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("AGENTAINER_")}
+    env.update(TEST_SETTINGS, AGENTAINER_CONFIG=str(conf), AGENTAINER_REDIS_URL=redis_url,
+               AGENTAINER_PORT=str(port), AGENTAINER_DATA_DIR=str(data_dir),
+               AGENTAINER_NETWORK=f"{prefix}-net",
+               AGENTAINER_INTERNAL_NETWORK=f"{prefix}-internal",
+               AGENTAINER_VOLUME_ROOTS=str(volume_root), **settings)
+    return Stack(f"http://127.0.0.1:{port}", env, prefix, data_dir, volume_root,
+                 f"{prefix}-net", f"{prefix}-internal")
+
+
 @pytest.fixture(scope="session")
 def stack(redis_url: str, docker_client: docker.DockerClient,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
@@ -98,20 +116,8 @@ def stack(redis_url: str, docker_client: docker.DockerClient,
         except docker.errors.ImageNotFound:
             pytest.fail(f"{image} is missing; make test builds it (make images)")
     prefix = f"agtest{secrets.token_hex(3)}"
-    data_dir = tmp_path_factory.mktemp("data")
-    volume_root = tmp_path_factory.mktemp("volumes")
-    conf = data_dir / "empty.conf"
-    conf.write_text("[agentainer]\n")
-    port = free_port()
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith("AGENTAINER_")}
-    env.update(TEST_SETTINGS, AGENTAINER_CONFIG=str(conf), AGENTAINER_REDIS_URL=redis_url,
-               AGENTAINER_PORT=str(port), AGENTAINER_DATA_DIR=str(data_dir),
-               AGENTAINER_NETWORK=f"{prefix}-net",
-               AGENTAINER_INTERNAL_NETWORK=f"{prefix}-internal",
-               AGENTAINER_VOLUME_ROOTS=str(volume_root))
-    stack = Stack(f"http://127.0.0.1:{port}", env, prefix, data_dir, volume_root,
-                  f"{prefix}-net", f"{prefix}-internal")
+    stack = make_stack(redis_url, tmp_path_factory.mktemp("data"),
+                       tmp_path_factory.mktemp("volumes"), prefix)
     try:
         stack.start_server()
         stack.start_workers()

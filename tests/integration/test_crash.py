@@ -10,6 +10,9 @@ import docker
 import redis
 import requests
 import rq
+from rq.serializers import JSONSerializer
+
+from agentainer.replay import QUEUE
 
 from tests.conftest import RedisServer
 from tests.helpers import wait_for
@@ -68,39 +71,105 @@ def test_agent_killed_mid_request_is_replayed_once_it_is_back(stack: Stack, api:
     assert served(docker_client, agent["id"], "/work") == 1
 
 
-def test_server_killed_mid_request_is_replayed_after_restart(stack: Stack, api: Api, name: str):
+def test_server_killed_mid_request_is_redelivered_within_10_s(stack: Stack, api: Api, name: str):
     started(api, name)
     thread, result = in_background(lambda: requests.post(
         f"{stack.url}/agent/{name}/survive", data=b"s", headers={"X-Echo-Delay": "1"},
         timeout=30))
     time.sleep(0.4)
     stack.kill_server()
+    killed = time.monotonic()
     thread.join()
     assert isinstance(result[0], requests.ConnectionError)
-    stack.start_server()
+    stack.start_server()  # as supervisord would
     api = Api(stack.url, stack.token)
     request_id = journaled(api, name, "/survive")["id"]
-    # The lease (connect + read timeout + 5 s = 12 s here) expires, the janitor sweeps it.
-    done = wait_for_status(api, name, request_id, "completed", timeout=60)
+    # NOTE: not the lease's deadline (connect + read timeout + 5 s): the dead server's
+    # heartbeat expires (liveness_timeout, 5 s) and the janitor gives its lease back.
+    done = wait_for_status(api, name, request_id, "completed", timeout=30)
+    assert time.monotonic() - killed < 10
     assert done["attempts"] == 2 and done["resp_status"] == 200
 
 
-def test_worker_killed_mid_delivery_is_delivered_by_another(stack: Stack, api: Api, name: str):
-    api.deploy(name)
-    reply = requests.post(f"{stack.url}/agent/{name}/replayed", data=b"r",
-                          headers={"X-Echo-Delay": "3"}, timeout=30)
-    request_id = reply.json()["data"]["request_id"]
+def test_worker_killed_mid_drain_leaves_nothing_stale_and_delivery_resumes_within_10_s(
+        stack: Stack, api: Api, name: str):
+    agent = api.deploy(name)
+    ids = [requests.post(f"{stack.url}/agent/{name}/replayed/{n}", data=b"r",
+                         headers={"X-Echo-Delay": "2"}, timeout=30).json()["data"]["request_id"]
+           for n in range(3)]
     assert api.post(f"/agents/{name}/start").status_code == 200
-    wait_for_status(api, name, request_id, "in_flight", timeout=30)
+    wait_for_status(api, name, ids[0], "in_flight", timeout=30)
     connection = redis.Redis.from_url(stack.env["AGENTAINER_REDIS_URL"])
-    busy = wait_for(lambda: [w.pid for w in rq.Worker.all(connection=connection)
+    busy = wait_for(lambda: [w for w in rq.Worker.all(connection=connection,
+                                                      serializer=JSONSerializer)
                              if w.get_state() == "busy"], message="a busy worker")
-    victim = next(w for w in stack.workers if w.pid in busy)
+    victim = next(w for w in stack.workers if w.pid == busy[0].pid)
     stack.kill_worker(victim)
+    killed = time.monotonic()
+    # NOTE: the other worker takes over: the dead one's claim and lease are freed once its
+    # heartbeat expires, not when the lease's deadline passes
+    again = wait_for(lambda: (r := record(api, name, ids[0]))["attempts"] == 2 and r,
+                     timeout=15, interval=0.1, message="the request redelivered")
+    assert again["status"] in ("in_flight", "completed")
+    assert time.monotonic() - killed < 10
+    done = [wait_for_status(api, name, rid, "completed", timeout=60) for rid in ids]
+    assert [r["attempts"] for r in done] == [2, 1, 1]
+    registry = rq.registry.StartedJobRegistry(QUEUE, connection=connection)
+    jobs = [rq.job.Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+            for job_id in registry.get_job_ids(cleanup=False)]
+    assert busy[0].name not in {job.worker_name for job in jobs}  # no orphaned RQ job
+    assert busy[0].name not in {w.name for w in rq.Worker.all(connection=connection)}
+    assert not connection.exists(f"agentainer:claims:{busy[0].name}",
+                                 f"agentainer:held:{busy[0].name}")
     stack.start_workers(1)  # as supervisord would
-    done = wait_for_status(api, name, request_id, "completed", timeout=60)
-    assert done["attempts"] == 2
-    assert journaled(api, name, "/replayed")["status"] == "completed"
+    assert agent["id"]
+
+
+def test_requests_during_redis_restarts_are_held_not_refused(stack: Stack, api: Api, name: str,
+                                                            redis_server: RedisServer):
+    """The proxy waits up to redis_wait (3 s) for Redis instead of answering 503."""
+    started(api, name)
+    replies: list = []
+    stop = threading.Event()
+
+    def client() -> None:
+        session = requests.Session()
+        for n in range(400):  # NOTE: bounded in count and time
+            if stop.is_set():
+                return
+            replies.append(session.post(f"{stack.url}/agent/{name}/ride/{n}", data=b"x",
+                                        timeout=30).status_code)
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(2):
+            time.sleep(0.5)
+            redis_server.stop()
+            time.sleep(0.3)
+            redis_server.start()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert replies and set(replies) <= {200, 202}, sorted(set(replies))
+    for worker in list(stack.workers):  # NOTE: RQ workers reconnect on their own
+        assert worker.poll() is None
+    wait_for(lambda: api.get(f"/agents/{name}/requests", params={"status": "queued"}
+                             ).json()["data"]["total"] == 0, timeout=60, message="no queue")
+
+
+def test_a_job_enqueued_by_hand_does_not_run(stack: Stack, tmp_path):
+    """APPSEC: workers run only their drain jobs; a job naming os.system is refused."""
+    connection = redis.Redis.from_url(stack.env["AGENTAINER_REDIS_URL"])
+    marker = tmp_path / "pwned"
+    for serializer in (JSONSerializer, None):  # NOTE: None: RQ's default, pickle
+        queue = rq.Queue(QUEUE, connection=connection, serializer=serializer)
+        job = queue.enqueue_call("os.system", args=(f"touch {marker}",))
+        wait_for(lambda: job.get_status(refresh=True) == "failed", timeout=30,
+                 message="the job to be refused")
+    assert not marker.exists()
 
 
 def test_queued_requests_survive_a_redis_crash(stack: Stack, api: Api, name: str,
@@ -132,7 +201,8 @@ def test_worker_term_mid_drain_waits_for_one_slice_not_the_queue(stack: Stack, a
                          timeout=30).json()["data"]["request_id"] for path in paths]
     assert api.post(f"/agents/{name}/start").status_code == 200
     connection = redis.Redis.from_url(stack.env["AGENTAINER_REDIS_URL"])
-    draining = wait_for(lambda: [w.pid for w in rq.Worker.all(connection=connection)
+    draining = wait_for(lambda: [w.pid for w in rq.Worker.all(connection=connection,
+                                                              serializer=JSONSerializer)
                                  if (job := w.get_current_job()) and job.args[0] == agent["id"]],
                         message="a worker draining the agent")
     victim = next(w for w in stack.workers if w.pid in draining)
