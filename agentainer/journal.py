@@ -99,6 +99,19 @@ class IncomingRequest:
     idempotency_key: str = ""
 
 
+def allocated(length: int) -> int:
+    """Return the bytes Redis's allocator (jemalloc) takes for a value of ``length`` bytes.
+
+    NOTE: a large value is rounded up to its size class (four per power of two), so a
+    10 MiB body takes 12 MiB: the budgets count what Redis holds, not the payload.
+    """
+    length += 16  # NOTE: the string's header and terminator
+    if length <= 4096:
+        return length
+    spacing = 1 << (length.bit_length() - 3)
+    return -(-length // spacing) * spacing
+
+
 def new_request_id() -> str:
     return f"req-{secrets.token_hex(8)}"
 
@@ -162,7 +175,8 @@ class Journal:
         rid = request_id
         now = _ms(self._clock)
         headers = json.dumps(request.headers)
-        size = (len(request.body) + len(headers) + len(request.path) + len(request.query)
+        bodies = allocated(len(request.body))
+        size = (bodies + allocated(len(headers)) + len(request.path) + len(request.query)
                 + RECORD_OVERHEAD)
         fields = ["method", request.method, "path", request.path, "query", request.query,
                   "headers", headers, "body", request.body,
@@ -172,7 +186,7 @@ class Journal:
             ref, "1" if by_id else "0", token_hash, rid, now, self._queue_limit,
             request.idempotency_key, request.body_sha, now + int(self._lease * 1000),
             self._retention, self._holder, size, self._max_bytes, self._queue_max_bytes,
-            *fields])
+            *fields, "bodies_size", bodies])
         outcome, *rest = [part.decode() for part in reply]
         if outcome in ("missing", "forbidden", "over", "full"):
             return Admission(outcome, agent_id=rest[0] if rest else "")
@@ -214,7 +228,8 @@ class Journal:
         stored = json.dumps(headers)
         reply = self._complete(keys=[], args=[
             request_id, _ms(self._clock), "replayed" if replayed else "",
-            bucket, latency or 0, lease, len(body) + len(stored), "resp_status", status,
+            bucket, latency or 0, lease, allocated(len(body)), allocated(len(stored)),
+            "resp_status", status,
             "resp_headers", stored, "resp_body", body,
             "resp_truncated", "1" if truncated else "0", "note", error])
         return reply.decode()

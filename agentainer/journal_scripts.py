@@ -11,8 +11,10 @@ Every script may run twice for one call (the Redis client resends a command whos
 restart cut off), so each is safe to repeat: admission is keyed by the request ID, leasing
 by a ticket, and completion and retry are fenced by the lease.
 
-Byte accounting: a record's ``size`` counts towards ``journal_bytes`` (every record) and,
-while it waits in its agent's queue, towards that agent's field of ``queue_bytes``.
+Byte accounting: a record's ``size`` (what Redis allocates for it, see
+:func:`agentainer.journal.allocated`; ``bodies_size`` of it for the bodies) counts towards
+``journal_bytes`` (every record) and, while it waits in its agent's queue, towards that
+agent's field of ``queue_bytes``.
 """
 
 # NOTE: shared Lua prelude: key names, leases, queues and byte accounting.
@@ -176,7 +178,7 @@ return {'queued', aid, tostring(enqueue(aid, rid, false))}
 """
 
 # Record the agent's response: ARGV rid, now_ms, counter ('replayed' or ''), latency bucket
-# ('' for none), latency seconds, lease, response size, then field/value pairs.
+# ('' for none), latency seconds, lease, body size, headers size, then field/value pairs.
 # NOTE: an answer under a lease that expired still completes the request while nobody
 # else has leased it since (it was swept to queued, and leaves its queue here, or to
 # failed): it saves a redelivery. A completed or cancelled request is stale.
@@ -189,9 +191,10 @@ if r[3] ~= ARGV[6] or r[1] == 'completed' or r[1] == 'cancelled' then return 'st
 unqueue(r[2], rid)
 release(rid)
 redis.call('hset', rkey, 'status', 'completed', 'updated_at', ARGV[2], 'error', '',
-           unpack(ARGV, 8))
-redis.call('hincrby', rkey, 'size', ARGV[7])
-redis.call('incrby', BYTES, ARGV[7])
+           unpack(ARGV, 9))
+redis.call('hincrby', rkey, 'bodies_size', ARGV[7])
+redis.call('hincrby', rkey, 'size', ARGV[7] + ARGV[8])
+redis.call('incrby', BYTES, ARGV[7] + ARGV[8])
 redis.call('zadd', P..'bodies', ARGV[2], rid)
 if ARGV[3] ~= '' then count(ARGV[3]) end
 if ARGV[4] ~= '' then
@@ -302,8 +305,9 @@ local done = redis.call('zrangebyscore', P..'bodies', '-inf', ARGV[1], 'LIMIT', 
 for _, rid in ipairs(done) do
   local rkey = P..'req:'..rid
   if redis.call('hget', rkey, 'status') == 'completed' then
-    local freed = redis.call('hstrlen', rkey, 'body') + redis.call('hstrlen', rkey, 'resp_body')
+    local freed = tonumber(redis.call('hget', rkey, 'bodies_size') or '0')
     redis.call('hdel', rkey, 'body', 'resp_body')
+    redis.call('hset', rkey, 'bodies_size', 0)
     redis.call('hset', rkey, 'resp_truncated', '1', 'note', 'bodies dropped after body_retention')
     redis.call('hincrby', rkey, 'size', -freed)
     redis.call('decrby', BYTES, freed)

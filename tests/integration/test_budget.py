@@ -14,6 +14,7 @@ import redis
 import requests
 
 from tests.conftest import RedisServer
+from tests.helpers import wait_for
 from tests.integration.conftest import Api, Stack, _clean_docker, make_stack
 from tests.integration.journal_helpers import wait_for_status
 
@@ -83,8 +84,10 @@ def test_300_anonymous_10_mib_posts_stay_under_the_budget(budget_stack):
         if reply.status_code == 507:
             assert reply.json()["error"] == "journal_full"
             assert int(reply.headers["Retry-After"]) > 0
-    held = int(client.info("memory")["used_memory"]) - baseline
-    assert held <= BUDGET + 8 * MIB, f"Redis holds {held / MIB:.0f} MiB for the journal"
+    # NOTE: Redis gives idle clients' query buffers back within a few seconds
+    held = wait_for(lambda: (used := int(client.info("memory")["used_memory"]) - baseline)
+                    <= BUDGET and used, timeout=15, message="Redis to hold at most the budget")
+    assert held > (len(admitted) - 1) * 10 * MIB
     assert peak[0] < MAXMEMORY, f"peak {peak[0] / MIB:.0f} MiB"
     # Nothing already admitted is lost: every one is delivered once the agent runs.
     assert api.post(f"/agents/{name}/start").status_code == 200

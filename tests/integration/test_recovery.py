@@ -13,7 +13,7 @@ import redis
 from agentainer import journal_scripts as scripts
 from agentainer.errors import QueueFull
 from agentainer.janitor import Janitor
-from agentainer.journal import FULL, IncomingRequest, Journal, new_request_id
+from agentainer.journal import FULL, IncomingRequest, Journal, allocated, new_request_id
 from agentainer.liveness import Heartbeat, Liveness
 from agentainer.replay import ReplayScheduler
 from agentainer.store import PREFIX, AgentStore
@@ -222,5 +222,5 @@ def test_completed_bodies_are_dropped_after_body_retention(client, clock, agent)
     assert journal.drop_bodies() == 1
     record = journal.get(agent, admission.request_id)
     assert record["body"] == b"" and record["resp_truncated"] and record["status"] == "completed"
-    assert stored(client) == full - 10_000
+    assert stored(client) == full - 2 * allocated(5000)
     assert json.loads(client.hget(f"{PREFIX}req:{admission.request_id}", "resp_headers")) == []
