@@ -144,7 +144,8 @@ PROXY = {
         "the proxy: forwarded to the agent, or queued (202) when it cannot take it",
         params=(_AGENT_ID, {"name": "path", "in": "path", "required": True,
                             "schema": {"type": "string"}}),
-        success="200", errors=("202", "401", "404", "409", "413", "422", "502", "503", "504"),
+        success="200",
+        errors=("202", "401", "404", "409", "413", "422", "502", "503", "504", "507"),
         public=True, content="*/*")
         for method in ("get", "post", "put", "patch", "delete", "head", "options")},
 }
