@@ -54,13 +54,14 @@ class Janitor:
 
     def reap(self, holder: str) -> None:
         """Take back what a dead process held: its leases go back to the front of their
-        queues, its drain claims and name reservations are freed."""
+        queues; its drain claims, lifecycle locks and name reservations are freed."""
         requeued = self._journal.reap(holder)
         freed = self._scheduler.reap(holder)
         released = self._store.release_reservations(holder)
+        unlocked = self._store.release_locks(holder)
         self._liveness.forget(holder)
-        logger.info("%s died: %d agent(s) got requests back, %d drain(s) freed, "
-                    "%d reservation(s) released", holder, len(requeued), len(freed),
+        logger.info("%s died: %d agent(s) got requests back, %d drain(s), %d lock(s) and "
+                    "%d reservation(s) freed", holder, len(requeued), len(freed), unlocked,
                     len(released))
         for agent_id in requeued | freed:
             self._scheduler.schedule(agent_id)

@@ -10,7 +10,8 @@ Keys (all under the ``agentainer:`` prefix):
     tokens       HASH  sha256(agent token) -> id
     reserved     HASH  id -> JSON {name, token_hash, holder}: a deploy in progress (the
                        holder is the deploying process, see liveness.py)
-    lock:{id}    STRING lifecycle lock of one agent
+    lock:{id}    STRING lifecycle lock of one agent: "<holder> <token>"
+    locks:{holder} SET the locks one process holds (freed when it dies, see liveness.py)
     health:{id}  HASH  the monitor's probe results (health.py), metrics:{id} ZSET its
                        metrics history (metrics.py): gone with the record, see delete()
 """
@@ -243,14 +244,19 @@ class AgentStore:
         processes.
 
         Yields True once held; with ``wait=False``, False at once when another holds it.
+        The lock names this process, so if it dies holding it, :meth:`release_locks`
+        frees it within seconds instead of after ``LOCK_TTL``.
 
         Raises:
             Busy: another operation held the lock for longer than ``lock_timeout``.
         """
-        lock = self._redis.lock(f"{PREFIX}lock:{agent_id}", timeout=LOCK_TTL,
-                                blocking_timeout=self._lock_timeout)
+        name = f"{PREFIX}lock:{agent_id}"
+        lock = self._redis.lock(name, timeout=LOCK_TTL, blocking_timeout=self._lock_timeout)
         try:
-            acquired = lock.acquire(blocking=wait)
+            acquired = lock.acquire(blocking=wait,
+                                    token=f"{self._holder} {secrets.token_hex(8)}")
+            if acquired:
+                self._redis.sadd(_locks_key(self._holder), name)
         except (redis.ConnectionError, redis.TimeoutError) as ex:
             raise Unavailable(f"Redis is unreachable: {ex}", code="redis_unavailable") from ex
         if not acquired:
@@ -263,8 +269,26 @@ class AgentStore:
         finally:
             try:
                 lock.release()
+                self._redis.srem(_locks_key(self._holder), name)
             except redis.exceptions.LockError:
-                pass  # NOTE: expired after LOCK_TTL; the next holder already owns it.
+                pass  # NOTE: expired after LOCK_TTL, or freed for a holder taken for dead
+            except (redis.ConnectionError, redis.TimeoutError):
+                pass  # NOTE: it expires after LOCK_TTL, or is freed once this process dies
+
+    @translate_redis_errors
+    def release_locks(self, holder: str) -> int:
+        """Free the lifecycle locks a dead process held; return how many."""
+        freed = 0
+        for name in self._redis.smembers(_locks_key(holder)):
+            value = self._redis.get(name)
+            if value and value.decode().startswith(holder + " "):
+                freed += self._redis.delete(name)
+        self._redis.delete(_locks_key(holder))
+        return freed
+
+
+def _locks_key(holder: str) -> str:
+    return f"{PREFIX}locks:{holder}"
 
 
 def _to_hash(agent: Agent) -> dict[str, str]:

@@ -224,3 +224,15 @@ def test_completed_bodies_are_dropped_after_body_retention(client, clock, agent)
     assert record["body"] == b"" and record["resp_truncated"] and record["status"] == "completed"
     assert stored(client) == full - 2 * allocated(5000)
     assert json.loads(client.hget(f"{PREFIX}req:{admission.request_id}", "resp_headers")) == []
+
+
+def test_a_dead_processs_lifecycle_lock_is_freed(client):
+    dead, alive = AgentStore(client, holder="monitor-dead"), AgentStore(client, holder="server-a")
+    with dead.lock("agent-x"):
+        with alive.lock("agent-x", wait=False) as held:
+            assert not held
+        assert alive.release_locks("server-a") == 0  # only the named holder's go
+        assert dead.release_locks("monitor-dead") == 1  # as the janitor does once it died
+        with alive.lock("agent-x", wait=False) as held:
+            assert held
+    assert not client.exists(f"{PREFIX}locks:server-a", f"{PREFIX}locks:monitor-dead")
