@@ -57,9 +57,11 @@ PENDING_TTL = 30.0  # NOTE: a claim whose job has not started yet: a later sched
 # A holder that dies loses them sooner: liveness.py.
 LEASE_GRACE = 5.0
 
-# Claim a free agent for a new job: KEYS claim; ARGV token, ttl_ms.
+# Claim a free agent for a new job: KEYS claim; ARGV token, ttl_ms. (A resend of a claim
+# that was made says so again.)
 _CLAIM = """
-if redis.call('exists', KEYS[1]) == 1 then return 0 end
+local token = redis.call('hget', KEYS[1], 'token')
+if token then return token == ARGV[1] and 1 or 0 end
 redis.call('hset', KEYS[1], 'token', ARGV[1], 'holder', '')
 redis.call('pexpire', KEYS[1], ARGV[2])
 return 1
