@@ -126,7 +126,7 @@ def relay(gaps: list[float], *, headers_after: float) -> tuple[FakeJournal, Iter
     clock.now += headers_after
     assert clock.now < journal.deadline
     stream = Relay(FakeResponse(clock, journal, gaps), journal=journal, request_id="req-1",
-                   capture_limit=1024, on_failure=lambda note: None, arrived=arrived,
+                   headers=[("Content-Type", "text/event-stream")], capture_limit=1024, on_failure=lambda note: None, arrived=arrived,
                    lease=FIRST_LEASE, clock=clock)
     return journal, stream
 
