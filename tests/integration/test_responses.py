@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.integration.conftest import TEST_SETTINGS, Api, Stack
-from tests.integration.journal_helpers import record, started, wait_for_status
+from tests.integration.journal_helpers import started, wait_for_status
 
 CAPTURE_LIMIT = 64 * 1024                               # AGENTAINER_CAPTURE_LIMIT
 MAX_ATTEMPTS = int(TEST_SETTINGS["AGENTAINER_MAX_ATTEMPTS"])
@@ -269,4 +269,3 @@ def test_a_client_leaving_mid_stream_keeps_the_answer_completed(stack: Stack, ap
     stored = completed_once(stack, api, agent, request_id)
     assert stored["resp_truncated"] is True and "client disconnected" in stored["note"]
     assert stored["resp_body"].startswith("data: 0\n\ndata: 1\n\n")
-    assert record(api, agent, request_id)["status"] == "completed"
