@@ -5,7 +5,9 @@ agent, no per-request allocation beyond the header lists, and the response is re
 chunk by chunk as the agent writes it; the journal capture is a bounded bytearray append.
 """
 
+import http.client
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 
@@ -18,9 +20,11 @@ from agentainer.journal import Journal
 logger = logging.getLogger(__name__)
 
 # RFC 9110 §7.6.1 connection-specific headers, plus the ones a proxy must not pass on.
+# NOTE: a superset of waitress's ``task.hop_by_hop`` ("trailers" included), which its
+# start_response refuses with a 500.
 HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-    "upgrade", "proxy-authenticate", "proxy-authorization",
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "trailers",
+    "transfer-encoding", "upgrade", "proxy-authenticate", "proxy-authorization",
 })
 # APPSEC: kept out of the journal (replay happens without them; see README).
 REDACTED = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"})
@@ -28,6 +32,12 @@ OWN_PREFIX = "x-agentainer-"
 FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "host"})
 NOT_FORWARDED = HOP_BY_HOP | FORWARDED  # the client's headers the proxy drops or replaces
 CHUNK = 64 * 1024
+# RFC 9110 §5.1 field names are tokens; §5.5 values hold no control character but HTAB
+# (obs-text, 0x80-0xFF, passes: http.client decodes it as latin-1, waitress re-encodes it).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]").search
+_LENGTH = re.compile(r"[0-9]+[ \t]*").fullmatch  # NOTE: http.client strips leading OWS
+_NO_NAMES: frozenset[str] = frozenset()
 # NOTE: the lease is connect + read timeout + a 5 s grace from its last renewal; renewing on
 # every chunk at least this long after the last renewal keeps it alive across any silence
 # up to read_timeout, at one Redis call per stream every RENEW_EVERY seconds at most.
@@ -50,13 +60,50 @@ class StaleConnection(AgentFailed):
     """A kept-alive connection went unanswered: the agent closed it as it was reused."""
 
 
+class BadResponse(AgentFailed):
+    """The agent answered with a response the proxy cannot pass on (see :func:`relayable`).
+
+    It counts as a failed attempt: the request is queued again (or failed).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, timeout=False)
+
+
 class _ClosedWhileIdle(ConnectionResetError):
     """Marks a reset or EOF, before any response byte, on a connection already answered."""
 
 
-class _AgentConnection(HTTPConnection):
-    """An upstream connection that tells a stale reused socket from a failed first request."""
+class _FinalResponse(http.client.HTTPResponse):
+    """http.client's response, reading past every interim answer to the final one.
 
+    http.client skips only ``100 Continue``: it would take a ``102 Processing`` or a
+    ``103 Early Hints`` for the answer, and read the real one as the next request's on
+    the kept-alive connection. ``101`` is final (the proxy cannot pass it on).
+    """
+
+    def _read_status(self) -> tuple[str, int, str]:
+        version, status, reason = super()._read_status()
+        while 100 <= status < 200 and status != 101:
+            # NOTE: the interim answer's headers (e.g. Early Hints' Link) are not relayed:
+            # WSGI has no way to send an interim response
+            http.client._read_headers(self.fp)  # type: ignore[attr-defined]
+            version, status, reason = super()._read_status()
+        return version, status, reason
+
+    def begin(self) -> None:
+        super().begin()
+        if self.length == 0:
+            # NOTE: HEAD, 204 and 304 have no body whatever Transfer-Encoding says (RFC 9112
+            # §6.3; 304 and HEAD may carry it); http.client would wait for chunks anyway
+            self.chunked = False
+
+
+class _AgentConnection(HTTPConnection):
+    """An upstream connection that tells a stale reused socket from a failed first request,
+    and skips interim answers."""
+
+    response_class = _FinalResponse
     _answered = False
 
     def connect(self) -> None:
@@ -112,13 +159,71 @@ def replay_headers(stored: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def response_headers(headers: urllib3.HTTPHeaderDict) -> list[tuple[str, str]]:
-    """Return the agent's response headers minus hop-by-hop and ``X-Agentainer-*`` ones.
+    """Return the agent's response headers to pass on (and journal).
 
-    APPSEC: an agent cannot pass off its own request ID or replay flag as Agentainer's.
+    Dropped: hop-by-hop headers (RFC 9110's and waitress's) and those named in
+    ``Connection``; the agent's ``X-Agentainer-*`` headers; ``Content-Length`` when the
+    response has ``Transfer-Encoding``, which overrides it (RFC 9112 §6.3: a proxy drops
+    it; waitress frames the relayed body afresh).
+
+    Raises:
+        BadResponse: a header the proxy cannot pass on: a name that is not a token, a
+            value with a control character but HTAB (CR, LF, NUL...), or a
+            ``Content-Length`` that is not one decimal number (signed, non-numeric, a
+            list, a second one: RFC 9112 §6.3 has a proxy answer 502 to it). Waitress's
+            start_response refuses several of these (a 500 otherwise).
+
+    APPSEC: an agent cannot pass off its own request ID or replay flag as Agentainer's,
+    nor split or smuggle a response to the client with a line break or a bad length.
     """
-    named = {token.strip().lower() for token in headers.get("connection", "").split(",")}
-    return [(name, value) for name, value in headers.iteritems()
-            if _kept(name, named, HOP_BY_HOP)]
+    connection = headers.get("connection")
+    # PERF: most answers name nothing in Connection: no set built for them
+    named = ({token.strip().lower() for token in connection.split(",")} if connection
+             else _NO_NAMES)
+    reframed = "transfer-encoding" in headers
+    kept = []
+    # PERF: two compiled-regex matches per header passed on; the usual answer has a handful
+    has_length = False
+    for name, value in headers.iteritems():
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in named or lower.startswith(OWN_PREFIX):
+            continue
+        if not _TOKEN(name):
+            raise BadResponse(f"the agent sent a header named {name[:100]!r}, which is not "
+                              "a valid name; the proxy cannot pass on the response")
+        if _CONTROL(value):
+            raise BadResponse(f"the agent's header {name!r} has a control character (CR, "
+                              "LF, NUL...) in its value; the proxy cannot pass on the response")
+        if lower == "content-length":
+            if reframed:
+                continue
+            if has_length or not _LENGTH(value):
+                raise BadResponse(f"the agent sent Content-Length {value[:100]!r}"
+                                  f"{' twice' if has_length else ''}, not one decimal number; "
+                                  "the proxy cannot pass on the response")
+            has_length = True
+        kept.append((name, value))
+    return kept
+
+
+def relayable(response: urllib3.BaseHTTPResponse) -> list[tuple[str, str]]:
+    """Return the headers to pass on of the agent's response (see :func:`response_headers`).
+
+    Raises:
+        BadResponse: the proxy cannot pass the response on: a final ``101`` (the proxy
+            strips ``Upgrade``, so it never tunnels a switched protocol), or a header as
+            above. The response is closed, its connection not reused.
+    """
+    try:
+        if response.status < 200:
+            raise BadResponse(f"the agent answered {response.status}: the proxy does not "
+                              "switch protocols and cannot pass on the response")
+        return response_headers(response.headers)
+    except BadResponse:
+        # NOTE: what follows on the connection (framing, protocol) cannot be trusted
+        response.close()
+        response.release_conn()
+        raise
 
 
 def _kept(name: str, named: set[str], dropped: frozenset[str]) -> bool:
@@ -209,18 +314,26 @@ class Capture:
 class Relay:
     """Iterates over an agent's response as it arrives, teeing it into the journal.
 
-    ``close()`` (called by the WSGI server at the end, or when the client goes away)
-    releases the upstream connection and records the outcome exactly once. ``arrived`` is
-    when the request arrived (before its lease was taken), on ``clock``; ``lease`` is the
-    lease it holds (:attr:`Admission.lease`), which fences its renewals and its completion.
+    The outcome is recorded exactly once: ``completed`` when the body has been read to
+    its end, ``failed`` (``on_failure``, the failed-attempt rule) when the agent broke
+    off, or ``completed`` with a note and truncated by ``close()`` (called by the WSGI
+    server at the end, or when the client goes away: the agent did answer), which also
+    releases the upstream connection. A response the WSGI server never iterates nor
+    closes (Falcon answers HEAD, 204 and 304 with no body) is recorded by :meth:`drain`.
+
+    ``headers`` are the ones passed on (:func:`relayable`), journaled as such.
+    ``arrived`` is when the request arrived (before its lease was taken), on ``clock``;
+    ``lease`` is the lease it holds (:attr:`Admission.lease`), which fences its renewals
+    and its completion.
     """
 
     def __init__(self, upstream: urllib3.BaseHTTPResponse, *, journal: Journal | None,
-                 request_id: str, capture_limit: int, on_failure: Callable[[str], None],
-                 arrived: float, lease: int,
+                 request_id: str, headers: list[tuple[str, str]], capture_limit: int,
+                 on_failure: Callable[[str], None], arrived: float, lease: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
         now = clock()
         self._upstream = upstream
+        self._headers = headers
         self._latency = now - arrived
         self._journal = journal
         self._request_id = request_id
@@ -239,6 +352,15 @@ class Relay:
 
     def __next__(self) -> bytes:
         return next(self._chunks)
+
+    def drain(self) -> None:
+        """Read the response to its end without relaying it, and record the outcome.
+
+        For the answers that have no body (HEAD, 204, 304): a single read, that returns
+        at once, finds the end.
+        """
+        for _ in self._chunks:
+            pass
 
     def _read(self) -> Iterator[bytes]:
         upstream = self._upstream
@@ -280,7 +402,6 @@ class Relay:
             self._on_failure(note)
             return
         self._journal.complete(self._request_id, status=self._upstream.status,
-                               headers=response_headers(self._upstream.headers),
-                               body=bytes(self._capture.data),
+                               headers=self._headers, body=bytes(self._capture.data),
                                truncated=self._capture.truncated or bool(note), error=note,
                                latency=self._latency, lease=self._lease)

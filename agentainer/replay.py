@@ -39,8 +39,7 @@ from urllib3.exceptions import HTTPError, ReadTimeoutError
 from agentainer.errors import AgentNotFound, InvalidInput
 from agentainer.journal import Journal
 from agentainer.proxy import (
-    CHUNK, RENEW_EVERY, AgentDown, AgentFailed, Capture, Upstream, replay_headers,
-    response_headers,
+    CHUNK, RENEW_EVERY, AgentDown, AgentFailed, Capture, Upstream, relayable, replay_headers,
 )
 from agentainer.states import AgentStatus
 from agentainer.store import PREFIX, AgentStore, translate_redis_errors
@@ -320,6 +319,9 @@ class Drainer:
             # connection the agent had closed may be retried on a new one
             response = self.upstream.send(route, record["method"], target, headers,
                                           record["body"], resend=True)
+            # NOTE: an answer the proxy could not pass on is a failed attempt here too (its
+            # headers would break an Idempotency-Key replay of the stored response)
+            passed = relayable(response)
             body, truncated = self._read(job, record, response)
         except (AgentDown, AgentFailed) as ex:
             status, _ = self.journal.retry(rid, str(ex), attempted=not isinstance(ex, AgentDown),
@@ -332,7 +334,7 @@ class Drainer:
                         status)
             return False
         outcome = self.journal.complete(rid, status=response.status,
-                                        headers=response_headers(response.headers), body=body,
+                                        headers=passed, body=body,
                                         truncated=truncated, replayed=True, lease=lease)
         if outcome == "completed":
             job.delivered += 1

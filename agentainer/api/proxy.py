@@ -16,8 +16,8 @@ from agentainer.errors import (
 from agentainer.journal import FULL, Admission, IncomingRequest, Journal, new_request_id
 from agentainer.models import ID_RE, hash_token
 from agentainer.proxy import (
-    OWN_PREFIX, AgentDown, AgentFailed, Relay, Upstream, forward_headers, response_headers,
-    stored_headers,
+    OWN_PREFIX, AgentDown, AgentFailed, BadResponse, Relay, Upstream, forward_headers,
+    relayable, stored_headers,
 )
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,9 @@ REQUEST_ID_HEADER = "X-Agentainer-Request-Id"
 RETRY_AFTER = "5"
 # RFC 9110 §9.2.2: sending these twice has the effect of sending them once.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+# NOTE: Falcon (app.py, _BODILESS_STATUS_CODES) answers these, and HEAD, with an empty
+# body and never reads nor closes resp.stream; 1xx never gets here (see proxy.relayable).
+BODILESS = frozenset({204, 304})
 
 
 class ProxySink:
@@ -83,6 +86,23 @@ class ProxySink:
             raise Unavailable(f"agent {agent_ref} is {admission.status} and does not journal "
                               "requests (--no-persist); retry later", code="agent_unavailable")
         journaled = outcome == "forward"
+        try:
+            self._forward(req, resp, agent_ref, admission, request_id, headers, token_hash,
+                          body, target_path, arrived)
+        except Exception as ex:
+            if journaled:
+                # NOTE: a failure of ours after admission: the failed-attempt rule ends the
+                # record now, rather than a late redelivery when its lease expires (it is
+                # fenced: a no-op when the record was ended already)
+                self._requeue(request_id, admission.agent_id, f"the proxy failed: {ex!r}",
+                              admission.lease)
+            raise
+
+    def _forward(self, req: falcon.Request, resp: falcon.Response, agent_ref: str,
+                 admission: Admission, request_id: str, headers: list[tuple[str, str]],
+                 token_hash: str, body: bytes, target_path: str, arrived: float) -> None:
+        """Send the request to the running agent and relay its answer, or the failure."""
+        journaled = admission.outcome == "forward"
         # APPSEC: no Agentainer token (admin or agent) ever reaches an agent
         strip = admission.strip_authorization or (
             bool(token_hash) and hmac.compare_digest(token_hash, self._admin_hash))
@@ -96,6 +116,7 @@ class ProxySink:
             upstream = self._upstream.send(
                 admission.route, req.method, target, forwarded, body,
                 resend=journaled or req.method in IDEMPOTENT_METHODS)
+            passed = relayable(upstream)
         except AgentDown as ex:
             self._on_down(admission.agent_id)
             if not journaled:
@@ -108,23 +129,33 @@ class ProxySink:
             self._schedule(admission.agent_id)
             self._queued_reply(resp, admission, request_id, position)
             return
+        except BadResponse as ex:  # NOTE: the agent is up: no on_down
+            if journaled:
+                self._requeue(request_id, admission.agent_id, str(ex), admission.lease)
+            _failed_reply(resp, falcon.HTTP_502, f"agent {agent_ref}: {ex}",
+                          "agent_bad_response", request_id)
+            return
         except AgentFailed as ex:
             self._on_down(admission.agent_id)
             if journaled:
                 self._requeue(request_id, admission.agent_id, str(ex), admission.lease)
-            resp.status = falcon.HTTP_504 if ex.timeout else falcon.HTTP_502
-            resp.media = {**failure(f"agent {agent_ref} failed: {ex}",
-                                    "agent_timeout" if ex.timeout else "agent_failed"),
-                          "data": {"request_id": request_id}}
+            _failed_reply(resp, falcon.HTTP_504 if ex.timeout else falcon.HTTP_502,
+                          f"agent {agent_ref} failed: {ex}",
+                          "agent_timeout" if ex.timeout else "agent_failed", request_id)
             return
-        resp.status = upstream.status
-        for name, value in response_headers(upstream.headers):
-            resp.append_header(name, value)
-        resp.stream = Relay(
+        relay = Relay(
             upstream, journal=self._journal if journaled else None, request_id=request_id,
-            capture_limit=self._capture_limit, arrived=arrived, lease=admission.lease,
+            headers=passed, capture_limit=self._capture_limit, arrived=arrived,
+            lease=admission.lease,
             on_failure=lambda note: self._requeue(request_id, admission.agent_id, note,
                                                   admission.lease))
+        resp.status = upstream.status
+        for name, value in passed:
+            resp.append_header(name, value)
+        if req.method == "HEAD" or upstream.status in BODILESS:
+            relay.drain()  # NOTE: completes the record now, before the answer is sent
+        else:
+            resp.stream = relay
 
     def _read_body(self, req: falcon.Request) -> bytes:
         length = req.content_length
@@ -138,9 +169,10 @@ class ProxySink:
         return body
 
     def _requeue(self, request_id: str, agent_id: str, error: str, lease: int) -> None:
+        """End a failed attempt: back to the queue (drained) or failed after max_attempts."""
         status, _ = self._journal.retry(request_id, error, lease=lease)
-        logger.info("request %s: agent %s failed mid-request; now %s", request_id, agent_id,
-                    status)
+        logger.info("request %s: attempt on agent %s failed (%s); now %s", request_id,
+                    agent_id, error, status)
         if status == "queued":
             self._schedule(agent_id)
 
@@ -174,6 +206,12 @@ class ProxySink:
                 resp.append_header(name, value)
         resp.set_header("X-Agentainer-Idempotent-Replay", "true")
         resp.data = record["resp_body"]
+
+
+def _failed_reply(resp: falcon.Response, status: str, message: str, code: str,
+                  request_id: str) -> None:
+    resp.status = status
+    resp.media = {**failure(message, code), "data": {"request_id": request_id}}
 
 
 def _header_pairs(req: falcon.Request) -> list[tuple[str, str]]:

@@ -6,11 +6,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import urllib3
+import waitress.task
+from urllib3.exceptions import ProtocolError
 
 from agentainer.journal import FIRST_LEASE
 from agentainer.proxy import (
-    AgentFailed, Relay, StaleConnection, Upstream, forward_headers, replay_headers,
-    response_headers, stored_headers,
+    HOP_BY_HOP, AgentFailed, BadResponse, Capture, Relay, StaleConnection, Upstream,
+    forward_headers, relayable, replay_headers, response_headers, stored_headers,
 )
 
 CLIENT = [("Host", "127.0.0.1:8081"), ("Connection", "keep-alive, X-Secret-Hop"),
@@ -64,6 +66,101 @@ def test_response_headers_drop_the_agents_x_agentainer_headers():
     assert response_headers(upstream) == [("X-Agentainerish", "kept")]
 
 
+def agent_headers(*pairs: tuple[str, str]) -> urllib3.HTTPHeaderDict:
+    headers = urllib3.HTTPHeaderDict()
+    for name, value in pairs:
+        headers.add(name, value)
+    return headers
+
+
+def test_response_headers_drop_what_waitress_calls_hop_by_hop():
+    assert waitress.task.hop_by_hop <= HOP_BY_HOP
+    upstream = agent_headers(("Trailers", "x"), ("Keep-Alive", "a\nb"), ("X-Kept", "1"))
+    assert response_headers(upstream) == [("X-Kept", "1")]  # dropped before any check
+
+
+def test_transfer_encoding_overrides_content_length():
+    upstream = agent_headers(("Transfer-Encoding", "chunked"), ("Content-Length", "99"),
+                             ("Content-Length", "nonsense"), ("X-Kept", "1"))
+    assert response_headers(upstream) == [("X-Kept", "1")]
+
+
+@pytest.mark.parametrize("header", [
+    ("X-Tab", "a\tb"), ("X-Latin", "caf\xe9"), ("Content-Length", "12"),
+    ("Content-Length", "0  "), ("X-Agentainer-Spoof", "a\nb"), ("x!#$%&'*+-.^_`|~9", "1"),
+])
+def test_passable_response_headers(header):
+    assert response_headers(agent_headers(header)) == ([] if "Agentainer" in header[0]
+                                                       else [header])
+
+
+@pytest.mark.parametrize("header", [
+    ("X(Bad)", "1"), ("X/Bad", "1"), ("X-Bad\xe9", "1"),            # not a token
+    ("X-Lf", "one\n two"), ("X-Cr", "a\rb"), ("X-Nul", "a\x00b"),  # control characters
+    ("X-Del", "a\x7fb"), ("X-Esc", "\x1b[31m"),
+    ("Content-Length", "2x"), ("Content-Length", "-2"), ("Content-Length", "+2"),
+    ("Content-Length", "2, 2"), ("Content-Length", "\xb2"), ("Content-Length", ""),
+])
+def test_unpassable_response_headers(header):
+    with pytest.raises(BadResponse):
+        response_headers(agent_headers(("X-Before", "1"), header))
+
+
+def test_a_second_content_length_is_unpassable():
+    with pytest.raises(BadResponse, match="twice"):
+        response_headers(agent_headers(("Content-Length", "2"), ("Content-Length", "2")))
+
+
+def test_every_passed_header_is_one_waitress_accepts():
+    """Waitress's start_response refuses hop-by-hop names, CR/LF and a non-int length."""
+    upstream = agent_headers(("Content-Length", "5  "), ("X-Tab", "a\tb"), ("Trailers", "x"),
+                             ("Connection", "close, X-Named"), ("X-Named", "1"))
+    for name, value in response_headers(upstream):
+        assert name.lower() not in waitress.task.hop_by_hop
+        assert not {"\r", "\n"} & set(name + value)
+        if name.lower() == "content-length":
+            int(value)
+
+
+class ClosableResponse:
+    def __init__(self, status: int, headers: urllib3.HTTPHeaderDict) -> None:
+        self.status, self.headers = status, headers
+        self.closed = self.released = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def release_conn(self) -> None:
+        self.released = True
+
+
+@pytest.mark.parametrize("status, headers", [
+    (101, agent_headers(("Upgrade", "x"))), (200, agent_headers(("X(Bad)", "1")))])
+def test_an_unpassable_response_is_closed_not_reused(status, headers):
+    response = ClosableResponse(status, headers)
+    with pytest.raises(BadResponse) as caught:
+        relayable(response)
+    assert isinstance(caught.value, AgentFailed) and not caught.value.timeout
+    assert response.closed and response.released
+
+
+def test_a_passable_response_is_left_open():
+    response = ClosableResponse(204, agent_headers(("ETag", '"v1"')))
+    assert relayable(response) == [("ETag", '"v1"')]
+    assert not (response.closed or response.released)
+
+
+@pytest.mark.parametrize("chunks, kept, truncated", [
+    ([], b"", False), ([b"ab", b"cd"], b"abcd", False), ([b"abcd", b"e"], b"abcd", True),
+    ([b"abcde"], b"abcd", True), ([b"a", b"bcd"], b"abcd", False),
+])
+def test_capture_keeps_the_limit_and_flags_only_more(chunks, kept, truncated):
+    capture = Capture(4)
+    for chunk in chunks:
+        capture.add(chunk)
+    assert (bytes(capture.data), capture.truncated) == (kept, truncated)
+
+
 CONNECT, READ = 3.0, 300.0
 LEASE = CONNECT + READ + 5  # as replay.journal_from sets it
 
@@ -92,6 +189,7 @@ class FakeJournal:
         self.deadline = self.clock.now + LEASE
 
     def complete(self, request_id: str, **fields) -> None:
+        assert not self.completed, "completed twice"
         self.completed = fields
 
 
@@ -101,12 +199,16 @@ class FakeResponse:
     status = 200
     headers = urllib3.HTTPHeaderDict({"Content-Type": "text/event-stream"})
 
-    def __init__(self, clock: FakeClock, journal: FakeJournal, gaps: list[float]) -> None:
-        self.clock, self.journal, self.gaps = clock, journal, iter(gaps)
+    def __init__(self, clock: FakeClock, journal: FakeJournal, gaps: list[float], *,
+                 breaks: bool = False) -> None:
+        self.clock, self.journal, self.gaps, self.breaks = clock, journal, iter(gaps), breaks
+        self.closed = False
 
     def read1(self, amount: int, decode_content: bool) -> bytes:
         gap = next(self.gaps, None)
         if gap is None:
+            if self.breaks:
+                raise ProtocolError("connection reset")
             return b""
         self.clock.now += gap
         assert self.clock.now < self.journal.deadline, "the lease expired mid-stream"
@@ -126,7 +228,7 @@ def relay(gaps: list[float], *, headers_after: float) -> tuple[FakeJournal, Iter
     clock.now += headers_after
     assert clock.now < journal.deadline
     stream = Relay(FakeResponse(clock, journal, gaps), journal=journal, request_id="req-1",
-                   capture_limit=1024, on_failure=lambda note: None, arrived=arrived,
+                   headers=[("Content-Type", "text/event-stream")], capture_limit=1024, on_failure=lambda note: None, arrived=arrived,
                    lease=FIRST_LEASE, clock=clock)
     return journal, stream
 
@@ -154,8 +256,10 @@ class KeepAliveAgent:
     """Answers on kept-alive connections; ``drop`` decides per request (the count of
     requests on its connection, from 1) whether to close instead of answering."""
 
-    def __init__(self, drop: Callable[[int], bool]) -> None:
+    def __init__(self, drop: Callable[[int], bool],
+                 answer: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") -> None:
         self.drop = drop
+        self.answer = answer
         self.received = 0
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.route = f"127.0.0.1:{self.sock.getsockname()[1]}"
@@ -172,12 +276,15 @@ class KeepAliveAgent:
     def _serve(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rb") as reader:
             for count in range(1, 100):
-                while reader.readline() not in (b"\r\n", b""):
-                    pass
+                line = reader.readline()
+                while line not in (b"\r\n", b""):
+                    line = reader.readline()
+                if not line:
+                    return                    # the client closed the connection
                 self.received += 1
                 if self.drop(count):
                     return
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                conn.sendall(self.answer)
 
 
 @pytest.fixture
@@ -186,11 +293,11 @@ def upstream() -> Upstream:
 
 
 @pytest.fixture
-def agent() -> Iterator[Callable[[Callable[[int], bool]], KeepAliveAgent]]:
+def agent() -> Iterator[Callable[..., KeepAliveAgent]]:
     started: list[KeepAliveAgent] = []
 
-    def start(drop: Callable[[int], bool]) -> KeepAliveAgent:
-        started.append(KeepAliveAgent(drop))
+    def start(drop: Callable[[int], bool], **kwargs: bytes) -> KeepAliveAgent:
+        started.append(KeepAliveAgent(drop, **kwargs))
         return started[-1]
 
     yield start
@@ -226,3 +333,40 @@ def test_a_new_connection_closed_unanswered_is_a_failure_not_resent(upstream, ag
         get(upstream, server.route, resend=True)
     assert not isinstance(caught.value, StaleConnection)
     assert server.received == 1
+
+
+def test_interim_answers_are_skipped_and_the_connection_stays_sound(upstream, agent):
+    server = agent(lambda count: False, answer=(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+        b"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+    for _ in range(3):                        # on one kept-alive connection
+        response = upstream.send(server.route, "GET", "/", [], b"")
+        assert response.status == 200 and response.read() == b"ok"
+        assert "link" not in response.headers
+        response.release_conn()
+    assert server.received == 3
+
+
+def test_a_final_101_reaches_the_caller_to_be_refused(upstream, agent):
+    server = agent(lambda count: False, answer=(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n"))
+    response = upstream.send(server.route, "GET", "/", [], b"")
+    assert response.status == 101
+    with pytest.raises(BadResponse):
+        relayable(response)
+
+
+@pytest.mark.parametrize("method, head", [
+    ("GET", b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n"),
+    ("GET", b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n"),
+    ("HEAD", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+    ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
+])
+def test_a_bodiless_answer_reads_no_body_whatever_its_framing(upstream, agent, method, head):
+    server = agent(lambda count: False, answer=head)
+    for _ in range(2):                        # no chunk awaited; the connection is reused
+        response = upstream.send(server.route, method, "/", [], b"")
+        assert response.read1(1024, decode_content=False) == b""
+        response.release_conn()
+    assert server.received == 2

@@ -1,0 +1,137 @@
+"""The proxy sink ends every journaled record it admitted, whatever the agent answered."""
+
+import falcon
+import falcon.testing
+import pytest
+import urllib3
+
+from agentainer.api import errors
+from agentainer.api.proxy import PATTERN, REQUEST_ID_HEADER, ProxySink
+from agentainer.journal import FIRST_LEASE, Admission
+
+AGENT = "a1b2c3d4e5f6"
+
+
+class FakeJournal:
+    """Admits every request as forwarded (or direct) and records how each one ended."""
+
+    def __init__(self, outcome: str = "forward") -> None:
+        self.outcome = outcome
+        self.ended: list[tuple] = []
+
+    def admit(self, ref, *, by_id, token_hash, request_id, request) -> Admission:
+        if self.outcome == "direct":
+            return Admission("direct", AGENT, route="127.0.0.1:9", status="running")
+        return Admission("forward", AGENT, route="127.0.0.1:9", request_id=request_id,
+                         lease=FIRST_LEASE)
+
+    def retry(self, request_id, error, *, attempted=True, lease) -> tuple[str, int]:
+        self.ended.append(("retry", request_id, error, attempted, lease))
+        return "queued", 1
+
+    def complete(self, request_id, **fields) -> str:
+        self.ended.append(("complete", request_id, fields))
+        return "completed"
+
+    def renew(self, request_id, *, lease) -> bool:
+        return True
+
+
+class FakeResponse:
+    def __init__(self, status: int, *headers: tuple[str, str], body: bytes = b"") -> None:
+        self.status = status
+        self.headers = urllib3.HTTPHeaderDict()
+        for name, value in headers:
+            self.headers.add(name, value)
+        self.chunks = [body] if body else []
+        self.closed = self.released = False
+
+    def read1(self, amount: int, decode_content: bool) -> bytes:
+        return self.chunks.pop(0) if self.chunks else b""
+
+    def close(self) -> None:
+        self.closed = True
+
+    def release_conn(self) -> None:
+        self.released = True
+
+
+class FakeUpstream:
+    def __init__(self, answer: FakeResponse | Exception) -> None:
+        self.answer = answer
+
+    def send(self, route, method, target, headers, body, *, resend) -> FakeResponse:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def client(journal: FakeJournal, answer: FakeResponse | Exception,
+           scheduled: list[str] | None = None, down: list[str] | None = None
+           ) -> falcon.testing.TestClient:
+    app = falcon.App()
+    errors.register(app)
+    app.add_sink(ProxySink(journal, FakeUpstream(answer),
+                           schedule=(scheduled if scheduled is not None else []).append,
+                           on_down=(down if down is not None else []).append,
+                           admin_token="admin-token-for-tests", max_body=1024,
+                           capture_limit=1024), PATTERN)
+    return falcon.testing.TestClient(app)
+
+
+def test_an_unexpected_failure_after_admission_is_a_failed_attempt():
+    journal, scheduled = FakeJournal(), []
+    result = client(journal, RuntimeError("boom"), scheduled).simulate_get(f"/agent/{AGENT}/x")
+    assert result.status_code == 500 and result.json["error"] == "internal_error"
+    request_id = result.headers[REQUEST_ID_HEADER]
+    assert journal.ended == [("retry", request_id, "the proxy failed: RuntimeError('boom')",
+                              True, FIRST_LEASE)]
+    assert scheduled == [AGENT]
+
+
+@pytest.mark.parametrize("answer", [
+    FakeResponse(200, ("X(Bad)", "1"), body=b"ok"),
+    FakeResponse(200, ("Content-Length", "2x"), body=b"ok"),
+    FakeResponse(101, ("Upgrade", "x")),
+])
+def test_an_unpassable_answer_is_502_and_a_failed_attempt(answer):
+    journal, down = FakeJournal(), []
+    result = client(journal, answer, down=down).simulate_get(f"/agent/{AGENT}/x")
+    assert result.status_code == 502 and result.json["error"] == "agent_bad_response"
+    request_id = result.headers[REQUEST_ID_HEADER]
+    assert result.json["data"] == {"request_id": request_id}
+    [(kind, rid, error, attempted, _)] = journal.ended
+    assert (kind, rid, attempted) == ("retry", request_id, True)
+    assert "cannot pass on" in error and error in result.json["message"]
+    assert answer.closed and answer.released and down == []
+
+
+@pytest.mark.parametrize("method, status", [("HEAD", 200), ("GET", 204), ("GET", 304),
+                                            ("HEAD", 404)])
+def test_a_bodiless_answer_completes_its_record_before_it_is_sent(method, status):
+    journal = FakeJournal()
+    answer = FakeResponse(status, ("ETag", '"v1"'), ("Content-Length", "5"))
+    result = client(journal, answer).simulate_request(method, f"/agent/{AGENT}/x")
+    assert result.status_code == status and result.content == b""
+    assert result.headers["ETag"] == '"v1"'
+    [(kind, rid, fields)] = journal.ended
+    assert (kind, rid) == ("complete", result.headers[REQUEST_ID_HEADER])
+    assert (fields["status"], fields["body"], fields["truncated"], fields["error"]) == (
+        status, b"", False, "")
+    assert answer.released and not answer.closed
+
+
+def test_a_bodiless_answer_of_a_direct_request_releases_its_connection():
+    journal = FakeJournal("direct")
+    answer = FakeResponse(200, ("Content-Length", "5"))
+    result = client(journal, answer).simulate_head(f"/agent/{AGENT}/x")
+    assert result.status_code == 200 and journal.ended == [] and answer.released
+
+
+def test_a_streamed_answer_completes_when_read_to_its_end():
+    journal = FakeJournal()
+    answer = FakeResponse(200, ("Content-Type", "text/plain"), body=b"hello")
+    result = client(journal, answer).simulate_get(f"/agent/{AGENT}/x")
+    assert result.status_code == 200 and result.content == b"hello"
+    [(kind, _, fields)] = journal.ended
+    assert kind == "complete" and fields["body"] == b"hello" and fields["error"] == ""
