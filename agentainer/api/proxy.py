@@ -89,6 +89,8 @@ class ProxySink:
         try:
             self._forward(req, resp, agent_ref, admission, request_id, headers, token_hash,
                           body, target_path, arrived)
+        except QueueFull:
+            raise  # NOTE: the journal took the record back already
         except Exception as ex:
             if journaled:
                 # NOTE: a failure of ours after admission: the failed-attempt rule ends the
