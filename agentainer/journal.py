@@ -151,10 +151,6 @@ class Journal:
         self._change = client.register_script(scripts.CHANGE)
         self._prune = client.register_script(scripts.PRUNE)
 
-    @property
-    def lease_seconds(self) -> float:
-        return self._lease
-
     @translate_redis_errors
     def admit(self, ref: str, *, by_id: bool, token_hash: str, request_id: str,
               request: IncomingRequest) -> Admission:

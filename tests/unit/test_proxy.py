@@ -176,8 +176,6 @@ class FakeClock:
 class FakeJournal:
     """Keeps one lease deadline, as ``Journal.renew`` pushes it."""
 
-    lease_seconds = LEASE
-
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
         self.deadline = clock.now + LEASE   # taken at admission

@@ -83,8 +83,6 @@ class Upstream:
 class Journal:
     """A queue of records; retry puts a request back at the front, as the real one does."""
 
-    lease_seconds = 30.0
-
     def __init__(self, paths: list[str]) -> None:
         self.queue = [{"id": f"req-{n}", "path": path, "query": "", "method": "POST",
                        "headers": [], "body": b""} for n, path in enumerate(paths)]
