@@ -87,7 +87,7 @@ def render(figures: Figures, context: Mapping[str, str]) -> str:
         row("completed / failed / cancelled", f"{figures.completed:,} / {figures.failed:,} "
             f"/ {figures.cancelled:,}"),
         row("**lost**", f"{len(figures.lost):,}", "lost"),
-        row("journaled, not acknowledged", f"{figures.unacknowledged_journaled:,} "
+        row("journaled, not acknowledged", f"{len(figures.unacknowledged):,} "
             f"({figures.unacknowledged_unfinished:,} never finished)"),
         row("redelivered after a crash", f"{figures.redelivered:,} request IDs "
             f"({figures.extra_deliveries:,} extra deliveries) of {figures.in_flight_at_kills:,} "
@@ -158,6 +158,7 @@ def render_details(figures: Figures, *, most: int = 10) -> str:
     lines = []
     for title, items in (("lost", figures.lost),
                          ("delivered twice because of a keyed retry (keys)", figures.twice_keyed),
+                         ("journaled, not acknowledged", figures.unacknowledged),
                          ("redelivered, not in flight at any kill",
                           figures.unexplained_redeliveries),
                          ("unkeyed, delivered under two request IDs (seqs)",

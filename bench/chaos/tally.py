@@ -70,7 +70,7 @@ class Figures:
     failed: int = 0
     cancelled: int = 0
     lost: list[str] = field(default_factory=list)           # "seq N: why"
-    unacknowledged_journaled: int = 0
+    unacknowledged: list[str] = field(default_factory=list)  # "rid status (seq N: how)"
     unacknowledged_unfinished: int = 0
     deliveries: int = 0
     unreadable_lines: int = 0
@@ -98,6 +98,7 @@ def tally(outcomes: list[Outcome], deliveries: list[Delivery], records: dict[str
     finished = {rid: record["updated_at"] / 1000 for rid, record in records.items()
                 if record.get("status") in TERMINAL}
     _client_side(figures, outcomes, records, delivered)
+    _unacknowledged(figures, outcomes, records, deliveries)
     in_flight = _kills(figures, kills, records, delivered, finished)
     redelivered = {rid for rid, times in delivered.items() if len(times) > 1}
     figures.redelivered = len(redelivered)
@@ -110,7 +111,6 @@ def tally(outcomes: list[Outcome], deliveries: list[Delivery], records: dict[str
 
 def _client_side(figures: Figures, outcomes: list[Outcome], records: dict[str, dict],
                  delivered: dict[str, list[float]]) -> None:
-    known = set()
     for outcome in outcomes:
         figures.how[outcome.how] = figures.how.get(outcome.how, 0) + 1
         figures.refusals += outcome.refusals
@@ -118,7 +118,6 @@ def _client_side(figures: Figures, outcomes: list[Outcome], records: dict[str, d
         figures.never_accepted += outcome.how == "refused"
         if not outcome.acknowledged:
             continue
-        known.add(outcome.request_id)
         figures.acknowledged += 1
         status = records.get(outcome.request_id, {}).get("status")
         if status in ("completed", "failed", "cancelled"):
@@ -130,9 +129,22 @@ def _client_side(figures: Figures, outcomes: list[Outcome], records: dict[str, d
         elif status == "completed" and outcome.request_id not in delivered:
             figures.lost.append(f"seq {outcome.seq}: {outcome.request_id} completed, "
                                 "never delivered")
-    others = [record for rid, record in records.items() if rid not in known]
-    figures.unacknowledged_journaled = len(others)
-    figures.unacknowledged_unfinished = sum(r.get("status") not in TERMINAL for r in others)
+
+
+def _unacknowledged(figures: Figures, outcomes: list[Outcome], records: dict[str, dict],
+                    deliveries: Iterable[Delivery]) -> None:
+    """Name the journal's records that no client answer carried (the seq from the log)."""
+    known = {outcome.request_id for outcome in outcomes if outcome.acknowledged}
+    seqs = {d.request_id: d.seq for d in deliveries if d.seq is not None}
+    for rid, record in sorted(records.items()):
+        if rid in known:
+            continue
+        status = record.get("status")
+        figures.unacknowledged_unfinished += status not in TERMINAL
+        seq = seqs.get(rid)
+        seen = (f"seq {seq}: {outcomes[seq].how}, {' / '.join(outcomes[seq].answers)}"
+                if seq is not None and 0 <= seq < len(outcomes) else "never delivered")
+        figures.unacknowledged.append(f"{rid} {status} ({seen})")
 
 
 def _kills(figures: Figures, kills: list[Kill], records: dict[str, dict],
