@@ -49,14 +49,15 @@ def read_deliveries(path: Path) -> tuple[list[Delivery], int]:
 
 @dataclass
 class Recovery:
-    """How long the agent took to serve again after one kill, and to settle what it hit."""
+    """How long the agent took to serve again after one kill, and to finish what it caught."""
 
     target: str
     kind: str
     at: float
     in_flight: int              # requests delivered and not yet finished when it hit
+    caught: int                 # requests accepted and unfinished when it hit (first kill)
     seconds: float | None       # kill -> the next delivery's completion (None: none)
-    settled: float | None       # kill -> the last of those in flight finished (None: never)
+    settled: float | None       # kill -> the last request it caught finished (None: never)
 
 
 @dataclass
@@ -153,22 +154,40 @@ def _kills(figures: Figures, kills: list[Kill], records: dict[str, dict],
     completions = sorted((max(delivered[rid]), finished[rid]) for rid, record in
                          records.items() if record.get("status") == "completed"
                          and rid in delivered)
+    done = [kill for kill in kills if kill.happened]
+    figures.kills_missed = [f"{kill.target}: {kill.note or 'not carried out'}"
+                            for kill in kills if not kill.happened]
+    caught = _caught(done, records, finished)
     union: set[str] = set()
-    for kill in kills:
-        if not kill.happened:
-            figures.kills_missed.append(f"{kill.target}: {kill.note or 'not carried out'}")
-            continue
+    for kill in done:
         hit = {rid for rid, times in delivered.items() if min(times) < kill.done
                and finished.get(rid, math.inf) > kill.at}
         union |= hit
-        after = [done for last, done in completions if last >= kill.done]
-        pending = [finished.get(rid, math.inf) for rid in hit]
-        settled = max(pending, default=kill.at) - kill.at
+        after = [end for last, end in completions if last >= kill.done]
+        settled = max((finished.get(rid, math.inf) for rid in caught[id(kill)]),
+                      default=kill.at) - kill.at
         figures.recoveries.append(Recovery(
-            kill.target, kill.kind, kill.at, len(hit),
+            kill.target, kill.kind, kill.at, len(hit), len(caught[id(kill)]),
             min(after) - kill.at if after else None,
             settled if settled < math.inf else None))
     return union
+
+
+def _caught(kills: list[Kill], records: dict[str, dict],
+            finished: dict[str, float]) -> dict[int, list[str]]:
+    """Give each request to the first kill that found it accepted and unfinished.
+
+    NOTE: the first, so that a request held up by one kill (a lease running out) does not
+    also count against every kill that follows while it waits.
+    """
+    caught: dict[int, list[str]] = {id(kill): [] for kill in kills}
+    ordered = sorted(kills, key=lambda kill: kill.at)
+    for rid, record in records.items():
+        created, end = record["created_at"] / 1000, finished.get(rid, math.inf)
+        first = next((kill for kill in ordered if created < kill.done and end > kill.at), None)
+        if first is not None:
+            caught[id(first)].append(rid)
+    return caught
 
 
 def _duplicates(figures: Figures, deliveries: Iterable[Delivery]) -> None:

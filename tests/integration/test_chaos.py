@@ -68,3 +68,10 @@ def test_recovery_takes_at_most_10_s_after_every_kill(chaos):
     slow = {r["target"]: r["seconds"] for r in chaos["figures"]["recoveries"]
             if r["seconds"] is None or r["seconds"] > 10}
     assert verdict(chaos, "recovery"), f"kill -> next completed delivery: {slow}"
+
+
+def test_what_a_kill_caught_finishes_within_10_s(chaos):
+    slow = {r["target"]: r["settled"] for r in chaos["figures"]["recoveries"]
+            if r["settled"] is None or r["settled"] > 10}
+    assert verdict(chaos, "caught requests finished"), \
+        f"kill -> the last request it caught finished: {slow}"
