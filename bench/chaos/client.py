@@ -68,13 +68,13 @@ class Plan:
     rate: float                 # requests started per second
 
     @classmethod
-    def make(cls, requests_: int, *, rng: random.Random, stream_share: float,
+    def make(cls, count: int, *, rng: random.Random, stream_share: float,
              rate: float) -> "Plan":
-        """Key exactly half of the requests and stream ``stream_share`` of them, at random."""
-        seqs = list(range(requests_))
-        keyed = frozenset(rng.sample(seqs, requests_ // 2))
-        streamed = frozenset(rng.sample(seqs, round(requests_ * stream_share)))
-        return cls(requests_, keyed, streamed, rate)
+        """Key exactly half of ``count`` requests and stream ``stream_share`` of them."""
+        seqs = list(range(count))
+        keyed = frozenset(rng.sample(seqs, count // 2))
+        streamed = frozenset(rng.sample(seqs, round(count * stream_share)))
+        return cls(count, keyed, streamed, rate)
 
     @property
     def seconds(self) -> float:

@@ -39,7 +39,7 @@ def verdicts(figures: Figures) -> list[Verdict]:
 
 
 def _within(values: list[float | None]) -> bool:
-    return bool(values) and all(v is not None and v <= RECOVERY_TARGET for v in values)
+    return all(v is not None and v <= RECOVERY_TARGET for v in values)
 
 
 def _mark(met: bool) -> str:

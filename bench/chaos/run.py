@@ -141,8 +141,12 @@ def deploy(stack: Supervised, client: docker.DockerClient) -> dict:
     return agent
 
 
-def run(args: argparse.Namespace) -> tuple[Figures, dict]:
-    """Run the chaos against a fresh stack; return the figures and the run's context."""
+def run(args: argparse.Namespace) -> tuple[Figures, dict[str, str], float]:
+    """Run the chaos against a fresh stack.
+
+    Returns:
+        The figures, the run's context for the report and when sending began (Unix time).
+    """
     docker_client = docker.from_env()
     try:
         docker_client.images.get(AGENT_IMAGE)
@@ -186,10 +190,9 @@ def run(args: argparse.Namespace) -> tuple[Figures, dict]:
             "settings": ", ".join(f"`{k.removeprefix('AGENTAINER_').lower()}` {v}"
                                   for k, v in STACK_SETTINGS.items()) + ", the rest default",
             "retry_for": f"{args.retry_for:g}",
-            "started": started_at,
         }
         ok = True
-        return figures, context
+        return figures, context, started_at
     finally:
         cleanup(stack, docker_client, home, keep=args.keep_logs or not ok)
 
@@ -221,21 +224,22 @@ def main(argv: list[str] | None = None) -> int:
     # NOTE: SIGTERM (make interrupted, a test's timeout) still runs the cleanup in run()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        figures, context = run(args)
+        figures, context, started = run(args)
     except KeyboardInterrupt:
         return Exit.INTERRUPTED
-    except (RuntimeError, AssertionError, docker.errors.DockerException) as ex:
+    except (RuntimeError, AssertionError, requests.RequestException,
+            docker.errors.DockerException) as ex:
         log(f"the chaos run could not finish: {ex}")
         return Exit.BROKEN
     table = render(figures, context)
     print(table)
-    print("\nkills:\n" + render_kills(figures, context["started"]))
+    print("\nkills:\n" + render_kills(figures, started))
     print("\nrequests behind the counts:\n" + render_details(figures))
     print("\ntargets:\n" + render_verdicts(figures))
     met = all(v.met for v in verdicts(figures))
     if args.json:
         Path(args.json).write_text(json.dumps(
-            {"figures": asdict(figures), "context": context,
+            {"figures": asdict(figures), "context": context, "started": started,
              "verdicts": [asdict(v) for v in verdicts(figures)]}, indent=2))
     if not args.no_readme:
         write_block("chaos", table, heading="## Chaos")

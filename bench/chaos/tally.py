@@ -121,8 +121,9 @@ def _client_side(figures: Figures, outcomes: list[Outcome], records: dict[str, d
             continue
         figures.acknowledged += 1
         status = records.get(outcome.request_id, {}).get("status")
-        if status in ("completed", "failed", "cancelled"):
-            setattr(figures, status, getattr(figures, status) + 1)
+        figures.completed += status == "completed"
+        figures.failed += status == "failed"
+        figures.cancelled += status == "cancelled"
         if status is None:
             figures.lost.append(f"seq {outcome.seq}: no journal record {outcome.request_id}")
         elif status not in TERMINAL:

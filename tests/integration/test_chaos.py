@@ -15,19 +15,25 @@ ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["--requests", "150", "--kills", "1", "--seed", "7", "--rate", "6",
         "--retry-for", "20", "--settle", "45", "--report-only", "--no-readme"]
 TIMEOUT = 170  # seconds; the harness bounds itself to well under this
+CLEANUP = 90   # seconds the harness gets to clean up when it is stopped
 
 
 @pytest.fixture(scope="module")
 def chaos(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Run the harness once; return its figures and verdicts."""
     out = tmp_path_factory.mktemp("chaos") / "chaos.json"
-    done = subprocess.run([sys.executable, "-m", "bench.chaos", *ARGS, "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT,
-                          stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, f"the harness failed:\n{done.stdout}\n{done.stderr[-3000:]}"
-    result = json.loads(out.read_text())
-    result["printed"] = done.stdout
-    return result
+    harness = subprocess.Popen([sys.executable, "-m", "bench.chaos", *ARGS, "--json", str(out)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL, text=True)
+    try:
+        stdout, stderr = harness.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        # NOTE: SIGTERM, so the harness still shuts its supervisord down and cleans up
+        harness.terminate()
+        stdout, stderr = harness.communicate(timeout=CLEANUP)
+        pytest.fail(f"the harness took over {TIMEOUT} s:\n{stdout}\n{stderr[-3000:]}")
+    assert harness.returncode == 0, f"the harness failed:\n{stdout}\n{stderr[-3000:]}"
+    return json.loads(out.read_text())
 
 
 def verdict(chaos: dict, name: str) -> bool:
