@@ -47,7 +47,7 @@ class Outcome:
     request_id: str = ""        # the journal's ID the client follows ("" when it has none)
     attempts: int = 0
     answers: list[str] = field(default_factory=list)   # per attempt: "200", "503 queue_full"...
-    refusals: int = 0           # 5xx refusals among them
+    refusals: list[str] = field(default_factory=list)  # the 5xx refusals among them
     idempotent_replay: bool = False
     sent_at: float = 0.0
     done_at: float = 0.0
@@ -174,7 +174,8 @@ class Client:
                 whole = not outcome.stream or b"data: [DONE]" in content
             except requests.RequestException as ex:
                 content, whole = type(ex).__name__.encode(), False
-        outcome.answers.append(f"{status} {_error(content) or ('' if whole else 'cut')}".strip())
+        answer = f"{status} {_error(content) or ('' if whole else 'cut')}".strip()
+        outcome.answers.append(answer)
         if status == 200:
             outcome.request_id = request_id
             outcome.idempotent_replay = reply.headers.get(IDEMPOTENT_REPLAY) == "true"
@@ -193,7 +194,7 @@ class Client:
             outcome.how = "followed"
             return False
         if status >= 500:
-            outcome.refusals += 1
+            outcome.refusals.append(answer)
             if not outcome.request_id:
                 outcome.how = "refused"
             return True

@@ -103,8 +103,11 @@ def render(figures: Figures, context: Mapping[str, str]) -> str:
             "delivered twice because of a keyed retry"),
         row("unkeyed requests delivered under two request IDs",
             f"{len(figures.twice_unkeyed):,}"),
-        row("refused (5xx)", f"{figures.refusals:,} refusals to {figures.refused_requests:,} "
-            f"requests; {figures.never_accepted:,} never accepted", "refused"),
+        row("refused (5xx)", f"{figures.refusals:,} refusals"
+            + (f" ({', '.join(f'`{k}` × {v}' for k, v in sorted(figures.refused_with.items()))})"
+               if figures.refused_with else "")
+            + f" to {figures.refused_requests:,} requests; {figures.never_accepted:,} never "
+            "accepted", "refused"),
         *(row(f"recovery after a kill of the {KIND_LABELS[name]}",
               _seconds([r.seconds for r in by_kind.get(name, [])]))
           for name in dict.fromkeys(kind(t) for t in TARGETS)),

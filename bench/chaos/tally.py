@@ -82,6 +82,7 @@ class Figures:
     twice_keyed: list[str] = field(default_factory=list)     # keys delivered under 2+ IDs
     twice_unkeyed: list[int] = field(default_factory=list)   # seqs delivered under 2+ IDs
     refusals: int = 0                                        # 5xx refusals answered
+    refused_with: dict[str, int] = field(default_factory=dict)  # "503 unavailable" -> count
     refused_requests: int = 0                                # requests refused at least once
     never_accepted: int = 0
     recoveries: list[Recovery] = field(default_factory=list)
@@ -114,8 +115,10 @@ def _client_side(figures: Figures, outcomes: list[Outcome], records: dict[str, d
                  delivered: dict[str, list[float]]) -> None:
     for outcome in outcomes:
         figures.how[outcome.how] = figures.how.get(outcome.how, 0) + 1
-        figures.refusals += outcome.refusals
-        figures.refused_requests += outcome.refusals > 0
+        figures.refusals += len(outcome.refusals)
+        for answer in outcome.refusals:
+            figures.refused_with[answer] = figures.refused_with.get(answer, 0) + 1
+        figures.refused_requests += bool(outcome.refusals)
         figures.never_accepted += outcome.how == "refused"
         if not outcome.acknowledged:
             continue
@@ -144,8 +147,11 @@ def _unacknowledged(figures: Figures, outcomes: list[Outcome], records: dict[str
         status = record.get("status")
         figures.unacknowledged_unfinished += status not in TERMINAL
         seq = seqs.get(rid)
-        seen = (f"seq {seq}: {outcomes[seq].how}, {' / '.join(outcomes[seq].answers)}"
-                if seq is not None and 0 <= seq < len(outcomes) else "never delivered")
+        if seq is None or not 0 <= seq < len(outcomes):
+            seen = "never delivered"
+        else:
+            answers = " / ".join(outcomes[seq].answers)
+            seen = f"seq {seq}: {outcomes[seq].how}" + (f", {answers}" if answers else "")
         figures.unacknowledged.append(f"{rid} {status} ({seen})")
 
 

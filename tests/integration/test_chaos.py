@@ -67,7 +67,8 @@ def test_redeliveries_are_bounded_by_what_was_in_flight(chaos):
 def test_nothing_is_refused(chaos):
     figures = chaos["figures"]
     assert verdict(chaos, "refused"), (
-        f"{figures['refusals']} 5xx refusals to {figures['refused_requests']} requests")
+        f"{figures['refusals']} 5xx refusals to {figures['refused_requests']} requests: "
+        f"{figures['refused_with']}")
 
 
 def test_recovery_takes_at_most_10_s_after_every_kill(chaos):
