@@ -91,6 +91,9 @@ def render(figures: Figures, context: Mapping[str, str]) -> str:
         row("completed / failed / cancelled", f"{figures.completed:,} / {figures.failed:,} "
             f"/ {figures.cancelled:,}"),
         row("**lost**", f"{len(figures.lost):,}", "lost"),
+        row("deliveries in the agent's log", f"{figures.deliveries:,}"
+            + (f" ({figures.unreadable_lines:,} unreadable lines)"
+               if figures.unreadable_lines else "")),
         row("journaled, not acknowledged", f"{len(figures.unacknowledged):,} "
             f"({figures.unacknowledged_unfinished:,} never finished)"),
         row("redelivered after a crash", f"{figures.redelivered:,} request IDs "

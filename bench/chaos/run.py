@@ -127,7 +127,7 @@ def deploy(stack: Supervised, client: docker.DockerClient) -> dict:
     name = f"{stack.prefix}-agent"
     reply = api.post("/agents", json={
         "name": name, "image": AGENT_IMAGE, "auto_restart": True, "start": True,
-        "env_vars": {"DELIVERY_LOG": DELIVERY_LOG, "STREAM_TOKEN_DELAY": "0.02"},
+        "env_vars": {"DELIVERY_LOG": DELIVERY_LOG},
         "volumes": [{"host_path": str(stack.home / "deliveries"),
                      "container_path": str(Path(DELIVERY_LOG).parent)}]})
     if reply.status_code != 201:
