@@ -26,7 +26,6 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import requests
@@ -45,12 +44,9 @@ class Outcome:
     stream: bool
     how: str = "unsent"         # answered queued cut requeued followed refused broken rejected
     request_id: str = ""        # the journal's ID the client follows ("" when it has none)
-    attempts: int = 0
     answers: list[str] = field(default_factory=list)   # per attempt: "200", "503 queue_full"...
     refusals: list[str] = field(default_factory=list)  # the 5xx refusals among them
-    idempotent_replay: bool = False
-    sent_at: float = 0.0
-    done_at: float = 0.0
+    idempotent_replay: bool = False  # answered from the journal's idempotency record
 
     @property
     def acknowledged(self) -> bool:
@@ -86,15 +82,13 @@ class Client:
     """Sends the plan's requests from ``threads`` threads, paced at the plan's rate."""
 
     def __init__(self, url: str, plan: Plan, *, run_id: str, threads: int = 8,
-                 retry_for: float = 30.0, read_timeout: float = 30.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 retry_for: float = 30.0, read_timeout: float = 30.0) -> None:
         self._url = url
         self._plan = plan
         self._run_id = run_id
         self._threads = threads
         self._retry_for = retry_for
         self._read_timeout = read_timeout
-        self._clock = clock
         self._local = threading.local()
         self._lock = threading.Lock()
         self._next = 0
@@ -144,11 +138,9 @@ class Client:
         headers = {"Content-Type": "application/json", "X-Client-Seq": str(outcome.seq)}
         if outcome.key:
             headers["Idempotency-Key"] = outcome.key
-        outcome.sent_at = self._clock()
         deadline = time.monotonic() + self._retry_for
         backoff = 0.2
         while True:
-            outcome.attempts += 1
             retry = self._attempt(outcome, body, headers)
             if not retry or time.monotonic() + backoff > deadline:
                 break
@@ -156,7 +148,6 @@ class Client:
             backoff = min(backoff * 2, 2.0)
         if outcome.how == "unsent":
             outcome.how = "broken"
-        outcome.done_at = self._clock()
 
     def _attempt(self, outcome: Outcome, body: bytes, headers: dict[str, str]) -> bool:
         """Send once and note what came back; return whether to send again."""

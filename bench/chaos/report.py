@@ -84,7 +84,8 @@ def render(figures: Figures, context: Mapping[str, str]) -> str:
         row("requests sent", f"{figures.sent:,} ({context['plan']})"),
         row("acknowledged", f"{figures.acknowledged:,} ("
             + _breakdown(figures.how, ("answered", "queued", "cut", "requeued", "followed"))
-            + ")"),
+            + ")" + (f"; {figures.idempotent_replays:,} answered from their key's record"
+                     if figures.idempotent_replays else "")),
         row("not acknowledged", f"{unacked:,}"
             + (f" ({_breakdown(figures.how, ('broken', 'refused', 'rejected'))})"
                if unacked else "")),

@@ -67,6 +67,7 @@ class Figures:
     sent: int = 0
     how: dict[str, int] = field(default_factory=dict)
     acknowledged: int = 0
+    idempotent_replays: int = 0                              # answered from the key's record
     completed: int = 0
     failed: int = 0
     cancelled: int = 0
@@ -123,6 +124,7 @@ def _client_side(figures: Figures, outcomes: list[Outcome], records: dict[str, d
         if not outcome.acknowledged:
             continue
         figures.acknowledged += 1
+        figures.idempotent_replays += outcome.idempotent_replay
         status = records.get(outcome.request_id, {}).get("status")
         figures.completed += status == "completed"
         figures.failed += status == "failed"
