@@ -11,8 +11,9 @@ APT_PACKAGES := docker.io redis-server busybox-static python3 python3-venv
 MAN_PROGRAMS := agentainer:cli agentainer-server:server agentainer-worker:worker agentainer-monitor:monitor agentainer-redis:embedded
 MAN_OUT ?= man
 PYTEST_ARGS ?=
+CHAOS_ARGS ?=
 
-.PHONY: run stop verify test test-persistence test-crash test-network images man deps docker venv help bench
+.PHONY: run stop verify test test-persistence test-crash test-network images man deps docker venv help bench chaos
 
 help:
 	@echo "make run    install what is missing, start Docker and the supervisord stack"
@@ -23,6 +24,8 @@ help:
 	@echo "make images build the example agent images offline"
 	@echo "make man    regenerate the man pages from the parsers"
 	@echo "make bench  measure the proxy, streams and replay; writes the table into README.md"
+	@echo "make chaos  kill every part under load, count lost and twice-delivered requests"
+	@echo "            (CHAOS_ARGS=\"--requests N --kills N --seed N ...\"); writes README.md"
 
 deps:
 	@missing=""; \
@@ -102,6 +105,9 @@ bench: venv images
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; \
 	}
 	$(PY) bench/run.py
+
+chaos: venv images
+	$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 man: venv
 	@for entry in $(MAN_PROGRAMS); do \

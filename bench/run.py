@@ -47,11 +47,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.readme import README, git_commit, machine, write_block  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 BIN = ROOT / "bin"
-README = ROOT / "README.md"
-START_MARK = "<!-- bench:start -->"
-END_MARK = "<!-- bench:end -->"
 
 UPSTREAM_IMAGE = "agentainer/bench-upstream:latest"
 STREAM_IMAGE = "agentainer/stream-agent:latest"
@@ -708,18 +707,6 @@ def measure_replay(api: Api, agent: dict, total: int, timeout: float) -> dict:
 # --------------------------------------------------------------------------- report
 
 
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} × {model} (nproc {os.cpu_count()})"
-
-
 def verdict(ok: bool) -> str:
     return "**PASS**" if ok else "**MISS**"
 
@@ -832,30 +819,6 @@ def redis_note(stats: dict | None) -> str:
                         list(stats["busiest"].items())[:3])
     return (f"- Redis over the whole run: {stats['used_cpu_s']:.1f} s of CPU, "
             f"{stats['keys']:,} keys at the end; busiest commands: {busiest}.")
-
-
-def write_readme(block: str) -> None:
-    text = README.read_text()
-    content = f"{START_MARK}\n{block}\n{END_MARK}"
-    if START_MARK in text and END_MARK in text:
-        start = text.index(START_MARK)
-        end = text.index(END_MARK, start) + len(END_MARK)
-        text = text[:start] + content + text[end:]
-    else:
-        text = text.rstrip("\n") + "\n\n## Performance\n\n" + content + "\n"
-    README.write_text(text)
-
-
-def git_commit() -> str:
-    try:
-        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain",
-                                "--untracked-files=no", "--", "agentainer", "bin"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return rev + (" + local changes" if dirty else "") if rev else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 # --------------------------------------------------------------------------- main
@@ -979,7 +942,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     if not args.no_readme and not args.quick:
-        write_readme(table)
+        write_block("bench", table, heading="## Performance")
         log(f"wrote the table into {README}")
     return 0
 

@@ -20,6 +20,11 @@ Environment knobs
   PORT                     listen port (default 8000)
   STREAM_TOKEN_DELAY=<s>   default delay between tokens (default 0.05)
   STREAM_TOKENS=<n>        default for "tokens" (unset: echo the user)
+  DELIVERY_LOG=<path>      append one JSON line per request received (all but
+                           GET /health), written before it is answered: time,
+                           method, path, request_id (X-Agentainer-Request-Id),
+                           replay (X-Agentainer-Replay), idempotency_key and seq
+                           (the client's X-Client-Seq header)
 """
 
 import json
@@ -56,6 +61,28 @@ def read_body(handler):
             handler.rfile.readline()  # CRLF after each chunk
     length = int(handler.headers.get("Content-Length") or 0)
     return handler.rfile.read(length) if length > 0 else b""
+
+
+class DeliveryLog:
+    """Appends one JSON line per delivery to a file, each in a single O_APPEND write.
+
+    One write(2) per line: threads never interleave, and a line is in the kernel before
+    the request is answered, so it survives the process being killed.
+    """
+
+    def __init__(self, path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def record(self, handler):
+        headers = handler.headers
+        line = {"time": time.time(), "method": handler.command,
+                "path": handler.path.partition("?")[0],
+                "request_id": headers.get("X-Agentainer-Request-Id"),
+                "replay": headers.get("X-Agentainer-Replay", "").lower() == "true",
+                "idempotency_key": headers.get("Idempotency-Key"),
+                "seq": headers.get("X-Client-Seq")}
+        os.write(self._fd, json.dumps(line).encode("utf-8") + b"\n")
 
 
 class BadRequest(Exception):
@@ -165,8 +192,9 @@ class StreamHandler(BaseHTTPRequestHandler):
     def do_GET(self):
         path = self.path.partition("?")[0]
         if path == "/health":
-            self.reply(200, {"status": "ok", "agent_id": os.environ.get("AGENT_ID")})
-        elif path == "/v1/chat/completions":
+            return self.reply(200, {"status": "ok", "agent_id": os.environ.get("AGENT_ID")})
+        self.record_delivery()
+        if path == "/v1/chat/completions":
             self.reply(405, error_body("use POST"), [("Allow", "POST")])
         else:
             self.reply(404, error_body(f"no route for GET {path}"))
@@ -178,6 +206,7 @@ class StreamHandler(BaseHTTPRequestHandler):
         except ValueError:
             self.close_connection = True
             return self.reply(400, error_body("malformed request body"))
+        self.record_delivery()
         if path != "/v1/chat/completions":
             return self.reply(404, error_body(f"no route for POST {path}"))
         try:
@@ -234,6 +263,11 @@ class StreamHandler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away mid-stream
 
+    def record_delivery(self):
+        """Note this request in $DELIVERY_LOG, when set."""
+        if self.server.deliveries is not None:
+            self.server.deliveries.record(self)
+
     def send_event(self, obj):
         """One SSE event (`data: ...` + blank line), as one chunk, sent at once."""
         data = obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"))
@@ -285,6 +319,8 @@ def main():
     server = BurstServer(("0.0.0.0", port), StreamHandler)
     server.daemon_threads = True
     server.defaults = defaults
+    delivery_log = os.environ.get("DELIVERY_LOG")
+    server.deliveries = DeliveryLog(delivery_log) if delivery_log else None
     log(f"listening on 0.0.0.0:{port}")
     try:
         server.serve_forever()

@@ -8,12 +8,8 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import docker
 import redis
@@ -21,80 +17,24 @@ import pytest
 import requests
 
 from agentainer.monitor import ORPHAN_GRACE
-from tests.helpers import free_port, wait_for
-from tests.integration.conftest import (
-    BIN, ECHO_IMAGE, STATEFUL_IMAGE, TEST_SETTINGS, Api, _clean_docker,
-)
+from tests.helpers import wait_for
+from tests.integration.conftest import ECHO_IMAGE, STATEFUL_IMAGE, TEST_SETTINGS, _clean_docker
 from tests.integration.journal_helpers import all_records, wait_for_status
-
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
-
-
-@dataclass
-class Supervised:
-    url: str
-    env: dict[str, str]
-    conf: Path
-    home: Path
-    prefix: str
-
-    def ctl(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(VENV_BIN / "supervisorctl"), "-c", str(self.conf), *args],
-                              env=self.env, capture_output=True, text=True, timeout=120)
-
-    def pids(self) -> dict[str, int]:
-        status = self.ctl("status").stdout.splitlines()
-        return {line.split()[0]: int(line.split("pid ")[1].split(",")[0])
-                for line in status if "RUNNING" in line}
-
-    def start(self) -> None:
-        subprocess.run([str(VENV_BIN / "supervisord"), "-c", str(self.conf)], env=self.env,
-                       check=True, timeout=60)
-        wait_for(lambda: len(self.pids()) == 6, timeout=60, message="all six programs running")
-        wait_for(lambda: requests.get(self.url + "/health", timeout=2).ok, timeout=60,
-                 message="the server")
-
-    def shutdown(self) -> None:
-        self.ctl("shutdown")
-        wait_for(lambda: self.ctl("status").returncode == 4, timeout=60,
-                 message="supervisord to exit")
-
-    @property
-    def token(self) -> str:
-        return (self.home / ".agentainer" / "admin.token").read_text().strip()
-
-    def api(self) -> Api:
-        return Api(self.url, self.token)
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        env = {**self.env, "AGENTAINER_URL": self.url, "AGENTAINER_TOKEN": self.token}
-        return subprocess.run([sys.executable, str(BIN / "agentainer"), *args], env=env,
-                              capture_output=True, text=True, timeout=60)
+from tests.integration.supervised import Supervised
 
 
 @pytest.fixture(scope="module")
 def supervised(docker_client: docker.DockerClient, tmp_path_factory) -> Iterator[Supervised]:
-    home = tmp_path_factory.mktemp("home")
-    (home / ".agentainer" / "logs").mkdir(parents=True)
-    redis_port, port = free_port(), free_port()
-    conf = home / "supervisord.conf"
-    conf.write_text((ROOT / "supervisord.conf").read_text().replace("%(here)s", str(ROOT)))
-    prefix = f"agsup{secrets.token_hex(3)}"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("AGENTAINER_")}
-    env.update(TEST_SETTINGS, HOME=str(home), AGENTAINER_PORT=str(port),
-               AGENTAINER_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
-               AGENTAINER_NETWORK=f"{prefix}-net", AGENTAINER_INTERNAL_NETWORK=f"{prefix}-int",
-               AGENTAINER_VOLUME_ROOTS=str(home), AGENTAINER_RESTART_BASE="500ms",
-               AGENTAINER_RESTART_CAP="8s", AGENTAINER_RESTART_LIMIT="4",
-               AGENTAINER_RECONCILE_INTERVAL="2s", AGENTAINER_METRICS_INTERVAL="1s")
-    stack = Supervised(f"http://127.0.0.1:{port}", env, conf, home, prefix)
+    stack = Supervised.create(tmp_path_factory.mktemp("home"), {
+        **TEST_SETTINGS, "AGENTAINER_RESTART_BASE": "500ms", "AGENTAINER_RESTART_CAP": "8s",
+        "AGENTAINER_RESTART_LIMIT": "4", "AGENTAINER_RECONCILE_INTERVAL": "2s",
+        "AGENTAINER_METRICS_INTERVAL": "1s"})
     stack.start()
     try:
         yield stack
     finally:
         stack.shutdown()
-        _clean_docker(docker_client, prefix, env["AGENTAINER_REDIS_URL"], only_prefix=True)
+        _clean_docker(docker_client, stack.prefix, stack.redis_url, only_prefix=True)
 
 
 @pytest.fixture
