@@ -63,8 +63,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.chaos",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1000, help="requests to send (1000)")
-    parser.add_argument("--kills", type=int, default=2,
-                        help=f"kills of each of the {len(TARGETS)} targets (2)")
+    parser.add_argument("--kills", type=int, default=3,
+                        help=f"kills of each of the {len(TARGETS)} targets (3)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the plan and kills (1)")
     parser.add_argument("--rate", type=float, default=10.0, help="requests per second (10)")
     parser.add_argument("--threads", type=int, default=8, help="client threads (8)")
