@@ -2,7 +2,6 @@
 drains, trim listings and drop old bodies."""
 
 import logging
-import threading
 
 from agentainer.errors import AgentainerError
 from agentainer.journal import Journal
@@ -15,22 +14,22 @@ logger = logging.getLogger(__name__)
 
 
 class Janitor:
-    """Runs :meth:`run_once` every ``interval`` seconds on a daemon thread.
+    """Journal upkeep, one pass per :meth:`run_once` (every second, in each server and in
+    the monitor).
 
-    Every step is idempotent and atomic in Redis, so several processes (each server and
-    the monitor) may each run one.
+    Every step is idempotent and atomic in Redis, so several processes may each run one.
     """
 
     TRIM_EVERY = 60  # NOTE: listings only need trimming now and then
 
+    INTERVAL = 1.0  # NOTE: seconds between passes
+
     def __init__(self, store: AgentStore, journal: Journal, scheduler: ReplayScheduler,
-                 liveness: Liveness, *, interval: float = 1.0) -> None:
+                 liveness: Liveness) -> None:
         self._store = store
         self._journal = journal
         self._scheduler = scheduler
         self._liveness = liveness
-        self._interval = interval
-        self._stop = threading.Event()
         self._runs = 0
 
     def run_once(self) -> None:
@@ -65,20 +64,3 @@ class Janitor:
                     len(released))
         for agent_id in requeued | freed:
             self._scheduler.schedule(agent_id)
-
-    def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self._loop, name="janitor", daemon=True)
-        thread.start()
-        return thread
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.run_once()
-            except AgentainerError as ex:
-                logger.warning("janitor: %s", ex.message)
-            except Exception:  # noqa: BLE001 - keep the janitor alive; the log has the cause
-                logger.exception("janitor: unexpected error")

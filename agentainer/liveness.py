@@ -14,18 +14,13 @@ Keys (under ``agentainer:``):
 NOTE: the expiry is Redis's own clock, so holders on different hosts need no common clock.
 """
 
-import logging
 import os
 import secrets
 import socket
-import threading
 
 import redis
 
-from agentainer.errors import AgentainerError
 from agentainer.store import PREFIX, translate_redis_errors
-
-logger = logging.getLogger(__name__)
 
 HOLDERS = PREFIX + "holders"
 BEATS_PER_TIMEOUT = 5
@@ -75,32 +70,3 @@ class Liveness:
     def forget(self, holder: str) -> None:
         """Drop a dead holder once what it held was taken back."""
         self._redis.srem(HOLDERS, holder)
-
-
-class Heartbeat:
-    """Beats for one holder on a daemon thread until :meth:`stop`."""
-
-    def __init__(self, liveness: Liveness, holder: str) -> None:
-        self._liveness = liveness
-        self.holder = holder
-        self._stop = threading.Event()
-
-    def start(self) -> threading.Thread:
-        """Beat once now (best effort), then keep beating on a daemon thread."""
-        self._beat()
-        thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
-        thread.start()
-        return thread
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._liveness.interval):
-            self._beat()
-
-    def _beat(self) -> None:
-        try:
-            self._liveness.beat(self.holder)
-        except AgentainerError as ex:  # NOTE: the next beat tries again
-            logger.warning("heartbeat %s: %s", self.holder, ex.message)

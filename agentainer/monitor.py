@@ -41,7 +41,6 @@ from agentainer.wiring import build
 logger = logging.getLogger(__name__)
 
 TICK = 0.25
-JANITOR_INTERVAL = 1.0
 STABLE_RUN = 10.0      # a loop that ran this long before failing retries after 1 s again
 ORPHAN_GRACE = 60.0    # a container younger than this may belong to a deploy in progress
 OOM_WINDOW = 10.0      # an oom event labels a die within this long as out of memory
@@ -201,7 +200,7 @@ class Monitor:
             now = self._clock()
             if now >= next_janitor:
                 self._janitor.run_once()
-                next_janitor = now + JANITOR_INTERVAL
+                next_janitor = now + Janitor.INTERVAL
             if now >= next_reconcile:
                 self.reconcile(wait=False)  # NOTE: skipped while the events loop runs one
                 next_reconcile = self._clock() + self._reconcile_interval
@@ -398,7 +397,7 @@ def watch(settings: Config) -> int:
         reconcile_interval=settings.reconcile_interval,
         metrics_interval=settings.metrics_interval)
     signal.signal(signal.SIGTERM, lambda *_: monitor.stop())
-    c.heartbeat.start()
+    c.heartbeat.start(now=True)
     try:
         monitor.run()
     finally:

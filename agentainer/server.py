@@ -16,6 +16,8 @@ from agentainer.api import agents as agents_api
 from agentainer.api.app import ProxyCap, ProxyOnly, create_app
 from agentainer.config import Config
 from agentainer.errors import AgentainerError, InvalidConfig
+from agentainer.janitor import Janitor
+from agentainer.periodic import Periodic
 from agentainer.status import ExitStatus
 from agentainer.wiring import build
 
@@ -92,15 +94,16 @@ def serve(settings: Config) -> int:
         waitress.create_server(ProxyOnly(app), map=shared, sockets=gateways,
                                threads=settings.proxy_threads,
                                max_request_body_size=settings.max_body + BODY_SLACK, **options)
-    components.heartbeat.start()
-    components.janitor.start()
+    components.heartbeat.start(now=True)
+    janitor = Periodic("janitor", Janitor.INTERVAL, components.janitor.run_once)
+    janitor.start()
     logger.info("listening on http://%s:%s%s (config: %s)", settings.host, settings.port,
                 "".join(f", proxy only on {s.getsockname()[0]}" for s in gateways),
                 settings.source)
     try:
         main.run()
     finally:
-        components.janitor.stop()
+        janitor.stop()
         components.heartbeat.stop()
     return ExitStatus.SUCCESS
 

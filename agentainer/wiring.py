@@ -11,7 +11,8 @@ from agentainer.config import Config
 from agentainer.health import HealthRecords
 from agentainer.janitor import Janitor
 from agentainer.journal import Journal
-from agentainer.liveness import Heartbeat, Liveness, new_holder
+from agentainer.liveness import Liveness, new_holder
+from agentainer.periodic import Periodic
 from agentainer.metrics import MetricsHistory
 from agentainer.mounts import MountPolicy
 from agentainer.proxy import Upstream
@@ -36,7 +37,8 @@ class Components:
     agents: AgentService
     health: HealthRecords
     history: MetricsHistory
-    heartbeat: Heartbeat
+    holder: str          # this process, as its leases and claims name it (liveness.py)
+    heartbeat: Periodic  # started before the process takes any work
     janitor: Janitor
     drainer: Drainer
 
@@ -93,5 +95,6 @@ def build(config: Config, *, kind: str, client: redis.Redis | None = None,
                       capture_limit=config.capture_limit)
     return Components(client, store, runtime, journal, scheduler, upstream, agents,
                       HealthRecords(client), MetricsHistory(client),
-                      Heartbeat(liveness, holder),
+                      holder, Periodic("heartbeat", liveness.interval,
+                                       lambda: liveness.beat(holder)),
                       Janitor(store, journal, scheduler, liveness), drainer)

@@ -42,10 +42,10 @@ def work(settings: Config, args: argparse.Namespace) -> int:
     """Run the RQ worker on the replay queue until TERM (or, with --burst, until empty)."""
     components = build(settings, kind=args.name or "worker")
     heartbeat = components.heartbeat
-    worker = rq.SimpleWorker([QUEUE], connection=components.redis, name=heartbeat.holder,
+    worker = rq.SimpleWorker([QUEUE], connection=components.redis, name=components.holder,
                              job_class=job_class(components.drainer),
                              serializer=JSONSerializer)
-    heartbeat.start()
+    heartbeat.start(now=True)
     try:
         worker.work(burst=args.burst, logging_level=settings.log_level)
     except redis.ConnectionError as ex:

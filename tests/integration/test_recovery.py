@@ -14,7 +14,8 @@ from agentainer import journal_scripts as scripts
 from agentainer.errors import QueueFull
 from agentainer.janitor import Janitor
 from agentainer.journal import FULL, IncomingRequest, Journal, allocated, new_request_id
-from agentainer.liveness import Heartbeat, Liveness
+from agentainer.liveness import Liveness
+from agentainer.periodic import Periodic
 from agentainer.replay import ReplayScheduler
 from agentainer.store import PREFIX, AgentStore
 from tests.helpers import wait_for
@@ -79,8 +80,8 @@ def test_a_reaped_request_answered_late_still_completes_once(client, clock, agen
 
 def test_the_heartbeat_keeps_a_holder_alive_until_it_stops(client):
     liveness = Liveness(client, timeout=1)
-    beat = Heartbeat(liveness, "monitor-test")
-    beat.start()
+    beat = Periodic("heartbeat", liveness.interval, lambda: liveness.beat("monitor-test"))
+    beat.start(now=True)
     try:
         time.sleep(1.5)
         assert "monitor-test" not in liveness.dead()
