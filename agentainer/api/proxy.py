@@ -96,7 +96,7 @@ class ProxySink:
                 admission.route, req.method, target, forwarded, body,
                 resend=journaled or req.method in IDEMPOTENT_METHODS)
         except AgentDown as ex:
-            self._on_down(admission.agent_id)
+            self._agent_down(admission.agent_id)
             if not journaled:
                 resp.set_header("Retry-After", RETRY_AFTER)
                 raise Unavailable(f"agent {agent_ref} is not reachable; retry later",
@@ -107,7 +107,7 @@ class ProxySink:
             self._queued_reply(resp, admission, request_id, position)
             return
         except AgentFailed as ex:
-            self._on_down(admission.agent_id)
+            self._agent_down(admission.agent_id)
             if journaled:
                 self._requeue(request_id, admission.agent_id, str(ex), admission.lease)
             resp.status = falcon.HTTP_504 if ex.timeout else falcon.HTTP_502
@@ -123,6 +123,13 @@ class ProxySink:
             capture_limit=self._capture_limit, arrived=arrived, lease=admission.lease,
             on_failure=lambda note: self._requeue(request_id, admission.agent_id, note,
                                                   admission.lease))
+
+    def _agent_down(self, agent_id: str) -> None:
+        """Record the unreachable agent's state now, so the next requests queue at once."""
+        try:
+            self._on_down(agent_id)
+        except Unavailable as ex:  # NOTE: Docker is away too; the request queues anyway
+            logger.warning("agent %s: not reachable: %s", agent_id, ex.message)
 
     def _read_body(self, req: falcon.Request) -> bytes:
         length = req.content_length
