@@ -119,6 +119,9 @@ class PrivateDocker:
                     self._process.wait(timeout=10)
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, timeout=30)
         subprocess.run(["ip", "link", "del", self.host_link], capture_output=True, timeout=30)
+        # NOTE: dockerd mounts its data-root on itself and unmounts it only on a clean exit
+        subprocess.run(["umount", "-R", str(self.root / "data")], capture_output=True,
+                       timeout=30)
         shutil.rmtree(self.root / "data", ignore_errors=True)
         shutil.rmtree(self.root / "exec", ignore_errors=True)
 
