@@ -11,6 +11,12 @@ Four loops on their own threads, so a slow one never holds up another:
 
 Auto-restart agents are restarted as :class:`~agentainer.restarts.RestartPolicy` says. An
 agent paused behind our back (``docker pause``) is recorded as paused, not as a crash.
+
+A stopping Docker daemon stops every container, as ``docker stop`` would, and leaves nothing
+in their state to tell the two apart; but it closes its socket first. So an agent that dies
+while Docker takes no new connection went down with Docker, not by a crash: it is not judged
+(its desired state stays running, no restart is counted), and the first pass that reaches
+Docker again starts every agent meant to run, as the monitor's own start does.
 """
 
 import argparse
@@ -24,7 +30,7 @@ from collections.abc import Callable
 from agentainer import daemon
 from agentainer.agents import AgentService
 from agentainer.config import Config
-from agentainer.errors import AgentainerError, AgentNotFound
+from agentainer.errors import AgentainerError, AgentNotFound, Unavailable
 from agentainer.health import (
     POOL_SIZE, HealthRecords, HealthWatch, Lanes, Prober, ProbeResult, probe,
 )
@@ -74,6 +80,8 @@ class Monitor:
         self._due: dict[str, tuple[float, str, bool]] = {}  # when, reason, for failed probes
         self._oom: dict[str, float] = {}     # agent -> when its oom event came
         self._seen: set[str] = set()         # agents the last reconciliation found
+        self._bring_up_due = False           # Docker not reached since start, or went away
+        self._away = 0                       # how often it was seen away (see _back)
         self._lock = threading.Lock()
         self._reconciling = threading.Lock()  # NOTE: one pass at a time (events, control)
         self._stop = threading.Event()
@@ -83,7 +91,8 @@ class Monitor:
     def run(self) -> None:
         """Bring up agents that should run, then watch until :meth:`stop`."""
         self._instance = self._store.instance()
-        self.bring_up()
+        with self._lock:
+            self._bring_up_due = True  # NOTE: done by the first pass that reaches Docker
         threads = [threading.Thread(target=self._guard, args=(loop,), name=loop.__name__,
                                     daemon=True)
                    for loop in (self._events_loop, self._probes_loop, self._metrics_loop)]
@@ -120,7 +129,11 @@ class Monitor:
     # -- events -----------------------------------------------------------------------
 
     def _events_loop(self) -> None:
-        stream = self._runtime.events(self._instance, since=time.time())
+        try:
+            stream = self._runtime.events(self._instance, since=time.time())
+        except Unavailable:
+            self._docker_away()
+            raise
         try:
             self.reconcile()  # NOTE: catch up on what happened while the stream was down
             for event in stream:
@@ -130,6 +143,9 @@ class Monitor:
                     "Attributes", {}))
         finally:
             stream.close()
+            # NOTE: a stopping dockerd ends the stream ~1 s after its last container stopped
+            if not self._stop.is_set() and not self._runtime.reachable():
+                self._docker_away()
         raise AgentainerError("the Docker event stream ended")
 
     def on_event(self, action: str, attributes: dict[str, str]) -> None:
@@ -165,11 +181,33 @@ class Monitor:
         """Handle an agent that stopped although its user wants it running."""
         if agent.desired is not Desired.RUNNING or agent.status is AgentStatus.RUNNING:
             return  # NOTE: stopped by its user, or already back
+        if self._went_with_docker(agent, reason):
+            return
         if not agent.spec.auto_restart:
             logger.info("agent %s: %s; stays down (no auto-restart)", agent.id, reason)
             self._agents.record_failure(agent.id, reason, give_up=False)
             return
         self._schedule_restart(agent, reason)
+
+    def _went_with_docker(self, agent: Agent, reason: str) -> bool:
+        """Say whether the agent went down with Docker (stopping, or away); note it if so."""
+        with self._lock:
+            away = self._bring_up_due
+        if not away and self._runtime.reachable():
+            return False
+        self._docker_away()
+        logger.info("agent %s: %s as Docker went away; starting it when Docker is back",
+                    agent.id, reason)
+        self._store.update(agent.id, last_error=f"{reason} (Docker went away)")
+        return True
+
+    def _docker_away(self) -> None:
+        """Note that Docker takes no connection: the pass that reaches it brings agents up."""
+        with self._lock:
+            noted, self._bring_up_due = self._bring_up_due, True
+            self._away += 1
+        if not noted:
+            logger.warning("Docker went away; agents meant to run are started when it is back")
 
     def _schedule_restart(self, agent: Agent, reason: str, *, probes: bool = False) -> None:
         """Restart after the policy's backoff, or mark a crash loop ``failed``."""
@@ -202,13 +240,21 @@ class Monitor:
                 self._janitor.run_once()
                 next_janitor = now + Janitor.INTERVAL
             if now >= next_reconcile:
-                self.reconcile(wait=False)  # NOTE: skipped while the events loop runs one
+                try:
+                    self.reconcile(wait=False)  # NOTE: skipped while the events loop runs one
+                except Unavailable as ex:  # NOTE: the journal's sweeps go on meanwhile
+                    logger.warning("reconcile: %s", ex.message)
                 next_reconcile = self._clock() + self._reconcile_interval
 
     def restart_due(self) -> None:
-        """Make the restarts whose backoff is over (dropping those no longer needed)."""
+        """Make the restarts whose backoff is over (dropping those no longer needed).
+
+        None while Docker is away: the pass that reaches it again starts those agents.
+        """
         now = self._clock()
         with self._lock:
+            if self._bring_up_due:
+                return
             due = [agent_id for agent_id, (when, _, _) in self._due.items() if when <= now]
         for agent_id in due:
             try:
@@ -243,6 +289,9 @@ class Monitor:
         except AgentNotFound:
             raise
         except (AgentainerError, ContainerGone) as ex:
+            if isinstance(ex, Unavailable) and not self._runtime.reachable():
+                self._docker_away()  # NOTE: started with the others when Docker is back
+                return
             message = ex.message if isinstance(ex, AgentainerError) else str(ex)
             self._crashed(self._agents.get(agent_id), f"restart failed: {message}")
             return
@@ -259,7 +308,12 @@ class Monitor:
         return bool(record and check) and record["failures"] >= check.retries
 
     def bring_up(self) -> None:
-        """Start every agent whose user wants it running (after a stack or host restart)."""
+        """Start every agent whose user wants it running (after a stack, host or Docker
+        restart). Starts made here are not restart attempts: they cost no crash-loop budget.
+
+        Raises:
+            Unavailable: Docker (or Redis) cannot be reached; the agents left are not tried.
+        """
         for agent in self._store.all():
             if agent.desired is Desired.RUNNING:
                 try:
@@ -267,6 +321,10 @@ class Monitor:
                     if status not in (AgentStatus.RUNNING, AgentStatus.PAUSED):
                         logger.info("agent %s: desired running; starting it", agent.id)
                         self._agents.start(agent.id)
+                except AgentNotFound:
+                    continue  # NOTE: removed meanwhile
+                except Unavailable:
+                    raise
                 except AgentainerError as ex:
                     logger.warning("agent %s: cannot bring it up: %s", agent.id, ex.message)
 
@@ -279,10 +337,31 @@ class Monitor:
         if not self._reconciling.acquire(blocking=wait):
             return False
         try:
+            with self._lock:
+                bring_up = self._bring_up_due
+            if bring_up:
+                self._back()
             self._reconcile()
         finally:
             self._reconciling.release()
         return True
+
+    def _back(self) -> None:
+        """Start the agents meant to run, now that Docker can be reached (again).
+
+        Raises:
+            Unavailable: Docker still takes no new connection (it may answer on an open one
+                while it stops), or went away again meanwhile.
+        """
+        with self._lock:
+            away = self._away
+        if not self._runtime.reachable():
+            raise Unavailable("Docker is unreachable; agents meant to run are started when "
+                              "it is back")
+        logger.info("Docker is reachable; starting the agents meant to run")
+        self.bring_up()
+        with self._lock:  # NOTE: unless it went away again meanwhile
+            self._bring_up_due = self._away != away
 
     def _reconcile(self) -> None:
         # NOTE: containers before agents, so a container whose deploy records its agent

@@ -123,16 +123,37 @@ class DockerRuntime:
             with self._lock:
                 if self._client is None:
                     try:
-                        self._client = (
-                            docker.DockerClient(base_url=self._base_url, timeout=self._timeout)
-                            if self._base_url else docker.from_env(timeout=self._timeout))
+                        self._client = self._connect(self._timeout)
                     except docker.errors.DockerException as ex:
                         raise Unavailable(f"Docker is unreachable: {ex}") from ex
         return self._client.api
 
+    def _connect(self, timeout: float) -> docker.DockerClient:
+        if self._base_url:
+            return docker.DockerClient(base_url=self._base_url, timeout=timeout)
+        return docker.from_env(timeout=timeout)
+
     @translate_docker_errors
     def ping(self) -> bool:
         return bool(self.api.ping())
+
+    def reachable(self, *, timeout: float = 5.0) -> bool:
+        """Say whether the daemon takes new connections now.
+
+        NOTE: a stopping dockerd closes its socket before it signals any container, yet
+        answers on connections already open (``api``'s are pooled) until its last container
+        has stopped; only a new connection tells its shutdown from a container's crash.
+        """
+        try:
+            client = self._connect(timeout)
+        except docker.errors.DockerException:
+            return False
+        try:
+            return bool(client.api.ping())
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return False
+        finally:
+            client.close()
 
     @translate_docker_errors
     def ensure_network(self, name: str, *, internal: bool) -> str:

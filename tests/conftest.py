@@ -17,14 +17,15 @@ from tests.helpers import free_port, wait_for
 class RedisServer:
     """A private redis-server (AOF on, fsync every second) that tests may crash."""
 
-    def __init__(self, workdir: Path, *options: str) -> None:
+    def __init__(self, workdir: Path, *options: str, host: str = "127.0.0.1") -> None:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed (make test installs it)"
-        self._command = [binary, "--bind", "127.0.0.1", "--port", str(free_port()),
+        self._command = [binary, "--bind", host, "--port", str(free_port()),
                          "--dir", str(workdir), "--appendonly", "yes",
                          "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
-                         *options]
-        self.url = f"redis://127.0.0.1:{self._command[4]}/0"
+                         # NOTE: a password-less Redis refuses all but loopback clients otherwise
+                         "--protected-mode", "yes" if host == "127.0.0.1" else "no", *options]
+        self.url = f"redis://{host}:{self._command[4]}/0"
         self._process: subprocess.Popen | None = None
 
     def start(self) -> None:

@@ -120,7 +120,7 @@ class ProxySink:
                 resend=journaled or req.method in IDEMPOTENT_METHODS)
             passed = relayable(upstream)
         except AgentDown as ex:
-            self._on_down(admission.agent_id)
+            self._agent_down(admission.agent_id)
             if not journaled:
                 raise Unavailable(f"agent {agent_ref} is not reachable; retry later",
                                   code="agent_unavailable") from ex
@@ -138,7 +138,7 @@ class ProxySink:
                           "agent_bad_response", request_id)
             return
         except AgentFailed as ex:
-            self._on_down(admission.agent_id)
+            self._agent_down(admission.agent_id)
             if journaled:
                 self._requeue(request_id, admission.agent_id, str(ex), admission.lease)
             _failed_reply(resp, falcon.HTTP_504 if ex.timeout else falcon.HTTP_502,
@@ -158,6 +158,13 @@ class ProxySink:
             relay.drain()  # NOTE: completes the record now, before the answer is sent
         else:
             resp.stream = relay
+
+    def _agent_down(self, agent_id: str) -> None:
+        """Record the unreachable agent's state now, so the next requests queue at once."""
+        try:
+            self._on_down(agent_id)
+        except Unavailable as ex:  # NOTE: Docker is away too; the request queues anyway
+            logger.warning("agent %s: not reachable: %s", agent_id, ex.message)
 
     def _read_body(self, req: falcon.Request) -> bytes:
         length = req.content_length

@@ -9,7 +9,7 @@ import pytest
 from tests.helpers import wait_for
 
 from agentainer.agents import AgentService, Networks
-from agentainer.errors import AgentNotFound, InvalidInput
+from agentainer.errors import AgentainerError, AgentNotFound, InvalidInput, Unavailable
 from agentainer.health import Lanes, ProbeResult
 from agentainer.models import Agent, AgentSpec, HealthCheck, new_agent_id, now
 from agentainer.monitor import ORPHAN_GRACE, Monitor
@@ -41,13 +41,28 @@ class Box:
 
 
 class FakeRuntime:
-    """Containers in a dict; ``start_error`` makes every start fail."""
+    """Containers in a dict; ``start_error`` makes every start fail.
+
+    ``up`` False is a stopping or stopped daemon: no new connection (``reachable``, ``events``)
+    while calls on open ones (``state``) are still answered; ``streams`` are the event streams
+    to hand out, one per ``events`` call.
+    """
 
     def __init__(self) -> None:
         self.boxes: dict[str, Box] = {}
         self.starts: list[str] = []
         self.start_error: Exception | None = None
         self.on_list = lambda: None
+        self.up = True
+        self.streams: list = []
+
+    def reachable(self) -> bool:
+        return self.up
+
+    def events(self, instance: str, *, since: float | None = None):
+        if not self.up:
+            raise Unavailable("Docker is unreachable")
+        return self.streams.pop(0)
 
     def state(self, container_id: str) -> ContainerState:
         box = self.boxes.get(container_id)
@@ -201,6 +216,12 @@ class World:
     def crash(self, agent_id: str, code: int = 1) -> None:
         self.runtime.boxes[f"c-{agent_id}"].status = S.STOPPED
         self.monitor.on_event("die", {"agentainer.id": agent_id, "exitCode": str(code)})
+
+    def stop_docker(self, *agent_ids: str) -> None:
+        """Stop the daemon as dockerd does: its socket closes, then its containers stop."""
+        self.runtime.up = False
+        for agent_id in agent_ids:
+            self.crash(agent_id, 0)
 
     def run_for(self, seconds: float, step: float = 0.25) -> None:
         for _ in range(int(seconds / step)):
@@ -566,3 +587,108 @@ def test_restart_policy_doubles_caps_and_gives_up():
     assert delays == [1.0, 2.0, 3.0, None]
     clock.now = 61.0
     assert policy.next_delay("a") == 1.0  # the window moved on
+
+
+def die_event(agent_id: str, code: int) -> dict:
+    return {"Action": "die", "Actor": {"Attributes": {"agentainer.id": agent_id,
+                                                      "exitCode": str(code)}}}
+
+
+@pytest.mark.parametrize("auto_restart", [True, False])
+def test_an_agent_stopped_with_docker_is_started_when_docker_is_back(world, auto_restart):
+    agent_id = world.add(auto_restart=auto_restart)
+    world.stop_docker(agent_id)
+    agent = world.agent(agent_id)
+    assert agent.status is S.STOPPED and agent.desired is Desired.RUNNING
+    assert agent.last_error == "exited with code 0 (Docker went away)"
+    world.run_for(30)
+    assert world.runtime.starts == [] and agent_id not in world.monitor._due
+    with pytest.raises(Unavailable):
+        world.monitor.reconcile()  # NOTE: the periodic pass while Docker is away
+    world.runtime.up = True
+    world.monitor.reconcile()
+    assert world.agent(agent_id).status is S.RUNNING
+    assert world.runtime.starts == [f"c-{agent_id}"]
+    assert not world.policy._history.get(agent_id)  # no crash-loop budget spent
+    assert world.agent(agent_id).restarts == 0
+
+
+def test_a_crash_while_docker_stays_up_is_still_a_crash_and_a_stopped_agent_stays_stopped(
+        world):
+    crashed, running = world.add(auto_restart=False), world.add(auto_restart=False)
+    stopped = world.add(status=S.STOPPED, desired=Desired.STOPPED)
+    world.crash(crashed, 3)
+    assert world.agent(crashed).desired is Desired.STOPPED
+    assert world.agent(crashed).last_error == "exited with code 3"
+    world.stop_docker(running)
+    world.runtime.up = True
+    world.monitor.reconcile()
+    assert world.runtime.starts == [f"c-{running}"]
+    assert world.agent(crashed).status is S.STOPPED and world.agent(stopped).status is S.STOPPED
+    assert world.agent(crashed).last_error == "exited with code 3"
+
+
+def test_a_restart_pending_when_docker_stops_waits_for_it_and_costs_no_attempt(world):
+    crashed, other = world.add(), world.add()
+    world.crash(crashed)
+    assert crashed in world.monitor._due
+    world.stop_docker(other)
+    world.run_for(30)
+    assert world.runtime.starts == []
+    world.runtime.up = True
+    world.monitor.reconcile()
+    world.run_for(30)
+    assert sorted(world.runtime.starts) == sorted([f"c-{crashed}", f"c-{other}"])
+    assert crashed not in world.monitor._due and not world.policy._history.get(crashed)
+
+
+def test_deaths_found_after_the_stream_ended_with_docker_are_not_crashes(world):
+    agent_id = world.add(auto_restart=False)
+    seen = world.add(auto_restart=False)
+
+    def stopping():  # NOTE: the socket closes, one death is streamed, the stream ends
+        world.runtime.up = False
+        world.runtime.boxes[f"c-{seen}"].status = S.STOPPED
+        yield die_event(seen, 0)
+
+    world.runtime.streams = [stopping(), (event for event in [])]
+    with pytest.raises(AgentainerError, match="event stream ended"):
+        world.monitor._events_loop()
+    # NOTE: this one's death was not streamed (dockerd killed, its containers stopped as it
+    # starts again): found by the catch-up pass once the stream is back
+    world.runtime.boxes[f"c-{agent_id}"].status = S.STOPPED
+    with pytest.raises(Unavailable):
+        world.monitor._events_loop()  # NOTE: reopening while it is away
+    world.runtime.up = True
+    with pytest.raises(AgentainerError, match="event stream ended"):
+        world.monitor._events_loop()
+    for each in (agent_id, seen):
+        assert world.agent(each).status is S.RUNNING
+        assert world.agent(each).desired is Desired.RUNNING
+
+
+def test_a_stream_that_ends_while_docker_stays_up_leaves_crashes_crashes(world):
+    agent_id = world.add(auto_restart=False)
+    world.runtime.streams = [(event for event in []), (event for event in [])]
+    with pytest.raises(AgentainerError, match="event stream ended"):
+        world.monitor._events_loop()
+    world.runtime.boxes[f"c-{agent_id}"].status = S.STOPPED  # NOTE: crashed meanwhile
+    with pytest.raises(AgentainerError, match="event stream ended"):
+        world.monitor._events_loop()
+    assert world.runtime.starts == []
+    assert world.agent(agent_id).desired is Desired.STOPPED
+
+
+def test_a_monitor_started_before_docker_brings_agents_up_once_it_is_reached(world):
+    agent_id = world.add(status=S.STOPPED, auto_restart=False)
+    world.runtime.up = False
+    world.monitor._bring_up_due = True  # NOTE: as run() sets it
+    world.runtime.streams = [(event for event in [])]
+    with pytest.raises(Unavailable):
+        world.monitor._events_loop()
+    with pytest.raises(Unavailable):
+        world.monitor.reconcile()
+    world.runtime.up = True
+    with pytest.raises(AgentainerError, match="event stream ended"):
+        world.monitor._events_loop()
+    assert world.agent(agent_id).status is S.RUNNING

@@ -17,3 +17,9 @@ def test_pull_failures_are_classified(reason, status, expected):
     error = _pull_failed("x:latest", reason, status)
     assert type(error) is expected and error.code == "image_pull_failed"
     assert "cannot pull image 'x:latest'" in str(error)
+
+
+def test_a_daemon_whose_socket_is_gone_is_not_reachable(tmp_path):
+    from agentainer.runtime import DockerRuntime
+    runtime = DockerRuntime(base_url=f"unix://{tmp_path}/docker.sock")
+    assert runtime.reachable(timeout=1) is False
