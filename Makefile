@@ -31,6 +31,8 @@ deps:
 	@missing=""; \
 	command -v dockerd >/dev/null || missing="$$missing docker.io"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v nsenter >/dev/null || missing="$$missing util-linux"; \
 	[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx wget || missing="$$missing busybox-static"; \
 	[ -x /usr/bin/python3 ] || missing="$$missing python3"; \
 	python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
