@@ -113,14 +113,22 @@ class AgentStore:
         """
         self._redis.hset(RESERVED, agent_id, json.dumps(
             {"name": name, "token_hash": token_hash or "", "holder": self._holder}))
-        if not self._redis.hsetnx(NAMES, name, agent_id):
+        if not self._claim(NAMES, name, agent_id):
             self._redis.hdel(RESERVED, agent_id)
             raise NameTaken(name)
-        if token_hash and not self._redis.hsetnx(TOKENS, token_hash, agent_id):
+        if token_hash and not self._claim(TOKENS, token_hash, agent_id):
             self._redis.hdel(NAMES, name)
             self._redis.hdel(RESERVED, agent_id)
             raise Conflict("that token is already used by another agent; choose another",
                            code="token_in_use")
+
+    def _claim(self, table: str, key: str, agent_id: str) -> bool:
+        """Take ``key`` in ``table`` for the agent; True if it is the agent's now.
+
+        NOTE: a resend after a restart (wiring.redis_client) finds it taken by this agent.
+        """
+        return bool(self._redis.hsetnx(table, key, agent_id)
+                    or self._redis.hget(table, key) == agent_id.encode())
 
     @translate_redis_errors
     def release(self, agent_id: str, name: str, token_hash: str | None) -> None:
