@@ -100,10 +100,11 @@ class ControlPlaneCollector:
     """A Prometheus collector reading the shared counters and the agents' state."""
 
     def __init__(self, client: redis.Redis, store: AgentStore,
-                 queue_length: Callable[[str], int]) -> None:
+                 queue_length: Callable[[str], int], stored_bytes: Callable[[], int]) -> None:
         self._redis = client
         self._store = store
         self._queue_length = queue_length
+        self._stored_bytes = stored_bytes
 
     def collect(self) -> Iterator[Metric]:
         raw = {key.decode(): value.decode() for key, value in self._redis.hgetall(COUNTERS).items()}
@@ -119,6 +120,9 @@ class ControlPlaneCollector:
         for agent in agents:
             depth.add_metric([agent.name], self._queue_length(agent.id))
         yield depth
+        yield GaugeMetricFamily("agentainer_journal_bytes",
+                                "bytes the request journal holds (against journal_max_bytes)",
+                                value=float(self._stored_bytes()))
         buckets, cumulative = [], 0
         for bound in LATENCY_BUCKETS:
             cumulative += int(raw.get(f"latency_le_{bound}", 0))

@@ -210,7 +210,8 @@ def test_metrics(supervised, agent_name):
     for name in ("agentainer_proxied_requests_total", "agentainer_queued_requests_total",
                  "agentainer_replayed_requests_total", "agentainer_failed_requests_total",
                  "agentainer_agent_restarts_total", 'agentainer_agents{status="running"}',
-                 "agentainer_queue_depth", "agentainer_proxy_latency_seconds_bucket"):
+                 "agentainer_queue_depth", "agentainer_proxy_latency_seconds_bucket",
+                 "agentainer_journal_bytes"):
         assert name in text, name
     assert requests.get(supervised.url + "/metrics", timeout=5).status_code == 401
 
