@@ -20,9 +20,8 @@ class Janitor:
     Every step is idempotent and atomic in Redis, so several processes may each run one.
     """
 
+    INTERVAL = 1.0   # NOTE: seconds between passes
     TRIM_EVERY = 60  # NOTE: listings only need trimming now and then
-
-    INTERVAL = 1.0  # NOTE: seconds between passes
 
     def __init__(self, store: AgentStore, journal: Journal, scheduler: ReplayScheduler,
                  liveness: Liveness) -> None:

@@ -3,7 +3,8 @@
 Every server, worker and monitor process is a *holder* with an ID of its own
 (:func:`new_holder`). It keeps a heartbeat key in Redis that expires ``timeout`` seconds
 after its last beat, and beats ``BEATS_PER_TIMEOUT`` times per timeout from a daemon
-thread. Leases, drain claims and name reservations name their holder; once a holder's
+thread (a :class:`~agentainer.periodic.Periodic` its composition root makes). Leases,
+drain claims, lifecycle locks and name reservations name their holder; once a holder's
 heartbeat has expired, the janitor takes back what it held (:mod:`agentainer.janitor`),
 within seconds rather than when a lease's deadline passes.
 
