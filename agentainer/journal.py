@@ -83,7 +83,7 @@ class Admission:
     status: str = ""        # the agent's status (direct) or the earlier request's (idempotent)
     request_id: str = ""
     position: int = 0
-    body_sha: str = ""
+    fingerprint: str = ""   # the earlier request's (idempotent)
     strip_authorization: bool = False
     lease: int = 0          # the lease a forwarded request holds (FIRST_LEASE)
 
@@ -95,8 +95,8 @@ class IncomingRequest:
     query: str
     headers: list[tuple[str, str]]      # already redacted for storage
     body: bytes
-    body_sha: str
     idempotency_key: str = ""
+    fingerprint: str = ""   # method, path, query and body, for a request with a key
 
 
 def allocated(length: int) -> int:
@@ -176,11 +176,12 @@ class Journal:
                 + RECORD_OVERHEAD)
         fields = ["method", request.method, "path", request.path, "query", request.query,
                   "headers", headers, "body", request.body,
-                  "body_sha", request.body_sha, "idempotency_key", request.idempotency_key,
+                  "fingerprint", request.fingerprint,
+                  "idempotency_key", request.idempotency_key,
                   "created_at", now, "updated_at", now, "error", ""]
         reply = self._admit(keys=[], args=[
             ref, "1" if by_id else "0", token_hash, rid, now, self._queue_limit,
-            request.idempotency_key, request.body_sha, now + int(self._lease * 1000),
+            request.idempotency_key, request.fingerprint, now + int(self._lease * 1000),
             self._retention, self._holder, size, self._max_bytes, self._queue_max_bytes,
             *fields, "bodies_size", bodies])
         outcome, *rest = [part.decode() for part in reply]
@@ -191,7 +192,7 @@ class Journal:
                              strip_authorization=rest[3] == "1")
         if outcome == "idempotent":
             return Admission(outcome, rest[0], request_id=rest[1], status=rest[2],
-                             body_sha=rest[3], strip_authorization=rest[4] == "1")
+                             fingerprint=rest[3], strip_authorization=rest[4] == "1")
         if outcome == "forward":
             return Admission(outcome, rest[0], route=rest[1], request_id=rid,
                              strip_authorization=rest[2] == "1", lease=FIRST_LEASE)
@@ -439,7 +440,7 @@ def _decode(raw: dict[bytes, bytes], *, with_body: bool) -> dict[str, Any]:
             record[key] = json.loads(record[key])
     if "resp_truncated" in record:
         record["resp_truncated"] = record["resp_truncated"] == "1"
-    record.pop("body_sha", None)
+    record.pop("fingerprint", None)
     record.pop("lease", None)
     if with_body:
         record["body"] = text.get("body", b"")

@@ -78,7 +78,7 @@ end
 # Admit one proxied request: resolve the agent, check a private agent's token, apply the
 # idempotency key and the byte budgets, then journal it as in_flight (agent running, leased
 # to the holder) or queued.
-# ARGV: ref, by_id, token_hash, rid, now_ms, queue_limit, idem_key, body_sha,
+# ARGV: ref, by_id, token_hash, rid, now_ms, queue_limit, idem_key, fingerprint,
 #       lease_deadline_ms, idem_ttl_s, holder, size, journal_max_bytes, queue_max_bytes,
 #       then record field/value pairs.
 ADMIT = _LUA_PRELUDE + """
@@ -110,7 +110,7 @@ local ikey = P..'idem:'..aid..':'..idem
 if idem ~= '' then
   local existing = redis.call('get', ikey)
   if existing then
-    local r = redis.call('hmget', P..'req:'..existing, 'status', 'body_sha')
+    local r = redis.call('hmget', P..'req:'..existing, 'status', 'fingerprint')
     -- NOTE: a failed or cancelled request's key admits a new request (the client retries)
     if r[1] and r[1] ~= 'failed' and r[1] ~= 'cancelled' then
       return {'idempotent', aid, existing, r[1], r[2], strip}

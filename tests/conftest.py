@@ -13,6 +13,9 @@ import redis
 
 from tests.helpers import free_port, wait_for
 
+# NOTE: the real stack (server, workers) serves tests/integration and tests/security alike
+pytest_plugins = ["tests.stack"]
+
 
 class RedisServer:
     """A private redis-server (AOF on, fsync every second) that tests may crash."""

@@ -56,12 +56,15 @@ class ProxySink:
         raw_path = req.env.get("REQUEST_URI", req.path).split("?", 1)[0]
         target_path = "/" + raw_path.split("/", 3)[3] if raw_path.count("/") >= 3 else "/"
         headers = _header_pairs(req)
-        token_hash = _bearer_hash(req.get_header("Authorization"))
+        authorization = req.get_header("Authorization")
+        token_hash = _bearer_hash(authorization)
+        key = req.get_header("Idempotency-Key")
         incoming = IncomingRequest(
             method=req.method, path=target_path, query=req.query_string,
             headers=stored_headers(headers), body=body,
-            body_sha=hashlib.sha256(body).hexdigest(),
-            idempotency_key=_idempotency_key(req.get_header("Idempotency-Key")))
+            idempotency_key=_idempotency_key(key, authorization),
+            fingerprint=_fingerprint(req.method, target_path, req.query_string, body)
+            if key else "")
         admission = self._journal.admit(agent_ref, by_id=bool(ID_RE.match(agent_ref)),
                                         token_hash=token_hash, request_id=request_id,
                                         request=incoming)
@@ -195,9 +198,9 @@ class ProxySink:
     def _idempotent_reply(self, resp: falcon.Response, admission: Admission,
                           incoming: IncomingRequest) -> None:
         resp.set_header(REQUEST_ID_HEADER, admission.request_id)
-        if admission.body_sha != incoming.body_sha:
-            raise Unprocessable("this Idempotency-Key was used with a different body",
-                                code="idempotency_mismatch")
+        if admission.fingerprint != incoming.fingerprint:
+            raise Unprocessable("this Idempotency-Key was used with another method, path, "
+                                "query or body", code="idempotency_mismatch")
         if admission.status != "completed":
             raise Conflict(f"the request with this Idempotency-Key is {admission.status}; "
                            f"see /agents/{admission.agent_id}/requests/{admission.request_id}",
@@ -240,9 +243,24 @@ def _bearer_hash(header: str | None) -> str:
     return hash_token(header[7:].strip())
 
 
-def _idempotency_key(value: str | None) -> str:
+def _idempotency_key(value: str | None, credential: str | None) -> str:
+    """Return the journal's key for a client's ``Idempotency-Key``: scoped by the caller's
+    credential (its ``Authorization`` header, when it sends one).
+
+    APPSEC: two callers that pick the same key never share a request, nor its response.
+    """
     if not value:
         return ""
     if len(value) > 255:
         raise InvalidInput("Idempotency-Key is longer than 255 characters")
-    return hashlib.sha256(value.encode()).hexdigest()
+    return hashlib.sha256(f"{credential or ''}\0{value}".encode()).hexdigest()
+
+
+def _fingerprint(method: str, path: str, query: str, body: bytes) -> str:
+    """Return what binds an idempotency key to one request: method, path, query and body.
+
+    PERF: computed only for requests that carry a key.
+    """
+    digest = hashlib.sha256(f"{method}\0{path}\0{query}\0".encode())
+    digest.update(body)
+    return digest.hexdigest()

@@ -35,7 +35,7 @@ from bench.chaos.report import render, render_details, render_kills, render_verd
 from bench.chaos.tally import TERMINAL, Figures, read_deliveries, tally
 from bench.readme import README, git_commit, machine, write_block
 from tests.helpers import wait_for
-from tests.integration.conftest import _clean_docker
+from tests.stack import _clean_docker
 from tests.integration.supervised import Supervised
 
 AGENT_IMAGE = "agentainer/stream-agent:latest"

@@ -3,7 +3,7 @@
 import docker
 
 from tests.helpers import wait_for
-from tests.integration.conftest import Api, Stack
+from tests.stack import Api, Stack
 
 
 def record(api: Api, agent: str, request_id: str) -> dict:

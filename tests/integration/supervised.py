@@ -17,7 +17,7 @@ from pathlib import Path
 import requests
 
 from tests.helpers import free_port, wait_for
-from tests.integration.conftest import BIN, Api
+from tests.stack import BIN, Api
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

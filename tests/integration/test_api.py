@@ -4,7 +4,7 @@ import pytest
 import redis
 import requests
 
-from tests.integration.conftest import ECHO_IMAGE, Api, Stack
+from tests.stack import ECHO_IMAGE, Api, Stack
 
 
 def error_of(reply: requests.Response) -> str:

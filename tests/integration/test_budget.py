@@ -15,7 +15,7 @@ import requests
 
 from tests.conftest import RedisServer
 from tests.helpers import wait_for
-from tests.integration.conftest import Api, Stack, _clean_docker, make_stack
+from tests.stack import Api, Stack, _clean_docker, make_stack
 from tests.integration.journal_helpers import wait_for_status
 
 MIB = 1 << 20

@@ -7,7 +7,7 @@ import sys
 import time
 
 from tests.helpers import free_port, wait_for
-from tests.integration.conftest import BIN, ECHO_IMAGE, Api, Stack, run_cli
+from tests.stack import BIN, ECHO_IMAGE, Api, Stack, run_cli
 
 
 def test_first_agent_walkthrough(stack: Stack, name: str):

@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from tests.helpers import free_port, wait_for
-from tests.integration.conftest import BASE_IMAGE, STATEFUL_IMAGE, Api, Stack
+from tests.stack import BASE_IMAGE, STATEFUL_IMAGE, Api, Stack
 
 
 def inspect(docker_client: docker.DockerClient, agent: dict) -> dict:

@@ -16,7 +16,7 @@ from agentainer.replay import QUEUE
 
 from tests.conftest import RedisServer
 from tests.helpers import wait_for
-from tests.integration.conftest import Api, Stack
+from tests.stack import Api, Stack
 from tests.integration.journal_helpers import (
     all_records, record, served_paths, started, wait_for_status,
 )

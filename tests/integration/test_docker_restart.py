@@ -24,7 +24,7 @@ import requests
 
 from tests.conftest import RedisServer
 from tests.helpers import free_port, wait_for
-from tests.integration.conftest import BIN, ECHO_IMAGE, TEST_SETTINGS, Api, Stack
+from tests.stack import BIN, ECHO_IMAGE, TEST_SETTINGS, Api, Stack
 from tests.integration.journal_helpers import started, wait_for_status
 
 

@@ -67,7 +67,7 @@ def set_status(client: redis.Redis, agent_id: str, status: str) -> None:
 
 def admit(journal: Journal, agent_id: str, path: str = "/", key: str = ""):
     incoming = IncomingRequest(method="POST", path=path, query="", headers=[], body=b"x",
-                               body_sha="sha-x", idempotency_key=key)
+                               fingerprint="fp-x", idempotency_key=key)
     return journal.admit(agent_id, by_id=True, token_hash="", request_id=new_request_id(),
                          request=incoming)
 

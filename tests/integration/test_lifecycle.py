@@ -7,7 +7,7 @@ import redis
 import pytest
 
 from tests.helpers import wait_for
-from tests.integration.conftest import Api
+from tests.stack import Api
 
 
 def container_of(docker_client: docker.DockerClient, agent_id: str):

@@ -5,7 +5,7 @@ import json
 import docker
 import pytest
 
-from tests.integration.conftest import Api, Stack
+from tests.stack import Api, Stack
 from tests.integration.journal_helpers import started
 
 

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from tests.helpers import wait_for
-from tests.integration.conftest import ECHO_IMAGE, Api, Stack, run_cli
+from tests.stack import ECHO_IMAGE, Api, Stack, run_cli
 from tests.integration.journal_helpers import (
     all_records, record, served_paths, started, wait_for_status, worker_log_lines,
 )

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from tests.helpers import free_port, wait_for
-from tests.integration.conftest import (
+from tests.stack import (
     BIN, ECHO_IMAGE, STREAM_IMAGE, Api, Stack, run_cli,
 )
 from tests.integration.journal_helpers import record, started, wait_for_status

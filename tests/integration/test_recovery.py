@@ -34,7 +34,7 @@ def make_journal(client: redis.Redis, clock: Clock, holder: str = HOLDER, **limi
 
 def big(journal: Journal, agent_id: str, size: int, request_id: str | None = None):
     incoming = IncomingRequest(method="POST", path="/", query="", headers=[],
-                               body=b"x" * size, body_sha="sha", idempotency_key="")
+                               body=b"x" * size, idempotency_key="")
     return journal.admit(agent_id, by_id=True, token_hash="",
                          request_id=request_id or new_request_id(), request=incoming)
 

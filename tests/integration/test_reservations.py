@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.helpers import wait_for
-from tests.integration.conftest import Api, Stack, make_stack
+from tests.stack import Api, Stack, make_stack
 
 DOCKER_SOCKET = "/var/run/docker.sock"
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.integration.conftest import TEST_SETTINGS, Api, Stack
+from tests.stack import TEST_SETTINGS, Api, Stack
 from tests.integration.journal_helpers import started, wait_for_status
 
 CAPTURE_LIMIT = 64 * 1024                               # AGENTAINER_CAPTURE_LIMIT

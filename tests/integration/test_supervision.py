@@ -18,7 +18,7 @@ import requests
 
 from agentainer.monitor import ORPHAN_GRACE
 from tests.helpers import wait_for
-from tests.integration.conftest import ECHO_IMAGE, STATEFUL_IMAGE, TEST_SETTINGS, _clean_docker
+from tests.stack import ECHO_IMAGE, STATEFUL_IMAGE, TEST_SETTINGS, _clean_docker
 from tests.integration.journal_helpers import all_records, wait_for_status
 from tests.integration.supervised import Supervised
 

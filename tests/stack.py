@@ -19,7 +19,7 @@ import requests
 
 from tests.helpers import free_port, wait_for
 
-BIN = Path(__file__).resolve().parents[2] / "bin"
+BIN = Path(__file__).resolve().parents[1] / "bin"
 ECHO_IMAGE = "agentainer/echo-agent:latest"
 STATEFUL_IMAGE = "agentainer/stateful-agent:latest"
 STREAM_IMAGE = "agentainer/stream-agent:latest"
