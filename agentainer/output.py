@@ -1,6 +1,7 @@
 """The CLI's output: aligned human tables and lines, ``--json`` for scripts, errors on stderr."""
 
 import json
+import re
 import sys
 from datetime import datetime, timezone
 from typing import Any
@@ -14,6 +15,19 @@ HINTS = {
 }
 
 
+# C0 controls but tab and newline, DEL, and C1 controls (CSI and friends start escapes too)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Return ``text`` with control characters shown as ``\\xNN``.
+
+    APPSEC: bodies, paths and headers come from callers and agents; printed raw, an escape
+    sequence could rewrite the user's terminal.
+    """
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
 class Output:
     """Human or JSON output on stdout; errors on stderr."""
 
@@ -23,8 +37,8 @@ class Output:
         self._err = stderr or sys.stderr
 
     def line(self, text: str) -> None:
-        """Print one human line."""
-        print(text, file=self._out)
+        """Print one human line (control characters escaped)."""
+        print(printable(text), file=self._out)
 
     def json(self, data: Any) -> None:
         """Print ``data`` as indented JSON with sorted keys."""
@@ -39,10 +53,12 @@ class Output:
 
     def table(self, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         """Print ``rows`` under ``header`` in left-aligned columns."""
-        widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
-        for row in (header, *rows):
-            self.line("  ".join(str(cell).ljust(width)
-                                for cell, width in zip(row, widths)).rstrip())
+        cells = [[printable(str(cell)).replace("\n", "\\n") for cell in row]
+                 for row in (header, *rows)]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+        for row in cells:
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip(),
+                  file=self._out)
 
     def raw(self, chunk: bytes) -> None:
         """Write ``chunk`` as it is (bytes when stdout has a buffer) and flush."""
@@ -55,7 +71,8 @@ class Output:
 
     def error(self, message: str, code: str | None = None) -> None:
         """Print an error on stderr, with its code and a hint when one is known."""
-        print(f"agentainer: {message}" + (f" [{code}]" if code else ""), file=self._err)
+        print(printable(f"agentainer: {message}" + (f" [{code}]" if code else "")),
+              file=self._err)
         if code in HINTS:
             print(f"hint: {HINTS[code]}", file=self._err)
 

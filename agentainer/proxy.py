@@ -29,7 +29,9 @@ HOP_BY_HOP = frozenset({
 # APPSEC: kept out of the journal (replay happens without them; see README).
 REDACTED = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"})
 OWN_PREFIX = "x-agentainer-"
-FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "host"})
+# APPSEC: the client's claims about where it came from; the proxy sets X-Forwarded-* itself
+FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "host",
+                       "forwarded", "x-real-ip", "x-client-ip"})
 NOT_FORWARDED = HOP_BY_HOP | FORWARDED  # the client's headers the proxy drops or replaces
 CHUNK = 64 * 1024
 # RFC 9110 §5.1 field names are tokens; §5.5 values hold no control character but HTAB
@@ -129,7 +131,8 @@ def end_to_end(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Return the client's headers a proxy may pass on.
 
     Drops hop-by-hop headers (and those named in Connection), the client's
-    ``X-Agentainer-*`` headers, ``Host`` and ``X-Forwarded-*`` (the proxy sets those).
+    ``X-Agentainer-*`` headers, ``Host`` and ``X-Forwarded-*`` (the proxy sets those), and
+    ``Forwarded``, ``X-Real-IP``, ``X-Client-IP`` (a client's claims about its address).
     """
     named = {token.strip().lower() for name, value in headers if name.lower() == "connection"
              for token in value.split(",")}
