@@ -3,11 +3,11 @@
 import argparse
 import ipaddress
 import os
-import urllib.parse
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import requests
+import urllib3
 
 from agentainer import config as configuration, tokens
 from agentainer.config import Config
@@ -139,13 +139,18 @@ def local_url(settings: Config) -> str:
 
 
 def is_local(url: str, settings: Config) -> bool:
-    """Tell whether ``url`` is the local server: its port, on loopback or its own host."""
-    parts = urllib.parse.urlsplit(url)
+    """Tell whether ``url`` is the local server: its port, on loopback or its own host.
+
+    APPSEC: parsed as the HTTP client (requests, urllib3) parses it, so a URL that one
+    parser reads as loopback and the other as elsewhere (``http://evil\\@127.0.0.1:8081``)
+    never carries the local token away.
+    """
     try:
-        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    except ValueError:
+        parts = urllib3.util.parse_url(url)
+    except urllib3.exceptions.LocationParseError:
         return False
-    host = (parts.hostname or "").lower()
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme or "")
+    host = (parts.host or "").strip("[]").lower()
     if port != settings.port or not host:
         return False
     if host == "localhost" or host == settings.host.lower():

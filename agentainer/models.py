@@ -12,12 +12,12 @@ from agentainer import units
 from agentainer.errors import InvalidInput
 from agentainer.states import AgentStatus, Desired
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-ID_RE = re.compile(r"^agent-[0-9a-f]{12}$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}\Z")
+ID_RE = re.compile(r"^agent-[0-9a-f]{12}\Z")
 # NOTE: docker's reference grammar, loosely: [registry/]path[:tag][@digest]
-IMAGE_RE = re.compile(r"^[a-z0-9]([a-z0-9._/:-]{0,254})(@sha256:[0-9a-f]{64})?$", re.IGNORECASE)
-ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+IMAGE_RE = re.compile(r"^[a-z0-9]([a-z0-9._/:-]{0,254})(@sha256:[0-9a-f]{64})?\Z", re.IGNORECASE)
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}\Z")
 RESERVED_ENV = ("AGENT_ID", "AGENT_NAME", "AGENTAINER_PROXY_URL")
 MAX_ENV = 200
 MAX_VOLUMES = 32

@@ -121,6 +121,8 @@ def parse_since(value: str, now: float) -> float:
         number = float(text)
     except ValueError:
         number = None
+    if number is not None and (not math.isfinite(number) or number > 1e11):
+        raise ValueError(f"{value!r} is not a time after 1970 and before the year 5000")
     if number is not None and number >= 1e9:
         return number
     try:

@@ -27,7 +27,10 @@ def read_json(req: falcon.Request, *, optional: bool = False) -> Any:
         raise falcon.HTTPPayloadTooLarge(description=f"body over {MAX_BODY} bytes")
     if req.content_type and not req.content_type.startswith(falcon.MEDIA_JSON):
         raise falcon.HTTPUnsupportedMediaType(description="send application/json")
-    return req.get_media(default_when_empty=None) if optional else req.get_media()
+    try:
+        return req.get_media(default_when_empty=None) if optional else req.get_media()
+    except RecursionError:  # NOTE: json.loads on '[[[[…' thousands deep
+        raise InvalidInput("the JSON body is nested too deeply", code="invalid_json") from None
 
 
 def refuse_body(req: falcon.Request, what: str) -> None:
@@ -118,8 +121,11 @@ def _status(value: str) -> AgentStatus:
         raise ValueError(f"{value!r} is not a status ({choices})") from None
 
 
+MAX_COUNT = 2 ** 63 - 1  # NOTE: Redis takes signed 64-bit integers
+
+
 def whole_number(value: str) -> int:
-    """Convert a query parameter holding a count (0 or more)."""
-    if not value.isdigit():
-        raise ValueError(f"{value!r} is not a whole number")
+    """Convert a query parameter holding a count (0 up to 2^63 - 1)."""
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_COUNT:
+        raise ValueError(f"{value!r} is not a whole number below 2^63")
     return int(value)

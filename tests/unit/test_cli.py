@@ -222,7 +222,8 @@ def test_local_server_gets_the_local_token(local_conf, url):
 
 @pytest.mark.parametrize("url", ["https://agents.example.com", "http://10.1.2.3:8081",
                                  "http://127.0.0.1:9000", "http://agents.example.com:8081",
-                                 "http://127.0.0.1:notaport"])
+                                 "http://127.0.0.1:notaport", "http://evil\\@127.0.0.1:8081",
+                                 "http://[::1]:notaport"])
 @pytest.mark.parametrize("via", ["flag", "env"])
 def test_other_servers_never_get_the_local_token(local_conf, url, via):
     """APPSEC: the local admin token must not leak to a server the user merely points at."""

@@ -347,3 +347,12 @@ def test_every_deploy_field_is_in_the_openapi_document():
     from agentainer.models import DEPLOY_FIELDS
     described = document()["components"]["schemas"]["Deploy"]["properties"]
     assert set(described) == DEPLOY_FIELDS
+
+
+@pytest.mark.parametrize("field, value", [
+    ("name", "web\n"), ("image", "nginx\n"), ("env", {"KEY\n": "v"}),
+    ("volumes", [{"volume": "data\n", "container_path": "/data"}]),
+])
+def test_a_trailing_newline_is_refused(field, value):
+    """``$`` would match before a final newline; the patterns end in ``\\Z``."""
+    assert refused(**{field: value})
