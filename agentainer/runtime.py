@@ -108,8 +108,9 @@ def _check_network(network: dict, *, internal: bool, attached: Sequence[str] = (
             f"{leak}: an older Agentainer created it, and {len(attached)} container(s) are on "
             f"it ({shown}), so Agentainer will not recreate it with ICC off. To migrate: "
             f"remove them (docker rm -f $(docker ps -aq --filter network={name})) and the "
-            f"network (docker network rm {name}), restart the stack, then `agentainer resume "
-            "AGENT` recreates each agent's container from its stored spec",
+            f"network (docker network rm {name}), restart the stack (it recreates the "
+            "network), then `agentainer resume AGENT` recreates each agent's container from "
+            "its stored spec",
             code="network_mismatch")
     return True
 

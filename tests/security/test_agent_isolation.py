@@ -14,7 +14,8 @@ import pytest
 from agentainer.errors import Conflict
 from agentainer.runtime import ICC_OPTION, DockerRuntime
 from tests.helpers import wait_for
-from tests.integration.conftest import ECHO_IMAGE, Api, Stack
+from tests.conftest import RedisServer
+from tests.integration.conftest import ECHO_IMAGE, Api, Stack, _clean_docker, make_stack
 from tests.integration.journal_helpers import started
 
 APP_PORT = 8000  # the echo agent's
@@ -169,3 +170,42 @@ def test_an_older_network_letting_agents_talk_is_refused_while_containers_are_on
         DockerRuntime().ensure_network(network.name, internal=False)
     assert raised.value.code == "network_mismatch"
     assert docker_client.api.inspect_network(network.id)["Id"] == network.id  # left alone
+
+
+def test_an_older_network_with_containers_on_it_is_refused_until_migrated_as_told(
+        docker_client, tmp_path_factory: pytest.TempPathFactory):
+    """A server started on an older Agentainer's networks (ICC on): the empty one is
+    recreated at once; deploys onto the one in use are refused, naming what to do."""
+    redis_server = RedisServer(tmp_path_factory.mktemp("old-redis"))
+    redis_server.start()
+    prefix = f"agold{secrets.token_hex(3)}"
+    stack = make_stack(redis_server.url, tmp_path_factory.mktemp("old-data"),
+                       tmp_path_factory.mktemp("old-volumes"), prefix)
+    try:
+        for network, internal in ((stack.network, False), (stack.internal_network, True)):
+            docker_client.networks.create(network, driver="bridge", internal=internal,
+                                          labels={"agentainer.managed": "1"})
+        left = docker_client.containers.create(ECHO_IMAGE, network=stack.network,
+                                               name=f"{prefix}-left", labels={
+                                                   "agentainer.managed": "1"})
+        stack.start_server()
+        api = Api(stack.url, stack.token)
+        internal = docker_client.api.inspect_network(stack.internal_network)
+        assert internal["Options"][ICC_OPTION] == "false"  # nothing on it: recreated
+
+        reply = api.post("/agents", json={"name": f"{prefix}-a", "image": ECHO_IMAGE})
+        assert reply.status_code == 409, reply.text
+        body = reply.json()
+        assert body["error"] == "network_mismatch" and f"{prefix}-left" in body["message"]
+        assert f"docker network rm {stack.network}" in body["message"]
+
+        left.remove(force=True)  # the migration the message gives
+        docker_client.networks.get(stack.network).remove()
+        stack.stop_all()
+        stack.start_server()
+        api.deploy(f"{prefix}-a", start=True)
+        assert docker_client.api.inspect_network(stack.network)["Options"][ICC_OPTION] == "false"
+    finally:
+        stack.stop_all()
+        _clean_docker(docker_client, prefix, redis_server.url, only_prefix=True)
+        redis_server.stop()
