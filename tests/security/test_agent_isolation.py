@@ -142,8 +142,7 @@ def old_network(docker_client: docker.DockerClient, stack: Stack):
     """A network as an older Agentainer made it: labelled as its own, ICC on (the default)."""
     network = docker_client.networks.create(f"{stack.prefix}-old", driver="bridge",
                                             labels={"agentainer.managed": "1"})
-    made = [network.id]
-    yield network, made
+    yield network
     for ct in docker_client.containers.list(all=True, filters={"network": network.name}):
         ct.remove(force=True)
     for net in docker_client.networks.list(names=[network.name]):
@@ -152,7 +151,7 @@ def old_network(docker_client: docker.DockerClient, stack: Stack):
 
 def test_an_older_network_letting_agents_talk_is_recreated_with_icc_off(old_network,
                                                                         docker_client):
-    network, _ = old_network
+    network = old_network
     before = docker_client.api.inspect_network(network.id)
     recreated = DockerRuntime().ensure_network(network.name, internal=False)
     after = docker_client.api.inspect_network(recreated)
@@ -163,7 +162,7 @@ def test_an_older_network_letting_agents_talk_is_recreated_with_icc_off(old_netw
 
 def test_an_older_network_letting_agents_talk_is_refused_while_containers_are_on_it(
         old_network, docker_client):
-    network, _ = old_network
+    network = old_network
     docker_client.containers.create(ECHO_IMAGE, network=network.name,
                                     name=f"{network.name}-{secrets.token_hex(3)}")
     with pytest.raises(Conflict) as raised:
