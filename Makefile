@@ -13,14 +13,14 @@ MAN_OUT ?= man
 PYTEST_ARGS ?=
 CHAOS_ARGS ?=
 
-.PHONY: run stop verify test test-persistence test-crash test-network images man deps docker venv help bench chaos
+.PHONY: run stop verify test test-persistence test-crash test-network test-security images man deps docker venv help bench chaos
 
 help:
 	@echo "make run    install what is missing, start Docker and the supervisord stack"
 	@echo "make stop   stop the stack"
 	@echo "make verify check prerequisites and the running stack"
 	@echo "make test   install what is missing and run the whole test suite"
-	@echo "make test-persistence | test-crash | test-network   one group of it"
+	@echo "make test-persistence | test-crash | test-network | test-security   one group of it"
 	@echo "make images build the example agent images offline"
 	@echo "make man    regenerate the man pages from the parsers"
 	@echo "make bench  measure the proxy, streams and replay; writes the table into README.md"
@@ -99,6 +99,9 @@ test-crash: venv images
 
 test-network: venv images
 	$(PY) -m pytest $(PYTEST_ARGS) tests/integration/test_network.py
+
+test-security: venv images
+	$(PY) -m pytest $(PYTEST_ARGS) tests/security
 
 bench: venv images
 	@command -v wrk >/dev/null || { \

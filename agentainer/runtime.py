@@ -3,7 +3,7 @@
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -11,7 +11,7 @@ import docker
 import docker.errors
 import docker.utils
 import requests.exceptions
-from docker.types import LogConfig, Mount
+from docker.types import IPAMConfig, IPAMPool, LogConfig, Mount
 
 from agentainer.errors import (
     AgentainerError, Conflict, ImageNotFound, InvalidInput, NotFound, RuntimeFailure, Unavailable,
@@ -58,21 +58,61 @@ def container_name(agent_id: str) -> str:
     return CONTAINER_PREFIX + agent_id
 
 
-def _check_network(network: dict, *, internal: bool) -> None:
+ICC_OPTION = "com.docker.network.bridge.enable_icc"
+
+
+def _icc_enabled(network: dict) -> bool:
+    """Say whether the bridge lets its containers talk to each other (Docker's default)."""
+    value = (network.get("Options") or {}).get(ICC_OPTION, "true")
+    return value.strip().lower() not in ("false", "0", "f")  # NOTE: Go's strconv.ParseBool
+
+
+def _check_network(network: dict, *, internal: bool, attached: Sequence[str] = ()) -> bool:
     """Refuse to reuse a network that is not what Agentainer would have created.
 
     APPSEC: a same-named network without Docker's ``internal`` flag would give
-    --no-egress agents a way out.
+    --no-egress agents a way out; one with inter-container communication (ICC) on
+    would let an agent reach another's app without the proxy (and its token).
+
+    Args:
+        network: the network as Docker lists it.
+        internal: whether Agentainer needs it internal (no egress).
+        attached: the names of the containers on it, running or not.
+
+    Returns:
+        True when it must be recreated first: it is Agentainer's own (an older version
+        created it with ICC on) and no container is on it, so nothing is lost.
+
+    Raises:
+        Conflict: (network_mismatch) anything else that is not what Agentainer needs.
     """
-    driver, is_internal = network.get("Driver"), bool(network.get("Internal"))
-    if driver == "bridge" and is_internal == internal:
-        return
     name = network["Name"]
-    wanted = "an internal bridge network" if internal else "a bridge network with egress"
-    found = f"a {driver} network, {'internal' if is_internal else 'not internal'}"
-    raise Conflict(f"network {name!r} exists but is {found}; Agentainer needs {wanted} of that "
-                   f"name and will not use this one: remove it (docker network rm {name}) or "
-                   "set network / internal_network to another name", code="network_mismatch")
+    driver, is_internal = network.get("Driver"), bool(network.get("Internal"))
+    if driver != "bridge" or is_internal != internal:
+        wanted = "an internal bridge network" if internal else "a bridge network with egress"
+        found = f"a {driver} network, {'internal' if is_internal else 'not internal'}"
+        raise Conflict(f"network {name!r} exists but is {found}; Agentainer needs {wanted} of "
+                       f"that name and will not use this one: remove it (docker network rm "
+                       f"{name}) or set network / internal_network to another name",
+                       code="network_mismatch")
+    if not _icc_enabled(network):
+        return False
+    leak = f"network {name!r} exists but lets its containers reach each other ({ICC_OPTION} is on)"
+    if (network.get("Labels") or {}).get(LABEL_MANAGED) != "1":
+        raise Conflict(f"{leak} and Agentainer did not create it, so it will neither use nor "
+                       f"remove it: remove it (docker network rm {name}) or set network / "
+                       "internal_network to another name", code="network_mismatch")
+    if attached:
+        shown = ", ".join(sorted(attached)[:5]) + (", ..." if len(attached) > 5 else "")
+        raise Conflict(
+            f"{leak}: an older Agentainer created it, and {len(attached)} container(s) are on "
+            f"it ({shown}), so Agentainer will not recreate it with ICC off. To migrate: "
+            f"remove them (docker rm -f $(docker ps -aq --filter network={name})) and the "
+            f"network (docker network rm {name}), restart the stack (it recreates the "
+            "network), then `agentainer resume AGENT` recreates each agent's container from "
+            "its stored spec",
+            code="network_mismatch")
+    return True
 
 
 # NOTE: how Docker words "the registry answered: no such image (for you)"
@@ -157,25 +197,50 @@ class DockerRuntime:
 
     @translate_docker_errors
     def ensure_network(self, name: str, *, internal: bool) -> str:
-        """Create the bridge network if it is missing; return its ID.
+        """Create the bridge network, ICC off, if it is missing; return its ID.
+
+        An older Agentainer's network of that name with ICC on and no container on it
+        is recreated with ICC off and the same addresses (so the gateway, where agents
+        reach the proxy, does not move).
 
         Raises:
             Conflict: (network_mismatch) a network of that name exists but is not a
-                bridge, or its ``internal`` flag differs.
+                bridge, its ``internal`` flag differs, or it allows ICC and cannot be
+                recreated (not Agentainer's, or containers are on it).
         """
         found = [n for n in self.api.networks(names=[name]) if n["Name"] == name]
         if found:
-            _check_network(found[0], internal=internal)
-            return found[0]["Id"]
+            # NOTE: by name: a created, never started container has no NetworkID yet
+            attached = [c["Names"][0].lstrip("/") for c in self.api.containers(
+                all=True, filters={"network": name})]
+            if not _check_network(found[0], internal=internal, attached=attached):
+                return found[0]["Id"]
+            return self._recreate_network(found[0])
         try:
             created = self.api.create_network(
                 name, driver="bridge", internal=internal, check_duplicate=True,
-                labels={LABEL_MANAGED: "1"})
+                options={ICC_OPTION: "false"}, labels={LABEL_MANAGED: "1"})
         except docker.errors.APIError as ex:
             if ex.status_code != 409:
                 raise
             return self.ensure_network(name, internal=internal)
-        logger.info("network %s: created (internal=%s)", name, internal)
+        logger.info("network %s: created (internal=%s, icc off)", name, internal)
+        return created["Id"]
+
+    def _recreate_network(self, old: dict) -> str:
+        """Replace an empty network with ICC on by the same one with ICC off; return its ID."""
+        name, ipam = old["Name"], old.get("IPAM") or {}
+        pools = [IPAMPool(subnet=c.get("Subnet"), iprange=c.get("IPRange"),
+                          gateway=c.get("Gateway")) for c in ipam.get("Config") or []]
+        self.api.remove_network(old["Id"])
+        created = self.api.create_network(
+            name, driver="bridge", internal=bool(old.get("Internal")), check_duplicate=True,
+            enable_ipv6=bool(old.get("EnableIPv6")),
+            options={**(old.get("Options") or {}), ICC_OPTION: "false"},
+            labels=old.get("Labels") or {LABEL_MANAGED: "1"},
+            ipam=IPAMConfig(driver=ipam.get("Driver") or "default", pool_configs=pools))
+        logger.warning("network %s: recreated with inter-container traffic off (it allowed it)",
+                       name)
         return created["Id"]
 
     @translate_docker_errors
