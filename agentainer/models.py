@@ -27,7 +27,7 @@ MAX_TOKEN = 512
 
 
 class TokenScope(str, enum.Enum):
-    """What an agent's token grants on its agent (the admin token grants everything)."""
+    """What one of an agent's tokens grants on that agent (see api/auth.py, README "Auth")."""
 
     INVOKE = "invoke"   # the proxy: /agent/<id>/... (required there when the agent is private)
     MANAGE = "manage"   # the management routes: /agents/<id> and everything under it
