@@ -188,3 +188,15 @@ def test_the_cli_deploys_with_both_tokens(stack, name):
     assert inspected.returncode == 0, inspected.stderr
     assert run_cli(stack, "list", token=manage).returncode != 0
     assert run_cli(stack, "remove", name, token=manage).returncode == 0
+
+
+def test_a_manage_token_sent_to_a_public_agent_never_reaches_it(stack, api, name):
+    manage = f"manage-{name}"
+    agent = api.deploy(name, manage_token=manage, start=True)
+    wait_for(lambda: api.status(agent["id"]) == "running", timeout=60, message="running")
+    replies = []
+    wait_for(lambda: replies.append(call(stack, name, manage)) or
+             replies[-1].status_code == 200, timeout=30, message=f"{name} to answer")
+    headers = {k.lower(): v for k, v in replies[-1].json()["headers"]}
+    assert "authorization" not in headers  # APPSEC: ADMIT finds it in the tokens hash
+    api.delete(f"/agents/{agent['id']}")
