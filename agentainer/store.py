@@ -113,6 +113,8 @@ class AgentStore:
             NameTaken: another agent has the name.
             Conflict: another agent already uses one of the tokens (in either scope).
         """
+        if isinstance(token_hashes, str):  # NOTE: the one-token signature of before the split
+            raise TypeError("token_hashes is a sequence of hashes, not one hash")
         hashes = [h for h in token_hashes if h]
         self._redis.hset(RESERVED, agent_id, json.dumps(
             {"name": name, "token_hashes": hashes, "holder": self._holder}))
