@@ -139,7 +139,7 @@ class AgentService:
         agent = Agent(id=new_agent_id(), spec=spec, status=AgentStatus.CREATED,
                       desired=Desired.STOPPED, container_id=None,
                       created_at=stamp, updated_at=stamp)
-        self._store.reserve(agent.id, spec.name, spec.token_hash)
+        self._store.reserve(agent.id, spec.name, spec.token_hashes)
         container_id = None
         try:
             self._ensure_volumes(agent)
@@ -163,7 +163,7 @@ class AgentService:
         except AgentainerError as ex:  # NOTE: the monitor's orphan sweep removes leftovers
             logger.warning("agent %s: cleaning up a failed deploy: %s", agent.id, ex)
         finally:
-            self._store.release(agent.id, agent.spec.name, agent.spec.token_hash)
+            self._store.release(agent.id, agent.spec.name, agent.spec.token_hashes)
 
     def remove(self, ref: str, *, volumes: bool = False) -> tuple[Agent, list[str]]:
         """Remove the agent's containers and records; with ``volumes`` its named volumes.

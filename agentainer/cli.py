@@ -67,14 +67,19 @@ def make_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--auto-restart", "-r", action="store_true",
                         help="restart the agent when it crashes")
     deploy.add_argument("--token", "-t", dest="agent_token", metavar="TOKEN",
-                        help="per-agent token (16+ characters) granting this agent's routes")
+                        help="invoke token (16+ characters) of a --private agent: callers "
+                             "send it on its proxy path; it manages nothing")
+    deploy.add_argument("--manage-token", metavar="TOKEN",
+                        help="manage token (16+ characters): this agent's management "
+                             "routes (inspect, lifecycle, logs, requests, replay, remove), "
+                             "not its proxy path")
     deploy.add_argument("--app-port", type=int,
                         help="port the app listens on (default: the image's single EXPOSE, "
                              "else 8000)")
     deploy.add_argument("--no-egress", action="store_true",
                         help="no network access outside Agentainer (internal network)")
     deploy.add_argument("--private", action="store_true",
-                        help="require the agent's token on its proxy path")
+                        help="require the agent's invoke token (--token) on its proxy path")
     deploy.add_argument("--no-persist", action="store_true",
                         help="do not journal requests to this agent")
     deploy.add_argument("--start", action="store_true", help="start the agent at once")
@@ -147,6 +152,7 @@ def cmd_deploy(client: Client, args: argparse.Namespace, out: Output) -> int:
                             "volumes": [parse_volume(v) for v in args.volume]}
     optional = {"cpu_limit": args.cpu, "memory_limit": args.memory,
                 "pids_limit": args.pids_limit, "token": args.agent_token,
+                "manage_token": args.manage_token,
                 "app_port": args.app_port}
     body.update({key: value for key, value in optional.items() if value is not None})
     flags = {"auto_restart": args.auto_restart, "private": args.private, "start": args.start,

@@ -75,9 +75,10 @@ local function give_back(rid, aid, attempts, max_attempts, error, now)
 end
 """
 
-# Admit one proxied request: resolve the agent, check a private agent's token, apply the
-# idempotency key and the byte budgets, then journal it as in_flight (agent running, leased
-# to the holder) or queued.
+# Admit one proxied request: resolve the agent, check a private agent's invoke token
+# (private_hash; the tokens hash holds invoke and manage tokens alike, so either is stripped),
+# apply the idempotency key and the byte budgets, then journal it as in_flight (agent running,
+# leased to the holder) or queued.
 # ARGV: ref, by_id, token_hash, rid, now_ms, queue_limit, idem_key, fingerprint,
 #       lease_deadline_ms, idem_ttl_s, holder, size, journal_max_bytes, queue_max_bytes,
 #       then record field/value pairs.

@@ -1,6 +1,8 @@
 """Agents as data: the deploy spec, its validation, and the stored record."""
 
+import enum
 import hashlib
+import hmac
 import posixpath
 import re
 import secrets
@@ -22,6 +24,13 @@ RESERVED_ENV = ("AGENT_ID", "AGENT_NAME", "AGENTAINER_PROXY_URL")
 MAX_ENV = 200
 MAX_VOLUMES = 32
 MAX_TOKEN = 512
+
+
+class TokenScope(str, enum.Enum):
+    """What one of an agent's tokens grants on that agent (see api/auth.py, README "Auth")."""
+
+    INVOKE = "invoke"   # the proxy: /agent/<id>/... (required there when the agent is private)
+    MANAGE = "manage"   # the management routes: /agents/<id> and everything under it
 
 
 def now() -> str:
@@ -71,7 +80,8 @@ class AgentSpec:
     memory_limit: int = 0
     pids_limit: int = 0
     auto_restart: bool = False
-    token_hash: str | None = None
+    invoke_token_hash: str | None = None
+    manage_token_hash: str | None = None
     volumes: tuple[Volume, ...] = ()
     health_check: HealthCheck | None = None
     app_port: int | None = None
@@ -82,9 +92,31 @@ class AgentSpec:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def token_hashes(self) -> tuple[str, ...]:
+        """The hashes this agent holds in the store's token table (each once)."""
+        return tuple(dict.fromkeys(h for h in (self.invoke_token_hash, self.manage_token_hash)
+                                   if h))
+
+    def scopes(self, token_hash: str) -> frozenset[TokenScope]:
+        """Return what the token with this hash grants on this agent (nothing if not its)."""
+        granted = set()
+        # APPSEC: constant-time, like every token comparison
+        if self.invoke_token_hash and hmac.compare_digest(token_hash, self.invoke_token_hash):
+            granted.add(TokenScope.INVOKE)
+        if self.manage_token_hash and hmac.compare_digest(token_hash, self.manage_token_hash):
+            granted.add(TokenScope.MANAGE)
+        return frozenset(granted)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AgentSpec":
         data = dict(data)
+        # NOTE: a spec stored before the scopes were split has one token_hash, which both
+        # called and managed the agent; it keeps both scopes (README, "Auth").
+        legacy = data.pop("token_hash", None)
+        if legacy:
+            data.setdefault("invoke_token_hash", legacy)
+            data.setdefault("manage_token_hash", legacy)
         data["volumes"] = tuple(Volume(**v) for v in data.get("volumes", ()))
         if data.get("health_check"):
             data["health_check"] = HealthCheck(**data["health_check"])
@@ -110,10 +142,12 @@ class Agent:
         return self.spec.name
 
     def public(self) -> dict[str, Any]:
-        """Return the API view: never the token or its hash."""
+        """Return the API view: never a token or its hash."""
         spec = self.spec.to_dict()
-        spec.pop("token_hash")
-        return {"id": self.id, **spec, "has_token": self.spec.token_hash is not None,
+        spec.pop("invoke_token_hash")
+        spec.pop("manage_token_hash")
+        return {"id": self.id, **spec, "has_token": self.spec.invoke_token_hash is not None,
+                "has_manage_token": self.spec.manage_token_hash is not None,
                 "status": self.status.value, "desired": self.desired.value,
                 "container_id": self.container_id, "last_error": self.last_error,
                 "restarts": self.restarts,
@@ -130,8 +164,8 @@ class DeployOptions:
 
 DEPLOY_FIELDS = frozenset({
     "name", "image", "env_vars", "cpu_limit", "memory_limit", "pids_limit", "auto_restart",
-    "token", "volumes", "health_check", "app_port", "egress", "private", "persist", "start",
-    "pull",
+    "token", "manage_token", "volumes", "health_check", "app_port", "egress", "private",
+    "persist", "start", "pull",
 })
 
 
@@ -139,7 +173,7 @@ def parse_deploy(body: Any) -> tuple[AgentSpec, DeployOptions]:
     """Validate a deploy request body.
 
     Returns:
-        The spec (token hashed) and how to deploy it (start at once, pull first).
+        The spec (tokens hashed) and how to deploy it (start at once, pull first).
 
     Raises:
         InvalidInput: with a message naming the field and what is wrong with it.
@@ -150,9 +184,8 @@ def parse_deploy(body: Any) -> tuple[AgentSpec, DeployOptions]:
     for required in ("name", "image"):
         if not body.get(required):
             raise InvalidInput(f"{required} is required")
-    token = body.get("token")
-    if token is not None and (not isinstance(token, str) or not 16 <= len(token) <= MAX_TOKEN):
-        raise InvalidInput(f"token must be a string of 16 to {MAX_TOKEN} characters")
+    token = _token(body, "token")
+    manage_token = _token(body, "manage_token")
     if body.get("private") and token is None:
         raise InvalidInput("a private agent needs a token (its proxy path requires it)")
     spec = AgentSpec(
@@ -163,7 +196,8 @@ def parse_deploy(body: Any) -> tuple[AgentSpec, DeployOptions]:
         memory_limit=_field(body, "memory_limit", units.parse_memory, 0),
         pids_limit=_field(body, "pids_limit", units.parse_positive_int, 0),
         auto_restart=_field(body, "auto_restart", _strict_bool, False),
-        token_hash=hash_token(token) if token is not None else None,
+        invoke_token_hash=hash_token(token) if token is not None else None,
+        manage_token_hash=hash_token(manage_token) if manage_token is not None else None,
         volumes=_field(body, "volumes", _volumes, ()),
         health_check=_field(body, "health_check", _health_check, None),
         app_port=_field(body, "app_port", units.parse_port, None),
@@ -171,8 +205,24 @@ def parse_deploy(body: Any) -> tuple[AgentSpec, DeployOptions]:
         private=_field(body, "private", _strict_bool, False),
         persist=_field(body, "persist", _strict_bool, True),
     )
+    if token is not None and not spec.private:
+        # NOTE: token is the invoke token, which only a private agent's proxy path asks
+        # for; before the scopes were split it managed the agent too, so a deploy that
+        # still means that fails here rather than getting a token that manages nothing
+        raise InvalidInput("token is the invoke token of a private agent: add private, or "
+                           "send manage_token for a token that manages the agent")
+    if token is not None and token == manage_token:
+        raise InvalidInput("token and manage_token must differ (one calls the agent, the "
+                           "other manages it)")
     return spec, DeployOptions(start=_field(body, "start", _strict_bool, False),
                                pull=_field(body, "pull", _strict_bool, False))
+
+
+def _token(body: dict, key: str) -> str | None:
+    token = body.get(key)
+    if token is not None and (not isinstance(token, str) or not 16 <= len(token) <= MAX_TOKEN):
+        raise InvalidInput(f"{key} must be a string of 16 to {MAX_TOKEN} characters")
+    return token
 
 
 def validate_name(name: Any) -> str:

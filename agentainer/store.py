@@ -7,8 +7,10 @@ Keys (all under the ``agentainer:`` prefix):
     instance     STRING this installation's ID (labels its containers)
     agents       ZSET  id -> creation time (listing order)
     names        HASH  name -> id (uniqueness)
-    tokens       HASH  sha256(agent token) -> id
-    reserved     HASH  id -> JSON {name, token_hash, holder}: a deploy in progress (the
+    tokens       HASH  sha256(agent token) -> id, for both an agent's invoke and manage
+                       tokens (one table, so no token is two agents', whatever its scope;
+                       the spec says which scope a hash has)
+    reserved     HASH  id -> JSON {name, token_hashes, holder}: a deploy in progress (the
                        holder is the deploying process, see liveness.py)
     lock:{id}    STRING lifecycle lock of one agent: "<holder> <token>"
     locks:{holder} SET the locks one process holds (freed when it dies, see liveness.py)
@@ -20,7 +22,7 @@ import functools
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -29,7 +31,7 @@ import redis
 from agentainer.errors import (
     AgentNotFound, Busy, Conflict, JournalFull, NameTaken, Unavailable,
 )
-from agentainer.models import ID_RE, Agent, AgentSpec, now
+from agentainer.models import ID_RE, Agent, AgentSpec, TokenScope, now
 from agentainer.states import AgentStatus, Desired
 
 PREFIX = "agentainer:"
@@ -101,26 +103,29 @@ class AgentStore:
         return bool(self._redis.ping())
 
     @translate_redis_errors
-    def reserve(self, agent_id: str, name: str, token_hash: str | None) -> None:
-        """Claim a name (and a token) for a new agent before its container exists.
+    def reserve(self, agent_id: str, name: str, token_hashes: Sequence[str] = ()) -> None:
+        """Claim a name (and the tokens) for a new agent before its container exists.
 
         The reservation names this process: if it dies before :meth:`create` or
-        :meth:`release`, :meth:`release_reservations` frees the name and token.
+        :meth:`release`, :meth:`release_reservations` frees the name and tokens.
 
         Raises:
             NameTaken: another agent has the name.
-            Conflict: another agent already uses the token.
+            Conflict: another agent already uses one of the tokens (in either scope).
         """
+        if isinstance(token_hashes, str):  # NOTE: the one-token signature of before the split
+            raise TypeError("token_hashes is a sequence of hashes, not one hash")
+        hashes = [h for h in token_hashes if h]
         self._redis.hset(RESERVED, agent_id, json.dumps(
-            {"name": name, "token_hash": token_hash or "", "holder": self._holder}))
+            {"name": name, "token_hashes": hashes, "holder": self._holder}))
         if not self._claim(NAMES, name, agent_id):
             self._redis.hdel(RESERVED, agent_id)
             raise NameTaken(name)
-        if token_hash and not self._claim(TOKENS, token_hash, agent_id):
-            self._redis.hdel(NAMES, name)
-            self._redis.hdel(RESERVED, agent_id)
-            raise Conflict("that token is already used by another agent; choose another",
-                           code="token_in_use")
+        for token_hash in hashes:
+            if not self._claim(TOKENS, token_hash, agent_id):
+                self.release(agent_id, name, hashes)  # NOTE: only what this agent took
+                raise Conflict("that token is already used by another agent; choose another",
+                               code="token_in_use")
 
     def _claim(self, table: str, key: str, agent_id: str) -> bool:
         """Take ``key`` in ``table`` for the agent; True if it is the agent's now.
@@ -131,12 +136,13 @@ class AgentStore:
                     or self._redis.hget(table, key) == agent_id.encode())
 
     @translate_redis_errors
-    def release(self, agent_id: str, name: str, token_hash: str | None) -> None:
+    def release(self, agent_id: str, name: str, token_hashes: Sequence[str] = ()) -> None:
         """Undo :meth:`reserve` after a failed deploy (only what this agent holds)."""
         if self._redis.hget(NAMES, name) == agent_id.encode():
             self._redis.hdel(NAMES, name)
-        if token_hash and self._redis.hget(TOKENS, token_hash) == agent_id.encode():
-            self._redis.hdel(TOKENS, token_hash)
+        for token_hash in token_hashes:
+            if token_hash and self._redis.hget(TOKENS, token_hash) == agent_id.encode():
+                self._redis.hdel(TOKENS, token_hash)
         self._redis.hdel(RESERVED, agent_id)
 
     @translate_redis_errors
@@ -148,7 +154,9 @@ class AgentStore:
             entry = json.loads(raw)
             if entry["holder"] != holder or self._redis.exists(agent_key(agent_id.decode())):
                 continue
-            self.release(agent_id.decode(), entry["name"], entry["token_hash"])
+            # NOTE: "token_hash" (one token) in a reservation written before the split
+            hashes = entry.get("token_hashes", [entry.get("token_hash", "")])
+            self.release(agent_id.decode(), entry["name"], hashes)
             freed.append(entry["name"])
         return freed
 
@@ -223,8 +231,8 @@ class AgentStore:
             pipe.delete(agent_key(agent.id), health_key(agent.id), metrics_key(agent.id))
             pipe.zrem(AGENTS, agent.id)
             pipe.hdel(NAMES, agent.name)
-            if agent.spec.token_hash:
-                pipe.hdel(TOKENS, agent.spec.token_hash)
+            for token_hash in agent.spec.token_hashes:
+                pipe.hdel(TOKENS, token_hash)
             pipe.execute()
 
     @translate_redis_errors
@@ -243,8 +251,24 @@ class AgentStore:
 
     @translate_redis_errors
     def agent_for_token(self, token_hash: str) -> str | None:
+        """Return the ID of the agent holding the token (in either scope), if any."""
         agent_id = self._redis.hget(TOKENS, token_hash)
         return agent_id.decode() if agent_id else None
+
+    @translate_redis_errors
+    def token_grant(self, token_hash: str) -> tuple[str, frozenset[TokenScope]] | None:
+        """Return the agent holding the token and what the token grants on it, if any.
+
+        A token reserved by a deploy not yet stored grants nothing yet.
+        """
+        agent_id = self.agent_for_token(token_hash)
+        if agent_id is None:
+            return None
+        try:
+            spec = self.get(agent_id).spec
+        except AgentNotFound:
+            return agent_id, frozenset()
+        return agent_id, spec.scopes(token_hash)
 
     @contextmanager
     def lock(self, agent_id: str, *, wait: bool = True) -> Iterator[bool]:
@@ -307,7 +331,8 @@ def _to_hash(agent: Agent) -> dict[str, str]:
         "updated_at": agent.updated_at, "last_error": agent.last_error or "",
         "restarts": str(agent.restarts), "route": "",
         "persist": "1" if agent.spec.persist else "0",
-        "private_hash": agent.spec.token_hash if agent.spec.private else "",
+        # NOTE: the proxy (journal_scripts.ADMIT) admits only the invoke token here
+        "private_hash": (agent.spec.invoke_token_hash or "") if agent.spec.private else "",
     }
 
 

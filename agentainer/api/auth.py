@@ -1,15 +1,19 @@
-"""Bearer-token auth: the admin token grants everything, an agent token its agent only."""
+"""Bearer-token auth: the admin token grants everything, an agent's manage token that
+agent's management routes only (its invoke token is for the proxy, see api/proxy.py)."""
 
 import falcon
 
 from agentainer.errors import AgentNotFound, Forbidden, Unauthorized
-from agentainer.models import hash_token
+from agentainer.models import TokenScope, hash_token
 from agentainer.store import AgentStore
 from agentainer.tokens import matches
 
 
 class AuthMiddleware:
     """Checks ``Authorization: Bearer`` on every resource not marked ``public``.
+
+    Every resource is a management route; the proxy is a sink, which this never sees
+    (the journal's ADMIT script checks a private agent's invoke token there).
 
     APPSEC: tokens are compared as hashes in constant time and never logged; a token in
     the query string is not accepted (it would end up in access logs).
@@ -29,16 +33,21 @@ class AuthMiddleware:
                                "(the admin token is in <data_dir>/admin.token)")
         if matches(token, self._admin_hash):
             return
-        agent_id = self._store.agent_for_token(hash_token(token))
-        if agent_id is None:
+        grant = self._store.token_grant(hash_token(token))
+        if grant is None:
             raise Unauthorized("invalid token")
+        agent_id, scopes = grant
         ref = params.get("agent_id")
         try:
-            allowed = ref is not None and self._store.resolve(ref) == agent_id
+            own = ref is not None and self._store.resolve(ref) == agent_id
         except AgentNotFound:
-            allowed = False
-        if not allowed:
+            own = False
+        if not own:
             raise Forbidden("this token is scoped to one agent and does not grant this route")
+        if TokenScope.MANAGE not in scopes:
+            raise Forbidden("this is the agent's invoke token: it only calls the agent "
+                            "through /agent/<id>/...; managing it takes its manage token "
+                            "(deploy --manage-token) or the admin token")
 
 
 def _bearer(header: str | None) -> str | None:

@@ -55,7 +55,12 @@ _DEPLOY = {
                          "description": "512m, 1g, 512Mi or bytes (binary units)"},
         "pids_limit": {"type": "integer", "minimum": 1},
         "auto_restart": {"type": "boolean"},
-        "token": {"type": "string", "minLength": 16, "writeOnly": True},
+        "token": {"type": "string", "minLength": 16, "maxLength": 512, "writeOnly": True,
+                  "description": "invoke token of a private agent: its proxy path only"},
+        "manage_token": {"type": "string", "minLength": 16, "maxLength": 512,
+                         "writeOnly": True,
+                         "description": "manage token: this agent's /agents/{agent_id} "
+                                        "routes only, not its proxy path"},
         "volumes": {"type": "array", "items": {
             "type": "object", "additionalProperties": False, "required": ["container_path"],
             "properties": {"host_path": {"type": "string"}, "volume": {"type": "string"},

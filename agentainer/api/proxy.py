@@ -72,7 +72,7 @@ class ProxySink:
         if outcome == "missing":
             raise AgentNotFound(agent_ref)
         if outcome == "forbidden":
-            raise Unauthorized("this agent is private: send its token as "
+            raise Unauthorized("this agent is private: send its invoke token as "
                                "'Authorization: Bearer <token>'")
         if outcome == "over":
             raise JournalFull("the request journal is at its byte budget (journal_max_bytes); "

@@ -129,7 +129,7 @@ class TestAuth:
 
     def test_agent_token_is_scoped_to_its_agent(self, api: Api, stack: Stack, name: str):
         token = "scoped-token-" + name
-        mine = api.deploy(name, token=token)
+        mine = api.deploy(name, manage_token=token)
         other = api.deploy(name + "-other")
         scoped = Api(stack.url, token)
         assert scoped.get(f"/agents/{mine['id']}").status_code == 200
@@ -143,9 +143,10 @@ class TestAuth:
 
     def test_tokens_are_never_returned(self, api: Api, name: str, redis_url: str):
         token = "secret-token-" + name
-        agent = api.deploy(name, token=token)
+        agent = api.deploy(name, token=token, private=True, manage_token=token + "-manage")
         assert token not in api.get(f"/agents/{name}").text
         assert agent["has_token"] is True and "token" not in agent
+        assert agent["has_manage_token"] is True and "manage_token" not in agent
         stored = redis.Redis.from_url(redis_url).hgetall(f"agentainer:agent:{agent['id']}")
         assert token.encode() not in b"".join(stored.values())
 

@@ -29,7 +29,7 @@ def test_deploy_flags_reach_the_container(stack: Stack, name: str, docker_client
     result = subprocess.run(
         [sys.executable, str(BIN / "agentainer"), "deploy", "-n", name, "-i", ECHO_IMAGE,
          "-e", "LIST=a,b", "-e", "EQ=x=y", "--cpu", "0.5", "--memory", "128Mi",
-         "-v", f"./{volume_dir.name}:/rel:ro", "--auto-restart", "--token", "t" * 20,
+         "-v", f"./{volume_dir.name}:/rel:ro", "--auto-restart", "--manage-token", "t" * 20,
          "--app-port", "8000", "--health-endpoint", "/health", "--health-interval", "10s",
          "--health-timeout", "2s", "--health-retries", "2", "--start", "--json"],
         env={**stack.env, "AGENTAINER_URL": stack.url, "AGENTAINER_TOKEN": stack.token},

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from agentainer import journal_scripts as scripts
-from agentainer.errors import QueueFull
+from agentainer.errors import Conflict, QueueFull
 from agentainer.janitor import Janitor
 from agentainer.journal import FULL, IncomingRequest, Journal, allocated, new_request_id
 from agentainer.liveness import Liveness
@@ -96,7 +96,11 @@ def test_a_dead_workers_claims_and_reservations_are_freed(client, clock, agent):
     scheduler = ReplayScheduler(client, claim_ttl=300)
     assert scheduler.hold(agent, "claim-1", "worker-dead")
     store = AgentStore(client, holder="server-dead")
-    store.reserve("a" * 12, "half-deployed", "token-hash")
+    store.reserve("a" * 12, "half-deployed", ("invoke-hash", "manage-hash"))
+    client.hset(f"{PREFIX}reserved", "c" * 12, json.dumps(  # written before the split
+        {"name": "half-old", "token_hash": "old-hash", "holder": "server-dead"}))
+    client.hset(f"{PREFIX}names", "half-old", "c" * 12)
+    client.hset(f"{PREFIX}tokens", "old-hash", "c" * 12)
     liveness = Liveness(client, timeout=1)
     for holder in ("worker-dead", "server-dead"):
         liveness.beat(holder)
@@ -106,16 +110,34 @@ def test_a_dead_workers_claims_and_reservations_are_freed(client, clock, agent):
     token, holder = client.hmget(f"{PREFIX}drain:{agent}", "token", "holder")
     assert token != b"claim-1" and holder == b""  # freed, and a fresh drain is pending
     assert client.hget(f"{PREFIX}names", "half-deployed") is None
-    assert client.hget(f"{PREFIX}tokens", "token-hash") is None
+    for name in ("half-deployed", "half-old"):
+        assert client.hget(f"{PREFIX}names", name) is None
+    for token_hash in ("invoke-hash", "manage-hash", "old-hash"):
+        assert client.hget(f"{PREFIX}tokens", token_hash) is None
     assert liveness.dead() == []
     assert not client.exists(f"{PREFIX}claims:worker-dead")
 
 
 def test_a_finished_deploy_leaves_no_reservation(client):
     store = AgentStore(client, holder="server-a")
-    store.reserve("b" * 12, "kept", "")
-    store.release("b" * 12, "kept", "")
+    store.reserve("b" * 12, "kept", ())
+    store.release("b" * 12, "kept", ())
     assert client.hlen(f"{PREFIX}reserved") == 0
+
+
+def test_a_token_held_in_either_scope_is_not_reserved_again(client):
+    store = AgentStore(client, holder="server-a")
+    store.reserve("d" * 12, "first", ("invoke-1", "manage-1"))
+    with pytest.raises(Conflict) as caught:
+        store.reserve("e" * 12, "second", ("invoke-2", "manage-1"))
+    assert caught.value.code == "token_in_use"
+    # NOTE: the refused deploy took back what it had claimed, and nothing of the first's
+    assert client.hget(f"{PREFIX}names", "second") is None
+    assert client.hget(f"{PREFIX}tokens", "invoke-2") is None
+    assert client.hget(f"{PREFIX}tokens", "manage-1") == b"d" * 12
+    assert not client.hexists(f"{PREFIX}reserved", "e" * 12)
+    store.release("d" * 12, "first", ("invoke-1", "manage-1"))
+    assert client.hmget(f"{PREFIX}tokens", "invoke-1", "manage-1") == [None, None]
 
 
 # Deliverable 2: a command resent after a Redis restart does its work once.

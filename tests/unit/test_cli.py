@@ -128,6 +128,7 @@ def test_token_json(tmp_path, capsys, monkeypatch, flags, printed):
     (["--memory", "512m"], "memory", "512m"),
     (["--auto-restart"], "auto_restart", True),
     (["--token", "t" * 16], "agent_token", "t" * 16),
+    (["--manage-token", "m" * 16], "manage_token", "m" * 16),
     (["--app-port", "8080"], "app_port", 8080),
     (["--no-egress"], "no_egress", True),
     (["--private"], "private", True),

@@ -5,11 +5,13 @@ import pytest
 
 from agentainer.errors import InvalidInput
 from agentainer.models import (
-    Agent, AgentSpec, DeployOptions, HealthCheck, Volume, parse_deploy, parse_empty,
+    Agent, AgentSpec, DeployOptions, HealthCheck, TokenScope, Volume, hash_token, parse_deploy,
+    parse_empty,
 )
 from agentainer.states import AgentStatus, Desired
 
 TOKEN = "s3cret-agent-token-0123"
+MANAGE_TOKEN = "s3cret-manage-token-4567"
 MIB = 1024 ** 2
 
 
@@ -33,7 +35,7 @@ def test_minimal_body():
 def test_every_field():
     spec, options = deploy(
         env_vars={"MODEL": "small"}, cpu_limit="500m", memory_limit="512m", pids_limit=100,
-        auto_restart=True, token=TOKEN,
+        auto_restart=True, token=TOKEN, manage_token=MANAGE_TOKEN,
         volumes=[{"container_path": "/data", "host_path": "/srv/data", "read_only": True},
                  {"container_path": "/cache", "volume": "cache"}],
         health_check={"endpoint": "/ready", "interval": "10s", "timeout": "2s", "retries": 5},
@@ -41,7 +43,8 @@ def test_every_field():
     assert spec == AgentSpec(
         name="web", image="nginx", env_vars={"MODEL": "small"}, cpu_limit=500_000_000,
         memory_limit=512 * MIB, pids_limit=100, auto_restart=True,
-        token_hash=hashlib.sha256(TOKEN.encode()).hexdigest(),
+        invoke_token_hash=hashlib.sha256(TOKEN.encode()).hexdigest(),
+        manage_token_hash=hashlib.sha256(MANAGE_TOKEN.encode()).hexdigest(),
         volumes=(Volume("/data", host_path="/srv/data", read_only=True),
                  Volume("/cache", volume="cache")),
         health_check=HealthCheck("/ready", 10.0, 2.0, 5),
@@ -225,13 +228,48 @@ def test_bad_tokens_are_refused(token):
 
 @pytest.mark.parametrize("token", ["x" * 16, "x" * 512])
 def test_token_length_bounds(token):
-    assert deploy(token=token)[0].token_hash == hashlib.sha256(token.encode()).hexdigest()
+    spec = deploy(token=token, private=True)[0]
+    assert spec.invoke_token_hash == hashlib.sha256(token.encode()).hexdigest()
+    assert deploy(manage_token=token)[0].manage_token_hash == spec.invoke_token_hash
 
 
-def test_spec_stores_only_the_token_hash():
-    spec, _ = deploy(token=TOKEN)
-    assert TOKEN not in json.dumps(spec.to_dict())
-    assert TOKEN not in repr(spec)
+@pytest.mark.parametrize("token", ["x" * 15, "x" * 513, 12345678901234567890])
+def test_bad_manage_tokens_are_refused(token):
+    assert "manage_token must be a string of 16 to 512" in refused(manage_token=token)
+
+
+def test_spec_stores_only_the_token_hashes():
+    spec, _ = deploy(token=TOKEN, manage_token=MANAGE_TOKEN, private=True)
+    for secret in (TOKEN, MANAGE_TOKEN):
+        assert secret not in json.dumps(spec.to_dict())
+        assert secret not in repr(spec)
+
+
+def test_the_invoke_token_needs_a_private_agent():
+    # NOTE: before the split, token also managed the agent; such a deploy fails loudly
+    assert "token is the invoke token of a private agent" in refused(token=TOKEN)
+    assert deploy(manage_token=TOKEN)[0].manage_token_hash is not None
+
+
+def test_invoke_and_manage_tokens_differ():
+    assert "must differ" in refused(token=TOKEN, manage_token=TOKEN, private=True)
+
+
+def test_each_token_has_its_own_scope():
+    spec, _ = deploy(token=TOKEN, manage_token=MANAGE_TOKEN, private=True)
+    assert spec.scopes(hash_token(TOKEN)) == {TokenScope.INVOKE}
+    assert spec.scopes(hash_token(MANAGE_TOKEN)) == {TokenScope.MANAGE}
+    assert spec.scopes(hash_token("y" * 20)) == frozenset()
+    assert spec.token_hashes == (hash_token(TOKEN), hash_token(MANAGE_TOKEN))
+
+
+def test_a_spec_stored_before_the_split_keeps_both_scopes():
+    old = {"name": "web", "image": "nginx", "token_hash": hash_token(TOKEN), "private": True}
+    spec = AgentSpec.from_dict(old)
+    assert spec.scopes(hash_token(TOKEN)) == {TokenScope.INVOKE, TokenScope.MANAGE}
+    assert spec.token_hashes == (hash_token(TOKEN),)
+    assert AgentSpec.from_dict({"name": "web", "image": "nginx", "token_hash": None}) == \
+        AgentSpec(name="web", image="nginx")
 
 
 def make_agent(spec: AgentSpec) -> Agent:
@@ -241,17 +279,19 @@ def make_agent(spec: AgentSpec) -> Agent:
 
 
 def test_public_view_exposes_neither_token_nor_hash():
-    spec, _ = deploy(token=TOKEN)
+    spec, _ = deploy(token=TOKEN, manage_token=MANAGE_TOKEN, private=True)
     public = make_agent(spec).public()
-    assert public["has_token"] is True
-    assert "token_hash" not in public and "token" not in public
+    assert public["has_token"] is True and public["has_manage_token"] is True
+    assert not {"token_hash", "invoke_token_hash", "manage_token_hash", "token",
+                "manage_token"} & set(public)
     text = json.dumps(public)
-    assert TOKEN not in text and spec.token_hash not in text
+    for secret in (TOKEN, MANAGE_TOKEN, spec.invoke_token_hash, spec.manage_token_hash):
+        assert secret not in text
 
 
 def test_public_view_without_token():
     public = make_agent(deploy()[0]).public()
-    assert public["has_token"] is False
+    assert public["has_token"] is False and public["has_manage_token"] is False
     assert (public["id"], public["name"], public["status"], public["desired"]) == \
         ("agent-0123456789ab", "web", "created", "stopped")
 
@@ -316,7 +356,8 @@ def test_health_check_must_be_an_object():
 
 @pytest.mark.parametrize("fields", [
     {},
-    {"env_vars": {"A": "1,2=3"}, "cpu_limit": "1", "memory_limit": "1g", "token": TOKEN,
+    {"env_vars": {"A": "1,2=3"}, "cpu_limit": "1", "memory_limit": "1g",
+     "manage_token": MANAGE_TOKEN,
      "volumes": [vol(host_path="/srv/x", read_only=True), vol(container_path="/v", volume="v")],
      "health_check": {"endpoint": "/ok", "interval": "15s"}, "app_port": 9000,
      "egress": False, "persist": False},
