@@ -14,6 +14,7 @@ from typing import Any
 
 from agentainer import units
 from agentainer.errors import InvalidConfig
+from agentainer.redis_password import redact
 
 SECTION = "agentainer"
 ENV_PREFIX = "AGENTAINER_"
@@ -21,6 +22,7 @@ CONFIG_ENV = "AGENTAINER_CONFIG"
 CHECKOUT_CONF = Path(__file__).resolve().parent.parent / "conf" / "agentainer.conf"
 SYSTEM_CONF = Path("/etc/agentainer/agentainer.conf")
 TOKEN_FILE = "admin.token"
+REDIS_PASSWORD_FILE = "redis.password"
 
 
 def _text(value: str) -> str:
@@ -41,7 +43,8 @@ def _paths(value: str) -> tuple[Path, ...]:
 def _redis_url(value: str) -> str:
     text = str(value).strip()
     if not text.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"{text!r} is not a Redis URL (redis://host:port/db)")
+        # NOTE: the loader names the value, redacted (APPSEC: it may carry a password)
+        raise ValueError("not a Redis URL (redis://host:port/db, rediss://, unix://)")
     return text
 
 
@@ -65,13 +68,15 @@ class Setting:
     convert: Callable[[Any], Any]
     default: str
     comment: str
+    show: Callable[[Any], str] = repr  # how a bad value is named in the error
 
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", _text, "127.0.0.1", "address the API server listens on"),
     Setting("port", units.parse_port, "8081", "port of the API and the proxy"),
     Setting("redis_url", _redis_url, "redis://127.0.0.1:6380/0",
-            "Redis holding state and the journal; the default is the embedded one"),
+            "Redis holding state and the journal; the default is the embedded one",
+            show=lambda value: repr(redact(str(value)))),
     Setting("embedded_redis", units.parse_bool, "true",
             "run redis-server for redis_url under supervisord; false: an external one"),
     Setting("appendfsync", _appendfsync, "everysec",
@@ -164,6 +169,10 @@ class Config:
     def token_file(self) -> Path:
         return self.data_dir / TOKEN_FILE
 
+    @property
+    def redis_password_file(self) -> Path:
+        return self.data_dir / REDIS_PASSWORD_FILE
+
     def replace(self, **overrides: Any) -> "Config":
         """Return a copy with some already-converted values replaced (for tests)."""
         return Config({**self.values, **overrides}, self.source)
@@ -208,7 +217,8 @@ def load(path: Path | None = None, *, environ: Mapping[str, str] = os.environ,
         try:
             values[name] = _BY_NAME[name].convert(value)
         except ValueError as ex:
-            raise InvalidConfig(f"{origin}: {name} = {value!r}: {ex}") from ex
+            shown = _BY_NAME[name].show(value)
+            raise InvalidConfig(f"{origin}: {name} = {shown}: {ex}") from ex
     return Config(values, str(path) if path else "defaults")
 
 

@@ -8,6 +8,13 @@ answers 507) rather than dropping keys, and the journal's own budget
 (``journal_max_bytes``, below it) is reached first. With it off, or with a
 ``redis_url`` that names another host (an external Redis either way), it idles, so
 supervisord's status stays clean.
+
+APPSEC: the embedded Redis is not an open door. It requires the password in
+``<data_dir>/redis.password`` (generated at first start, mode 0600; see
+``redis_password.py``), which reaches redis-server as ``requirepass`` on its standard
+input (``redis-server -`` reads configuration from stdin), never on its command line, which
+any local user can read in ``ps``. The data directory and ``<data_dir>/redis`` are 0700 and
+redis-server runs under umask 077, so its append-only files are 0600.
 """
 
 import argparse
@@ -15,14 +22,16 @@ import os
 import shutil
 import signal
 import sys
+from pathlib import Path
 from urllib.parse import urlparse
 
-from agentainer import daemon
+from agentainer import daemon, redis_password
 from agentainer.config import Config
 from agentainer.errors import InvalidConfig
+from agentainer.redis_password import is_embedded
 from agentainer.status import ExitStatus
 
-LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+__all__ = ["is_embedded", "main", "make_parser", "redis_command", "redis_config", "serve"]
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -40,13 +49,29 @@ def redis_command(settings: Config, binary: str) -> list[str]:
     return [binary, "--bind", "127.0.0.1", "--port", str(port), "--protected-mode", "yes",
             "--dir", str(data), "--appendonly", "yes", "--appendfsync", settings.appendfsync,
             "--maxmemory", str(settings.redis_maxmemory), "--maxmemory-policy", "noeviction",
-            "--save", "", "--daemonize", "no"]
+            "--save", "", "--daemonize", "no",
+            "-"]  # NOTE: last: the rest of the configuration (redis_config) is on stdin
 
 
-def is_embedded(settings: Config) -> bool:
-    """Return whether the settings ask for the embedded Redis (on, and on loopback)."""
-    host = urlparse(settings.redis_url).hostname or "127.0.0.1"
-    return settings.embedded_redis and host in LOOPBACK
+def redis_config(password: str) -> str:
+    """Return the configuration redis-server reads on stdin: what ``ps`` must not show."""
+    # NOTE: every byte hex-escaped in a quoted string (sdssplitargs), so a password written
+    # into the file by hand, with spaces or quotes, is taken as it is
+    quoted = "".join(f"\\x{byte:02x}" for byte in password.encode())
+    return f'requirepass "{quoted}"\n'
+
+
+def make_private(data: Path) -> None:
+    """Create (or, for an older data dir, restrict) the data and Redis dirs: 0700, AOF 0600.
+
+    NOTE: redis-server creates later files under the umask ``serve`` sets.
+    """
+    redis_dir = data / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for directory in (data, redis_dir):
+        directory.chmod(0o700)
+    for path in redis_dir.rglob("*"):
+        path.chmod(0o700 if path.is_dir() else 0o600)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 def serve(settings: Config) -> int:
     """Become redis-server (embedded), or idle until TERM (external Redis)."""
     if not is_embedded(settings):
-        print(f"agentainer-redis: using the external Redis at {settings.redis_url}; idle",
+        print("agentainer-redis: using the external Redis at "
+              f"{redis_password.redact(settings.redis_url)}; idle",
               flush=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while True:
@@ -69,6 +95,17 @@ def serve(settings: Config) -> int:
         print("agentainer-redis: redis-server is not installed (make run installs it)",
               file=sys.stderr)
         return ExitStatus.UNAVAILABLE
-    (settings.data_dir / "redis").mkdir(parents=True, exist_ok=True)
+    os.umask(0o077)
+    try:
+        make_private(settings.data_dir)
+    except OSError as ex:
+        raise InvalidConfig(f"cannot make {settings.data_dir} private: {ex.strerror}") from ex
+    config = redis_config(redis_password.for_embedded(settings)).encode()
+    # NOTE: far below a pipe's capacity, so writing it all before exec cannot block
+    reader, writer = os.pipe()
+    os.write(writer, config)
+    os.close(writer)
+    os.dup2(reader, 0)
+    os.close(reader)
     os.execv(binary, redis_command(settings, binary))
     return ExitStatus.ERROR  # NOTE: not reached; execv replaces this process

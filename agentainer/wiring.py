@@ -6,6 +6,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from agentainer import redis_password
 from agentainer.agents import AgentService, Networks
 from agentainer.config import Config
 from agentainer.health import HealthRecords
@@ -49,13 +50,20 @@ def redis_client(config: Config) -> redis.Redis:
     A command that meets a closed connection or a loading Redis (a restart) is resent,
     backing off, for about ``redis_wait`` seconds before the error reaches the caller.
     NOTE: that is safe because every journal script may run twice (journal_scripts.py).
+    It authenticates with ``redis_url``'s password, or the embedded Redis's from
+    ``<data_dir>/redis.password`` (generated here if this program starts first).
+
+    Raises:
+        InvalidConfig: the embedded Redis's password file is unreadable or unusable.
     """
     retries, waited = 0, 0.0
     while waited < config.redis_wait:
         retries += 1
         waited += min(RETRY_CAP, RETRY_BASE * 2 ** retries)
+    # NOTE: from_url lets the URL's own password win over this keyword
     return redis.Redis.from_url(
-        config.redis_url, socket_connect_timeout=2, socket_timeout=30,
+        config.redis_url, password=redis_password.for_settings(config),
+        socket_connect_timeout=2, socket_timeout=30,
         health_check_interval=30,
         retry=Retry(ExponentialBackoff(cap=RETRY_CAP, base=RETRY_BASE), retries))
 

@@ -130,8 +130,10 @@ class Stack:
         conf.write_text("[agentainer]\n")
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTAINER_")}
+        # NOTE: this redis-server, password-less, is an external Redis to the stack
         env.update(STACK_SETTINGS, AGENTAINER_CONFIG=str(conf),
-                   AGENTAINER_REDIS_URL=self.redis_url, AGENTAINER_PORT=str(self.port),
+                   AGENTAINER_REDIS_URL=self.redis_url, AGENTAINER_EMBEDDED_REDIS="false",
+                   AGENTAINER_PORT=str(self.port),
                    AGENTAINER_DATA_DIR=str(self.data_dir),
                    AGENTAINER_NETWORK=self.networks[0],
                    AGENTAINER_INTERNAL_NETWORK=self.networks[1],

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import requests
 
+from agentainer.config import REDIS_PASSWORD_FILE
+from agentainer.redis_password import with_password
 from tests.helpers import free_port, wait_for
 from tests.stack import BIN, Api
 
@@ -65,7 +67,10 @@ class Supervised:
 
     @property
     def redis_url(self) -> str:
-        return self.env["AGENTAINER_REDIS_URL"]
+        """The embedded Redis's URL with its password (from the data dir, once started)."""
+        password = self.home / ".agentainer" / REDIS_PASSWORD_FILE
+        return with_password(self.env["AGENTAINER_REDIS_URL"],
+                             password.read_text().strip() if password.exists() else None)
 
     def ctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run ``supervisorctl`` against this stack."""

@@ -148,7 +148,7 @@ def test_container_removed_behind_our_back_is_reflected(supervised, agent_name, 
 
 def test_orphan_containers_are_removed(supervised, agent_name, docker_client):
     agent = deployed(supervised, agent_name, "--image", ECHO_IMAGE)
-    client = redis.Redis.from_url(supervised.env["AGENTAINER_REDIS_URL"])
+    client = redis.Redis.from_url(supervised.redis_url)
     client.delete(f"agentainer:agent:{agent['id']}")
     client.zrem("agentainer:agents", agent["id"])
     # NOTE: a container younger than ORPHAN_GRACE may be a deploy in progress: left alone.
@@ -183,7 +183,7 @@ def test_failed_probes_restart_only_with_auto_restart(supervised, agent_name, au
 def test_removed_agent_leaves_no_health_or_metrics_behind(supervised, agent_name):
     agent = deployed(supervised, agent_name, "--image", STATEFUL_IMAGE, "--start",
                      "--health-endpoint", "/", "--health-interval", "1s")
-    client = redis.Redis.from_url(supervised.env["AGENTAINER_REDIS_URL"])
+    client = redis.Redis.from_url(supervised.redis_url)
     keys = [f"agentainer:health:{agent['id']}", f"agentainer:metrics:{agent['id']}"]
     wait_for(lambda: client.exists(*keys) == 2, timeout=30, message="a probe and a sample")
     assert supervised.cli("remove", agent_name).returncode == 0

@@ -10,8 +10,9 @@ def test_budgets_count_what_the_allocator_takes():
         assert length < allocated(length) <= length * 1.25 + 16
 
 
-def test_the_redis_client_resends_for_redis_wait():
+def test_the_redis_client_resends_for_redis_wait(tmp_path):
     settings = config.load(environ={"AGENTAINER_CONFIG": "/dev/null",
+                                    "AGENTAINER_DATA_DIR": str(tmp_path),
                                     "AGENTAINER_REDIS_WAIT": "3s"})
     retry = redis_client(settings).get_retry()
     waits = [min(RETRY_CAP, RETRY_BASE * 2 ** n) for n in range(1, retry.get_retries() + 1)]

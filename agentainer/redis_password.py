@@ -1,0 +1,81 @@
+"""The Redis password: the one in ``redis_url``, or the embedded Redis's own.
+
+An external Redis's password is the one ``redis_url`` carries (``redis://:pw@host:port/db``).
+The embedded Redis (``embedded.py``) requires a password generated at first start into
+``<data_dir>/redis.password`` (mode 0600), like the admin token; every program that talks
+to it reads that file (``wiring.redis_client``), and whichever program starts first
+generates it. APPSEC: never print a Redis URL as given; :func:`redact` it.
+"""
+
+from typing import TYPE_CHECKING
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from agentainer import secretfile
+
+if TYPE_CHECKING:  # NOTE: config.py redacts URLs with this module; no import cycle
+    from agentainer.config import Config
+
+WHAT = "Redis password"
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def is_embedded(settings: "Config") -> bool:
+    """Return whether the settings ask for the embedded Redis (on, and on loopback)."""
+    host = urlsplit(settings.redis_url).hostname or "127.0.0.1"
+    return settings.embedded_redis and host in LOOPBACK
+
+
+def for_settings(settings: "Config") -> str | None:
+    """Return the password a client must send that ``redis_url`` does not carry.
+
+    The embedded Redis's, read (or generated) from ``<data_dir>/redis.password``, unless
+    ``redis_url`` names a password itself; None for an external Redis (its URL says).
+
+    Raises:
+        InvalidConfig: the password file cannot be read or written, or is unusable.
+    """
+    if not is_embedded(settings) or urlsplit(settings.redis_url).password is not None:
+        return None
+    return load_or_create(settings)
+
+
+def for_embedded(settings: "Config") -> str:
+    """Return the password the embedded Redis requires: ``redis_url``'s, else the file's.
+
+    Raises:
+        InvalidConfig: the password file cannot be read or written, or is unusable.
+    """
+    named = urlsplit(settings.redis_url).password
+    return unquote(named) if named is not None else load_or_create(settings)
+
+
+def load_or_create(settings: "Config") -> str:
+    """Return the embedded Redis's password, generating its file (0600) at first start.
+
+    Raises:
+        InvalidConfig: the password file cannot be read or written, or is unusable.
+    """
+    return secretfile.load_or_create(settings.redis_password_file, what=WHAT)
+
+
+def with_password(url: str, password: str | None) -> str:
+    """Return ``url`` carrying ``password`` (percent-encoded); unchanged for None."""
+    if password is None:
+        return url
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    user = quote(parts.username or "", safe="")
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
+
+
+def redact(url: str) -> str:
+    """Return ``url`` with its user information's password replaced by ``***`` (for messages).
+
+    NOTE: string surgery, not a URL parser, so that a malformed value is redacted too.
+    """
+    userinfo, at, host = url.rpartition("@")
+    if not at:
+        return url
+    scheme, sep, userinfo = userinfo.rpartition("://")
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}{sep}{user + ':' if colon else ''}***@{host}"
