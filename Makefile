@@ -72,7 +72,7 @@ images: docker
 	bash examples/build-images.sh
 
 run: venv docker
-	@mkdir -p $(DATA_DIR)/logs
+	@mkdir -p $(DATA_DIR)/logs && chmod 700 $(DATA_DIR)
 	@if $(SUPERVISORCTL) status >/dev/null 2>&1 || [ $$? -ne 4 ]; then \
 		$(SUPERVISORCTL) update >/dev/null; $(SUPERVISORCTL) start all >/dev/null || true; \
 	else \

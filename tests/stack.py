@@ -99,7 +99,8 @@ def make_stack(redis_url: str, data_dir: Path, volume_root: Path, prefix: str,
            if not key.startswith("AGENTAINER_")}
     # NOTE: the tests' own redis-server, password-less, is an external Redis to the stack
     env.update(TEST_SETTINGS, AGENTAINER_CONFIG=str(conf), AGENTAINER_REDIS_URL=redis_url,
-               AGENTAINER_EMBEDDED_REDIS="false", AGENTAINER_PORT=str(port), AGENTAINER_DATA_DIR=str(data_dir),
+               AGENTAINER_EMBEDDED_REDIS="false", AGENTAINER_PORT=str(port),
+               AGENTAINER_DATA_DIR=str(data_dir),
                AGENTAINER_NETWORK=f"{prefix}-net",
                AGENTAINER_INTERNAL_NETWORK=f"{prefix}-internal",
                AGENTAINER_VOLUME_ROOTS=str(volume_root), **settings)
