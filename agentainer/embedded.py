@@ -21,6 +21,7 @@ import argparse
 import os
 import shutil
 import signal
+import stat
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -65,7 +66,13 @@ def make_private(data: Path) -> None:
     """Create (or, for an older data dir, restrict) the data and Redis dirs: 0700, AOF 0600.
 
     NOTE: redis-server creates later files under the umask ``serve`` sets.
+
+    Raises:
+        InvalidConfig: ``data`` is a shared directory (sticky, like /tmp): not made private.
     """
+    if data.is_dir() and data.stat().st_mode & stat.S_ISVTX:
+        raise InvalidConfig(f"data_dir = {data} is a shared directory (sticky, like /tmp); "
+                            "name a directory of Agentainer's own, e.g. /tmp/agentainer")
     redis_dir = data / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     for directory in (data, redis_dir):

@@ -34,7 +34,7 @@ def for_settings(settings: "Config") -> str | None:
     Raises:
         InvalidConfig: the password file cannot be read or written, or is unusable.
     """
-    if not is_embedded(settings) or urlsplit(settings.redis_url).password is not None:
+    if not is_embedded(settings) or urlsplit(settings.redis_url).password:
         return None
     return load_or_create(settings)
 
@@ -45,8 +45,9 @@ def for_embedded(settings: "Config") -> str:
     Raises:
         InvalidConfig: the password file cannot be read or written, or is unusable.
     """
+    # NOTE: an empty one (redis://:@host) would be no password at all: the file's is used
     named = urlsplit(settings.redis_url).password
-    return unquote(named) if named is not None else load_or_create(settings)
+    return unquote(named) if named else load_or_create(settings)
 
 
 def load_or_create(settings: "Config") -> str:

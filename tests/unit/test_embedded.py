@@ -190,3 +190,18 @@ def test_an_old_data_dir_is_made_private(tmp_path):
     assert [stat.S_IMODE(p.stat().st_mode) for p in (tmp_path, tmp_path / "redis", aof)] == \
         [0o700] * 3
     assert stat.S_IMODE((aof / "appendonly.aof.1.incr.aof").stat().st_mode) == 0o600
+
+
+def test_a_shared_data_dir_is_not_made_private(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    with pytest.raises(InvalidConfig, match="shared directory"):
+        make_private(shared)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+
+
+def test_an_empty_url_password_is_no_password(tmp_path):
+    settings = _settings(tmp_path, AGENTAINER_REDIS_URL="redis://:@127.0.0.1:6380/0")
+    password = redis_password.for_embedded(settings)
+    assert password and redis_password.for_settings(settings) == password
