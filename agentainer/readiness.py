@@ -13,7 +13,7 @@ from pathlib import Path
 
 import requests
 
-from agentainer import config as configuration
+from agentainer import config as configuration, redis_password
 from agentainer.client import local_url
 from agentainer.config import Config
 from agentainer.status import ExitStatus
@@ -36,6 +36,8 @@ def wait(settings: Config, timeout: float = 60.0) -> int:
                 print(f"Agentainer is up at {url}")
                 print(f"admin token: {settings.token_file}"
                       if not settings.token else "admin token: set in the config")
+                if redis_password.for_settings(settings):
+                    print(f"Redis password: {settings.redis_password_file}")
                 print("CLI: .venv/bin/agentainer (see README: put .venv/bin on PATH)")
                 return ExitStatus.SUCCESS
             reason = reply.text.strip() if not reply.ok else detail
