@@ -8,8 +8,10 @@ from agentainer.api.openapi import PATHS, document
 
 
 def registered_routes() -> set[tuple[str, str]]:
-    settings = config.load(environ={"AGENTAINER_CONFIG": "/dev/null"})
-    # NOTE: nothing connects at construction: redis-py and the Docker adapter are lazy.
+    # NOTE: nothing connects at construction: redis-py and the Docker adapter are lazy; an
+    # external Redis, so no embedded Redis's password file is written into ~/.agentainer
+    settings = config.load(environ={"AGENTAINER_CONFIG": "/dev/null",
+                                    "AGENTAINER_EMBEDDED_REDIS": "false"})
     app = create_app(settings, admin_token="unit-test-token")
     return {(route.path, method.method.lower())
             for route in falcon.inspect.inspect_routes(app)
