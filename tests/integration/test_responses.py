@@ -220,22 +220,18 @@ def test_a_bodiless_status_completes_its_record(stack: Stack, api: Api, agent: s
     assert stored["resp_status"] == code and stored["resp_body"] == ""
 
 
-@pytest.mark.parametrize("size", [0, CAPTURE_LIMIT, CAPTURE_LIMIT + 1, 5 * 1024 * 1024],
-                         ids=["empty", "capture_limit", "over_capture_limit", "large"])
-def test_a_body_of_any_length_completes_once(stack: Stack, api: Api, agent: str, size: int):
-    reply = get(stack, agent, f"/bytes/{size}")
-    assert reply.status_code == 200 and reply.content == b"b" * size
+@pytest.mark.parametrize("framing, size", [
+    ("bytes", 0), ("bytes", CAPTURE_LIMIT), ("bytes", CAPTURE_LIMIT + 1),
+    ("bytes", 5 * 1024 * 1024), ("chunked", 0), ("chunked", 2500), ("chunked", CAPTURE_LIMIT),
+    ("chunked", 150_000)])
+def test_a_body_of_any_length_and_framing_completes_once(stack: Stack, api: Api, agent: str,
+                                                         framing: str, size: int):
+    """``bytes`` answers with a Content-Length, ``chunked`` without one."""
+    fill = framing[0]
+    reply = get(stack, agent, f"/{framing}/{size}")
+    assert reply.status_code == 200 and reply.content == fill.encode() * size
     stored = completed_once(stack, api, agent, rid(reply))
-    assert stored["resp_body"] == "b" * min(size, CAPTURE_LIMIT)
-    assert stored["resp_truncated"] is (size > CAPTURE_LIMIT)
-
-
-@pytest.mark.parametrize("size", [0, 2500, CAPTURE_LIMIT, 150_000])
-def test_a_chunked_body_completes_once(stack: Stack, api: Api, agent: str, size: int):
-    reply = get(stack, agent, f"/chunked/{size}")
-    assert reply.status_code == 200 and reply.content == b"c" * size
-    stored = completed_once(stack, api, agent, rid(reply))
-    assert stored["resp_body"] == "c" * min(size, CAPTURE_LIMIT)
+    assert stored["resp_body"] == fill * min(size, CAPTURE_LIMIT)
     assert stored["resp_truncated"] is (size > CAPTURE_LIMIT)
 
 

@@ -6,6 +6,7 @@ holds equal to the registered routes, so a new route is covered here without an 
 """
 
 import json
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -56,20 +57,21 @@ def send(api: Api, method: str, path: str):
     return api.request(method.upper(), path, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def agent(stack: Stack) -> Deployed:
+def deployed(stack: Stack, suffix: str) -> Iterator[Deployed]:
     api = Api(stack.url, stack.token)
-    deployed = Deployed(api, stack, f"{stack.prefix}-scoped")
-    yield deployed
-    api.delete(f"/agents/{deployed.id}")
+    agent = Deployed(api, stack, f"{stack.prefix}-{suffix}")
+    yield agent
+    api.delete(f"/agents/{agent.id}")
 
 
 @pytest.fixture(scope="module")
-def other(stack: Stack) -> Deployed:
-    api = Api(stack.url, stack.token)
-    deployed = Deployed(api, stack, f"{stack.prefix}-other")
-    yield deployed
-    api.delete(f"/agents/{deployed.id}")
+def agent(stack: Stack) -> Iterator[Deployed]:
+    yield from deployed(stack, "scoped")
+
+
+@pytest.fixture(scope="module")
+def other(stack: Stack) -> Iterator[Deployed]:
+    yield from deployed(stack, "other")
 
 
 def test_the_route_table_is_enumerated():
