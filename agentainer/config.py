@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentainer import units
+from agentainer import secretfile, units
 from agentainer.errors import InvalidConfig
 from agentainer.redis_password import redact
 
@@ -38,6 +38,14 @@ def _path(value: str) -> Path:
 
 def _paths(value: str) -> tuple[Path, ...]:
     return tuple(_path(part) for part in str(value).replace(",", ":").split(":") if part.strip())
+
+
+def _admin_token(value: str) -> str:
+    text = str(value).strip()
+    if text and len(text) < secretfile.MIN_LENGTH:
+        raise ValueError(f"an admin token needs at least {secretfile.MIN_LENGTH} characters "
+                         "(leave it empty to have one generated)")
+    return text
 
 
 def _redis_url(value: str) -> str:
@@ -90,8 +98,9 @@ SETTINGS: tuple[Setting, ...] = (
             "a process silent this long is dead: its leases and drain claims are taken back"),
     Setting("data_dir", _path, "~/.agentainer",
             "admin token, embedded Redis data and logs live here"),
-    Setting("token", _text, "",
-            "admin token; empty: generated at first start into <data_dir>/admin.token"),
+    Setting("token", _admin_token, "",
+            "admin token; empty: generated at first start into <data_dir>/admin.token",
+            show=lambda value: "'***'"),
     Setting("docker_host", _text, "",
             "Docker Engine URL; empty: $DOCKER_HOST or the local socket"),
     Setting("network", _text, "agentainer-net", "bridge network agents join"),

@@ -207,3 +207,10 @@ def test_load_reads_the_file_named_by_agentainer_config(conf):
     settings = config.load(environ={"AGENTAINER_CONFIG": str(path)})
     assert settings.port == 9000
     assert settings.source == str(path)
+
+
+def test_a_configured_admin_token_shorter_than_the_minimum_is_refused(conf):
+    with pytest.raises(InvalidConfig, match="at least 16 characters") as caught:
+        config.load(conf("[agentainer]\ntoken = short\n"), environ={})
+    assert "short" not in caught.value.message  # APPSEC: a secret is not echoed
+    assert config.load(conf(""), environ={"AGENTAINER_TOKEN": "x" * 16}).token == "x" * 16
