@@ -23,7 +23,8 @@ def image_exposing(docker_client: docker.DockerClient, stack: Stack):
         tag = f"{stack.prefix}-expose{'-'.join(map(str, ports)) or 'none'}:latest"
         if tag not in built:
             dockerfile = f"FROM {BASE_IMAGE}\n" + "".join(f"EXPOSE {p}\n" for p in ports)
-            docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag)
+            docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag,
+                                       rm=True, forcerm=True)  # NOTE: leave no containers
             built.add(tag)
         return tag
 

@@ -170,7 +170,8 @@ def gate_image(docker_client: docker.DockerClient, stack: Stack):
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     context.seek(0)
-    docker_client.images.build(fileobj=context, custom_context=True, tag=tag)
+    docker_client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True,
+                               forcerm=True)  # NOTE: no intermediate containers left
     yield tag
     docker_client.images.remove(tag, force=True)
 
