@@ -210,9 +210,10 @@ class DockerRuntime:
         """
         found = [n for n in self.api.networks(names=[name]) if n["Name"] == name]
         if found:
-            # NOTE: by name: a created, never started container has no NetworkID yet
+            # NOTE: by name: a created, never started container has no NetworkID yet;
+            # PERF: listed only for a network with ICC on (every deploy passes here)
             attached = [c["Names"][0].lstrip("/") for c in self.api.containers(
-                all=True, filters={"network": name})]
+                all=True, filters={"network": name})] if _icc_enabled(found[0]) else []
             if not _check_network(found[0], internal=internal, attached=attached):
                 return found[0]["Id"]
             return self._recreate_network(found[0])
