@@ -6,7 +6,6 @@ from pathlib import Path
 from agentainer import secretfile
 from agentainer.models import hash_token
 
-MIN_LENGTH = secretfile.MIN_LENGTH
 WHAT = "admin token"
 
 

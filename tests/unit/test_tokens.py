@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from agentainer import tokens
+from agentainer import secretfile, tokens
 from agentainer.errors import InvalidConfig
 
 
@@ -17,7 +17,7 @@ def test_configured_token_wins_and_no_file_is_written(tmp_path):
 def test_generated_once_private_and_reused(tmp_path):
     path = tmp_path / "data" / "admin.token"
     token = tokens.load_or_create("", path)
-    assert len(token) >= tokens.MIN_LENGTH
+    assert len(token) >= secretfile.MIN_LENGTH
     assert path.read_text() == token + "\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert tokens.load_or_create("", path) == token
@@ -54,7 +54,7 @@ def test_processes_starting_together_agree_on_one_token(tmp_path):
         for process in processes:
             process.join(timeout=30)
         assert len(set(seen)) == 1, seen
-        assert seen[0] == path.read_text().strip() and len(seen[0]) >= tokens.MIN_LENGTH
+        assert seen[0] == path.read_text().strip() and len(seen[0]) >= secretfile.MIN_LENGTH
 
 
 def test_read_gives_none_without_a_file_and_refuses_a_short_one(tmp_path):
@@ -63,5 +63,5 @@ def test_read_gives_none_without_a_file_and_refuses_a_short_one(tmp_path):
     path.write_text("short\n")
     with pytest.raises(InvalidConfig, match="at least"):
         tokens.read(path)
-    path.write_text("x" * tokens.MIN_LENGTH + "\n")
-    assert tokens.read(path) == "x" * tokens.MIN_LENGTH
+    path.write_text("x" * secretfile.MIN_LENGTH + "\n")
+    assert tokens.read(path) == "x" * secretfile.MIN_LENGTH
