@@ -309,7 +309,11 @@ class Monitor:
         """
         reason = f"start refused: {ex.message}"
         logger.warning("agent %s: %s", agent_id, reason)
-        if self._agents.get(agent_id).status is AgentStatus.RUNNING:
+        try:
+            running = self._agents.get(agent_id).status is AgentStatus.RUNNING
+        except AgentNotFound:
+            return  # NOTE: removed meanwhile
+        if running:
             self._agents.stop(agent_id)  # NOTE: a refused restart left it running
         self._agents.record_failure(agent_id, reason, give_up=True)
         self._policy.forget(agent_id)

@@ -35,8 +35,10 @@ class VolumeInfo:
 
 
 def system_homes() -> set[Path]:
-    """Return every home directory: the password database's and each one under /home."""
+    """Return every home directory: the password database's, each one under /home, and
+    this process's ``$HOME``."""
     homes = {Path(entry.pw_dir) for entry in pwd.getpwall() if entry.pw_dir.startswith("/")}
+    homes.add(Path.home())
     try:
         homes.update(path for path in HOMES.iterdir() if path.is_dir())
     except OSError:
