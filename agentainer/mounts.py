@@ -142,7 +142,10 @@ class MountPolicy:
             maker = f"agent {volume.owner}" if volume.owner else "someone else"
             raise MountRefused(f"volume {volume.name!r} was created by {maker}, not by "
                                f"Agentainer for this agent; {hint} to mount it")
-        if volume.driver != "local" or _binds_host_path(volume.options):
+        if volume.driver != "local":
+            raise MountRefused(f"volume {volume.name!r} uses driver {volume.driver!r}, which "
+                               f"may mount anything (Agentainer makes local volumes); {hint}")
+        if _binds_host_path(volume.options):
             options = ",".join(f"{k}={v}" for k, v in sorted(volume.options.items()))
-            raise MountRefused(f"volume {volume.name!r} mounts a host path (driver "
-                               f"{volume.driver}, options {options or '(none)'}); {hint}")
+            raise MountRefused(f"volume {volume.name!r} mounts a host path (options "
+                               f"{options}); {hint}")

@@ -160,7 +160,7 @@ def test_a_volume_that_mounts_a_host_path_is_refused_even_if_ours(policy, option
 
 
 def test_a_volume_of_another_driver_is_refused(policy):
-    assert_volume_refused(policy, VolumeInfo("data", AGENT, "sshfs"), "driver sshfs")
+    assert_volume_refused(policy, VolumeInfo("data", AGENT, "sshfs"), "uses driver 'sshfs'")
 
 
 @pytest.mark.parametrize("volume", [
