@@ -71,7 +71,8 @@ def test_the_host_root_is_refused(base):
     ("checkout", "Agentainer's installation directory"),
     ("checkout/agentainer", "Agentainer's installation directory"),
     ("docker", "Docker's data root"), ("docker/volumes/x/_data", "Docker's data root"),
-    ("home/alice/.ssh", "an SSH directory"), ("home/alice/.ssh/authorized_keys", "an SSH directory"),
+    ("home/alice/.ssh", "an SSH directory"),
+    ("home/alice/.ssh/authorized_keys", "an SSH directory"),
 ])
 def test_protected_paths_and_below_are_refused(policy, base, sub, what):
     assert_refused(policy, base / sub, f"it is inside {what}")
