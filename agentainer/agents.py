@@ -132,9 +132,7 @@ class AgentService:
         ports = self._runtime.exposed_ports(spec.image)
         app_port = spec.app_port or (ports[0] if len(ports) == 1 else self._default_app_port)
         spec = replace(spec, app_port=app_port)
-        for volume in spec.volumes:  # NOTE: refuse bad paths before anything is reserved
-            if volume.host_path:
-                self._mounts.check(volume.host_path)
+        self._check_binds(spec)  # NOTE: refuse bad paths before anything is reserved
         stamp = now()
         agent = Agent(id=new_agent_id(), spec=spec, status=AgentStatus.CREATED,
                       desired=Desired.STOPPED, container_id=None,
@@ -247,8 +245,31 @@ class AgentService:
         container_id = agent.container_id
         if not container_id or not self._exists(container_id):
             container_id = self._recreate(agent)
+        elif agent.spec.volumes:
+            self._recheck_mounts(agent, container_id)
         self._runtime.start(container_id)
         return container_id
+
+    def _recheck_mounts(self, agent: Agent, container_id: str) -> None:
+        """Check the agent's mounts again before its existing container starts.
+
+        APPSEC: a bind source, or a symlink on its way, may have been swapped since the
+        container was created. Both the stored spec's paths (resolved anew) and the paths
+        the container holds (what Docker will mount) must still pass.
+
+        Raises:
+            MountRefused: one no longer passes; the container is not started.
+        """
+        self._check_binds(agent.spec)
+        self._ensure_volumes(agent)
+        for kind, source in self._runtime.mounts(container_id):
+            if kind == "bind":
+                self._mounts.check(source)
+
+    def _check_binds(self, spec: AgentSpec) -> None:
+        for volume in spec.volumes:
+            if volume.host_path:
+                self._mounts.check(volume.host_path)
 
     def _stop(self, agent: Agent, status: AgentStatus) -> None:
         if status is AgentStatus.PAUSED:
@@ -257,6 +278,8 @@ class AgentService:
         self._runtime.stop(agent.container_id, timeout=self._stop_timeout)
 
     def _restart(self, agent: Agent, status: AgentStatus) -> str:
+        if agent.spec.volumes:  # NOTE: a refused restart leaves the agent running
+            self._recheck_mounts(agent, agent.container_id)
         self._stop(agent, status)
         return self._start(agent, AgentStatus.STOPPED)
 
@@ -301,14 +324,18 @@ class AgentService:
         return self._create_container(agent)
 
     def _ensure_volumes(self, agent: Agent) -> None:
-        """Create the agent's missing named volumes, labelled with its ID.
+        """Create the agent's missing named volumes, labelled with its ID, and check all.
 
         NOTE: only these are removed by ``remove --volumes``; volumes that existed
-        before the agent are someone else's.
+        before the agent are someone else's, mounted only if ``allowed_volumes`` lists them.
+
+        Raises:
+            MountRefused: a volume the policy refuses.
         """
         for volume in agent.spec.volumes:
             if volume.volume:
-                self._runtime.ensure_volume(volume.volume, agent.id)
+                info = self._runtime.ensure_volume(volume.volume, agent.id)
+                self._mounts.check_volume(info, agent.id)
 
     def gateway(self, *, egress: bool) -> tuple[str, str]:
         """Create the network agents join (egress or internal) if missing.
@@ -332,7 +359,11 @@ class AgentService:
                                     instance=self._store.instance())
 
     def _bind_sources(self, spec: AgentSpec) -> list[Mount]:
-        """Check every bind path against the policy and return Docker mounts."""
+        """Check every bind path against the policy and return Docker mounts.
+
+        NOTE: Docker gets the resolved path, so a symlink swapped after this check does not
+        move the mount; the path itself is checked again at every start.
+        """
         mounts = []
         for volume in spec.volumes:
             if volume.host_path:

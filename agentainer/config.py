@@ -14,6 +14,7 @@ from typing import Any
 
 from agentainer import secretfile, units
 from agentainer.errors import InvalidConfig
+from agentainer.models import VOLUME_NAME_RE
 from agentainer.redis_password import redact
 
 SECTION = "agentainer"
@@ -38,6 +39,15 @@ def _path(value: str) -> Path:
 
 def _paths(value: str) -> tuple[Path, ...]:
     return tuple(_path(part) for part in str(value).replace(",", ":").split(":") if part.strip())
+
+
+def _volume_names(value: str) -> frozenset[str]:
+    names = frozenset(part.strip() for part in str(value).replace(",", ":").split(":")
+                      if part.strip())
+    for name in names:
+        if not VOLUME_NAME_RE.match(name):
+            raise ValueError(f"{name!r} is not a Docker volume name")
+    return names
 
 
 def _admin_token(value: str) -> str:
@@ -108,6 +118,9 @@ SETTINGS: tuple[Setting, ...] = (
             "network for --no-egress agents (Docker internal: no way out)"),
     Setting("volume_roots", _paths, "/home:/root:/srv:/tmp:/var/tmp:/mnt:/media:/opt",
             "bind-mount host paths must lie under one of these (':' separated)"),
+    Setting("allowed_volumes", _volume_names, "",
+            "named volumes agents may mount although Agentainer did not create them for "
+            "the agent, or their driver options bind a host path (',' or ':' separated)"),
     Setting("default_app_port", units.parse_port, "8000",
             "app port when neither --app-port nor a single EXPOSE gives one"),
     Setting("stop_timeout", units.parse_duration, "10s",

@@ -24,6 +24,12 @@ class InvalidInput(AgentainerError):
     code = "invalid_input"
 
 
+class MountRefused(InvalidInput):
+    """A bind mount or named volume the mount policy refuses (at deploy or at a start)."""
+
+    code = "volume_refused"
+
+
 class InvalidConfig(InvalidInput):
     """A configuration value is invalid; the message names file, key and value."""
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from agentainer import daemon
 from agentainer.agents import AgentService
 from agentainer.config import Config
-from agentainer.errors import AgentainerError, AgentNotFound, Unavailable
+from agentainer.errors import AgentainerError, AgentNotFound, MountRefused, Unavailable
 from agentainer.health import (
     POOL_SIZE, HealthRecords, HealthWatch, Lanes, Prober, ProbeResult, probe,
 )
@@ -288,6 +288,9 @@ class Monitor:
                 self._agents.start(agent_id)
         except AgentNotFound:
             raise
+        except MountRefused as ex:
+            self._refused(agent_id, ex)
+            return
         except (AgentainerError, ContainerGone) as ex:
             if isinstance(ex, Unavailable) and not self._runtime.reachable():
                 self._docker_away()  # NOTE: started with the others when Docker is back
@@ -298,6 +301,22 @@ class Monitor:
         self._watch.started(agent)  # NOTE: clears its failures too (as its start event will)
         self._store.count_restart(agent_id)
         logger.info("agent %s: restarted (%s)", agent_id, reason)
+
+    def _refused(self, agent_id: str, ex: MountRefused) -> None:
+        """Mark ``failed`` at once an agent whose mounts the policy refuses at a start.
+
+        NOTE: no backoff: retrying cannot help until someone changes the host or the settings.
+        """
+        reason = f"start refused: {ex.message}"
+        logger.warning("agent %s: %s", agent_id, reason)
+        try:
+            running = self._agents.get(agent_id).status is AgentStatus.RUNNING
+        except AgentNotFound:
+            return  # NOTE: removed meanwhile
+        if running:
+            self._agents.stop(agent_id)  # NOTE: a refused restart left it running
+        self._agents.record_failure(agent_id, reason, give_up=True)
+        self._policy.forget(agent_id)
 
     def _unhealthy(self, agent: Agent) -> bool:
         """Say whether the agent's probes have failed too often since it last started."""
@@ -323,6 +342,8 @@ class Monitor:
                         self._agents.start(agent.id)
                 except AgentNotFound:
                     continue  # NOTE: removed meanwhile
+                except MountRefused as ex:
+                    self._refused(agent.id, ex)
                 except Unavailable:
                     raise
                 except AgentainerError as ex:

@@ -5,6 +5,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
@@ -17,6 +18,7 @@ from agentainer.errors import (
     AgentainerError, Conflict, ImageNotFound, InvalidInput, NotFound, RuntimeFailure, Unavailable,
 )
 from agentainer.models import Agent
+from agentainer.mounts import VolumeInfo
 from agentainer.states import AgentStatus
 
 logger = logging.getLogger(__name__)
@@ -52,6 +54,13 @@ class ContainerState:
     oom_killed: bool
     error: str
     ip: str             # the container's address on its (single) network; "" when stopped
+
+
+def _volume_info(attrs: dict) -> VolumeInfo:
+    labels = attrs.get("Labels") or {}
+    owner = labels.get(LABEL_ID, "") if labels.get(LABEL_MANAGED) == "1" else ""
+    return VolumeInfo(attrs["Name"], owner, attrs.get("Driver") or "",
+                      dict(attrs.get("Options") or {}))
 
 
 def container_name(agent_id: str) -> str:
@@ -154,6 +163,7 @@ class DockerRuntime:
         self._base_url = base_url
         self._timeout = timeout
         self._client: docker.DockerClient | None = None
+        self._docker_root: Path | None = None
         self._lock = threading.Lock()
 
     @property
@@ -333,15 +343,35 @@ class DockerRuntime:
         self.api.remove_container(container_id, force=True)
 
     @translate_docker_errors
-    def ensure_volume(self, name: str, agent_id: str) -> None:
-        """Create the named volume, labelled as the agent's, unless it exists."""
+    def ensure_volume(self, name: str, agent_id: str) -> VolumeInfo:
+        """Return the named volume, created labelled as the agent's when it is missing.
+
+        NOTE: Docker answers a create of a name that exists with that volume, so one made
+        by someone else between the two calls comes back with its own labels.
+        """
         try:
-            self.api.inspect_volume(name)
-            return
+            return _volume_info(self.api.inspect_volume(name))
         except docker.errors.NotFound:
             pass
-        self.api.create_volume(name, labels={LABEL_MANAGED: "1", LABEL_ID: agent_id})
+        created = self.api.create_volume(name, labels={LABEL_MANAGED: "1", LABEL_ID: agent_id})
         logger.info("volume %s: created for agent %s", name, agent_id)
+        return _volume_info(created)
+
+    @translate_docker_errors
+    def mounts(self, container_id: str) -> list[tuple[str, str]]:
+        """Return the container's mounts as Docker holds them: (type, bind path or volume)."""
+        host_config = self.api.inspect_container(container_id).get("HostConfig") or {}
+        return [(m.get("Type", ""), m.get("Source", "")) for m in host_config.get("Mounts") or []]
+
+    def docker_root(self) -> Path:
+        """Return Docker's data root (``docker info``'s DockerRootDir), asked once."""
+        if self._docker_root is None:
+            self._docker_root = Path(self._info()["DockerRootDir"])
+        return self._docker_root
+
+    @translate_docker_errors
+    def _info(self) -> dict:
+        return self.api.info()
 
     @translate_docker_errors
     def remove_volume(self, name: str, agent_id: str) -> bool:

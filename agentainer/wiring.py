@@ -93,7 +93,9 @@ def build(config: Config, *, kind: str, client: redis.Redis | None = None,
     agents = AgentService(
         store, runtime, journal, on_running=scheduler.schedule,
         networks=Networks(config.network, config.internal_network, config.port),
-        mounts=MountPolicy(config.volume_roots, config.data_dir),
+        mounts=MountPolicy(config.volume_roots, config.data_dir,
+                           docker_root=runtime.docker_root,
+                           allowed_volumes=config.allowed_volumes),
         default_app_port=config.default_app_port, stop_timeout=config.stop_timeout)
     upstream = Upstream(connect_timeout=config.connect_timeout,
                         read_timeout=config.read_timeout, pool_size=config.threads)

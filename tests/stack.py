@@ -108,6 +108,11 @@ def make_stack(redis_url: str, data_dir: Path, volume_root: Path, prefix: str,
                  f"{prefix}-net", f"{prefix}-internal")
 
 
+def listed_volume(prefix: str) -> str:
+    """The named volume the session's server lists in ``allowed_volumes``."""
+    return f"{prefix}-listed"
+
+
 @pytest.fixture(scope="session")
 def stack(redis_url: str, docker_client: docker.DockerClient,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
@@ -119,7 +124,8 @@ def stack(redis_url: str, docker_client: docker.DockerClient,
             pytest.fail(f"{image} is missing; make test builds it (make images)")
     prefix = f"agtest{secrets.token_hex(3)}"
     stack = make_stack(redis_url, tmp_path_factory.mktemp("data"),
-                       tmp_path_factory.mktemp("volumes"), prefix)
+                       tmp_path_factory.mktemp("volumes"), prefix,
+                       AGENTAINER_ALLOWED_VOLUMES=listed_volume(prefix))
     try:
         stack.start_server()
         stack.start_workers()

@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from tests.helpers import free_port, wait_for
-from tests.stack import BASE_IMAGE, STATEFUL_IMAGE, Api, Stack
+from tests.stack import BASE_IMAGE, STATEFUL_IMAGE, Api, Stack, listed_volume
 
 
 def inspect(docker_client: docker.DockerClient, agent: dict) -> dict:
@@ -146,8 +146,8 @@ def test_no_egress_refuses_a_same_named_network_that_is_not_internal(
 
 def test_remove_with_volumes_removes_only_volumes_made_for_the_agent(
         api: Api, name: str, stack: Stack, docker_client):
-    created, foreign = f"{stack.prefix}-gone", f"{stack.prefix}-foreign-{name}"
-    docker_client.volumes.create(foreign)  # NOTE: the session's clean-up takes the prefix
+    created, foreign = f"{stack.prefix}-gone", listed_volume(stack.prefix)
+    docker_client.volumes.create(foreign)  # NOTE: mountable because allowed_volumes lists it
     agent = api.deploy(name, start=True,
                        volumes=[{"volume": created, "container_path": "/data"},
                                 {"volume": foreign, "container_path": "/foreign"}])

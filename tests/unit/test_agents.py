@@ -8,7 +8,7 @@ import pytest
 from agentainer.agents import AgentService, Networks
 from agentainer.errors import InvalidInput, Unavailable
 from agentainer.models import parse_deploy
-from agentainer.mounts import MountPolicy
+from agentainer.mounts import MountPolicy, VolumeInfo
 
 
 class FailingRuntime:
@@ -20,8 +20,9 @@ class FailingRuntime:
     def exposed_ports(self, image: str) -> list[int]:
         return [8000]
 
-    def ensure_volume(self, name: str, agent_id: str) -> None:
+    def ensure_volume(self, name: str, agent_id: str) -> VolumeInfo:
         self.volumes.append(name)
+        return VolumeInfo(name, agent_id, "local")
 
     def ensure_network(self, name: str, *, internal: bool) -> str:
         return name
@@ -59,7 +60,8 @@ def test_a_failed_deploy_releases_its_name_even_when_cleanup_fails(tmp_path: Pat
     store = Reservations()
     service = AgentService(store, FailingRuntime(), journal=None,  # type: ignore[arg-type]
                            networks=Networks("net", "internal", 8081),
-                           mounts=MountPolicy([tmp_path], tmp_path / "data"),
+                           mounts=MountPolicy([tmp_path], tmp_path / "data",
+                                              docker_root=lambda: Path("/var/lib/docker")),
                            on_running=lambda agent_id: None)
     spec, _ = parse_deploy({"name": "web", "image": "echo",
                             "volumes": [{"volume": "webdata", "container_path": "/data"}]})

@@ -35,6 +35,7 @@ def test_defaults(conf):
         "volume_roots": tuple(Path(p) for p in
                               ("/home", "/root", "/srv", "/tmp", "/var/tmp", "/mnt", "/media",
                                "/opt")),
+        "allowed_volumes": frozenset(),
         "default_app_port": 8000,
         "stop_timeout": 10.0,
         "lock_timeout": 30.0,

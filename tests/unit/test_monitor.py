@@ -11,8 +11,9 @@ from tests.helpers import wait_for
 from agentainer.agents import AgentService, Networks
 from agentainer.errors import AgentainerError, AgentNotFound, InvalidInput, Unavailable
 from agentainer.health import Lanes, ProbeResult
-from agentainer.models import Agent, AgentSpec, HealthCheck, new_agent_id, now
+from agentainer.models import Agent, AgentSpec, HealthCheck, Volume, new_agent_id, now
 from agentainer.monitor import ORPHAN_GRACE, Monitor
+from agentainer.mounts import MountPolicy
 from agentainer.restarts import RestartPolicy
 from agentainer.runtime import ContainerGone, ContainerState
 from agentainer.states import AgentStatus, Desired
@@ -82,6 +83,9 @@ class FakeRuntime:
 
     def remove(self, container_id: str) -> None:
         self.boxes.pop(container_id, None)
+
+    def mounts(self, container_id: str) -> list[tuple[str, str]]:
+        return []
 
     def containers_of(self, agent_id: str) -> list[str]:
         return [cid for cid, box in self.boxes.items() if box.agent_id == agent_id]
@@ -180,13 +184,13 @@ class FakeJanitor:
 class World:
     """A monitor over fakes, with a hand-moved clock and scripted probe results."""
 
-    def __init__(self, *, prober=None) -> None:
+    def __init__(self, *, prober=None, mounts: MountPolicy | None = None) -> None:
         self.clock, self.wall = Clock(), Clock(WALL)
         self.store, self.runtime = FakeStore(), FakeRuntime()
         self.health, self.history = FakeHealth(self.store), FakeHistory()
         self.janitor = FakeJanitor()
         self.agents = AgentService(self.store, self.runtime, None,
-                                   networks=Networks("net", "internal", 8080), mounts=None,
+                                   networks=Networks("net", "internal", 8080), mounts=mounts,
                                    on_running=lambda agent_id: None)
         self.policy = RestartPolicy(base=1.0, cap=60.0, limit=3, window=300.0,
                                     clock=self.clock, rand=lambda: 1.0)  # NOTE: no jitter
@@ -202,12 +206,12 @@ class World:
 
     def add(self, *, status: AgentStatus = S.RUNNING, desired: Desired = Desired.RUNNING,
             auto_restart: bool = True, check: HealthCheck | None = None,
-            age: float = 3600.0) -> str:
+            age: float = 3600.0, volumes: tuple[Volume, ...] = ()) -> str:
         agent_id = new_agent_id()
         container_id = f"c-{agent_id}"
         self.runtime.boxes[container_id] = Box(agent_id, status, self.wall.now - age)
         spec = AgentSpec(name=agent_id, image="echo", auto_restart=auto_restart,
-                         health_check=check, app_port=8000)
+                         health_check=check, app_port=8000, volumes=volumes)
         self.store.agents[agent_id] = Agent(agent_id, spec, status, desired, container_id,
                                             now(), now())
         self.store.routes[agent_id] = "10.0.0.2:8000"
@@ -256,6 +260,38 @@ def test_failed_starts_back_off_and_end_failed_with_the_start_error(world):
     assert "crash loop: 3 restart attempts" in agent.last_error
     assert "bind source path does not exist" in agent.last_error
     assert agent.restarts == 0
+
+
+def swapped_world(tmp_path) -> tuple[World, str]:
+    """An agent whose bind source, a symlink, now leads to /etc."""
+    world = World(mounts=MountPolicy([tmp_path], tmp_path / "agentainer",
+                                     docker_root=lambda: tmp_path / "docker"))
+    link = tmp_path / "data"
+    link.symlink_to("/etc")
+    return world, world.add(volumes=(Volume("/data", host_path=str(link)),))
+
+
+def assert_failed_by_the_policy(world: World, agent_id: str) -> None:
+    agent = world.agent(agent_id)
+    assert agent.status is S.FAILED and agent.desired is Desired.STOPPED
+    assert agent.last_error.startswith("start refused: host path") and "/etc" in agent.last_error
+    assert world.runtime.starts == []
+
+
+def test_a_restart_the_mount_policy_refuses_fails_at_once_without_backoff(tmp_path):
+    world, agent_id = swapped_world(tmp_path)
+    world.crash(agent_id)
+    world.run_for(1.5)  # NOTE: the first attempt is due after 1 s
+    assert_failed_by_the_policy(world, agent_id)
+    world.run_for(30)
+    assert world.runtime.starts == [] and agent_id not in world.monitor._due
+
+
+def test_a_bring_up_the_mount_policy_refuses_marks_the_agent_failed(tmp_path):
+    world, agent_id = swapped_world(tmp_path)
+    world.runtime.boxes[f"c-{agent_id}"].status = S.STOPPED
+    world.monitor.bring_up()
+    assert_failed_by_the_policy(world, agent_id)
 
 
 def test_a_crash_during_the_start_sees_the_attempt_counted(world):

@@ -69,3 +69,15 @@ def test_a_network_of_another_kind_is_refused(found, internal):
     with pytest.raises(Conflict) as raised:
         _check_network(found, internal=internal)
     assert raised.value.code == "network_mismatch"
+
+
+@pytest.mark.parametrize("labels, owner", [
+    ({"agentainer.managed": "1", "agentainer.id": "agent-1"}, "agent-1"),
+    ({"agentainer.id": "agent-1"}, ""),  # NOTE: not Agentainer's without the managed label
+    (None, ""),
+])
+def test_a_volume_belongs_to_the_agent_its_labels_name(labels, owner):
+    from agentainer.runtime import _volume_info
+    info = _volume_info({"Name": "v", "Driver": "local", "Labels": labels,
+                         "Options": {"o": "bind"}})
+    assert (info.owner, info.driver, info.options) == (owner, "local", {"o": "bind"})
