@@ -27,6 +27,8 @@ class FakeStore:
         return self.agents[agent_id]
 
     def routing(self, agent_id: str) -> tuple[AgentStatus, str]:
+        if agent_id not in self.agents:
+            raise AgentNotFound(agent_id)
         return AgentStatus.RUNNING, self.routes.get(agent_id, "")
 
     def resolve(self, ref: str) -> str:
@@ -75,6 +77,15 @@ def test_a_cached_address_that_moved_to_another_agent_is_looked_up_again(world):
     runtime.addresses_now = {"10.0.0.2": B.id}
     assert callers.identify("10.0.0.2") == B
     assert runtime.lookups == 2
+
+
+def test_a_cached_agent_removed_since_is_looked_up_again(world):
+    store, runtime, _, callers = world
+    callers.identify("10.0.0.2")
+    del store.agents[A.id]
+    runtime.addresses_now = {}
+    with pytest.raises(NotAnAgent):
+        callers.identify("10.0.0.2")
 
 
 def test_a_stranger_is_refused_and_not_looked_up_again_for_a_while(world):
