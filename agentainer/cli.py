@@ -78,6 +78,10 @@ def make_parser() -> argparse.ArgumentParser:
                              "else 8000)")
     deploy.add_argument("--no-egress", action="store_true",
                         help="no network access outside Agentainer (internal network)")
+    deploy.add_argument("--may-call", metavar="AGENTS",
+                        help="agents (names or IDs, comma separated; '*': any; '': none) "
+                             "this one may call through $AGENTAINER_PROXY_URL (default: any; "
+                             "none with --no-egress)")
     deploy.add_argument("--private", action="store_true",
                         help="require the agent's invoke token (--token) on its proxy path")
     deploy.add_argument("--no-persist", action="store_true",
@@ -162,6 +166,8 @@ def cmd_deploy(client: Client, args: argparse.Namespace, out: Output) -> int:
         body["egress"] = False
     if args.no_persist:
         body["persist"] = False
+    if args.may_call is not None:
+        body["may_call"] = [ref.strip() for ref in args.may_call.split(",") if ref.strip()]
     health = {"endpoint": args.health_endpoint, "interval": args.health_interval,
               "timeout": args.health_timeout, "retries": args.health_retries}
     if any(value is not None for value in health.values()):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agentainer import secretfile, units
+from agentainer.hosts import parse_allowed_hosts
 from agentainer.errors import InvalidConfig
 from agentainer.models import VOLUME_NAME_RE
 from agentainer.redis_password import redact
@@ -92,6 +93,9 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", _text, "127.0.0.1", "address the API server listens on"),
     Setting("port", units.parse_port, "8081", "port of the API and the proxy"),
+    Setting("allowed_hosts", parse_allowed_hosts, "",
+            "Host names served besides IP addresses, localhost, <agent>.localhost and host "
+            "(comma separated; * for any: no DNS rebinding protection)"),
     Setting("redis_url", _redis_url, "redis://127.0.0.1:6380/0",
             "Redis holding state and the journal; the default is the embedded one",
             show=lambda value: repr(redact(str(value)))),

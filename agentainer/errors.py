@@ -48,6 +48,47 @@ class Forbidden(AgentainerError):
     code = "forbidden"
 
 
+class NotAnAgent(Forbidden):
+    """A connection to a network gateway that no Agentainer container opened."""
+
+    code = "not_an_agent"
+
+    def __init__(self, address: str) -> None:
+        super().__init__(f"{address} is not one of Agentainer's agents: the network gateways "
+                         "serve only agents' calls to other agents")
+        self.address = address
+
+
+class CallNotAllowed(Forbidden):
+    """An agent calling, through the gateway, an agent its ``may_call`` does not name."""
+
+    code = "call_not_allowed"
+
+    def __init__(self, caller: str, target: str) -> None:
+        super().__init__(f"agent {caller} may not call agent {target!r} (its may_call; "
+                         "redeploy with --may-call to change it)")
+        self.caller = caller
+        self.target = target
+
+
+class Misdirected(AgentainerError):
+    """The request names a host this server does not answer for (HTTP 421)."""
+
+    code = "misdirected"
+
+
+class HostNotAllowed(Misdirected):
+    """A ``Host`` header that is neither a loopback name, an agent origin nor allowed."""
+
+    code = "host_not_allowed"
+
+    def __init__(self, host: str) -> None:
+        super().__init__(f"this server does not answer for host {host!r} (DNS rebinding "
+                         "protection): use 127.0.0.1, localhost or <agent>.localhost, or add "
+                         "the name to allowed_hosts")
+        self.host = host
+
+
 class NotFound(AgentainerError):
     """The named thing does not exist (HTTP 404)."""
 

@@ -24,6 +24,8 @@ RESERVED_ENV = ("AGENT_ID", "AGENT_NAME", "AGENTAINER_PROXY_URL")
 MAX_ENV = 200
 MAX_VOLUMES = 32
 MAX_TOKEN = 512
+MAX_MAY_CALL = 100
+ANY_AGENT = "*"
 
 
 class TokenScope(str, enum.Enum):
@@ -88,6 +90,18 @@ class AgentSpec:
     egress: bool = True
     private: bool = False
     persist: bool = True
+    may_call: tuple[str, ...] | None = None  # None: the default, see calls_allowed
+
+    @property
+    def calls_allowed(self) -> tuple[str, ...]:
+        """Return the agents (names, IDs, or ``*``: any) this one may call via the gateway.
+
+        APPSEC: by default a --no-egress agent may call none: through another agent it
+        would have a way out after all.
+        """
+        if self.may_call is not None:
+            return self.may_call
+        return (ANY_AGENT,) if self.egress else ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,6 +134,8 @@ class AgentSpec:
         data["volumes"] = tuple(Volume(**v) for v in data.get("volumes", ()))
         if data.get("health_check"):
             data["health_check"] = HealthCheck(**data["health_check"])
+        if data.get("may_call") is not None:
+            data["may_call"] = tuple(data["may_call"])
         return cls(**data)
 
 
@@ -146,6 +162,7 @@ class Agent:
         spec = self.spec.to_dict()
         spec.pop("invoke_token_hash")
         spec.pop("manage_token_hash")
+        spec["may_call"] = list(self.spec.calls_allowed)
         return {"id": self.id, **spec, "has_token": self.spec.invoke_token_hash is not None,
                 "has_manage_token": self.spec.manage_token_hash is not None,
                 "status": self.status.value, "desired": self.desired.value,
@@ -165,7 +182,7 @@ class DeployOptions:
 DEPLOY_FIELDS = frozenset({
     "name", "image", "env_vars", "cpu_limit", "memory_limit", "pids_limit", "auto_restart",
     "token", "manage_token", "volumes", "health_check", "app_port", "egress", "private",
-    "persist", "start", "pull",
+    "persist", "start", "pull", "may_call",
 })
 
 
@@ -204,6 +221,7 @@ def parse_deploy(body: Any) -> tuple[AgentSpec, DeployOptions]:
         egress=_field(body, "egress", _strict_bool, True),
         private=_field(body, "private", _strict_bool, False),
         persist=_field(body, "persist", _strict_bool, True),
+        may_call=_field(body, "may_call", _may_call, None),
     )
     if token is not None and not spec.private:
         # NOTE: token is the invoke token, which only a private agent's proxy path asks
@@ -268,6 +286,19 @@ def _strict_bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{value!r} is not true or false")
     return value
+
+
+def _may_call(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_MAY_CALL:
+        raise ValueError(f"must be a list of at most {MAX_MAY_CALL} agent names or IDs, "
+                         f"or [\"{ANY_AGENT}\"] for any agent")
+    for ref in value:
+        if ref != ANY_AGENT and not (isinstance(ref, str)
+                                     and (NAME_RE.match(ref) or ID_RE.match(ref))):
+            raise ValueError(f"{ref!r} is not an agent name or ID")
+    if ANY_AGENT in value and len(value) > 1:
+        raise ValueError(f"{ANY_AGENT!r} (any agent) goes alone")
+    return tuple(dict.fromkeys(value))
 
 
 def _image(value: Any) -> str:

@@ -40,6 +40,8 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]").search
 _LENGTH = re.compile(r"[0-9]+[ \t]*").fullmatch  # NOTE: http.client strips leading OWS
 _NO_NAMES: frozenset[str] = frozenset()
+# APPSEC: a cookie's Domain attribute would share it with every *.localhost origin
+_COOKIE_DOMAIN = re.compile(r";[ \t]*domain[ \t]*=[^;]*", re.IGNORECASE).sub
 # NOTE: the lease is connect + read timeout + a 5 s grace from its last renewal; renewing on
 # every chunk at least this long after the last renewal keeps it alive across any silence
 # up to read_timeout, at one Redis call per stream every RENEW_EVERY seconds at most.
@@ -167,7 +169,8 @@ def response_headers(headers: urllib3.HTTPHeaderDict) -> list[tuple[str, str]]:
     Dropped: hop-by-hop headers (RFC 9110's and waitress's) and those named in
     ``Connection``; the agent's ``X-Agentainer-*`` headers; ``Content-Length`` when the
     response has ``Transfer-Encoding``, which overrides it (RFC 9112 §6.3: a proxy drops
-    it; waitress frames the relayed body afresh).
+    it; waitress frames the relayed body afresh). ``Set-Cookie`` loses its ``Domain``
+    attribute, so each cookie stays on the origin that set it.
 
     Raises:
         BadResponse: a header the proxy cannot pass on: a name that is not a token, a
@@ -177,7 +180,8 @@ def response_headers(headers: urllib3.HTTPHeaderDict) -> list[tuple[str, str]]:
             start_response refuses several of these (a 500 otherwise).
 
     APPSEC: an agent cannot pass off its own request ID or replay flag as Agentainer's,
-    nor split or smuggle a response to the client with a line break or a bad length.
+    nor split or smuggle a response to the client with a line break or a bad length,
+    nor set a cookie for ``localhost`` or another agent's ``<name>.localhost`` origin.
     """
     connection = headers.get("connection")
     # PERF: most answers name nothing in Connection: no set built for them
@@ -205,6 +209,8 @@ def response_headers(headers: urllib3.HTTPHeaderDict) -> list[tuple[str, str]]:
                                   f"{' twice' if has_length else ''}, not one decimal number; "
                                   "the proxy cannot pass on the response")
             has_length = True
+        elif lower == "set-cookie":
+            value = _COOKIE_DOMAIN("", value)
         kept.append((name, value))
     return kept
 

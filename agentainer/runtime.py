@@ -433,6 +433,21 @@ class DockerRuntime:
                 for c in found}
 
     @translate_docker_errors
+    def addresses(self, networks: Sequence[str], instance: str) -> dict[str, str]:
+        """Return IP address -> agent ID for this installation's running containers on
+        these networks."""
+        found = self.api.containers(filters={"label": f"{LABEL_INSTANCE}={instance}",
+                                              "network": list(networks)})
+        addresses = {}
+        for c in found:
+            agent_id = (c.get("Labels") or {}).get(LABEL_ID)
+            attached = ((c.get("NetworkSettings") or {}).get("Networks") or {}).items()
+            for network, settings in attached:
+                if agent_id and network in networks and settings.get("IPAddress"):
+                    addresses[settings["IPAddress"]] = agent_id
+        return addresses
+
+    @translate_docker_errors
     def events(self, instance: str, *, since: float | None = None) -> Iterator[dict]:
         """Return this installation's container events (die, oom, start, ...) as they happen.
 

@@ -13,7 +13,8 @@ import waitress
 from agentainer import daemon
 from agentainer.agents import AgentService
 from agentainer.api import agents as agents_api
-from agentainer.api.app import ProxyCap, ProxyOnly, create_app
+from agentainer.api.app import ProxyCap, create_app
+from agentainer.api.listeners import Gateway, HostRouting
 from agentainer.config import Config
 from agentainer.errors import AgentainerError, InvalidConfig
 from agentainer.janitor import Janitor
@@ -85,13 +86,14 @@ def serve(settings: Config) -> int:
     shared: dict = {}
     # APPSEC: an oversized body is refused as it arrives, not buffered whole (1 GiB default)
     main = waitress.create_server(
-        ProxyCap(app, settings.threads - settings.api_threads), map=shared, sockets=[sock],
+        HostRouting(ProxyCap(app, settings.threads - settings.api_threads), components.hosts),
+        map=shared, sockets=[sock],
         threads=settings.threads,
         max_request_body_size=max(settings.max_body, agents_api.MAX_BODY) + BODY_SLACK,
         **options)
     gateways = gateway_sockets(settings, components.agents)
     if gateways:
-        waitress.create_server(ProxyOnly(app), map=shared, sockets=gateways,
+        waitress.create_server(Gateway(app, components.callers), map=shared, sockets=gateways,
                                threads=settings.proxy_threads,
                                max_request_body_size=settings.max_body + BODY_SLACK, **options)
     components.heartbeat.start(now=True)

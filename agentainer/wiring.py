@@ -8,8 +8,10 @@ from redis.retry import Retry
 
 from agentainer import redis_password
 from agentainer.agents import AgentService, Networks
+from agentainer.callers import Callers
 from agentainer.config import Config
 from agentainer.health import HealthRecords
+from agentainer.hosts import HostPolicy
 from agentainer.janitor import Janitor
 from agentainer.journal import Journal
 from agentainer.liveness import Liveness, new_holder
@@ -42,6 +44,8 @@ class Components:
     heartbeat: Periodic  # started before the process takes any work
     janitor: Janitor
     drainer: Drainer
+    callers: Callers     # who calls on the network gateways, and whom it may call
+    hosts: HostPolicy    # the Host names the main listener answers for
 
 
 def redis_client(config: Config) -> redis.Redis:
@@ -107,4 +111,6 @@ def build(config: Config, *, kind: str, client: redis.Redis | None = None,
                       HealthRecords(client), MetricsHistory(client),
                       holder, Periodic("heartbeat", liveness.interval,
                                        lambda: liveness.beat(holder)),
-                      Janitor(store, journal, scheduler, liveness), drainer)
+                      Janitor(store, journal, scheduler, liveness), drainer,
+                      Callers(store, runtime, (config.network, config.internal_network)),
+                      HostPolicy.from_settings(config.host, config.allowed_hosts))

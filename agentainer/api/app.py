@@ -71,23 +71,6 @@ def create_app(config: Config, *, components: Components | None = None,
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
 
-class ProxyOnly:
-    """Serves only ``/agent/...`` (for the listeners agents reach on their networks).
-
-    APPSEC: agents must never reach the management API, not even to be refused by auth.
-    """
-
-    def __init__(self, app: WSGIApp) -> None:
-        self._app = app
-
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        if environ.get("PATH_INFO", "").startswith("/agent/"):
-            return self._app(environ, start_response)
-        start_response("404 Not Found", [("Content-Type", "application/json")])
-        return [b'{"success": false, "message": "only /agent/... is served here", '
-                b'"error": "route_not_found"}']
-
-
 class ProxyCap:
     """Answers ``503 proxy_busy`` to ``/agent/...`` requests beyond ``limit`` at a time.
 

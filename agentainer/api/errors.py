@@ -1,13 +1,15 @@
 """Domain errors to HTTP, in one table; every error reply carries a stable code."""
 
+import json
 import logging
+from collections.abc import Callable
 
 import falcon
 
 from agentainer.api.envelope import failure
 from agentainer.errors import (
-    AgentainerError, Conflict, Forbidden, InsufficientStorage, InvalidInput, NotFound,
-    Unauthorized, Unavailable, Unprocessable,
+    AgentainerError, Conflict, Forbidden, InsufficientStorage, InvalidInput, Misdirected,
+    NotFound, Unauthorized, Unavailable, Unprocessable,
 )
 
 logger = logging.getLogger(__name__)
@@ -19,6 +21,7 @@ STATUS_BY_ERROR: tuple[tuple[type[AgentainerError], str], ...] = (
     (Forbidden, falcon.HTTP_403),
     (NotFound, falcon.HTTP_404),
     (Conflict, falcon.HTTP_409),
+    (Misdirected, falcon.HTTP_421),
     (Unprocessable, falcon.HTTP_422),
     (Unavailable, falcon.HTTP_503),
     (InsufficientStorage, falcon.HTTP_507),
@@ -53,6 +56,15 @@ def handle_domain_error(req: falcon.Request, resp: falcon.Response,
     if ex.retry_after is not None:
         resp.set_header("Retry-After", str(ex.retry_after))
     resp.media = failure(ex.message, ex.code)
+
+
+def wsgi_reply(ex: AgentainerError, start_response: Callable) -> list[bytes]:
+    """Answer a domain error from a WSGI wrapper, before the app (same status and body)."""
+    headers = [("Content-Type", falcon.MEDIA_JSON)]
+    if ex.retry_after is not None:
+        headers.append(("Retry-After", str(ex.retry_after)))
+    start_response(status_of(ex), headers)
+    return [json.dumps(failure(ex.message, ex.code)).encode()]
 
 
 def handle_unexpected(req: falcon.Request, resp: falcon.Response,

@@ -27,7 +27,8 @@ def _op(summary: str, *, params: tuple = (), body: str | None = None,
         "responses": {success: {"description": "success", "content": {
             content: {"schema": {"$ref": "#/components/schemas/Envelope"}
                       if content == "application/json" else {"type": "string"}}}},
-                      **{code: _ERROR for code in errors}},
+                      # NOTE: every route, the proxy included: a Host that is not allowed
+                      **{code: _ERROR for code in (*errors, "421")}},
     }
     if body:
         operation["requestBody"] = {"required": body_required, "content": {
@@ -72,6 +73,11 @@ _DEPLOY = {
         "app_port": {"type": "integer", "minimum": 1, "maximum": 65535},
         "egress": {"type": "boolean", "default": True},
         "private": {"type": "boolean", "default": False},
+        "may_call": {"type": "array", "maxItems": 100, "items": {"type": "string"},
+                     "description": "agents (names or IDs) this one may call through the "
+                                    "network gateway ($AGENTAINER_PROXY_URL); [\"*\"]: any, "
+                                    "[]: none. Default: any, or none when egress is false. "
+                                    "Others get 403 call_not_allowed"},
         "persist": {"type": "boolean", "default": True},
         "start": {"type": "boolean", "default": False},
         "pull": {"type": "boolean", "default": False,
@@ -150,7 +156,7 @@ PROXY = {
         params=(_AGENT_ID, {"name": "path", "in": "path", "required": True,
                             "schema": {"type": "string"}}),
         success="200",
-        errors=("202", "401", "404", "409", "413", "422", "502", "503", "504", "507"),
+        errors=("202", "401", "403", "404", "409", "413", "422", "502", "503", "504", "507"),
         public=True, content="*/*")
         for method in ("get", "post", "put", "patch", "delete", "head", "options")},
 }
@@ -161,7 +167,10 @@ def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Agentainer", "version": __version__,
-                 "description": "Run LLM agents as Docker containers behind one proxy."},
+                 "description": "Run LLM agents as Docker containers behind one proxy. "
+                                "Requests whose Host is not an IP address, localhost, the "
+                                "listen host or in allowed_hosts get 421 host_not_allowed; "
+                                "on <agent>.localhost every path is proxied to that agent."},
         "security": [{"bearer": []}],
         "paths": {**PATHS, **PROXY},
         "components": {

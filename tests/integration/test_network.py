@@ -63,7 +63,7 @@ def test_redis_is_not_reachable_from_an_agent(pair, docker_client, stack: Stack)
 def test_no_egress_agent_still_reaches_the_proxy(api: Api, name: str, docker_client,
                                                  stack: Stack):
     target = started(api, name + "-t")
-    isolated = api.deploy(name + "-i", start=True, egress=False)
+    isolated = api.deploy(name + "-i", start=True, egress=False, may_call=[target["name"]])
     code, output = inside(docker_client, isolated,
                           f'sleep 1; wget -qO- "$AGENTAINER_PROXY_URL/{target["name"]}/inner"')
     assert code == 0, output

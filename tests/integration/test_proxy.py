@@ -167,7 +167,7 @@ def raw_exchange(stack: Stack, head: bytes, chunks: Iterator[bytes] = iter(())) 
 
 def test_a_body_far_over_the_cap_is_refused_before_it_is_read(stack: Stack, echo: str):
     started_at = time.monotonic()
-    answer = raw_exchange(stack, f"POST /agent/{echo}/huge HTTP/1.1\r\nHost: x\r\n"
+    answer = raw_exchange(stack, f"POST /agent/{echo}/huge HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                  f"Content-Length: {512 * 1024 ** 2}\r\n\r\n".encode())
     assert answer.startswith(b"HTTP/1.1 413"), answer
     assert time.monotonic() - started_at < 5
@@ -183,7 +183,7 @@ def test_a_chunked_body_over_the_cap_is_refused_as_it_arrives(stack: Stack, echo
             yield b"10000\r\n" + b"x" * (64 * 1024) + b"\r\n"
             time.sleep(0.005)
 
-    answer = raw_exchange(stack, f"POST /agent/{echo}/huge HTTP/1.1\r\nHost: x\r\n"
+    answer = raw_exchange(stack, f"POST /agent/{echo}/huge HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                  "Transfer-Encoding: chunked\r\n\r\n".encode(), chunks())
     assert answer.startswith(b"HTTP/1.1 413"), answer
     assert sent < 8 * WAITRESS_LIMIT   # refused on arrival (socket buffers hold some)
@@ -283,7 +283,7 @@ def test_client_disconnect_releases_the_stream(stack: Stack, api: Api, name: str
     host, port = stack.url.rsplit("/", 1)[1].split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(b"POST /agent/" + name.encode() + b"/v1/chat/completions HTTP/1.1\r\n"
-                     b"Host: x\r\nContent-Type: application/json\r\nContent-Length: "
+                     b"Host: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: "
                      + str(len(body)).encode() + b"\r\n\r\n" + body)
         head = sock.recv(4096).decode()
     request_id = next(line.split(": ")[1] for line in head.split("\r\n")

@@ -188,8 +188,8 @@ def test_head_completes_its_record_and_its_key_replays(stack: Stack, api: Api, a
 def test_expect_100_continue_gets_the_final_answer(stack: Stack, api: Api, agent: str):
     host, port = stack.url.rsplit("/", 1)[1].split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(f"POST /agent/{agent}/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-                     "Expect: 100-continue\r\nConnection: close\r\n\r\n".encode())
+        sock.sendall(f"POST /agent/{agent}/echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5"
+                     "\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n".encode())
         assert sock.recv(4096).startswith(b"HTTP/1.1 100 Continue")
         sock.sendall(b"hello")
         answer = b""
@@ -256,7 +256,7 @@ def test_a_client_leaving_mid_stream_keeps_the_answer_completed(stack: Stack, ap
                                                                 agent: str):
     host, port = stack.url.rsplit("/", 1)[1].split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(f"GET /agent/{agent}/drip HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        sock.sendall(f"GET /agent/{agent}/drip HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         head = b""
         while b"data: 1\n" not in head:
             head += sock.recv(4096)

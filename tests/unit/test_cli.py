@@ -140,6 +140,7 @@ def test_token_json(tmp_path, capsys, monkeypatch, flags, printed):
     (["--pids-limit", "100"], "pids_limit", 100),
     (["--no-persist"], "no_persist", True),
     (["--pull"], "pull", True),
+    (["--may-call", "a,b"], "may_call", "a,b"),
 ])
 def test_deploy_flags(flags, attribute, value):
     args = cli.make_parser().parse_args(["deploy", *MINIMAL_ARGS["deploy"], *flags])

@@ -21,6 +21,7 @@ def test_defaults(conf):
     assert dict(settings.values) == {
         "host": "127.0.0.1",
         "port": 8081,
+        "allowed_hosts": (),
         "redis_url": "redis://127.0.0.1:6380/0",
         "embedded_redis": True,
         "appendfsync": "everysec",

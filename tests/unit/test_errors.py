@@ -16,6 +16,10 @@ STATUS = {
     errors.MountRefused: falcon.HTTP_400,
     errors.Unauthorized: falcon.HTTP_401,
     errors.Forbidden: falcon.HTTP_403,
+    errors.NotAnAgent: falcon.HTTP_403,
+    errors.CallNotAllowed: falcon.HTTP_403,
+    errors.Misdirected: falcon.HTTP_421,
+    errors.HostNotAllowed: falcon.HTTP_421,
     errors.NotFound: falcon.HTTP_404,
     errors.AgentNotFound: falcon.HTTP_404,
     errors.ImageNotFound: falcon.HTTP_404,
@@ -32,13 +36,17 @@ STATUS = {
 }
 
 
+# NOTE: the classes whose constructor takes more than a message
+ARGS = {errors.CallNotAllowed: ("caller", "target")}
+
+
 def test_every_error_class_has_a_status_here():
     assert set(ERROR_CLASSES) == set(STATUS)
 
 
 @pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda cls: cls.__name__)
 def test_status_of(cls):
-    assert status_of(cls("x")) == STATUS[cls]
+    assert status_of(cls(*ARGS.get(cls, ("x",)))) == STATUS[cls]
 
 
 @pytest.mark.parametrize("cls", [errors.Unavailable, errors.QueueFull, errors.JournalFull],

@@ -361,6 +361,8 @@ def test_health_check_must_be_an_object():
      "volumes": [vol(host_path="/srv/x", read_only=True), vol(container_path="/v", volume="v")],
      "health_check": {"endpoint": "/ok", "interval": "15s"}, "app_port": 9000,
      "egress": False, "persist": False},
+    {"may_call": ["b", "agent-0123456789ab"]},
+    {"may_call": []},
 ])
 def test_spec_round_trips_through_json(fields):
     spec, _ = deploy(**fields)
@@ -397,3 +399,36 @@ def test_every_deploy_field_is_in_the_openapi_document():
 def test_a_trailing_newline_is_refused(field, value):
     """``$`` would match before a final newline; the patterns end in ``\\Z``."""
     assert refused(**{field: value})
+
+
+@pytest.mark.parametrize("fields, allowed", [
+    ({}, ("*",)),
+    ({"egress": False}, ()),                       # APPSEC: no way out through another agent
+    ({"egress": False, "may_call": ["b", "c", "b"]}, ("b", "c")),
+    ({"may_call": []}, ()),
+    ({"egress": False, "may_call": ["*"]}, ("*",)),
+])
+def test_may_call_and_its_defaults(fields, allowed):
+    spec, _ = deploy(**fields)
+    assert spec.calls_allowed == allowed
+
+
+def test_a_spec_stored_before_may_call_gets_the_default():
+    stored = AgentSpec(name="web", image="nginx", egress=False).to_dict()
+    del stored["may_call"]
+    assert AgentSpec.from_dict(stored).calls_allowed == ()
+
+
+def test_public_view_shows_the_effective_may_call():
+    spec, _ = deploy(egress=False)
+    agent = Agent("agent-0123456789ab", spec, AgentStatus.CREATED, Desired.STOPPED, None,
+                  "t", "t")
+    assert agent.public()["may_call"] == []
+
+
+@pytest.mark.parametrize("value, message", [
+    ("b", "must be a list"), (["B!"], "not an agent name or ID"), ([1], "not an agent name"),
+    (["*", "b"], "goes alone"), (["x"] * 101, "at most 100"),
+])
+def test_bad_may_call_is_refused(value, message):
+    assert message in refused(may_call=value)

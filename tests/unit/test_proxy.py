@@ -368,3 +368,13 @@ def test_a_bodiless_answer_reads_no_body_whatever_its_framing(upstream, agent, m
         assert response.read1(1024, decode_content=False) == b""
         response.release_conn()
     assert server.received == 2
+
+
+def test_response_cookies_stay_on_the_origin_that_set_them():
+    upstream = urllib3.HTTPHeaderDict()
+    upstream.add("Set-Cookie", "a=1; Domain=localhost; Path=/; HttpOnly")
+    upstream.add("Set-Cookie", "b=2;domain = .other.localhost")
+    upstream.add("Set-Cookie", "c=3; Path=/domain=x")
+    assert response_headers(upstream) == [("Set-Cookie", "a=1; Path=/; HttpOnly"),
+                                          ("Set-Cookie", "b=2"),
+                                          ("Set-Cookie", "c=3; Path=/domain=x")]
