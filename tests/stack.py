@@ -141,7 +141,8 @@ def _clean_docker(client: docker.DockerClient, prefix: str, redis_url: str, *,
     agent_ids = set() if only_prefix else {
         key.decode().rsplit(":", 1)[1]
         for key in redis.Redis.from_url(redis_url).scan_iter("agentainer:agent:*")}
-    for container in client.containers.list(all=True, filters={"label": "agentainer.managed=1"}):
+    for container in client.containers.list(all=True, filters={"label": "agentainer.managed=1"},
+                                           ignore_removed=True):
         network_names = container.attrs["NetworkSettings"]["Networks"]
         if container.labels.get("agentainer.id") in agent_ids or any(
                 name.startswith(prefix) for name in network_names):

@@ -143,7 +143,8 @@ def old_network(docker_client: docker.DockerClient, stack: Stack):
     network = docker_client.networks.create(f"{stack.prefix}-old", driver="bridge",
                                             labels={"agentainer.managed": "1"})
     yield network
-    for ct in docker_client.containers.list(all=True, filters={"network": network.name}):
+    for ct in docker_client.containers.list(all=True, filters={"network": network.name},
+                                           ignore_removed=True):
         ct.remove(force=True)
     for net in docker_client.networks.list(names=[network.name]):
         net.remove()
