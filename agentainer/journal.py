@@ -93,8 +93,10 @@ class IncomingRequest:
     method: str
     path: str
     query: str
-    headers: list[tuple[str, str]]      # already redacted for storage
+    headers: list[tuple[str, str]]      # as sent, but Authorization (proxy.stored_headers)
     body: bytes
+    # the caller's Authorization, journaled unless it is an Agentainer token (dropped then)
+    authorization: str = ""
     idempotency_key: str = ""
     fingerprint: str = ""   # method, path, query and body, for a request with a key
 
@@ -173,9 +175,10 @@ class Journal:
         headers = json.dumps(request.headers)
         bodies = allocated(len(request.body))
         size = (bodies + allocated(len(headers)) + len(request.path) + len(request.query)
-                + RECORD_OVERHEAD)
+                + len(request.authorization) + RECORD_OVERHEAD)
         fields = ["method", request.method, "path", request.path, "query", request.query,
-                  "headers", headers, "body", request.body,
+                  "headers", headers, "authorization", request.authorization,
+                  "body", request.body,
                   "fingerprint", request.fingerprint,
                   "idempotency_key", request.idempotency_key,
                   "created_at", now, "updated_at", now, "error", ""]
@@ -438,6 +441,9 @@ def _decode(raw: dict[bytes, bytes], *, with_body: bool) -> dict[str, Any]:
     for key in ("headers", "resp_headers"):
         if key in record:
             record[key] = json.loads(record[key])
+    authorization = record.pop("authorization", "")
+    if authorization:
+        record["headers"].insert(0, ["Authorization", authorization])
     if "resp_truncated" in record:
         record["resp_truncated"] = record["resp_truncated"] == "1"
     record.pop("fingerprint", None)

@@ -15,6 +15,8 @@ _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE
 _MEMORY_POWERS = {"b": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 
 NANO = 1_000_000_000
+# RFC 9110 §5.1: a field name is a token
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 
 
 def parse_duration(value: str | int | float) -> float:
@@ -112,6 +114,20 @@ def parse_positive_int(value: str | int) -> int:
     if number < 1:
         raise ValueError(f"{value!r} must be at least 1")
     return number
+
+
+def parse_names(value: str) -> tuple[str, ...]:
+    """Return the names of a ``,``-separated list (blanks dropped)."""
+    return tuple(part.strip() for part in str(value).split(",") if part.strip())
+
+
+def parse_header_names(value: str) -> tuple[str, ...]:
+    """Return the header names of a ``,``-separated list."""
+    names = parse_names(value)
+    for name in names:
+        if not HEADER_NAME(name):
+            raise ValueError(f"{name!r} is not a header name")
+    return names
 
 
 def parse_since(value: str, now: float) -> float:
