@@ -309,12 +309,14 @@ class Journal:
              limit: int = 50) -> tuple[list[dict[str, Any]], int]:
         """Return a page of the agent's requests (newest first) and the total listed."""
         index = f"{PREFIX}reqs:{agent_id}"
+        # NOTE: Redis takes signed 64-bit indexes; the API allows offsets up to 2^63 - 1
+        last = min(offset + limit, 2 ** 63 - 1) - 1
         if status is RequestStatus.QUEUED:
             queue = f"{PREFIX}queue:{agent_id}"
-            ids, total = self._redis.lrange(queue, offset, offset + limit - 1), self._redis.llen(queue)
+            ids, total = self._redis.lrange(queue, offset, last), self._redis.llen(queue)
             return self._summaries(ids), total
         if status is None:
-            ids = self._redis.zrevrange(index, offset, offset + limit - 1)
+            ids = self._redis.zrevrange(index, offset, last)
             return self._summaries(ids), self._redis.zcard(index)
         # NOTE: other statuses are filtered from the bounded index (history_limit).
         matching = [s for s in self._summaries(self._redis.zrevrange(index, 0, -1))

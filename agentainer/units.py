@@ -88,7 +88,10 @@ def parse_bool(value: str | bool) -> bool:
 
 
 def _whole(value: str | int) -> int:
-    """Return an int from an int or its decimal text; floats and booleans are refused."""
+    """Return an int from an int, a whole float (JSON's ``162.0``) or decimal text; other
+    floats and booleans are refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValueError(f"{value!r} is not a whole number")
     return int(value)
