@@ -24,7 +24,8 @@ setup(
         "supervisor>=4.2",
         "prometheus-client>=0.20",
     ],
-    extras_require={"dev": ["pytest>=8", "argparse-manpage>=4.5", "setuptools>=68", "wheel"]},
+    extras_require={"dev": ["pytest>=8", "argparse-manpage>=4.5", "setuptools>=68", "wheel",
+                            "schemathesis>=4.32,<5"]},
     scripts=sorted(glob("bin/agentainer*")),
     data_files=[("share/man/man1", sorted(glob("man/*.1")))],
 )

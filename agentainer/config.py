@@ -156,6 +156,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("retry_cap", units.parse_duration, "60s", "longest replay backoff"),
     Setting("drain_wait", units.parse_duration, "120s",
             "how long a replay job waits for an agent's app to accept connections"),
+    Setting("redact_headers", units.parse_header_names,
+            "Authorization,Proxy-Authorization,Cookie,Set-Cookie,X-Api-Key,Api-Key,"
+            "X-Auth-Token,X-Access-Token",
+            "header values the API shows as [redacted] (requests and responses; "
+            "',' separated, any case); the journal keeps them for replay"),
+    Setting("redact_params", units.parse_names,
+            "api_key,apikey,token,access_token,refresh_token,id_token,client_secret,"
+            "password,secret",
+            "query parameters whose values the API shows as [redacted] (',' separated, "
+            "any case)"),
     Setting("retention", units.parse_duration, "24h",
             "how long finished request records are kept"),
     Setting("body_retention", units.parse_duration, "1h",

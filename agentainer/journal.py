@@ -93,8 +93,10 @@ class IncomingRequest:
     method: str
     path: str
     query: str
-    headers: list[tuple[str, str]]      # already redacted for storage
+    headers: list[tuple[str, str]]      # as sent, but Authorization (proxy.stored_headers)
     body: bytes
+    # the caller's Authorization, journaled unless it is an Agentainer token (dropped then)
+    authorization: str = ""
     idempotency_key: str = ""
     fingerprint: str = ""   # method, path, query and body, for a request with a key
 
@@ -173,9 +175,10 @@ class Journal:
         headers = json.dumps(request.headers)
         bodies = allocated(len(request.body))
         size = (bodies + allocated(len(headers)) + len(request.path) + len(request.query)
-                + RECORD_OVERHEAD)
+                + len(request.authorization) + RECORD_OVERHEAD)
         fields = ["method", request.method, "path", request.path, "query", request.query,
-                  "headers", headers, "body", request.body,
+                  "headers", headers, "authorization", request.authorization,
+                  "body", request.body,
                   "fingerprint", request.fingerprint,
                   "idempotency_key", request.idempotency_key,
                   "created_at", now, "updated_at", now, "error", ""]
@@ -306,12 +309,14 @@ class Journal:
              limit: int = 50) -> tuple[list[dict[str, Any]], int]:
         """Return a page of the agent's requests (newest first) and the total listed."""
         index = f"{PREFIX}reqs:{agent_id}"
+        # NOTE: Redis takes signed 64-bit indexes; the API allows offsets up to 2^63 - 1
+        last = min(offset + limit, 2 ** 63 - 1) - 1
         if status is RequestStatus.QUEUED:
             queue = f"{PREFIX}queue:{agent_id}"
-            ids, total = self._redis.lrange(queue, offset, offset + limit - 1), self._redis.llen(queue)
+            ids, total = self._redis.lrange(queue, offset, last), self._redis.llen(queue)
             return self._summaries(ids), total
         if status is None:
-            ids = self._redis.zrevrange(index, offset, offset + limit - 1)
+            ids = self._redis.zrevrange(index, offset, last)
             return self._summaries(ids), self._redis.zcard(index)
         # NOTE: other statuses are filtered from the bounded index (history_limit).
         matching = [s for s in self._summaries(self._redis.zrevrange(index, 0, -1))
@@ -438,6 +443,9 @@ def _decode(raw: dict[bytes, bytes], *, with_body: bool) -> dict[str, Any]:
     for key in ("headers", "resp_headers"):
         if key in record:
             record[key] = json.loads(record[key])
+    authorization = record.pop("authorization", "")
+    if authorization:
+        record["headers"].insert(0, ["Authorization", authorization])
     if "resp_truncated" in record:
         record["resp_truncated"] = record["resp_truncated"] == "1"
     record.pop("fingerprint", None)

@@ -128,6 +128,8 @@ if not running and not room(aid, size, tonumber(ARGV[6]), tonumber(ARGV[14])) th
 end
 if idem ~= '' then redis.call('set', ikey, rid, 'EX', tonumber(ARGV[10])) end
 redis.call('hset', rkey, 'id', rid, 'agent', aid, 'lease', 0, 'size', size, unpack(ARGV, 15))
+-- APPSEC: an Agentainer token is never journaled (nor, so, replayed to the agent)
+if strip == '1' then redis.call('hdel', rkey, 'authorization') end
 redis.call('incrby', BYTES, size)
 redis.call('zadd', P..'reqs:'..aid, ARGV[5], rid)
 if running then

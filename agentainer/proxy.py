@@ -16,6 +16,7 @@ from urllib3.connection import HTTPConnection
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
 
 from agentainer.journal import Journal
+from agentainer.units import HEADER_NAME as _TOKEN
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +27,6 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "te", "trailer", "trailers",
     "transfer-encoding", "upgrade", "proxy-authenticate", "proxy-authorization",
 })
-# APPSEC: kept out of the journal (replay happens without them; see README).
-REDACTED = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"})
 OWN_PREFIX = "x-agentainer-"
 # APPSEC: the client's claims about where it came from; the proxy sets X-Forwarded-* itself
 FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "host",
@@ -36,7 +35,6 @@ NOT_FORWARDED = HOP_BY_HOP | FORWARDED  # the client's headers the proxy drops o
 CHUNK = 64 * 1024
 # RFC 9110 §5.1 field names are tokens; §5.5 values hold no control character but HTAB
 # (obs-text, 0x80-0xFF, passes: http.client decodes it as latin-1, waitress re-encodes it).
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]").search
 _LENGTH = re.compile(r"[0-9]+[ \t]*").fullmatch  # NOTE: http.client strips leading OWS
 _NO_NAMES: frozenset[str] = frozenset()
@@ -153,13 +151,21 @@ def forward_headers(headers: list[tuple[str, str]], *, client_ip: str, proto: st
 
 
 def stored_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Return the end-to-end headers to journal, secrets redacted, for replay."""
-    return [(name, "[redacted]" if name.lower() in REDACTED else value)
-            for name, value in end_to_end(headers)]
+    """Return the end-to-end headers to journal as sent, but ``Authorization``.
+
+    The journal keeps ``Authorization`` apart (:attr:`IncomingRequest.authorization`), as
+    it may carry an Agentainer token, which is never journaled nor sent to an agent.
+    """
+    return [(name, value) for name, value in end_to_end(headers)
+            if name.lower() != "authorization"]
 
 
 def replay_headers(stored: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Return journaled headers as they are sent on replay (redacted ones left out)."""
+    """Return journaled headers as they are sent on replay.
+
+    NOTE: records journaled before the journal kept secrets (earlier 0.1.0 builds) hold ``[redacted]`` in place of
+    secrets; those headers are left out rather than sent so.
+    """
     return [(name, value) for name, value in stored if value != "[redacted]"]
 
 

@@ -15,6 +15,8 @@ _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE
 _MEMORY_POWERS = {"b": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 
 NANO = 1_000_000_000
+# RFC 9110 §5.1: a field name is a token
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 
 
 def parse_duration(value: str | int | float) -> float:
@@ -86,7 +88,10 @@ def parse_bool(value: str | bool) -> bool:
 
 
 def _whole(value: str | int) -> int:
-    """Return an int from an int or its decimal text; floats and booleans are refused."""
+    """Return an int from an int, a whole float (JSON's ``162.0``) or decimal text; other
+    floats and booleans are refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValueError(f"{value!r} is not a whole number")
     return int(value)
@@ -112,6 +117,20 @@ def parse_positive_int(value: str | int) -> int:
     if number < 1:
         raise ValueError(f"{value!r} must be at least 1")
     return number
+
+
+def parse_names(value: str) -> tuple[str, ...]:
+    """Return the names of a ``,``-separated list (blanks dropped)."""
+    return tuple(part.strip() for part in str(value).split(",") if part.strip())
+
+
+def parse_header_names(value: str) -> tuple[str, ...]:
+    """Return the header names of a ``,``-separated list."""
+    names = parse_names(value)
+    for name in names:
+        if not HEADER_NAME(name):
+            raise ValueError(f"{name!r} is not a header name")
+    return names
 
 
 def parse_since(value: str, now: float) -> float:

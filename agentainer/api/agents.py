@@ -14,6 +14,7 @@ from agentainer.models import parse_deploy, parse_empty
 from agentainer.states import AgentStatus
 
 MAX_BODY = 1024 * 1024
+_NO_BODY = object()
 
 
 def read_json(req: falcon.Request, *, optional: bool = False) -> Any:
@@ -28,9 +29,12 @@ def read_json(req: falcon.Request, *, optional: bool = False) -> Any:
     if req.content_type and not req.content_type.startswith(falcon.MEDIA_JSON):
         raise falcon.HTTPUnsupportedMediaType(description="send application/json")
     try:
-        return req.get_media(default_when_empty=None) if optional else req.get_media()
+        media = req.get_media(default_when_empty=_NO_BODY) if optional else req.get_media()
     except RecursionError:  # NOTE: json.loads on '[[[[…' thousands deep
         raise InvalidInput("the JSON body is nested too deeply", code="invalid_json") from None
+    if media is None:  # NOTE: a literal null, not a missing body
+        raise InvalidInput("the request body must be a JSON object")
+    return None if media is _NO_BODY else media
 
 
 def refuse_body(req: falcon.Request, what: str) -> None:

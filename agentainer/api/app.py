@@ -20,6 +20,7 @@ from agentainer.api.system import HealthResource, OpenAPIResource
 from agentainer.config import Config
 from agentainer.journal import new_request_id
 from agentainer.metrics import ControlPlaneCollector
+from agentainer.redaction import Redactor
 from agentainer.wiring import Components, build
 
 LIFECYCLE = ("start", "stop", "restart", "pause", "resume")
@@ -39,6 +40,7 @@ def create_app(config: Config, *, components: Components | None = None,
         admin_token = tokens.load_or_create(config.token, config.token_file)
     app = falcon.App(middleware=[AuthMiddleware(admin_token, c.store)])
     metrics = AgentMetricsResource(c.agents, c.history)
+    redactor = Redactor(config.redact_headers, config.redact_params)
     errors.register(app)
     routes: list[tuple[str, object]] = [
         ("/health", HealthResource(c.store, c.runtime)),
@@ -52,8 +54,9 @@ def create_app(config: Config, *, components: Components | None = None,
         ("/metrics", PrometheusResource(
             ControlPlaneCollector(c.redis, c.store, c.journal.queue_length,
                                   c.journal.stored_bytes))),
-        ("/agents/{agent_id}/requests", RequestsResource(c.agents, c.journal)),
-        ("/agents/{agent_id}/requests/{request_id}", RequestResource(c.agents, c.journal)),
+        ("/agents/{agent_id}/requests", RequestsResource(c.agents, c.journal, redactor)),
+        ("/agents/{agent_id}/requests/{request_id}",
+         RequestResource(c.agents, c.journal, redactor)),
         ("/agents/{agent_id}/requests/{request_id}/replay",
          ReplayResource(c.agents, c.journal, c.scheduler)),
     ]

@@ -1,34 +1,63 @@
-"""The OpenAPI 3 description of the REST API (a test keeps it true to the routes)."""
+"""The OpenAPI 3 description of the REST API (a test keeps it true to the routes).
+
+Each operation lists every status it answers in one place (its ``errors``), and each
+parameter and field the constraints the server enforces (models.py, api/agents.py), so
+that a fuzzer generating from this document gets exactly what it describes.
+"""
 
 from typing import Any
 
 from agentainer import __version__
+from agentainer.journal import RequestStatus
+from agentainer.models import ANY_AGENT, MAX_ENV, MAX_MAY_CALL, MAX_TOKEN, MAX_VOLUMES
+from agentainer.states import AgentStatus
 
+MAX_COUNT = 2 ** 63 - 1  # NOTE: api/agents.whole_number's bound (Redis's signed 64 bits)
+# NOTE: patterns are the validators' (models.py, units.py) with full-match anchors
+NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+AGENT_ID = r"^agent-[0-9a-f]{12}$"
+DURATION = r"^[0-9]{1,9}(\.[0-9]{1,3})?(ms|s|m|h)?$"
+CPU = r"^([1-9][0-9]{0,2}(\.[0-9]{1,3})?|0\.[0-9]{0,2}[1-9]|[1-9][0-9]{0,5}m)$"
+# NOTE: a subset of what units.parse_since takes: a duration ago, a Unix time, ISO-8601
+SINCE = (r"^([0-9]{1,6}(ms|s|m|h)?|1[0-9]{9}|20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+         r"(T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z?)?)$")
+BOOLEAN = {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"]}
 _AGENT_ID = {"name": "agent_id", "in": "path", "required": True,
-             "description": "the agent's ID or name", "schema": {"type": "string"}}
+             "description": "the agent's ID or name",
+             "schema": {"type": "string", "minLength": 1, "pattern": r"^[^/]+$"}}
 _REQUEST_ID = {"name": "request_id", "in": "path", "required": True,
                "description": "the request's ID (X-Agentainer-Request-Id)",
-               "schema": {"type": "string"}}
+               "schema": {"type": "string", "minLength": 1, "pattern": r"^[^/]+$"}}
 _ERROR = {"$ref": "#/components/responses/Error"}
+# Statuses shared by routes (each operation still lists its own, in one place):
+AUTH = ("401", "403")                  # api/auth.py
+BODY = ("400", "413", "415")           # api/agents.read_json: bad JSON, too large, not JSON
+AGENT = (*AUTH, "404", "503")          # resolves an agent (Redis may be unavailable)
 
 
-def _query(name: str, kind: str, description: str) -> dict[str, Any]:
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "description": description,
-            "schema": {"type": kind}}
+            "schema": schema}
+
+
+def _count(name: str, description: str) -> dict[str, Any]:
+    return _query(name, {"type": "integer", "minimum": 0, "maximum": MAX_COUNT}, description)
 
 
 def _op(summary: str, *, params: tuple = (), body: str | None = None,
         body_required: bool = True, success: str = "200",
-        errors: tuple[str, ...] = ("401", "403", "404", "503"),
+        errors: tuple[str, ...] = AGENT, links: dict[str, Any] | None = None,
         public: bool = False, content: str = "application/json") -> dict[str, Any]:
+    ok: dict[str, Any] = {"description": "success", "content": {
+        content: {"schema": {"$ref": "#/components/schemas/Envelope"}
+                  if content == "application/json" else {"type": "string"}}}}
+    if links:
+        ok["links"] = links
     operation: dict[str, Any] = {
         "summary": summary,
         "parameters": list(params),
-        "responses": {success: {"description": "success", "content": {
-            content: {"schema": {"$ref": "#/components/schemas/Envelope"}
-                      if content == "application/json" else {"type": "string"}}}},
-                      # NOTE: every route, the proxy included: a Host that is not allowed
-                      **{code: _ERROR for code in (*errors, "421")}},
+        # NOTE: every route answers 421 to a Host that is not allowed (hosts.py)
+        "responses": {success: ok, **{code: _ERROR for code in sorted({*errors, "421"})}},
     }
     if body:
         operation["requestBody"] = {"required": body_required, "content": {
@@ -41,55 +70,106 @@ def _op(summary: str, *, params: tuple = (), body: str | None = None,
 def _lifecycle(verb: str) -> dict[str, Any]:
     return {"post": _op(f"{verb} the agent (see the lifecycle table)", params=(_AGENT_ID,),
                         body="Empty", body_required=False,
-                        errors=("400", "401", "403", "404", "409", "422", "503"))}
+                        errors=(*BODY, *AGENT, "409", "422"))}
 
 
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """Return ``schema`` or null: an optional field sent as null takes its default."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+_DURATION_VALUE = {"anyOf": [{"type": "string", "pattern": DURATION},
+                             {"type": "number", "minimum": 0, "maximum": 1e9}]}
 _DEPLOY = {
     "type": "object", "required": ["name", "image"], "additionalProperties": False,
+    # NOTE: an invoke token is for a private agent, and a private agent needs one
+    "dependentSchemas": {"token": {"required": ["private"],
+                                   "properties": {"private": {"const": True}}}},
     "properties": {
-        "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}$"},
-        "image": {"type": "string"},
-        "env_vars": {"type": "object", "additionalProperties": {"type": "string"}},
-        "cpu_limit": {"oneOf": [{"type": "integer"}, {"type": "string"}],
-                      "description": "1, 0.5, 500m or nanoCPUs"},
-        "memory_limit": {"oneOf": [{"type": "integer"}, {"type": "string"}],
-                         "description": "512m, 1g, 512Mi or bytes (binary units)"},
-        "pids_limit": {"type": "integer", "minimum": 1},
-        "auto_restart": {"type": "boolean"},
-        "token": {"type": "string", "minLength": 16, "maxLength": 512, "writeOnly": True,
-                  "description": "invoke token of a private agent: its proxy path only"},
-        "manage_token": {"type": "string", "minLength": 16, "maxLength": 512,
-                         "writeOnly": True,
-                         "description": "manage token: this agent's /agents/{agent_id} "
-                                        "routes only, not its proxy path"},
-        "volumes": {"type": "array", "items": {
+        "name": {"type": "string", "pattern": NAME, "not": {"pattern": AGENT_ID}},
+        "image": {"type": "string", "pattern":
+                  r"^[a-zA-Z0-9][a-zA-Z0-9._/:-]{0,254}(@sha256:[0-9a-fA-F]{64})?$",
+                  "examples": ["agentainer/echo-agent:latest"]},
+        "env_vars": _nullable({
+            "type": "object", "maxProperties": MAX_ENV,
+            "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$",
+                              "not": {"enum": ["AGENT_ID", "AGENT_NAME",
+                                               "AGENTAINER_PROXY_URL"]}},
+            "additionalProperties": {"type": "string", "pattern": "^[^\\x00]*$"}}),
+        "cpu_limit": _nullable({"anyOf": [
+            {"type": "string", "pattern": CPU},
+            {"type": "number", "minimum": 0.001, "maximum": 1024}]}),
+        "memory_limit": _nullable({"anyOf": [
+            {"type": "string", "pattern": r"^(([6-9]|[1-9][0-9]{1,3})[mM]|[1-9][0-9]{0,3}[gG])(i|B)?$"},
+            {"type": "integer", "minimum": 6 * 1024 * 1024, "maximum": 2 ** 50}]}),
+        "pids_limit": _nullable({"type": "integer", "minimum": 1, "maximum": 2 ** 31 - 1}),
+        "auto_restart": _nullable({"type": "boolean"}),
+        "token": _nullable({"type": "string", "minLength": 16, "maxLength": MAX_TOKEN,
+                            "writeOnly": True,
+                            "description": "invoke token of a private agent (requires "
+                                           "private): its proxy path only"}),
+        "manage_token": _nullable({"type": "string", "minLength": 16, "maxLength": MAX_TOKEN,
+                                   "writeOnly": True,
+                                   "description": "manage token: this agent's "
+                                                  "/agents/{agent_id} routes only"}),
+        "volumes": _nullable({"type": "array", "maxItems": MAX_VOLUMES, "items": {
             "type": "object", "additionalProperties": False, "required": ["container_path"],
-            "properties": {"host_path": {"type": "string"}, "volume": {"type": "string"},
-                           "container_path": {"type": "string"},
-                           "read_only": {"type": "boolean"}}}},
-        "health_check": {"type": "object", "additionalProperties": False, "properties": {
-            "endpoint": {"type": "string"}, "interval": {"type": ["string", "number"]},
-            "timeout": {"type": ["string", "number"]}, "retries": {"type": "integer"}}},
-        "app_port": {"type": "integer", "minimum": 1, "maximum": 65535},
-        "egress": {"type": "boolean", "default": True},
-        "private": {"type": "boolean", "default": False},
-        "may_call": {"type": "array", "maxItems": 100, "items": {"type": "string"},
-                     "description": "agents (names or IDs) this one may call through the "
-                                    "network gateway ($AGENTAINER_PROXY_URL); [\"*\"]: any, "
-                                    "[]: none. Default: any, or none when egress is false. "
-                                    "Others get 403 call_not_allowed"},
-        "persist": {"type": "boolean", "default": True},
-        "start": {"type": "boolean", "default": False},
-        "pull": {"type": "boolean", "default": False,
-                 "description": "pull the image from its registry first (even when present "
-                                "locally); a failed pull is image_pull_failed (404: no such "
-                                "image; 503: registry unreachable) and "
-                                "creates nothing"},
+            "properties": {"host_path": {"type": "string", "pattern": "^/"},
+                           "volume": {"type": "string",
+                                      "pattern": r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$"},
+                           "container_path": {"type": "string", "pattern": "^/"},
+                           "read_only": {"type": "boolean"}}},
+            "description": "each with exactly one of host_path and volume; container_path "
+                           "absolute, not /, without '..', distinct"}),
+        "health_check": _nullable({
+            "type": "object", "additionalProperties": False, "properties": {
+                "endpoint": {"type": "string", "pattern": "^/"},
+                "interval": _DURATION_VALUE, "timeout": _DURATION_VALUE,
+                "retries": {"anyOf": [{"type": "integer", "minimum": 1},
+                                      {"type": "string", "pattern": "^[0-9]{1,9}$"}]}},
+            "description": "interval at least 1s, 0 < timeout <= interval"}),
+        "app_port": _nullable({"type": "integer", "minimum": 1, "maximum": 65535}),
+        "egress": _nullable({"type": "boolean", "default": True}),
+        "private": _nullable({"type": "boolean", "default": False,
+                              "description": "requires token"}),
+        "may_call": _nullable({
+            "anyOf": [{"type": "array", "minItems": 1, "maxItems": 1,
+                       "items": {"type": "string", "const": ANY_AGENT}},
+                      {"type": "array", "maxItems": MAX_MAY_CALL,
+                       "items": {"type": "string", "pattern": NAME}}],
+            "description": "agents (names or IDs) this one may call through the network "
+                           "gateway ($AGENTAINER_PROXY_URL); [\"*\"]: any, []: none. "
+                           "Default: any, or none when egress is false. Others get 403 "
+                           "call_not_allowed"}),
+        "persist": _nullable({"type": "boolean", "default": True}),
+        "start": _nullable({"type": "boolean", "default": False}),
+        "pull": _nullable({"type": "boolean", "default": False,
+                           "description": "pull the image from its registry first (even "
+                                          "when present locally); a failed pull is "
+                                          "image_pull_failed (404: no such image; 503: "
+                                          "registry unreachable) and creates nothing"}),
     },
 }
 
 # Lifecycle operations, remove, cancel and replay take no fields: no body, or {}.
 _EMPTY = {"type": "object", "additionalProperties": False, "properties": {}}
+_AGENT_PATHS = ("/agents/{agent_id}", *(f"/agents/{{agent_id}}/{verb}" for verb in (
+    "start", "stop", "restart", "pause", "resume", "logs", "health", "metrics",
+    "metrics/history", "requests")))
+
+
+def _deployed_links() -> dict[str, Any]:
+    """Link a deploy's answer to every operation taking its agent (stateful testing)."""
+    links = {}
+    for path in _AGENT_PATHS:
+        for method in ("get", "post", "delete"):
+            if method in PATHS.get(path, {}):
+                pointer = path.replace("/", "~1")
+                links[f"{method}{path.replace('/', '_').replace('{agent_id}', 'id')}"] = {
+                    "operationRef": f"#/paths/{pointer}/{method}",
+                    "parameters": {"agent_id": "$response.body#/data/id"}}
+    return links
+
 
 PATHS: dict[str, dict[str, Any]] = {
     "/health": {"get": _op("service health, with Redis and Docker reachability",
@@ -97,56 +177,63 @@ PATHS: dict[str, dict[str, Any]] = {
     "/openapi.json": {"get": _op("this document", public=True, errors=())},
     "/agents": {
         "post": _op("deploy an agent (created; start=true also starts it; pull=true pulls "
-                    "the image first)", body="Deploy",
-                    success="201", errors=("400", "401", "403", "404", "409", "503")),
+                    "the image first)", body="Deploy", success="201",
+                    errors=(*BODY, *AUTH, "404", "409", "422", "503")),
         "get": _op("list agents", params=(
-            _query("status", "string", "created, running, paused, stopped or failed"),
-            _query("name", "string", "substring of the name"))),
+            _query("status", {"type": "string", "enum": [s.value for s in AgentStatus]},
+                   "only agents with this status"),
+            _query("name", {"type": "string"}, "substring of the name")),
+            errors=("400", *AUTH, "503")),
     },
     "/agents/{agent_id}": {
         "get": _op("one agent", params=(_AGENT_ID,)),
         "delete": _op("remove the agent, its container and records", params=(
-            _AGENT_ID, _query("volumes", "boolean",
+            _AGENT_ID, _query("volumes", BOOLEAN,
                               "also remove the named volumes Agentainer created for it "
                               "(others are kept and listed in kept_volumes)")),
-            body="Empty", body_required=False,
-            errors=("400", "401", "403", "404", "503")),
+            body="Empty", body_required=False, errors=(*BODY, *AGENT, "409", "422")),
     },
     **{f"/agents/{{agent_id}}/{verb}": _lifecycle(verb)
        for verb in ("start", "stop", "restart", "pause", "resume")},
     "/agents/{agent_id}/requests": {"get": _op(
         "the agent's journaled requests, newest first", params=(
             _AGENT_ID,
-            _query("status", "string", "queued, in_flight, completed, failed or cancelled"),
-            _query("offset", "integer", "skip this many"),
-            _query("limit", "integer", "page size (at most 500)")))},
+            _query("status", {"type": "string", "enum": [s.value for s in RequestStatus]},
+                   "only requests with this status"),
+            _count("offset", "skip this many"),
+            _count("limit", "page size (0: 50; at most 500)")),
+        errors=("400", *AGENT))},
     "/agents/{agent_id}/requests/{request_id}": {
         "get": _op("one request with its captured response", params=(_AGENT_ID, _REQUEST_ID)),
         "delete": _op("cancel a queued request", params=(_AGENT_ID, _REQUEST_ID),
-                      body="Empty", body_required=False,
-                      errors=("400", "401", "403", "404", "409", "503")),
+                      body="Empty", body_required=False, errors=(*BODY, *AGENT, "409")),
     },
     "/agents/{agent_id}/requests/{request_id}/replay": {"post": _op(
         "put a queued, failed or cancelled request at the front of the queue and drain it",
         params=(_AGENT_ID, _REQUEST_ID), body="Empty", body_required=False,
-        errors=("400", "401", "403", "404", "409", "503"))},
+        errors=(*BODY, *AGENT, "409"))},
     "/agents/{agent_id}/health": {"get": _op(
         "the monitor's last health probe, restarts and last failure", params=(_AGENT_ID,))},
     "/agents/{agent_id}/metrics": {"get": _op(
         "live CPU %, memory used/limit, network rx/tx, block I/O, pids",
-        params=(_AGENT_ID,), errors=("401", "403", "404", "409", "503"))},
+        params=(_AGENT_ID,), errors=(*AGENT, "409", "422"))},
     "/agents/{agent_id}/metrics/history": {"get": _op(
         "sampled metrics over a duration (at most 24h)",
-        params=(_AGENT_ID, _query("duration", "string", "e.g. 10m, 1h (default 1h)")))},
+        params=(_AGENT_ID, _query("duration", {"type": "string", "pattern": DURATION},
+                                  "e.g. 10m, 1h (default 1h; longer is cut to 24h)")),
+        errors=("400", *AGENT))},
     "/metrics": {"get": _op("the control plane in the Prometheus text format",
-                            content="text/plain", errors=("401", "403"))},
+                            content="text/plain", errors=(*AUTH, "503"))},
     "/agents/{agent_id}/logs": {"get": _op(
         "the container's output, demultiplexed plain text, streamed", content="text/plain",
-        params=(_AGENT_ID, _query("follow", "boolean", "keep streaming new lines"),
-                _query("tail", "integer", "only the last N lines"),
-                _query("since", "string", "10m, a Unix time or ISO-8601"),
-                _query("timestamps", "boolean", "prefix each line with its time")))},
+        params=(_AGENT_ID, _query("follow", BOOLEAN, "keep streaming new lines"),
+                _count("tail", "only the last N lines"),
+                _query("since", {"type": "string", "pattern": SINCE},
+                       "10m, a Unix time or ISO-8601"),
+                _query("timestamps", BOOLEAN, "prefix each line with its time")),
+        errors=("400", *AGENT, "409", "422"))},
 }
+PATHS["/agents"]["post"]["responses"]["201"]["links"] = _deployed_links()
 
 
 # The proxy is a sink, not a route; it is described here for readers of the document.
@@ -156,7 +243,8 @@ PROXY = {
         params=(_AGENT_ID, {"name": "path", "in": "path", "required": True,
                             "schema": {"type": "string"}}),
         success="200",
-        errors=("202", "401", "403", "404", "409", "413", "422", "502", "503", "504", "507"),
+        errors=("202", "400", "401", "403", "404", "409", "413", "422", "502", "503", "504",
+                "507"),
         public=True, content="*/*")
         for method in ("get", "post", "put", "patch", "delete", "head", "options")},
 }

@@ -59,9 +59,12 @@ class ProxySink:
         authorization = req.get_header("Authorization")
         token_hash = _bearer_hash(authorization)
         key = req.get_header("Idempotency-Key")
+        admin = bool(token_hash) and hmac.compare_digest(token_hash, self._admin_hash)
         incoming = IncomingRequest(
             method=req.method, path=target_path, query=req.query_string,
             headers=stored_headers(headers), body=body,
+            # APPSEC: the admin token is never journaled (an agent's token: see ADMIT)
+            authorization="" if admin else authorization or "",
             idempotency_key=_idempotency_key(key, authorization),
             fingerprint=_fingerprint(req.method, target_path, req.query_string, body)
             if key else "")
@@ -90,7 +93,7 @@ class ProxySink:
                               "requests (--no-persist); retry later", code="agent_unavailable")
         journaled = outcome == "forward"
         try:
-            self._forward(req, resp, agent_ref, admission, request_id, headers, token_hash,
+            self._forward(req, resp, agent_ref, admission, request_id, headers, admin,
                           body, target_path, arrived)
         except QueueFull:
             raise  # NOTE: the journal took the record back already
@@ -105,12 +108,11 @@ class ProxySink:
 
     def _forward(self, req: falcon.Request, resp: falcon.Response, agent_ref: str,
                  admission: Admission, request_id: str, headers: list[tuple[str, str]],
-                 token_hash: str, body: bytes, target_path: str, arrived: float) -> None:
+                 admin: bool, body: bytes, target_path: str, arrived: float) -> None:
         """Send the request to the running agent and relay its answer, or the failure."""
         journaled = admission.outcome == "forward"
         # APPSEC: no Agentainer token (admin or agent) ever reaches an agent
-        strip = admission.strip_authorization or (
-            bool(token_hash) and hmac.compare_digest(token_hash, self._admin_hash))
+        strip = admission.strip_authorization or admin
         forwarded = forward_headers(
             headers, client_ip=req.remote_addr or "", proto=req.scheme, host=req.host,
             strip_authorization=strip)

@@ -9,6 +9,7 @@ from agentainer.agents import AgentService
 from agentainer.api.agents import param, refuse_body, whole_number
 from agentainer.api.envelope import ok
 from agentainer.journal import Journal, RequestStatus
+from agentainer.redaction import Redactor
 from agentainer.replay import ReplayScheduler
 
 MAX_PAGE = 500
@@ -17,9 +18,10 @@ MAX_PAGE = 500
 class RequestsResource:
     """GET /agents/{id}/requests: newest first; ``status``, ``offset``, ``limit``."""
 
-    def __init__(self, agents: AgentService, journal: Journal) -> None:
+    def __init__(self, agents: AgentService, journal: Journal, redactor: Redactor) -> None:
         self._agents = agents
         self._journal = journal
+        self._redactor = redactor
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
         agent_id = self._agents.resolve(agent_id)
@@ -28,20 +30,23 @@ class RequestsResource:
         limit = min(param(req, "limit", whole_number) or 50, MAX_PAGE)
         records, total = self._journal.page(agent_id, status=status, offset=offset, limit=limit)
         ok(resp, f"{len(records)} of {total} request(s)",
-           {"agent_id": agent_id, "total": total, "offset": offset, "requests": records})
+           {"agent_id": agent_id, "total": total, "offset": offset,
+            "requests": [self._redactor.record(record) for record in records]})
 
 
 class RequestResource:
     """GET (the record and its captured response) / DELETE (cancel a queued request)."""
 
-    def __init__(self, agents: AgentService, journal: Journal) -> None:
+    def __init__(self, agents: AgentService, journal: Journal, redactor: Redactor) -> None:
         self._agents = agents
         self._journal = journal
+        self._redactor = redactor
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, agent_id: str,
                request_id: str) -> None:
         record = self._journal.get(self._agents.resolve(agent_id), request_id)
-        ok(resp, f"request {request_id} is {record['status']}", public_record(record))
+        ok(resp, f"request {request_id} is {record['status']}",
+           public_record(self._redactor.record(record)))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, agent_id: str,
                   request_id: str) -> None:

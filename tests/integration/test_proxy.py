@@ -91,7 +91,7 @@ def test_agentainer_tokens_are_not_forwarded_but_other_auth_is(stack: Stack, ech
     assert ["Authorization", "Bearer the-apps-own-key"] in own.json()["headers"]
 
 
-def test_secrets_are_redacted_in_the_journal(stack: Stack, echo: str, api: Api):
+def test_secrets_are_shown_redacted_from_the_journal(stack: Stack, echo: str, api: Api):
     reply = proxied(stack, echo, headers={"Authorization": "Bearer app-secret",
                                           "Cookie": "session=abc", "X-Api-Key": "k"})
     stored = record(api, echo, reply.headers["X-Agentainer-Request-Id"])

@@ -55,6 +55,10 @@ def test_defaults(conf):
         "retry_base": 1.0,
         "retry_cap": 60.0,
         "drain_wait": 120.0,
+        "redact_headers": ("Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie",
+                           "X-Api-Key", "Api-Key", "X-Auth-Token", "X-Access-Token"),
+        "redact_params": ("api_key", "apikey", "token", "access_token", "refresh_token",
+                          "id_token", "client_secret", "password", "secret"),
         "retention": 86400.0,
         "body_retention": 3600.0,
         "history_limit": 10000,
@@ -216,3 +220,8 @@ def test_a_configured_admin_token_shorter_than_the_minimum_is_refused(conf):
         config.load(conf("[agentainer]\ntoken = short\n"), environ={})
     assert "short" not in caught.value.message  # APPSEC: a secret is not echoed
     assert config.load(conf(""), environ={"AGENTAINER_TOKEN": "x" * 16}).token == "x" * 16
+
+
+def test_a_redacted_header_name_must_be_a_header_name(conf):
+    with pytest.raises(InvalidConfig, match="redact_headers.*'X Bad' is not a header name"):
+        config.load(conf("[agentainer]\nredact_headers = Cookie, X Bad\n"), environ={})
