@@ -10,8 +10,8 @@ import falcon
 
 from agentainer.api.envelope import failure, ok
 from agentainer.errors import (
-    AgentNotFound, AgentOverloaded, Conflict, InvalidInput, JournalFull, QueueFull, Unauthorized, Unavailable,
-    Unprocessable,
+    AgentNotFound, AgentOverloaded, Conflict, InvalidInput, JournalFull, QueueFull, Unauthorized,
+    Unavailable, Unprocessable,
 )
 from agentainer.inflight import InflightLimit
 from agentainer.journal import FULL, Admission, IncomingRequest, Journal, new_request_id
