@@ -157,6 +157,26 @@ class QueueFull(Unavailable):
                          "queue_max_bytes); retry later")
 
 
+class AgentOverloaded(Unavailable):
+    """This server process already forwards ``agent_max_inflight`` requests to the agent."""
+
+    code = "agent_overloaded"
+
+    def __init__(self, agent: str) -> None:
+        super().__init__(f"agent {agent} already has agent_max_inflight requests in flight "
+                         "through this server process; retry later")
+
+
+class TooManyFollows(Unavailable):
+    """This server process already streams ``follow_limit`` ``logs?follow=true``."""
+
+    code = "too_many_follows"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"this server process already follows {limit} logs (follow_limit); "
+                         "retry later")
+
+
 class InsufficientStorage(AgentainerError):
     """A storage budget is used up (HTTP 507, with Retry-After)."""
 

@@ -8,8 +8,6 @@ import argparse
 import logging
 import socket
 
-import waitress
-
 from agentainer import daemon
 from agentainer.agents import AgentService
 from agentainer.api import agents as agents_api
@@ -18,6 +16,7 @@ from agentainer.api.listeners import Gateway, HostRouting
 from agentainer.config import Config
 from agentainer.errors import AgentainerError, InvalidConfig
 from agentainer.janitor import Janitor
+from agentainer.listener import Deadlines, Listener
 from agentainer.periodic import Periodic
 from agentainer.status import ExitStatus
 from agentainer.wiring import build
@@ -68,11 +67,15 @@ def serve(settings: Config) -> int:
     """Serve until interrupted; return the exit status.
 
     Raises:
-        InvalidConfig: ``api_threads`` leaves no thread for the proxy.
+        InvalidConfig: ``api_threads`` leaves no thread for the proxy, or ``follow_limit``
+            none for the rest of the API.
     """
     if settings.api_threads >= settings.threads:
         raise InvalidConfig(f"api_threads = {settings.api_threads} must be less than "
                             f"threads = {settings.threads}")
+    if settings.follow_limit >= settings.api_threads:
+        raise InvalidConfig(f"follow_limit = {settings.follow_limit} must be less than "
+                            f"api_threads = {settings.api_threads}")
     components = build(settings, kind="server")
     app = create_app(settings, components=components)
     try:
@@ -80,25 +83,28 @@ def serve(settings: Config) -> int:
     except OSError as ex:
         logger.error("cannot listen on %s:%s: %s", settings.host, settings.port, ex)
         return ExitStatus.UNAVAILABLE
+    deadlines = Deadlines(settings.header_timeout, settings.body_min_rate)
     options = {"ident": "agentainer", "clear_untrusted_proxy_headers": True,
-               "connection_limit": settings.connection_limit, "channel_timeout": 300,
-               "asyncore_use_poll": True}
-    shared: dict = {}
+               "deadlines": deadlines, "idle_timeout": settings.idle_timeout}
     # APPSEC: an oversized body is refused as it arrives, not buffered whole (1 GiB default)
-    main = waitress.create_server(
+    main = Listener(
         HostRouting(ProxyCap(app, settings.threads - settings.api_threads), components.hosts),
-        map=shared, sockets=[sock],
-        threads=settings.threads,
+        [sock], name="api",
+        threads=settings.threads, connection_limit=settings.connection_limit,
         max_request_body_size=max(settings.max_body, agents_api.MAX_BODY) + BODY_SLACK,
         **options)
     gateways = gateway_sockets(settings, components.agents)
-    if gateways:
-        waitress.create_server(Gateway(app, components.callers), map=shared, sockets=gateways,
-                               threads=settings.proxy_threads,
-                               max_request_body_size=settings.max_body + BODY_SLACK, **options)
+    # APPSEC: agents' connections get their own loop, threads and connection limit
+    gateway = Listener(Gateway(app, components.callers), gateways, name="gateway",
+                       threads=settings.proxy_threads,
+                       connection_limit=settings.gateway_connection_limit,
+                       max_request_body_size=settings.max_body + BODY_SLACK,
+                       **options) if gateways else None
     components.heartbeat.start(now=True)
     janitor = Periodic("janitor", Janitor.INTERVAL, components.janitor.run_once)
     janitor.start()
+    if gateway is not None:
+        gateway.start()
     logger.info("listening on http://%s:%s%s (config: %s)", settings.host, settings.port,
                 "".join(f", proxy only on {s.getsockname()[0]}" for s in gateways),
                 settings.source)

@@ -1,6 +1,5 @@
-"""Resources for /agents: deploy, list, inspect, remove, lifecycle, logs."""
+"""Resources for /agents: deploy, list, inspect, remove, lifecycle."""
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -98,23 +97,6 @@ class LifecycleResource:
         refuse_body(req, f"{self._operation} request")
         agent = self._action(agent_id)
         ok(resp, f"agent {agent.name} is {agent.status.value}", agent.public())
-
-
-class LogsResource:
-    def __init__(self, agents: AgentService, clock: Callable[[], float] = time.time) -> None:
-        self._agents = agents
-        self._clock = clock
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
-        tail = param(req, "tail", whole_number)
-        since = param(req, "since", lambda v: units.parse_since(v, self._clock()))
-        stream = self._agents.logs(
-            agent_id, follow=param(req, "follow", units.parse_bool) or False, tail=tail,
-            since=since, timestamps=param(req, "timestamps", units.parse_bool) or False)
-        resp.content_type = falcon.MEDIA_TEXT
-        # NOTE: falcon hands the iterator to waitress, which writes each chunk as it
-        # comes and calls close() at the end or when the client goes away.
-        resp.stream = stream
 
 
 def _status(value: str) -> AgentStatus:

@@ -2,22 +2,26 @@
 
 import json
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 import falcon
 
 from agentainer import tokens
 from agentainer.api import errors, openapi
-from agentainer.api.agents import AgentResource, AgentsResource, LifecycleResource, LogsResource
+from agentainer.api.agents import AgentResource, AgentsResource, LifecycleResource
 from agentainer.api.auth import AuthMiddleware
+from agentainer.api.logs import LogsResource
 from agentainer.api.observability import (
     AgentHealthResource, AgentMetricsResource, PrometheusResource,
 )
 from agentainer.api.envelope import failure
-from agentainer.api.proxy import PATTERN, REQUEST_ID_HEADER, RETRY_AFTER, ProxySink
+from agentainer.api.proxy import (
+    PATTERN, REQUEST_ID_HEADER, RETRY_AFTER, ProxySink, Releasing,
+)
 from agentainer.api.requests import ReplayResource, RequestResource, RequestsResource
 from agentainer.api.system import HealthResource, OpenAPIResource
 from agentainer.config import Config
+from agentainer.inflight import InflightLimit
 from agentainer.journal import new_request_id
 from agentainer.metrics import ControlPlaneCollector
 from agentainer.redaction import Redactor
@@ -48,7 +52,7 @@ def create_app(config: Config, *, components: Components | None = None,
         ("/agents", AgentsResource(c.agents)),
         ("/agents/{agent_id}", AgentResource(c.agents)),
         *[(f"/agents/{{agent_id}}/{op}", LifecycleResource(c.agents, op)) for op in LIFECYCLE],
-        ("/agents/{agent_id}/logs", LogsResource(c.agents)),
+        ("/agents/{agent_id}/logs", LogsResource(c.agents, config.follow_limit)),
         ("/agents/{agent_id}/health", AgentHealthResource(c.agents, c.health)),
         ("/agents/{agent_id}/metrics", metrics),
         ("/metrics", PrometheusResource(
@@ -66,7 +70,8 @@ def create_app(config: Config, *, components: Components | None = None,
     app.add_sink(ProxySink(c.journal, c.upstream, schedule=c.scheduler.schedule,
                            on_down=c.agents.reconcile, admin_token=admin_token,
                            max_body=config.max_body,
-                           capture_limit=config.capture_limit),
+                           capture_limit=config.capture_limit,
+                           inflight=InflightLimit(config.agent_max_inflight)),
                  PATTERN)
     return app
 
@@ -98,26 +103,7 @@ class ProxyCap:
                 (REQUEST_ID_HEADER, new_request_id())])
             return [self._busy]
         try:
-            return _Releasing(self._app(environ, start_response), self._slots.release)
+            return Releasing(self._app(environ, start_response), self._slots.release)
         except BaseException:
             self._slots.release()
             raise
-
-
-class _Releasing:
-    """A response iterable that frees its proxy slot when the WSGI server closes it."""
-
-    def __init__(self, body: Iterable[bytes], release: Callable[[], None]) -> None:
-        self._body = body
-        self._release = release
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)  # PERF: the server iterates the body itself, no extra hop
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._release()

@@ -4,15 +4,16 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import falcon
 
 from agentainer.api.envelope import failure, ok
 from agentainer.errors import (
-    AgentNotFound, Conflict, InvalidInput, JournalFull, QueueFull, Unauthorized, Unavailable,
-    Unprocessable,
+    AgentNotFound, AgentOverloaded, Conflict, InvalidInput, JournalFull, QueueFull, Unauthorized,
+    Unavailable, Unprocessable,
 )
+from agentainer.inflight import InflightLimit
 from agentainer.journal import FULL, Admission, IncomingRequest, Journal, new_request_id
 from agentainer.models import ID_RE, hash_token
 from agentainer.proxy import (
@@ -37,7 +38,7 @@ class ProxySink:
 
     def __init__(self, journal: Journal, upstream: Upstream, *, schedule: Callable[[str], None],
                  on_down: Callable[[str], None], admin_token: str, max_body: int,
-                 capture_limit: int) -> None:
+                 capture_limit: int, inflight: InflightLimit) -> None:
         self._admin_hash = hash_token(admin_token)
         self._journal = journal
         self._upstream = upstream
@@ -45,6 +46,7 @@ class ProxySink:
         self._on_down = on_down
         self._max_body = max_body
         self._capture_limit = capture_limit
+        self._inflight = inflight
 
     def __call__(self, req: falcon.Request, resp: falcon.Response, agent_ref: str,
                  rest: str | None = None) -> None:
@@ -92,19 +94,35 @@ class ProxySink:
             raise Unavailable(f"agent {agent_ref} is {admission.status} and does not journal "
                               "requests (--no-persist); retry later", code="agent_unavailable")
         journaled = outcome == "forward"
+        agent_id = admission.agent_id
+        if not self._inflight.enter(agent_id):
+            if not journaled:
+                raise AgentOverloaded(agent_ref)
+            # APPSEC: one slow agent cannot hold every proxy thread: the rest wait in its queue
+            self._queue_instead(resp, admission, request_id, agent_ref,
+                                f"{self._inflight.limit} requests already in flight to the "
+                                "agent (agent_max_inflight)", "the agent is at its limit "
+                                "of requests in flight")
+            return
         try:
             self._forward(req, resp, agent_ref, admission, request_id, headers, admin,
                           body, target_path, arrived)
         except QueueFull:
+            self._inflight.leave(agent_id)
             raise  # NOTE: the journal took the record back already
         except Exception as ex:
+            self._inflight.leave(agent_id)
             if journaled:
                 # NOTE: a failure of ours after admission: the failed-attempt rule ends the
                 # record now, rather than a late redelivery when its lease expires (it is
                 # fenced: a no-op when the record was ended already)
-                self._requeue(request_id, admission.agent_id, f"the proxy failed: {ex!r}",
+                self._requeue(request_id, agent_id, f"the proxy failed: {ex!r}",
                               admission.lease)
             raise
+        if resp.stream is None:
+            self._inflight.leave(agent_id)
+        else:
+            resp.stream = Releasing(resp.stream, lambda: self._inflight.leave(agent_id))
 
     def _forward(self, req: falcon.Request, resp: falcon.Response, agent_ref: str,
                  admission: Admission, request_id: str, headers: list[tuple[str, str]],
@@ -129,12 +147,8 @@ class ProxySink:
             if not journaled:
                 raise Unavailable(f"agent {agent_ref} is not reachable; retry later",
                                   code="agent_unavailable") from ex
-            status, position = self._journal.retry(request_id, str(ex), attempted=False,
-                                                    lease=admission.lease)
-            if status == FULL:
-                raise QueueFull(agent_ref) from ex
-            self._schedule(admission.agent_id)
-            self._queued_reply(resp, admission, request_id, position)
+            self._queue_instead(resp, admission, request_id, agent_ref, str(ex),
+                                "the agent is not running")
             return
         except BadResponse as ex:  # NOTE: the agent is up: no on_down
             if journaled:
@@ -190,12 +204,26 @@ class ProxySink:
         if status == "queued":
             self._schedule(agent_id)
 
+    def _queue_instead(self, resp: falcon.Response, admission: Admission, request_id: str,
+                       agent_ref: str, error: str, why: str) -> None:
+        """Send a forwarded request, not attempted, to its agent's queue; answer 202.
+
+        Raises:
+            QueueFull: the queue has no room for it.
+        """
+        status, position = self._journal.retry(request_id, error, attempted=False,
+                                                lease=admission.lease)
+        if status == FULL:
+            raise QueueFull(agent_ref)
+        self._schedule(admission.agent_id)
+        self._queued_reply(resp, admission, request_id, position, why)
+
     def _queued_reply(self, resp: falcon.Response, admission: Admission, request_id: str,
-                      position: int) -> None:
+                      position: int, why: str = "the agent is not running") -> None:
         resp.location = f"/agents/{admission.agent_id}/requests/{request_id}"
-        ok(resp, "the agent is not running; the request is queued and will be delivered "
-                 "when it is", {"request_id": request_id, "status": "queued",
-                                "position": position}, falcon.HTTP_202)
+        ok(resp, f"{why}; the request is queued and will be delivered when it can be",
+           {"request_id": request_id, "status": "queued", "position": position},
+           falcon.HTTP_202)
 
     def _idempotent_reply(self, resp: falcon.Response, admission: Admission,
                           incoming: IncomingRequest) -> None:
@@ -220,6 +248,25 @@ class ProxySink:
                 resp.append_header(name, value)
         resp.set_header("X-Agentainer-Idempotent-Replay", "true")
         resp.data = record["resp_body"]
+
+
+class Releasing:
+    """A response iterable that calls ``release`` once the WSGI server closes it."""
+
+    def __init__(self, body: Iterable[bytes], release: Callable[[], None]) -> None:
+        self._body = body
+        self._release = release
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)  # PERF: the server iterates the body itself, no extra hop
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._release()
 
 
 def _failed_reply(resp: falcon.Response, status: str, message: str, code: str,

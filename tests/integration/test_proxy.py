@@ -328,7 +328,7 @@ def small_server(stack: Stack) -> Iterator[str]:
     """A second server process on the same Redis with 4 threads, 2 kept for the API."""
     port = free_port()
     env = {**stack.env, "AGENTAINER_PORT": str(port), "AGENTAINER_THREADS": "4",
-           "AGENTAINER_API_THREADS": "2"}
+           "AGENTAINER_API_THREADS": "2", "AGENTAINER_FOLLOW_LIMIT": "1"}
     with open(stack.data_dir / "small-server.log", "ab") as log:
         server = subprocess.Popen([sys.executable, str(BIN / "agentainer-server")], env=env,
                                   stdout=log, stderr=subprocess.STDOUT)

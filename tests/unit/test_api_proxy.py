@@ -7,6 +7,7 @@ import urllib3
 
 from agentainer.api import errors
 from agentainer.api.proxy import PATTERN, REQUEST_ID_HEADER, ProxySink
+from agentainer.inflight import InflightLimit
 from agentainer.journal import FIRST_LEASE, Admission
 
 AGENT = "a1b2c3d4e5f6"
@@ -67,15 +68,16 @@ class FakeUpstream:
 
 
 def client(journal: FakeJournal, answer: FakeResponse | Exception,
-           scheduled: list[str] | None = None, down: list[str] | None = None
-           ) -> falcon.testing.TestClient:
+           scheduled: list[str] | None = None, down: list[str] | None = None,
+           inflight: InflightLimit | None = None) -> falcon.testing.TestClient:
     app = falcon.App()
     errors.register(app)
     app.add_sink(ProxySink(journal, FakeUpstream(answer),
                            schedule=(scheduled if scheduled is not None else []).append,
                            on_down=(down if down is not None else []).append,
                            admin_token="admin-token-for-tests", max_body=1024,
-                           capture_limit=1024), PATTERN)
+                           capture_limit=1024,
+                           inflight=inflight or InflightLimit(8)), PATTERN)
     return falcon.testing.TestClient(app)
 
 
@@ -135,3 +137,35 @@ def test_a_streamed_answer_completes_when_read_to_its_end():
     assert result.status_code == 200 and result.content == b"hello"
     [(kind, _, fields)] = journal.ended
     assert kind == "complete" and fields["body"] == b"hello" and fields["error"] == ""
+
+
+def test_a_journaled_request_over_agent_max_inflight_is_queued_not_forwarded():
+    journal, scheduled, inflight = FakeJournal(), [], InflightLimit(1)
+    assert inflight.enter(AGENT)  # NOTE: another request to the agent, still in flight
+    upstream_answer = FakeResponse(200, body=b"never sent")
+    result = client(journal, upstream_answer, scheduled, inflight=inflight).simulate_post(
+        f"/agent/{AGENT}/x", body=b"job")
+    assert result.status_code == 202 and result.json["data"]["status"] == "queued"
+    request_id = result.headers[REQUEST_ID_HEADER]
+    assert result.headers["Location"] == f"/agents/{AGENT}/requests/{request_id}"
+    [(kind, rid, error, attempted, _)] = journal.ended
+    assert (kind, rid, attempted) == ("retry", request_id, False)
+    assert "agent_max_inflight" in error and scheduled == [AGENT]
+    assert upstream_answer.chunks == [b"never sent"]
+
+
+def test_a_direct_request_over_agent_max_inflight_is_503_with_retry_after():
+    inflight = InflightLimit(1)
+    assert inflight.enter(AGENT)
+    result = client(FakeJournal("direct"), FakeResponse(200, body=b"x"),
+                    inflight=inflight).simulate_get(f"/agent/{AGENT}/x")
+    assert result.status_code == 503 and result.json["error"] == "agent_overloaded"
+    assert result.headers["Retry-After"] == "5"
+
+
+@pytest.mark.parametrize("answer", [FakeResponse(200, body=b"streamed"),
+                                    FakeResponse(204), RuntimeError("boom")])
+def test_a_request_leaves_the_agent_s_in_flight_count_when_it_ends(answer):
+    inflight = InflightLimit(1)
+    client(FakeJournal(), answer, inflight=inflight).simulate_get(f"/agent/{AGENT}/x")
+    assert inflight.enter(AGENT)  # NOTE: the one slot is free again

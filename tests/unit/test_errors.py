@@ -31,6 +31,8 @@ STATUS = {
     errors.RuntimeFailure: falcon.HTTP_422,
     errors.Unavailable: falcon.HTTP_503,
     errors.QueueFull: falcon.HTTP_503,
+    errors.AgentOverloaded: falcon.HTTP_503,
+    errors.TooManyFollows: falcon.HTTP_503,
     errors.InsufficientStorage: falcon.HTTP_507,
     errors.JournalFull: falcon.HTTP_507,
 }
@@ -49,7 +51,8 @@ def test_status_of(cls):
     assert status_of(cls(*ARGS.get(cls, ("x",)))) == STATUS[cls]
 
 
-@pytest.mark.parametrize("cls", [errors.Unavailable, errors.QueueFull, errors.JournalFull],
+@pytest.mark.parametrize("cls", [errors.Unavailable, errors.QueueFull, errors.AgentOverloaded,
+                                 errors.TooManyFollows, errors.JournalFull],
                          ids=lambda cls: cls.__name__)
 def test_refusals_for_now_say_when_to_retry(cls):
     assert cls("x").retry_after > 0

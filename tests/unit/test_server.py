@@ -53,6 +53,12 @@ def test_api_threads_must_leave_threads_for_the_proxy():
     assert "api_threads = 16" in result.stderr and "threads = 16" in result.stderr
 
 
+def test_follow_limit_must_leave_api_threads_for_the_rest_of_the_api():
+    result = start({"AGENTAINER_CONFIG": "/dev/null", "AGENTAINER_FOLLOW_LIMIT": "16"})
+    assert result.returncode == 7
+    assert "follow_limit = 16" in result.stderr and "api_threads = 16" in result.stderr
+
+
 class StreamingApp:
     """A WSGI app whose responses stay open until closed."""
 
