@@ -185,7 +185,7 @@ def test_follows_on_a_silent_agent_are_capped_and_released(
         dos_api: Api, dos_stack: Stack, bystander: str):
     silent = started(dos_api, f"{dos_stack.prefix}-silent")
     follow = (f"GET /agents/{silent['id']}/logs?follow=true&tail=0 HTTP/1.1\r\n"
-              f"Host: x\r\nAuthorization: Bearer {dos_stack.token}\r\n\r\n").encode()
+              f"Host: 127.0.0.1\r\nAuthorization: Bearer {dos_stack.token}\r\n\r\n").encode()
     socks = [connect(dos_stack) for _ in range(330)]
     try:
         send_all(socks, follow)
@@ -222,7 +222,7 @@ def test_follows_on_a_silent_agent_are_capped_and_released(
 def test_slow_requests_to_one_agent_do_not_starve_another(
         dos_api: Api, dos_stack: Stack, bystander: str):
     slow = started(dos_api, f"{dos_stack.prefix}-slow")
-    request = (f"GET /agent/{slow['id']}/slow HTTP/1.1\r\nHost: x\r\n"
+    request = (f"GET /agent/{slow['id']}/slow HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                "X-Echo-Delay: 2\r\nConnection: close\r\n\r\n").encode()
     socks = [connect(dos_stack) for _ in range(300)]
     try:
@@ -278,11 +278,11 @@ def assert_cut_off_while_trickling(dos_api: Api, dos_stack: Stack, bystander: st
 
 def test_slowloris_headers_are_cut_off(dos_api: Api, dos_stack: Stack, bystander: str):
     assert_cut_off_while_trickling(dos_api, dos_stack, bystander,
-                                   b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ", b"a")
+                                   b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ", b"a")
 
 
 def test_slow_body_is_cut_off(dos_api: Api, dos_stack: Stack, bystander: str):
-    head = (f"POST /agent/{bystander}/upload HTTP/1.1\r\nHost: x\r\n"
+    head = (f"POST /agent/{bystander}/upload HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             "Content-Length: 100000\r\n\r\n").encode()
     assert_cut_off_while_trickling(dos_api, dos_stack, bystander, head, b"a")
 
@@ -291,7 +291,7 @@ def test_idle_connection_is_closed(dos_api: Api, dos_stack: Stack, bystander: st
     fresh = [connect(dos_stack) for _ in range(20)]
     kept_alive = [connect(dos_stack) for _ in range(20)]
     try:
-        send_all(kept_alive, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        send_all(kept_alive, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         heads = statuses(kept_alive, timeout=5)
         assert [status_of(head) for head in heads.values()] == [200] * len(kept_alive)
         assert_control_plane_answers(dos_api, bystander)
