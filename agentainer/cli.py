@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agentainer import __version__, config as configuration, tokens
+from agentainer import __version__, config as configuration, tokens, units
 from agentainer.client import ApiError, Client, find_server
 from agentainer.errors import AgentainerError, Unauthorized
 from agentainer.output import Output, cut, human_bytes, show_record, utc_time, yes_no
@@ -221,7 +221,8 @@ def cmd_inspect(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_logs(client: Client, args: argparse.Namespace, out: Output) -> int:
-    params = {"follow": args.follow, "tail": args.tail, "since": args.since,
+    since = args.since and units.since_param(args.since, time.time())
+    params = {"follow": args.follow, "tail": args.tail, "since": since,
               "timestamps": args.timestamps}
     params = {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in params.items()
               if v not in (None, False)}

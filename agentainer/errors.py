@@ -24,12 +24,6 @@ class InvalidInput(AgentainerError):
     code = "invalid_input"
 
 
-class MountRefused(InvalidInput):
-    """A bind mount or named volume the mount policy refuses (at deploy or at a start)."""
-
-    code = "volume_refused"
-
-
 class InvalidConfig(InvalidInput):
     """A configuration value is invalid; the message names file, key and value."""
 
@@ -46,6 +40,15 @@ class Forbidden(AgentainerError):
     """Valid credentials that do not grant this route (HTTP 403)."""
 
     code = "forbidden"
+
+
+class MountRefused(Forbidden):
+    """A bind mount or named volume the mount policy refuses (at deploy or at a start).
+
+    NOTE: 403, not 400: the request is well-formed; the host's policy forbids it.
+    """
+
+    code = "volume_refused"
 
 
 class NotAnAgent(Forbidden):

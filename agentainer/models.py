@@ -11,13 +11,22 @@ from datetime import datetime, timezone
 from typing import Any
 
 from agentainer import units
-from agentainer.errors import InvalidInput
+from agentainer.errors import Conflict, InvalidInput
 from agentainer.states import AgentStatus, Desired
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}\Z")
 ID_RE = re.compile(r"^agent-[0-9a-f]{12}\Z")
 # NOTE: docker's reference grammar, loosely: [registry/]path[:tag][@digest]
-IMAGE_RE = re.compile(r"^[a-z0-9]([a-z0-9._/:-]{0,254})(@sha256:[0-9a-f]{64})?\Z", re.IGNORECASE)
+# NOTE: Docker's reference grammar (distribution/reference): an optional registry (with a
+# dot or a port, or localhost), lowercase path components, a tag, a digest
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = (rf"(?:localhost(?::[0-9]+)?|{_DOMAIN_PART}(?:\.{_DOMAIN_PART})+(?::[0-9]+)?"
+           rf"|{_DOMAIN_PART}:[0-9]+)")
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_PATTERN = (rf"^(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
+                 r"(?:@sha256:[0-9a-f]{64})?$")
+IMAGE_MAX = 255
+IMAGE_RE = re.compile(IMAGE_PATTERN.removesuffix("$") + r"\Z")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}\Z")
 RESERVED_ENV = ("AGENT_ID", "AGENT_NAME", "AGENTAINER_PROXY_URL")
@@ -229,9 +238,14 @@ def parse_deploy(body: Any) -> tuple[AgentSpec, DeployOptions]:
         # still means that fails here rather than getting a token that manages nothing
         raise InvalidInput("token is the invoke token of a private agent: add private, or "
                            "send manage_token for a token that manages the agent")
+    # NOTE: 409, not 400: like a token another agent holds (token_in_use), the body is
+    # well-formed but clashes with itself in a way JSON Schema cannot state (openapi.py)
     if token is not None and token == manage_token:
-        raise InvalidInput("token and manage_token must differ (one calls the agent, the "
-                           "other manages it)")
+        raise Conflict("token and manage_token must differ (one calls the agent, the "
+                       "other manages it)", code="token_in_use")
+    targets = [volume.container_path for volume in spec.volumes]
+    if len(set(targets)) != len(targets):
+        raise Conflict("two volumes share a container_path", code="volume_conflict")
     return spec, DeployOptions(start=_field(body, "start", _strict_bool, False),
                                pull=_field(body, "pull", _strict_bool, False))
 
@@ -302,7 +316,7 @@ def _may_call(value: Any) -> tuple[str, ...]:
 
 
 def _image(value: Any) -> str:
-    if not isinstance(value, str) or not IMAGE_RE.match(value):
+    if not isinstance(value, str) or len(value) > IMAGE_MAX or not IMAGE_RE.match(value):
         raise ValueError(f"{value!r} is not an image reference (example: nginx:latest)")
     return value
 
@@ -325,11 +339,7 @@ def _env(value: Any) -> dict[str, str]:
 def _volumes(value: Any) -> tuple[Volume, ...]:
     if not isinstance(value, list) or len(value) > MAX_VOLUMES:
         raise ValueError(f"must be a list of at most {MAX_VOLUMES} volumes")
-    volumes = tuple(_volume(item) for item in value)
-    targets = [v.container_path for v in volumes]
-    if len(set(targets)) != len(targets):
-        raise ValueError("two volumes share a container_path")
-    return volumes
+    return tuple(_volume(item) for item in value)
 
 
 def _volume(item: Any) -> Volume:
@@ -372,6 +382,8 @@ def _health_check(value: Any) -> HealthCheck:
         timeout=units.parse_duration(value.get("timeout", min(5.0, interval))),
         retries=units.parse_positive_int(value.get("retries", 3)),
     )
-    if check.interval < 1 or check.timeout <= 0 or check.timeout > check.interval:
-        raise ValueError("need interval >= 1s and 0 < timeout <= interval")
+    # NOTE: a timeout past the interval is allowed, as Docker allows it: one agent's
+    # probes never overlap (health.Lanes), so the next one just starts later
+    if check.interval < 1 or check.timeout <= 0:
+        raise ValueError("need interval >= 1s and timeout > 0")
     return check

@@ -133,23 +133,37 @@ def parse_header_names(value: str) -> tuple[str, ...]:
     return names
 
 
+# NOTE: what the API's logs ``since`` takes, fully: a duration ago, or a Unix time (a bare
+# number from 1e9 on); ISO-8601 is the CLI's to convert (Docker's API takes Unix times too)
+SINCE = re.compile(r"^([0-9]{1,9}(\.[0-9]{1,3})?(ms|s|m|h)|[0-9]{1,11}(\.[0-9]{1,6})?)$")
+
+
 def parse_since(value: str, now: float) -> float:
-    """Return a Unix time from a duration ago (``10m``), a Unix time, or ISO-8601."""
-    text = str(value).strip()
+    """Return a Unix time from a duration ago (``10m``) or a Unix time (``1700000000``).
+
+    Raises:
+        ValueError: anything else (:data:`SINCE` states it).
+    """
+    text = str(value)
+    if not SINCE.match(text):
+        raise ValueError(f"{value!r} is not a time (examples: 10m, 2h, 1700000000)")
+    if text[-1].isdigit() and float(text) >= 1e9:
+        return float(text)
+    return max(0.0, now - parse_duration(text))
+
+
+def since_param(value: str, now: float) -> str:
+    """Return the API's ``since`` for what a user typed: also an ISO-8601 time.
+
+    Raises:
+        ValueError: none of a duration, a Unix time or ISO-8601.
+    """
+    if SINCE.match(value):
+        return value
     try:
-        number = float(text)
-    except ValueError:
-        number = None
-    if number is not None and (not math.isfinite(number) or number > 1e11):
-        raise ValueError(f"{value!r} is not a time after 1970 and before the year 5000")
-    if number is not None and number >= 1e9:
-        return number
-    try:
-        return now - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        when = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
         raise ValueError(f"{value!r} is not a time (examples: 10m, 2h, 1700000000, "
                          "2026-01-01T00:00:00Z)") from None
+    # NOTE: a bare number below 1e9 means seconds ago; no container logged before 2001
+    return f"{max(when, 1e9):.6f}"

@@ -7,9 +7,11 @@ that a fuzzer generating from this document gets exactly what it describes.
 
 from typing import Any
 
-from agentainer import __version__
+from agentainer import __version__, units
 from agentainer.journal import RequestStatus
-from agentainer.models import ANY_AGENT, MAX_ENV, MAX_MAY_CALL, MAX_TOKEN, MAX_VOLUMES
+from agentainer.models import (
+    ANY_AGENT, IMAGE_MAX, IMAGE_PATTERN, MAX_ENV, MAX_MAY_CALL, MAX_TOKEN, MAX_VOLUMES,
+)
 from agentainer.states import AgentStatus
 
 MAX_COUNT = 2 ** 63 - 1  # NOTE: api/agents.whole_number's bound (Redis's signed 64 bits)
@@ -18,9 +20,15 @@ NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 AGENT_ID = r"^agent-[0-9a-f]{12}$"
 DURATION = r"^[0-9]{1,9}(\.[0-9]{1,3})?(ms|s|m|h)?$"
 CPU = r"^([1-9][0-9]{0,2}(\.[0-9]{1,3})?|0\.[0-9]{0,2}[1-9]|[1-9][0-9]{0,5}m)$"
-# NOTE: a subset of what units.parse_since takes: a duration ago, a Unix time, ISO-8601
-SINCE = (r"^([0-9]{1,6}(ms|s|m|h)?|1[0-9]{9}|20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
-         r"(T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z?)?)$")
+SINCE = units.SINCE.pattern  # NOTE: a duration ago or a Unix time; the CLI converts ISO-8601
+# NOTE: health checks: an interval of at least 1 s, a timeout above 0
+INTERVAL = r"^([1-9][0-9]{0,8}(\.[0-9]{1,3})?(s|m|h)?|[1-9][0-9]{3,8}(\.[0-9]{1,3})?ms)$"
+POSITIVE = (r"^([1-9][0-9]{0,8}(\.[0-9]{1,3})?|0\.([1-9][0-9]{0,2}|0[1-9][0-9]?|00[1-9]))"
+            r"(ms|s|m|h)?$")
+# NOTE: a container path: absolute, with a segment other than "." (so not "/"), no ".."
+CONTAINER_PATH = {"type": "string", "allOf": [{"pattern": "^/"},
+                                              {"pattern": r"/([^/.]|\.[^/.]|\.\.[^/])"}],
+                  "not": {"pattern": r"(^|/)\.\.(/|$)"}}
 BOOLEAN = {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"]}
 _AGENT_ID = {"name": "agent_id", "in": "path", "required": True,
              "description": "the agent's ID or name",
@@ -78,17 +86,23 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
-_DURATION_VALUE = {"anyOf": [{"type": "string", "pattern": DURATION},
-                             {"type": "number", "minimum": 0, "maximum": 1e9}]}
+def _duration(pattern: str, minimum: dict[str, float]) -> dict[str, Any]:
+    return {"anyOf": [{"type": "string", "pattern": pattern},
+                      {"type": "number", **minimum, "maximum": 1e9}]}
+
+
 _DEPLOY = {
     "type": "object", "required": ["name", "image"], "additionalProperties": False,
     # NOTE: an invoke token is for a private agent, and a private agent needs one
-    "dependentSchemas": {"token": {"required": ["private"],
-                                   "properties": {"private": {"const": True}}}},
+    "allOf": [
+        {"if": {"required": ["token"], "properties": {"token": {"type": "string"}}},
+         "then": {"required": ["private"], "properties": {"private": {"const": True}}}},
+        {"if": {"required": ["private"], "properties": {"private": {"const": True}}},
+         "then": {"required": ["token"], "properties": {"token": {"type": "string"}}}},
+    ],
     "properties": {
         "name": {"type": "string", "pattern": NAME, "not": {"pattern": AGENT_ID}},
-        "image": {"type": "string", "pattern":
-                  r"^[a-zA-Z0-9][a-zA-Z0-9._/:-]{0,254}(@sha256:[0-9a-fA-F]{64})?$",
+        "image": {"type": "string", "pattern": IMAGE_PATTERN, "maxLength": IMAGE_MAX,
                   "examples": ["agentainer/echo-agent:latest"]},
         "env_vars": _nullable({
             "type": "object", "maxProperties": MAX_ENV,
@@ -114,20 +128,22 @@ _DEPLOY = {
                                                   "/agents/{agent_id} routes only"}),
         "volumes": _nullable({"type": "array", "maxItems": MAX_VOLUMES, "items": {
             "type": "object", "additionalProperties": False, "required": ["container_path"],
+            "oneOf": [{"required": ["host_path"]}, {"required": ["volume"]}],
             "properties": {"host_path": {"type": "string", "pattern": "^/"},
                            "volume": {"type": "string",
                                       "pattern": r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$"},
-                           "container_path": {"type": "string", "pattern": "^/"},
+                           "container_path": CONTAINER_PATH,
                            "read_only": {"type": "boolean"}}},
-            "description": "each with exactly one of host_path and volume; container_path "
-                           "absolute, not /, without '..', distinct"}),
+            "description": "each with exactly one of host_path and volume; two at one "
+                           "container_path (once normalised) are 409 volume_conflict"}),
         "health_check": _nullable({
             "type": "object", "additionalProperties": False, "properties": {
                 "endpoint": {"type": "string", "pattern": "^/"},
-                "interval": _DURATION_VALUE, "timeout": _DURATION_VALUE,
+                "interval": _duration(INTERVAL, {"minimum": 1}),
+                "timeout": _duration(POSITIVE, {"exclusiveMinimum": 0}),
                 "retries": {"anyOf": [{"type": "integer", "minimum": 1},
-                                      {"type": "string", "pattern": "^[0-9]{1,9}$"}]}},
-            "description": "interval at least 1s, 0 < timeout <= interval"}),
+                                      {"type": "string", "pattern": "^0*[1-9][0-9]{0,8}$"}]}},
+            "description": "interval at least 1s, timeout above 0"}),
         "app_port": _nullable({"type": "integer", "minimum": 1, "maximum": 65535}),
         "egress": _nullable({"type": "boolean", "default": True}),
         "private": _nullable({"type": "boolean", "default": False,

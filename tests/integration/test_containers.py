@@ -178,7 +178,7 @@ def test_refused_host_paths(api: Api, name: str, host_path: str, docker_client):
     reply = api.post("/agents", json={"name": name, "image": "agentainer/echo-agent",
                                       "volumes": [{"host_path": host_path,
                                                    "container_path": "/x"}]})
-    assert reply.status_code == 400, reply.text
+    assert reply.status_code == 403, reply.text
     assert reply.json()["error"] == "volume_refused"
     assert api.get(f"/agents/{name}").status_code == 404
     assert not docker_client.containers.list(all=True, filters={"label": f"agentainer.name={name}"})

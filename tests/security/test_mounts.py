@@ -22,9 +22,9 @@ def bind(host_path: Path | str) -> list[dict]:
 
 def assert_deploy_refused(api: Api, name: str, docker_client, volumes: list[dict],
                           reason: str) -> str:
-    """Deploy is refused with 400 volume_refused naming ``reason``, and leaves nothing."""
+    """Deploy is refused with 403 volume_refused naming ``reason``, and leaves nothing."""
     reply = api.post("/agents", json={"name": name, "image": ECHO_IMAGE, "volumes": volumes})
-    assert reply.status_code == 400, reply.text
+    assert reply.status_code == 403, reply.text
     body = reply.json()
     assert body["error"] == "volume_refused" and reason in body["message"], body
     assert api.get(f"/agents/{name}").status_code == 404
@@ -34,9 +34,9 @@ def assert_deploy_refused(api: Api, name: str, docker_client, volumes: list[dict
 
 
 def assert_start_refused(api: Api, name: str, reason: str) -> None:
-    """Start is refused with 400 volume_refused, and the reason is kept in last_error."""
+    """Start is refused with 403 volume_refused, and the reason is kept in last_error."""
     reply = api.post(f"/agents/{name}/start")
-    assert reply.status_code == 400, reply.text
+    assert reply.status_code == 403, reply.text
     body = reply.json()
     assert body["error"] == "volume_refused" and reason in body["message"], body
     agent = api.get(f"/agents/{name}").json()["data"]
@@ -115,7 +115,7 @@ def test_local_volume_with_bind_option_is_refused(api: Api, name: str, stack: St
         "agentainer.managed": "1", "agentainer.id": agent["id"]},
         driver_opts={"type": "none", "o": "bind", "device": "/etc"})
     reply = api.post(f"/agents/{name}/start")
-    assert reply.status_code == 400, reply.text
+    assert reply.status_code == 403, reply.text
     assert reply.json()["error"] == "volume_refused"
     assert "mounts a host path" in reply.json()["message"] and "device=/etc" in reply.json()[
         "message"]

@@ -13,7 +13,7 @@ STATUS = {
     errors.AgentainerError: falcon.HTTP_500,
     errors.InvalidInput: falcon.HTTP_400,
     errors.InvalidConfig: falcon.HTTP_400,
-    errors.MountRefused: falcon.HTTP_400,
+    errors.MountRefused: falcon.HTTP_403,
     errors.Unauthorized: falcon.HTTP_401,
     errors.Forbidden: falcon.HTTP_403,
     errors.NotAnAgent: falcon.HTTP_403,

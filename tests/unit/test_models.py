@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from agentainer.errors import InvalidInput
+from agentainer.errors import Conflict, InvalidInput
 from agentainer.models import (
     Agent, AgentSpec, DeployOptions, HealthCheck, TokenScope, Volume, hash_token, parse_deploy,
     parse_empty,
@@ -22,6 +22,13 @@ def deploy(**fields):
 def refused(**fields) -> str:
     with pytest.raises(InvalidInput) as caught:
         deploy(**fields)
+    return caught.value.message
+
+
+def conflicting(code: str, **fields) -> str:
+    with pytest.raises(Conflict) as caught:
+        deploy(**fields)
+    assert caught.value.code == code
     return caught.value.message
 
 
@@ -206,14 +213,15 @@ def test_volumes_must_be_a_list():
 
 
 def test_duplicate_container_path_is_refused():
-    assert "share a container_path" in refused(volumes=[vol(volume="a"), vol(volume="b")])
+    volumes = [vol(volume="a"), vol(volume="b")]
+    assert "share a container_path" in conflicting("volume_conflict", volumes=volumes)
 
 
 @pytest.mark.parametrize("paths", [("/data", "/data/"), ("/data", "//data"), ("/data", "/./data")])
 def test_duplicate_container_path_is_refused_after_normalising(paths):
     # Docker sees these as the same mount point.
     volumes = [vol(container_path=paths[0], volume="a"), vol(container_path=paths[1], volume="b")]
-    assert "share a container_path" in refused(volumes=volumes)
+    assert "share a container_path" in conflicting("volume_conflict", volumes=volumes)
 
 
 def test_container_path_root_spelled_differently_is_refused():
@@ -252,7 +260,8 @@ def test_the_invoke_token_needs_a_private_agent():
 
 
 def test_invoke_and_manage_tokens_differ():
-    assert "must differ" in refused(token=TOKEN, manage_token=TOKEN, private=True)
+    assert "must differ" in conflicting("token_in_use", token=TOKEN, manage_token=TOKEN,
+                                        private=True)
 
 
 def test_each_token_has_its_own_scope():
@@ -336,8 +345,7 @@ def test_health_check(check, expected):
 
 @pytest.mark.parametrize("check, problem", [
     ({"interval": "500ms", "timeout": "100ms"}, "interval >= 1s"),
-    ({"interval": "10s", "timeout": "11s"}, "timeout <= interval"),
-    ({"timeout": 0}, "0 < timeout"),
+    ({"timeout": 0}, "timeout > 0"),
     ({"interval": "soon"}, "'soon' is not a duration"),
     ({"timeout": "-1s"}, "'-1s' is not a duration"),
     ({"retries": 0}, "must be at least 1"),

@@ -140,14 +140,32 @@ NOW = 1_800_000_000.0
     ("30", NOW - 30),
     ("1700000000", 1_700_000_000.0),
     ("1700000000.5", 1_700_000_000.5),
-    ("2026-01-01T00:00:00Z", datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp()),
-    ("2026-01-01T02:00:00+02:00", datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp()),
+    ("999999999h", 0.0),
 ])
 def test_parse_since(value, expected):
     assert units.parse_since(value, NOW) == expected
 
 
-@pytest.mark.parametrize("value", ["yesterday", "", "-5m", "2026-13-01T00:00:00Z"])
+@pytest.mark.parametrize("value, expected", [
+    ("10m", "10m"),
+    ("1700000000", "1700000000"),
+    ("2026-01-01T00:00:00Z", f"{datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp():.6f}"),
+    ("2026-01-01T02:00:00+02:00",
+     f"{datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp():.6f}"),
+    ("1990-01-01", "1000000000.000000"),
+])
+def test_since_param_converts_iso_8601_for_the_api(value, expected):
+    assert units.since_param(value, NOW) == expected
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2026-13-01T00:00:00Z"])
+def test_since_param_rejects(value):
+    with pytest.raises(ValueError, match=re.escape(repr(value))):
+        units.since_param(value, NOW)
+
+
+@pytest.mark.parametrize("value", ["yesterday", "", "-5m", "2026-01-01T00:00:00Z", " 5m",
+                                   "1e9", "nan"])
 def test_parse_since_rejects(value):
     with pytest.raises(ValueError, match=re.escape(repr(value))):
         units.parse_since(value, NOW)
