@@ -11,6 +11,7 @@ import falcon
 from agentainer import units
 from agentainer.agents import AgentService
 from agentainer.api.agents import param, whole_number
+from agentainer.api.proxy import Releasing
 from agentainer.errors import TooManyFollows
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class LogsResource:
         # comes and calls close() at the end or when the client goes away.
         if follow:
             gone = req.env.get("waitress.client_disconnected", lambda: False)
-            resp.stream = FollowStream(stream, gone, self._follows.release)
+            resp.stream = Releasing(FollowStream(stream, gone), self._follows.release)
         else:
             resp.stream = stream
 
@@ -62,14 +63,13 @@ class FollowStream:
     WSGI server's thread waits for its chunks at most :data:`TICK` at a time and, between
     them, asks the server whether the client went away (waitress notices a closed
     connection as it reads, see ``listener.LOOKAHEAD``). ``close()`` closes the Docker
-    stream, which ends the reading thread, and calls ``release`` once.
+    stream, which ends the reading thread.
     """
 
-    def __init__(self, source: Iterator[bytes], client_gone: Callable[[], bool],
-                 release: Callable[[], None], *, tick: float = TICK) -> None:
+    def __init__(self, source: Iterator[bytes], client_gone: Callable[[], bool], *,
+                 tick: float = TICK) -> None:
         self._source = source
         self._client_gone = client_gone
-        self._release = release
         self._tick = tick
         self._chunks: queue.Queue = queue.Queue(maxsize=64)
         self._closed = threading.Event()
@@ -115,9 +115,6 @@ class FollowStream:
         if self._closed.is_set():
             return
         self._closed.set()
-        try:
-            close = getattr(self._source, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._release()
+        close = getattr(self._source, "close", None)
+        if close is not None:
+            close()

@@ -3,6 +3,7 @@
 import threading
 
 from agentainer.api.logs import FollowStream
+from agentainer.api.proxy import Releasing
 
 
 class SilentLog:
@@ -23,19 +24,20 @@ class SilentLog:
 
 def test_a_follow_on_a_silent_log_stops_when_its_client_is_gone():
     source, released, gone = SilentLog(b"hello\n"), [], threading.Event()
-    stream = FollowStream(source, gone.is_set, lambda: released.append(1), tick=0.01)
-    assert next(stream) == b"hello\n"
+    stream = Releasing(FollowStream(source, gone.is_set, tick=0.01),
+                       lambda: released.append(1))
+    chunks = iter(stream)
+    assert next(chunks) == b"hello\n"
     gone.set()
-    assert list(stream) == []
-    stream.close()
+    assert list(chunks) == []
     stream.close()
     assert source.closed.is_set() and released == [1]
 
 
 def test_a_follow_ends_when_its_log_does():
     released = []
-    stream = FollowStream(iter([b"a", b"b"]), lambda: False, lambda: released.append(1),
-                          tick=0.01)
+    stream = Releasing(FollowStream(iter([b"a", b"b"]), lambda: False, tick=0.01),
+                       lambda: released.append(1))
     assert list(stream) == [b"a", b"b"]
     stream.close()
     assert released == [1]
