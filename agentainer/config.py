@@ -148,7 +148,7 @@ SETTINGS: tuple[Setting, ...] = (
             "a request's headers must arrive within this time of its first byte"),
     Setting("body_min_rate", units.parse_size, "1k",
             "bytes per second a request body must average, after header_timeout of grace"),
-    Setting("agent_max_inflight", units.parse_positive_int, "64",
+    Setting("agent_max_inflight", units.parse_positive_int, "128",
             "proxied requests in flight per agent per server process; past it journaled "
             "requests queue (202), others get 503"),
     Setting("follow_limit", units.parse_positive_int, "8",

@@ -48,7 +48,7 @@ def test_defaults(conf):
         "idle_timeout": 60.0,
         "header_timeout": 10.0,
         "body_min_rate": 1024,
-        "agent_max_inflight": 64,
+        "agent_max_inflight": 128,
         "follow_limit": 8,
         "connect_timeout": 3.0,
         "read_timeout": 300.0,
