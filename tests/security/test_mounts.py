@@ -54,6 +54,17 @@ def test_bind_mount_of_home_is_refused(api: Api, name: str, docker_client):
                           f"it contains an SSH directory ({home}/.ssh)")
 
 
+def test_bind_mount_of_a_shell_startup_file_in_home_is_refused(api: Api, name: str,
+                                                               docker_client):
+    """An agent writing to ~/.bashrc (or ~/.profile, ~/.config/autostart) runs code as the
+    home's user at its next login: root's, with /root among the default volume_roots."""
+    home = os.path.expanduser("~")
+    for entry in (".bashrc", ".config/autostart"):
+        assert_deploy_refused(api, name, docker_client, bind(f"{home}/{entry}"),
+                              f"it is inside a home's configuration ({home}/"
+                              f"{entry.split('/')[0]})")
+
+
 def test_bind_mount_of_data_dir_parent_is_refused(api: Api, name: str, stack: Stack,
                                                   docker_client):
     assert_deploy_refused(api, name, docker_client, bind(stack.data_dir.parent),
