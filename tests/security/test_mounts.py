@@ -87,6 +87,19 @@ def test_bind_mount_of_a_device_file_outside_dev_is_refused(api: Api, name: str,
     assert_deploy_refused(api, name, docker_client, bind(path), "it is a device file")
 
 
+def test_bind_mount_of_a_file_or_a_fifo_is_mounted_not_a_500(api: Api, name: str, stack: Stack,
+                                                             docker_client):
+    """An existing bind source that is not a directory (`-v ./config.json:/app/config.json`)
+    was made a directory of: 500 internal_error."""
+    config, fifo = stack.volume_root / f"{name}-config.json", stack.volume_root / f"{name}-fifo"
+    config.write_text("{}")
+    os.mkfifo(fifo)
+    for source in (config, fifo):
+        agent = api.deploy(f"{name}-{source.name[-4:]}", volumes=bind(source))
+        assert [m["Source"] for m in docker_client.api.inspect_container(
+            f"agentainer-{agent['id']}")["Mounts"]] == [str(source)]
+
+
 def test_bind_mount_of_docker_data_root_is_refused(api: Api, name: str, docker_client):
     root = docker_client.info()["DockerRootDir"]
     assert_deploy_refused(api, name, docker_client, bind(f"{root}/volumes"),
