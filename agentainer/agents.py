@@ -368,7 +368,10 @@ class AgentService:
         for volume in spec.volumes:
             if volume.host_path:
                 source = self._mounts.check(volume.host_path)
-                source.mkdir(parents=True, exist_ok=True)
+                try:
+                    source.mkdir(parents=True)
+                except FileExistsError:
+                    pass  # NOTE: a directory, or a file or FIFO, is mounted as it is
                 mounts.append(Mount(volume.container_path, str(source), type="bind",
                                     read_only=volume.read_only))
             else:

@@ -50,6 +50,14 @@ def _resolved(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+def _hidden_entry(path: Path, home: Path) -> Path | None:
+    """Return the hidden entry of ``home`` that ``path`` is or lies in, if any."""
+    if home not in path.parents:
+        return None
+    entry = home / path.relative_to(home).parts[0]
+    return entry if entry.name.startswith(".") else None
+
+
 def _binds_host_path(options: dict[str, str]) -> bool:
     """Say whether a ``local`` volume's options mount a host path (or a host device)."""
     return "bind" in options.get("o", "") or options.get("device", "").startswith("/")
@@ -77,18 +85,19 @@ class MountPolicy:
         self._allowed_volumes = frozenset(allowed_volumes)
         self._homes = homes
 
-    def _protected(self) -> Iterable[tuple[Path, str]]:
+    def _protected(self, homes: Iterable[Path]) -> Iterable[tuple[Path, str]]:
         yield from self._fixed
         yield _resolved(self._docker_root()), "Docker's data root"
-        for home in self._homes():
-            yield _resolved(home) / ".ssh", "an SSH directory"
+        for home in homes:
+            yield home / ".ssh", "an SSH directory"
 
     def check(self, host_path: str) -> Path:
         """Return the bind source with every symlink resolved, or refuse it.
 
         Refused: ``/``; a path that is, contains or lies inside a protected path (system
         directories, the data and installation directories, Docker's data root, any
-        home's ``.ssh``); a socket or a device file; a path outside ``volume_roots``.
+        home's ``.ssh``); a home's hidden entry or anything in one (``~/.bashrc``,
+        ``~/.config``); a socket or a device file; a path outside ``volume_roots``.
         A path that does not exist (yet) is judged by where it would be created.
 
         Raises:
@@ -111,7 +120,14 @@ class MountPolicy:
             return "it is the host's root directory"
         if ".ssh" in path.parts:
             return "it is inside an SSH directory"
-        for protected, what in self._protected():
+        homes = [_resolved(home) for home in self._homes()]
+        for home in homes:
+            entry = _hidden_entry(path, home)
+            if entry is not None:
+                # APPSEC: a home's dotfiles run as its user: ~/.bashrc, ~/.profile,
+                # ~/.config/autostart, ~/.local/bin; ~/.docker and others hold credentials
+                return f"it is inside a home's configuration ({entry})"
+        for protected, what in self._protected(homes):
             if path == protected or protected in path.parents:
                 return f"it is inside {what} ({protected})"
             if path in protected.parents:

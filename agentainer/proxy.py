@@ -28,9 +28,14 @@ HOP_BY_HOP = frozenset({
     "transfer-encoding", "upgrade", "proxy-authenticate", "proxy-authorization",
 })
 OWN_PREFIX = "x-agentainer-"
-# APPSEC: the client's claims about where it came from; the proxy sets X-Forwarded-* itself
+# APPSEC: the client's claims about where it came from; the proxy sets X-Forwarded-* itself.
+# Besides the standard ones, the client-address headers of CDNs and load balancers that
+# apps and libraries read (Rails' Client-IP, npm request-ip's list).
 FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "host",
-                       "forwarded", "x-real-ip", "x-client-ip"})
+                       "forwarded", "x-real-ip", "x-client-ip", "client-ip", "true-client-ip",
+                       "cf-connecting-ip", "fastly-client-ip", "x-cluster-client-ip",
+                       "x-forwarded", "forwarded-for", "x-appengine-user-ip",
+                       "cf-pseudo-ipv4"})
 NOT_FORWARDED = HOP_BY_HOP | FORWARDED  # the client's headers the proxy drops or replaces
 CHUNK = 64 * 1024
 # RFC 9110 §5.1 field names are tokens; §5.5 values hold no control character but HTAB

@@ -4,11 +4,16 @@ APPSEC: the journal keeps what the caller sent (replay sends it again); only wha
 is redacted, so a token with access to the journal can replay a secret but never read it.
 """
 
+import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote_plus
 
 REDACTED = "[redacted]"
+# NOTE: some frameworks (Rack before 3, older Python) also split a query at ';'
+_SEPARATOR = re.compile(r"([&;])")
+# NOTE: 'user[password]' and 'token[]' are 'password' and 'token' to Rails, PHP and qs
+_NAME_PART = re.compile(r"[^\[\]]+")
 
 
 class Redactor:
@@ -27,15 +32,19 @@ class Redactor:
         """Return a raw query string with the configured parameters' values redacted.
 
         Keys stay as sent; a key is matched percent- and ``+``-decoded, so
-        ``%74oken=`` is ``token=`` too.
+        ``%74oken=`` is ``token=`` too, and by each of its bracketed parts
+        (``user[password]=``, ``token[]=``). Parameters are split at ``&`` and ``;``.
+
+        APPSEC: a secret is hidden however the agent's framework parses the query.
         """
         parts = []
-        for part in query.split("&"):
+        for part in _SEPARATOR.split(query):
             key, has_value, _ = part.partition("=")
-            if has_value and unquote_plus(key).lower() in self._params:
+            names = _NAME_PART.findall(unquote_plus(key).lower())
+            if has_value and not self._params.isdisjoint(names):
                 part = f"{key}={REDACTED}"
             parts.append(part)
-        return "&".join(parts)
+        return "".join(parts)
 
     def record(self, record: dict[str, Any]) -> dict[str, Any]:
         """Return a copy of a journal record (or summary) as the API shows it."""

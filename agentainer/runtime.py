@@ -299,6 +299,10 @@ class DockerRuntime:
             pids_limit=agent.spec.pids_limit or None,
             mounts=mounts,
             security_opt=["no-new-privileges"],
+            # APPSEC: with raw sockets (Docker grants CAP_NET_RAW by default) an agent could
+            # answer ARP for another agent's address and complete a TCP handshake with the
+            # gateway as that agent, taking over its may_call and its identity in the journal
+            cap_drop=["NET_RAW"],
             restart_policy={"Name": "no"},
             log_config=LogConfig(type="json-file", config={"max-size": "10m", "max-file": "3"}),
         )

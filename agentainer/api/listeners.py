@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from urllib.parse import quote
 
 from agentainer.api.app import WSGIApp
+from agentainer.api.proxy import CALLER_ENV
 from agentainer.api.errors import wsgi_reply
 from agentainer.callers import Callers
 from agentainer.errors import AgentainerError
@@ -72,4 +73,5 @@ class Gateway:
             self._callers.check(caller, target.group(1))
         except AgentainerError as ex:
             return wsgi_reply(ex, start_response)
+        environ[CALLER_ENV] = caller.id  # NOTE: scopes its Idempotency-Keys (api/proxy.py)
         return self._app(environ, start_response)

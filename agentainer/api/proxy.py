@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 PATTERN = r"^/agent/(?P<agent_ref>[^/]+)(?P<rest>/.*)?\Z"
 REQUEST_ID_HEADER = "X-Agentainer-Request-Id"
+# NOTE: the WSGI environ key where the gateway listener puts the calling agent's ID
+CALLER_ENV = "agentainer.caller"
 RETRY_AFTER = "5"
 # RFC 9110 §9.2.2: sending these twice has the effect of sending them once.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -67,7 +69,8 @@ class ProxySink:
             headers=stored_headers(headers), body=body,
             # APPSEC: the admin token is never journaled (an agent's token: see ADMIT)
             authorization="" if admin else authorization or "",
-            idempotency_key=_idempotency_key(key, authorization),
+            idempotency_key=_idempotency_key(key, authorization,
+                                             req.env.get(CALLER_ENV, "")),
             fingerprint=_fingerprint(req.method, target_path, req.query_string, body)
             if key else "")
         admission = self._journal.admit(agent_ref, by_id=bool(ID_RE.match(agent_ref)),
@@ -292,17 +295,22 @@ def _bearer_hash(header: str | None) -> str:
     return hash_token(header[7:].strip())
 
 
-def _idempotency_key(value: str | None, credential: str | None) -> str:
+def _idempotency_key(value: str | None, credential: str | None, caller: str) -> str:
     """Return the journal's key for a client's ``Idempotency-Key``: scoped by the caller's
-    credential (its ``Authorization`` header, when it sends one).
+    credential (its ``Authorization`` header, when it sends one) and, on the gateways, by
+    the calling agent (``caller``, its ID).
 
-    APPSEC: two callers that pick the same key never share a request, nor its response.
+    APPSEC: two callers that pick the same key never share a request, nor its response;
+    agents calling without a token are told apart by the gateway, which knows them.
+    NOTE: neither header holds a NUL (waitress refuses control characters), so the
+    scopes cannot collide; a host caller's key is as before.
     """
     if not value:
         return ""
     if len(value) > 255:
         raise InvalidInput("Idempotency-Key is longer than 255 characters")
-    return hashlib.sha256(f"{credential or ''}\0{value}".encode()).hexdigest()
+    scope = f"{credential or ''}\0{value}" + (f"\0{caller}" if caller else "")
+    return hashlib.sha256(scope.encode()).hexdigest()
 
 
 def _fingerprint(method: str, path: str, query: str, body: bytes) -> str:

@@ -137,6 +137,44 @@ def test_an_agent_reaches_a_private_agent_only_through_the_proxy_with_its_token(
     assert "/via-proxy" in [r["path"] for r in listed]  # journaled like any proxied request
 
 
+# Claim the victim's address to the gateway with one ARP request (sender: the victim's
+# IP at this container's MAC), the first step of completing a TCP handshake as the victim.
+FORGE_ARP = textwrap.dedent("""
+    import socket, struct, sys
+    victim, gateway = (socket.inet_aton(a) for a in sys.argv[1:3])
+    try:
+        raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+    except PermissionError as ex:
+        print("refused", ex)
+        sys.exit(3)
+    raw.bind(("eth0", 0))
+    mine = raw.getsockname()[4]
+    raw.send(b"\\xff" * 6 + mine + b"\\x08\\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1)
+             + mine + victim + b"\\x00" * 6 + gateway)
+    print("sent")
+""")
+
+
+def host_arp(ip: str) -> str:
+    """Return the MAC address the host's neighbour table holds for ``ip`` ("" if none)."""
+    with open("/proc/net/arp") as table:
+        return next((line.split()[3] for line in table if line.split()[0] == ip), "")
+
+
+def test_an_agent_cannot_pose_as_another_agent_with_forged_arp(pair, docker_client,
+                                                               stack: Stack):
+    attacker, target, _ = pair
+    victim_ip = address(docker_client, target, stack.network)
+    attacker_mac = container(docker_client, attacker).attrs["NetworkSettings"]["Networks"][
+        stack.network]["MacAddress"]
+    gateway = docker_client.api.inspect_network(stack.network)["IPAM"]["Config"][0]["Gateway"]
+    assert_listening(victim_ip)  # NOTE: the host has a neighbour entry for the victim now
+    code, output = container(docker_client, attacker).exec_run(
+        ["python3", "-c", FORGE_ARP, victim_ip, gateway])
+    assert host_arp(victim_ip) != attacker_mac, "the host sends the victim's packets to it"
+    assert code == 3 and "refused" in output.decode(), output  # no raw sockets (NET_RAW)
+
+
 @pytest.fixture
 def old_network(docker_client: docker.DockerClient, stack: Stack):
     """A network as an older Agentainer made it: labelled as its own, ICC on (the default)."""

@@ -16,6 +16,16 @@ def test_a_client_cannot_spoof_its_address_to_the_agent(stack: Stack, api: Api, 
     assert seen["x-forwarded-for"] == "127.0.0.1"
 
 
+def test_a_client_cannot_spoof_its_address_with_a_cdns_client_ip_header(stack: Stack, api: Api,
+                                                                        name: str):
+    started(api, name)
+    claims = ("Client-IP", "True-Client-IP", "CF-Connecting-IP", "Fastly-Client-IP",
+              "X-Cluster-Client-IP", "X-Forwarded", "Forwarded-For")
+    reply = requests.get(f"{stack.url}/agent/{name}/who", timeout=30,
+                         headers={claim: "10.9.9.9" for claim in claims})
+    assert "10.9.9.9" not in repr(reply.json()["headers"])
+
+
 def test_an_agents_escape_sequences_do_not_reach_the_terminal(stack: Stack, api: Api,
                                                                name: str):
     started(api, name)

@@ -2,6 +2,7 @@
 caller's credential, and bound to method, path, query and body."""
 
 import secrets
+import textwrap
 
 import requests
 
@@ -37,3 +38,31 @@ def test_a_key_reused_with_another_method_or_path_is_refused(stack: Stack, api: 
     for method, path in (("PUT", "/pay"), ("POST", "/refund"), ("POST", "/pay?all=1")):
         reply = call(stack, name, path, "alice", key, method=method)
         assert reply.status_code == 422 and reply.json()["error"] == "idempotency_mismatch"
+
+
+# Run inside an agent: POST through its proxy URL with a key; print the request ID and
+# whether the answer was a stored one.
+CALL_WITH_KEY = textwrap.dedent("""
+    import os, sys, urllib.request
+    url = os.environ["AGENTAINER_PROXY_URL"] + "/" + sys.argv[1] + "/pay"
+    request = urllib.request.Request(url, data=b"order", headers={"Idempotency-Key": sys.argv[2]})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        print(reply.headers["X-Agentainer-Request-Id"],
+              reply.headers.get("X-Agentainer-Idempotent-Replay", "fresh"))
+""")
+
+
+def test_two_agents_sharing_a_key_never_get_each_others_response(api: Api, name: str,
+                                                                 docker_client):
+    target, alice, mallory = (started(api, f"{name}-{role}") for role in ("t", "a", "m"))
+    key = f"order-{secrets.token_hex(4)}"
+
+    def call_from(agent: dict) -> list[str]:
+        code, output = docker_client.containers.get(f"agentainer-{agent['id']}").exec_run(
+            ["python3", "-c", CALL_WITH_KEY, target["name"], key])
+        assert code == 0, output
+        return output.decode().split()
+
+    first = call_from(alice)
+    assert call_from(mallory)[1] == "fresh"  # neither token sent: the gateway knows them
+    assert call_from(alice) == [first[0], "true"]

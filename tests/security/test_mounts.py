@@ -54,6 +54,17 @@ def test_bind_mount_of_home_is_refused(api: Api, name: str, docker_client):
                           f"it contains an SSH directory ({home}/.ssh)")
 
 
+def test_bind_mount_of_a_shell_startup_file_in_home_is_refused(api: Api, name: str,
+                                                               docker_client):
+    """An agent writing to ~/.bashrc (or ~/.profile, ~/.config/autostart) runs code as the
+    home's user at its next login: root's, with /root among the default volume_roots."""
+    home = os.path.expanduser("~")
+    for entry in (".bashrc", ".config/autostart"):
+        assert_deploy_refused(api, name, docker_client, bind(f"{home}/{entry}"),
+                              f"it is inside a home's configuration ({home}/"
+                              f"{entry.split('/')[0]})")
+
+
 def test_bind_mount_of_data_dir_parent_is_refused(api: Api, name: str, stack: Stack,
                                                   docker_client):
     assert_deploy_refused(api, name, docker_client, bind(stack.data_dir.parent),
@@ -74,6 +85,19 @@ def test_bind_mount_of_a_device_file_outside_dev_is_refused(api: Api, name: str,
     path = stack.volume_root / f"{name}-data"
     os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))  # NOTE: /dev/null, by another name
     assert_deploy_refused(api, name, docker_client, bind(path), "it is a device file")
+
+
+def test_bind_mount_of_a_file_or_a_fifo_is_mounted_not_a_500(api: Api, name: str, stack: Stack,
+                                                             docker_client):
+    """An existing bind source that is not a directory (`-v ./config.json:/app/config.json`)
+    was made a directory of: 500 internal_error."""
+    config, fifo = stack.volume_root / f"{name}-config.json", stack.volume_root / f"{name}-fifo"
+    config.write_text("{}")
+    os.mkfifo(fifo)
+    for source in (config, fifo):
+        agent = api.deploy(f"{name}-{source.name[-4:]}", volumes=bind(source))
+        assert [m["Source"] for m in docker_client.api.inspect_container(
+            f"agentainer-{agent['id']}")["Mounts"]] == [str(source)]
 
 
 def test_bind_mount_of_docker_data_root_is_refused(api: Api, name: str, docker_client):

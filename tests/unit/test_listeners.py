@@ -1,10 +1,12 @@
 """The listeners' wrappers: Host routing on the main one, callers on the gateways."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
 from agentainer.api.listeners import Gateway, HostRouting
+from agentainer.api.proxy import CALLER_ENV
 from agentainer.errors import CallNotAllowed, NotAnAgent
 from agentainer.hosts import HostPolicy
 
@@ -49,15 +51,18 @@ def test_a_foreign_host_gets_421_before_the_app():
     assert body["error"] == "host_not_allowed" and body["success"] is False
 
 
+CALLER = SimpleNamespace(id="agent-0000000000c1", name="caller")
+
+
 class FakeCallers:
-    def identify(self, address: str) -> str:
+    def identify(self, address: str) -> SimpleNamespace:
         if address != "10.0.0.2":
             raise NotAnAgent(address)
-        return "caller"
+        return CALLER
 
-    def check(self, caller: str, target: str) -> None:
+    def check(self, caller: SimpleNamespace, target: str) -> None:
         if target != "b":
-            raise CallNotAllowed(caller, target)
+            raise CallNotAllowed(caller.name, target)
 
 
 @pytest.mark.parametrize("address, path, status, code", [
@@ -71,3 +76,11 @@ def test_the_gateway_serves_agents_what_they_may_call(address, path, status, cod
     replied, body = call(Gateway(seen, FakeCallers()), REMOTE_ADDR=address, PATH_INFO=path)
     assert replied == status
     assert body.get("error") == code
+
+
+def test_the_gateway_tells_the_app_which_agent_calls():
+    environs = []
+    app = Gateway(lambda environ, start: environs.append(environ) or seen(environ, start),
+                  FakeCallers())
+    call(app, REMOTE_ADDR="10.0.0.2", PATH_INFO="/agent/b/x", **{CALLER_ENV: "forged"})
+    assert environs[0][CALLER_ENV] == CALLER.id

@@ -170,3 +170,11 @@ def test_a_volume_of_another_driver_is_refused(policy):
 ])
 def test_a_listed_volume_is_allowed_whoever_made_it(base, volume):
     make_policy(base, allowed_volumes={"shared"}).check_volume(volume, AGENT)
+
+
+@pytest.mark.parametrize("sub", [".bashrc", ".config/autostart", ".local/bin/ls", ".docker"])
+def test_a_homes_hidden_entries_are_refused(policy, base, sub):
+    home = base / "home" / "alice"
+    entry = home / sub.split("/")[0]
+    assert_refused(policy, home / sub, f"it is inside a home's configuration ({entry})")
+    policy.check(str(home / "project" / ".git"))  # NOTE: only the home's own dotfiles

@@ -38,3 +38,8 @@ def test_only_the_configured_names_are_redacted():
     assert custom.headers([("Authorization", "a"), ("x-mine", "m")]) == [
         ("Authorization", "a"), ("x-mine", "[redacted]")]
     assert custom.query("token=1&SIG=2") == "token=1&SIG=[redacted]"
+
+
+def test_semicolons_separate_and_bracketed_names_match_by_each_part():
+    assert REDACTOR.query("a=1;token=x&user[Password]=y&ids[]=1&api_key[]=z;b") == \
+        "a=1;token=[redacted]&user[Password]=[redacted]&ids[]=1&api_key[]=[redacted];b"
