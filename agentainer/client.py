@@ -11,7 +11,7 @@ import urllib3
 
 from agentainer import config as configuration, tokens
 from agentainer.config import Config
-from agentainer.errors import Unauthorized
+from agentainer.errors import Forbidden, Unauthorized
 from agentainer.status import ExitStatus
 
 EXIT_BY_HTTP = {400: ExitStatus.ERROR, 401: ExitStatus.AUTH, 403: ExitStatus.AUTH,
@@ -32,6 +32,8 @@ class ApiError(Exception):
     def exit_status(self) -> ExitStatus:
         if self.status is None:
             return ExitStatus.UNAVAILABLE
+        if self.status == 403 and self.code != Forbidden.code:
+            return ExitStatus.ERROR  # NOTE: a policy's refusal (volume_refused), not the token's
         return EXIT_BY_HTTP.get(self.status, ExitStatus.ERROR)
 
 

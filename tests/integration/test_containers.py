@@ -188,7 +188,7 @@ def test_data_dir_is_refused_even_under_a_root(api: Api, name: str, stack: Stack
     reply = api.post("/agents", json={"name": name, "image": "agentainer/echo-agent",
                                       "volumes": [{"host_path": str(stack.data_dir),
                                                    "container_path": "/x"}]})
-    assert reply.status_code == 400
+    assert reply.status_code == 403 and reply.json()["error"] == "volume_refused"
     assert "data directory" in reply.json()["message"] or "outside" in reply.json()["message"]
 
 
