@@ -1,23 +1,23 @@
 """``agentainer-server``: the REST API and the proxy under waitress.
 
 Several server processes may run at once (supervisord starts two): each binds its
-sockets with ``SO_REUSEPORT`` and the kernel spreads connections between them.
+sockets with ``SO_REUSEPORT`` and the kernel spreads connections between them. Its
+collaborators come from the composition root (wiring.py); the HTTP transport (the sockets,
+the waitress listeners) is built here.
 """
 
 import argparse
 import logging
 import socket
 
-from agentainer import daemon
+from agentainer import daemon, tokens
 from agentainer.agents import AgentService
 from agentainer.api import agents as agents_api
 from agentainer.api.app import ProxyCap, create_app
 from agentainer.api.listeners import Gateway, HostRouting
 from agentainer.config import Config
 from agentainer.errors import AgentainerError, InvalidConfig
-from agentainer.janitor import Janitor
 from agentainer.listener import Deadlines, Listener
-from agentainer.periodic import Periodic
 from agentainer.status import ExitStatus
 from agentainer.wiring import build
 
@@ -77,7 +77,8 @@ def serve(settings: Config) -> int:
         raise InvalidConfig(f"follow_limit = {settings.follow_limit} must be less than "
                             f"api_threads = {settings.api_threads}")
     components = build(settings, kind="server")
-    app = create_app(settings, components=components)
+    app = create_app(settings, components,
+                     admin_token=tokens.load_or_create(settings.token, settings.token_file))
     try:
         sock = listen(settings.host, settings.port)
     except OSError as ex:
@@ -101,8 +102,7 @@ def serve(settings: Config) -> int:
                        max_request_body_size=settings.max_body + BODY_SLACK,
                        **options) if gateways else None
     components.heartbeat.start(now=True)
-    janitor = Periodic("janitor", Janitor.INTERVAL, components.janitor.run_once)
-    janitor.start()
+    components.janitor_loop.start()
     if gateway is not None:
         gateway.start()
     logger.info("listening on http://%s:%s%s (config: %s)", settings.host, settings.port,
@@ -111,7 +111,7 @@ def serve(settings: Config) -> int:
     try:
         main.run()
     finally:
-        janitor.stop()
+        components.janitor_loop.stop()
         components.heartbeat.stop()
     return ExitStatus.SUCCESS
 

@@ -1,4 +1,15 @@
-"""Wiring: the domain collaborators every process builds from its settings."""
+"""The composition root: every collaborator of every program, built from one ``Config``.
+
+:func:`build` makes what each program shares between its threads (:class:`Components`): the
+Redis client (:func:`redis_client`), the Docker runtime, the store, the journal, the replay
+scheduler and drainer, the upstream pool, the agent service, health and metrics records, the
+janitor and its loop, the heartbeat, the callers and Host policies. :func:`monitor` makes
+the monitor and its restart policy over them. Nothing else constructs a Redis or Docker
+client, a journal or a service: ``agentainer-server`` gives its components to
+``api.app.create_app``, which only registers routes; ``agentainer-worker`` gives its drainer
+to the RQ job class (replay.job_class); ``agentainer-monitor`` runs :func:`monitor`'s.
+The HTTP transport (waitress listeners, their sockets) stays in server.py.
+"""
 
 from dataclasses import dataclass
 
@@ -17,9 +28,11 @@ from agentainer.journal import Journal
 from agentainer.liveness import Liveness, new_holder
 from agentainer.periodic import Periodic
 from agentainer.metrics import MetricsHistory
+from agentainer.monitoring import Monitor
 from agentainer.mounts import MountPolicy
 from agentainer.proxy import Upstream
 from agentainer.replay import LEASE_GRACE, Drainer, ReplayScheduler
+from agentainer.restarts import RestartPolicy
 from agentainer.runtime import DockerRuntime
 from agentainer.store import AgentStore
 
@@ -43,6 +56,8 @@ class Components:
     holder: str          # this process, as its leases and claims name it (liveness.py)
     heartbeat: Periodic  # started before the process takes any work
     janitor: Janitor
+    janitor_loop: Periodic  # the janitor's passes on a thread (servers; the monitor's
+                            # control loop runs them itself)
     drainer: Drainer
     callers: Callers     # who calls on the network gateways, and whom it may call
     hosts: HostPolicy    # the Host names the main listener answers for
@@ -107,10 +122,22 @@ def build(config: Config, *, kind: str, client: redis.Redis | None = None,
                       holder=holder, drain_wait=config.drain_wait,
                       retry_base=config.retry_base, retry_cap=config.retry_cap,
                       capture_limit=config.capture_limit)
+    janitor = Janitor(store, journal, scheduler, liveness)
     return Components(client, store, runtime, journal, scheduler, upstream, agents,
                       HealthRecords(client), MetricsHistory(client),
                       holder, Periodic("heartbeat", liveness.interval,
                                        lambda: liveness.beat(holder)),
-                      Janitor(store, journal, scheduler, liveness), drainer,
+                      janitor, Periodic("janitor", Janitor.INTERVAL, janitor.run_once),
+                      drainer,
                       Callers(store, runtime, (config.network, config.internal_network)),
                       HostPolicy.from_settings(config.host, config.allowed_hosts))
+
+
+def monitor(config: Config, components: Components) -> Monitor:
+    """Return the monitor over ``components`` (built with ``kind="monitor"``)."""
+    c = components
+    return Monitor(c.agents, c.store, c.runtime, c.health, c.history, c.janitor,
+                   RestartPolicy(base=config.restart_base, cap=config.restart_cap,
+                                 limit=config.restart_limit, window=config.restart_window),
+                   reconcile_interval=config.reconcile_interval,
+                   metrics_interval=config.metrics_interval)

@@ -51,10 +51,11 @@ class Stack:
     server: subprocess.Popen | None = None
     workers: list[subprocess.Popen] = field(default_factory=list)
     token: str = ""
+    args: tuple[str, ...] = ()  # flags every program gets (e.g. --config FILE)
 
     def _spawn(self, script: str, log_name: str) -> subprocess.Popen:
         log = open(self.data_dir / log_name, "ab")
-        return subprocess.Popen([sys.executable, str(BIN / script)], env=self.env,
+        return subprocess.Popen([sys.executable, str(BIN / script), *self.args], env=self.env,
                                 stdout=log, stderr=subprocess.STDOUT)
 
     def start_server(self) -> None:

@@ -1,4 +1,4 @@
-"""The composition root: builds collaborators and registers every route in one table."""
+"""The WSGI app: every route, in one table, over collaborators built by wiring.py."""
 
 import json
 import threading
@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterable
 
 import falcon
 
-from agentainer import tokens
 from agentainer.api import errors, openapi
 from agentainer.api.agents import AgentResource, AgentsResource, LifecycleResource
 from agentainer.api.auth import AuthMiddleware
@@ -25,23 +24,23 @@ from agentainer.inflight import InflightLimit
 from agentainer.journal import new_request_id
 from agentainer.metrics import ControlPlaneCollector
 from agentainer.redaction import Redactor
-from agentainer.wiring import Components, build
+from agentainer.wiring import Components
 
 LIFECYCLE = ("start", "stop", "restart", "pause", "resume")
 
 
-def create_app(config: Config, *, components: Components | None = None,
-               admin_token: str | None = None) -> falcon.App:
-    """Return the WSGI app: the management API and the proxy.
+def create_app(config: Config, components: Components, *, admin_token: str) -> falcon.App:
+    """Return the WSGI app: the management API and the proxy, routed to ``components``.
+
+    It builds no collaborator (wiring.py does), only the HTTP layer over them: the
+    resources, the proxy sink, the auth middleware and the error table.
 
     Args:
-        config: loaded settings.
-        components: collaborators; built from ``config`` when None.
-        admin_token: read from config or the data dir (generated there) when None.
+        config: loaded settings (the HTTP limits, redaction lists, in-flight cap).
+        components: this server's collaborators (``wiring.build(config, kind="server")``).
+        admin_token: the admin token (``tokens.load_or_create``).
     """
-    c = components or build(config, kind="server")
-    if admin_token is None:
-        admin_token = tokens.load_or_create(config.token, config.token_file)
+    c = components
     app = falcon.App(middleware=[AuthMiddleware(admin_token, c.store)])
     metrics = AgentMetricsResource(c.agents, c.history)
     redactor = Redactor(config.redact_headers, config.redact_params)

@@ -12,7 +12,7 @@ from agentainer.agents import AgentService, Networks
 from agentainer.errors import AgentainerError, AgentNotFound, InvalidInput, Unavailable
 from agentainer.health import Lanes, ProbeResult
 from agentainer.models import Agent, AgentSpec, HealthCheck, Volume, new_agent_id, now
-from agentainer.monitor import ORPHAN_GRACE, Monitor
+from agentainer.monitoring import ORPHAN_GRACE, Monitor
 from agentainer.mounts import MountPolicy
 from agentainer.restarts import RestartPolicy
 from agentainer.runtime import ContainerGone, ContainerState

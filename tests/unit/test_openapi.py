@@ -2,7 +2,7 @@
 
 import falcon.inspect
 
-from agentainer import config
+from agentainer import config, wiring
 from agentainer.api.app import create_app
 from agentainer.api.openapi import PATHS, document
 
@@ -12,7 +12,8 @@ def registered_routes() -> set[tuple[str, str]]:
     # external Redis, so no embedded Redis's password file is written into ~/.agentainer
     settings = config.load(environ={"AGENTAINER_CONFIG": "/dev/null",
                                     "AGENTAINER_EMBEDDED_REDIS": "false"})
-    app = create_app(settings, admin_token="unit-test-token")
+    app = create_app(settings, wiring.build(settings, kind="server"),
+                     admin_token="unit-test-token")
     return {(route.path, method.method.lower())
             for route in falcon.inspect.inspect_routes(app)
             for method in route.methods if not method.internal}
