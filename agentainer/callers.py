@@ -87,12 +87,12 @@ class Callers:
         if ANY_AGENT in allowed:
             return
         try:
-            target_id = self._store.resolve(target)
-            if any(self._resolved(ref) == target_id for ref in allowed):
-                return
+            called = self._store.get(self._store.resolve(target))
         except AgentNotFound:
-            pass
-        raise CallNotAllowed(caller.name, target)
+            raise CallNotAllowed(caller.name, target) from None
+        # PERF: names are unique, so the target's ID and name say it: no lookup per entry
+        if called.id not in allowed and called.name not in allowed:
+            raise CallNotAllowed(caller.name, target)
 
     def _route_address(self, agent_id: str) -> str:
         try:
@@ -100,9 +100,3 @@ class Callers:
         except AgentNotFound:
             return ""  # NOTE: removed since: its address may be another's now
         return route.rpartition(":")[0]
-
-    def _resolved(self, ref: str) -> str | None:
-        try:
-            return self._store.resolve(ref)
-        except AgentNotFound:
-            return None
