@@ -110,12 +110,10 @@ class ProxySink:
         try:
             self._forward(req, resp, agent_ref, admission, request_id, headers, admin,
                           body, target_path, arrived)
-        except QueueFull:
-            self._inflight.leave(agent_id)
-            raise  # NOTE: the journal took the record back already
         except Exception as ex:
             self._inflight.leave(agent_id)
-            if journaled:
+            # NOTE: on QueueFull the journal took the record back already
+            if journaled and not isinstance(ex, QueueFull):
                 # NOTE: a failure of ours after admission: the failed-attempt rule ends the
                 # record now, rather than a late redelivery when its lease expires (it is
                 # fenced: a no-op when the record was ended already)
