@@ -16,6 +16,7 @@ from urllib3.connection import HTTPConnection
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
 
 from agentainer.journal import Journal
+from agentainer.redaction import REDACTED
 from agentainer.units import HEADER_NAME as _TOKEN
 
 logger = logging.getLogger(__name__)
@@ -136,8 +137,8 @@ def end_to_end(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Return the client's headers a proxy may pass on.
 
     Drops hop-by-hop headers (and those named in Connection), the client's
-    ``X-Agentainer-*`` headers, ``Host`` and ``X-Forwarded-*`` (the proxy sets those), and
-    ``Forwarded``, ``X-Real-IP``, ``X-Client-IP`` (a client's claims about its address).
+    ``X-Agentainer-*`` headers, and :data:`FORWARDED`: ``Host``, ``X-Forwarded-*`` (the
+    proxy sets those) and the other headers that claim a client's address.
     """
     named = {token.strip().lower() for name, value in headers if name.lower() == "connection"
              for token in value.split(",")}
@@ -168,10 +169,10 @@ def stored_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
 def replay_headers(stored: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Return journaled headers as they are sent on replay.
 
-    NOTE: records journaled before the journal kept secrets (earlier 0.1.0 builds) hold ``[redacted]`` in place of
-    secrets; those headers are left out rather than sent so.
+    NOTE: records journaled before the journal kept secrets (earlier 0.1.0 builds) hold
+    ``[redacted]`` in place of secrets; those headers are left out rather than sent so.
     """
-    return [(name, value) for name, value in stored if value != "[redacted]"]
+    return [(name, value) for name, value in stored if value != REDACTED]
 
 
 def response_headers(headers: urllib3.HTTPHeaderDict) -> list[tuple[str, str]]:
