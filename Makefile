@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DATA_DIR := $(HOME)/.agentainer
 SUPERVISORCTL := $(VENV)/bin/supervisorctl -c supervisord.conf
 APT_PACKAGES := docker.io redis-server busybox-static python3 python3-venv
-MAN_PROGRAMS := agentainer:cli agentainer-server:server agentainer-worker:worker agentainer-monitor:monitor agentainer-redis:embedded
+MAN_PROGRAMS := agentainer:cli.commands agentainer-server:programs.server agentainer-worker:programs.worker agentainer-monitor:programs.monitor agentainer-redis:programs.redis_server
 MAN_OUT ?= man
 PYTEST_ARGS ?=
 CHAOS_ARGS ?=
@@ -78,7 +78,7 @@ run: venv docker
 	else \
 		$(VENV)/bin/supervisord -c supervisord.conf; \
 	fi
-	@$(PY) -m agentainer.readiness
+	@$(PY) -m agentainer.programs.readiness
 	@$(SUPERVISORCTL) status
 
 stop:
@@ -86,7 +86,7 @@ stop:
 
 verify:
 	@[ -x $(PY) ] || { echo "BAD  venv          .venv is missing: run make run"; exit 1; }
-	@$(PY) -m agentainer.readiness verify
+	@$(PY) -m agentainer.programs.readiness verify
 
 test: venv images
 	$(PY) -m pytest $(PYTEST_ARGS) tests

@@ -4,7 +4,7 @@ import hmac
 from pathlib import Path
 
 from agentainer import secretfile
-from agentainer.models import hash_token
+from agentainer.agents.spec import hash_token
 
 WHAT = "admin token"
 

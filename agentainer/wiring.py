@@ -18,23 +18,23 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from agentainer import redis_password
-from agentainer.agents import AgentService, Networks
-from agentainer.callers import Callers
+from agentainer.agents.callers import Callers
+from agentainer.agents.docker_runtime import DockerRuntime
+from agentainer.agents.mounts import MountPolicy
+from agentainer.agents.service import AgentService, Networks
+from agentainer.agents.store import AgentStore
+from agentainer.api.hosts import HostPolicy
 from agentainer.config import Config
-from agentainer.health import HealthRecords
-from agentainer.hosts import HostPolicy
-from agentainer.janitor import Janitor
-from agentainer.journal import Journal
-from agentainer.liveness import Liveness, new_holder
+from agentainer.journal.janitor import Janitor
+from agentainer.journal.journal import Journal
+from agentainer.journal.liveness import Liveness, new_holder
+from agentainer.journal.replay import LEASE_GRACE, Drainer, ReplayScheduler
+from agentainer.journal.upstream import Upstream
+from agentainer.monitor.metrics import MetricsHistory
+from agentainer.monitor.probes import HealthRecords
+from agentainer.monitor.reconcile import Monitor
+from agentainer.monitor.restarts import RestartPolicy
 from agentainer.periodic import Periodic
-from agentainer.metrics import MetricsHistory
-from agentainer.monitoring import Monitor
-from agentainer.mounts import MountPolicy
-from agentainer.proxy import Upstream
-from agentainer.replay import LEASE_GRACE, Drainer, ReplayScheduler
-from agentainer.restarts import RestartPolicy
-from agentainer.runtime import DockerRuntime
-from agentainer.store import AgentStore
 
 # NOTE: resends to a restarting Redis: 50 ms doubling to 500 ms, for redis_wait in all
 RETRY_BASE, RETRY_CAP = 0.05, 0.5

@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterable
 
 import falcon
 
-from agentainer.api import errors, openapi
-from agentainer.api.agents import AgentResource, AgentsResource, LifecycleResource
+from agentainer.api import http_errors as errors, openapi
 from agentainer.api.auth import AuthMiddleware
+from agentainer.api.lifecycle import AgentResource, AgentsResource, LifecycleResource
 from agentainer.api.logs import LogsResource
 from agentainer.api.observability import (
     AgentHealthResource, AgentMetricsResource, PrometheusResource,
@@ -17,13 +17,13 @@ from agentainer.api.envelope import failure
 from agentainer.api.proxy import (
     PATTERN, REQUEST_ID_HEADER, RETRY_AFTER, ProxySink, Releasing,
 )
+from agentainer.api.inflight import InflightLimit
 from agentainer.api.requests import ReplayResource, RequestResource, RequestsResource
 from agentainer.api.system import HealthResource, OpenAPIResource
 from agentainer.config import Config
-from agentainer.inflight import InflightLimit
-from agentainer.journal import new_request_id
-from agentainer.metrics import ControlPlaneCollector
-from agentainer.redaction import Redactor
+from agentainer.journal.journal import new_request_id
+from agentainer.journal.redaction import Redactor
+from agentainer.monitor.metrics import ControlPlaneCollector
 from agentainer.wiring import Components
 
 LIFECYCLE = ("start", "stop", "restart", "pause", "resume")

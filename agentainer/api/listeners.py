@@ -8,12 +8,12 @@ import re
 from collections.abc import Callable, Iterable
 from urllib.parse import quote
 
+from agentainer.agents.callers import Callers
 from agentainer.api.app import WSGIApp
+from agentainer.api.hosts import HostPolicy
+from agentainer.api.http_errors import wsgi_reply
 from agentainer.api.proxy import CALLER_ENV
-from agentainer.api.errors import wsgi_reply
-from agentainer.callers import Callers
 from agentainer.errors import AgentainerError
-from agentainer.hosts import HostPolicy
 
 _PROXY_PATH = re.compile(r"/agent/([^/]+)")
 _NOT_SERVED = (b'{"success": false, "message": "only /agent/... is served here", '

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 import falcon
 
 from agentainer import units
-from agentainer.agents import AgentService
-from agentainer.api.agents import param, whole_number
+from agentainer.agents.service import AgentService
+from agentainer.api.lifecycle import param, whole_number
 from agentainer.api.proxy import Releasing
 from agentainer.errors import TooManyFollows
 

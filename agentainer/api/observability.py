@@ -4,11 +4,11 @@ import falcon
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agentainer import units
-from agentainer.agents import AgentService
-from agentainer.api.agents import param
+from agentainer.agents.service import AgentService
 from agentainer.api.envelope import ok
-from agentainer.health import HealthRecords
-from agentainer.metrics import ControlPlaneCollector, MetricsHistory
+from agentainer.api.lifecycle import param
+from agentainer.monitor.metrics import ControlPlaneCollector, MetricsHistory
+from agentainer.monitor.probes import HealthRecords
 
 MAX_HISTORY = 24 * 3600.0
 

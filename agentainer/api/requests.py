@@ -5,12 +5,12 @@ from typing import Any
 
 import falcon
 
-from agentainer.agents import AgentService
-from agentainer.api.agents import param, refuse_body, whole_number
+from agentainer.agents.service import AgentService
 from agentainer.api.envelope import ok
-from agentainer.journal import Journal, RequestStatus
-from agentainer.redaction import Redactor
-from agentainer.replay import ReplayScheduler
+from agentainer.api.lifecycle import param, refuse_body, whole_number
+from agentainer.journal.journal import Journal, RequestStatus
+from agentainer.journal.redaction import Redactor
+from agentainer.journal.replay import ReplayScheduler
 
 MAX_PAGE = 500
 

@@ -5,10 +5,10 @@ from typing import Any
 import falcon
 
 from agentainer import __version__
+from agentainer.agents.docker_runtime import DockerRuntime
+from agentainer.agents.store import AgentStore
 from agentainer.api.envelope import failure, ok
 from agentainer.errors import Unavailable
-from agentainer.runtime import DockerRuntime
-from agentainer.store import AgentStore
 
 
 class HealthResource:

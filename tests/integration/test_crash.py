@@ -12,7 +12,7 @@ import requests
 import rq
 from rq.serializers import JSONSerializer
 
-from agentainer.replay import QUEUE
+from agentainer.journal.replay import QUEUE
 
 from tests.conftest import RedisServer
 from tests.helpers import wait_for

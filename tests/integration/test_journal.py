@@ -12,9 +12,9 @@ import redis
 import rq
 from rq.serializers import JSONSerializer
 
-from agentainer.journal import FIRST_LEASE, STALE, IncomingRequest, Journal, new_request_id
-from agentainer.replay import QUEUE, DrainState, ReplayScheduler
-from agentainer.store import PREFIX
+from agentainer.agents.store import PREFIX
+from agentainer.journal.journal import FIRST_LEASE, STALE, IncomingRequest, Journal, new_request_id
+from agentainer.journal.replay import QUEUE, DrainState, ReplayScheduler
 
 DB = 15  # NOTE: the test stack uses database 0 of the same server
 HOLDER = "server-test-1"

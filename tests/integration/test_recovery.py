@@ -10,14 +10,14 @@ import time
 import pytest
 import redis
 
-from agentainer import journal_scripts as scripts
+from agentainer.agents.store import PREFIX, AgentStore
 from agentainer.errors import Conflict, QueueFull
-from agentainer.janitor import Janitor
-from agentainer.journal import FULL, IncomingRequest, Journal, allocated, new_request_id
-from agentainer.liveness import Liveness
+from agentainer.journal import scripts
+from agentainer.journal.janitor import Janitor
+from agentainer.journal.journal import FULL, IncomingRequest, Journal, allocated, new_request_id
+from agentainer.journal.liveness import Liveness
+from agentainer.journal.replay import ReplayScheduler
 from agentainer.periodic import Periodic
-from agentainer.replay import ReplayScheduler
-from agentainer.store import PREFIX, AgentStore
 from tests.helpers import wait_for
 from tests.integration.test_journal import (  # noqa: F401 - fixtures
     HOLDER, Clock, admit, agent, client, clock, complete, queue_ids, queued, set_status,

@@ -16,7 +16,7 @@ import redis
 import pytest
 import requests
 
-from agentainer.monitoring import ORPHAN_GRACE
+from agentainer.monitor.reconcile import ORPHAN_GRACE
 from tests.helpers import wait_for
 from tests.stack import ECHO_IMAGE, STATEFUL_IMAGE, TEST_SETTINGS, _clean_docker
 from tests.integration.journal_helpers import all_records, wait_for_status

@@ -11,8 +11,8 @@ import textwrap
 import docker
 import pytest
 
+from agentainer.agents.docker_runtime import ICC_OPTION, DockerRuntime
 from agentainer.errors import Conflict
-from agentainer.runtime import ICC_OPTION, DockerRuntime
 from tests.helpers import wait_for
 from tests.conftest import RedisServer
 from tests.stack import ECHO_IMAGE, Api, Stack, _clean_docker, make_stack

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from agentainer.agents import AgentService, Networks
+from agentainer.agents.mounts import MountPolicy, VolumeInfo
+from agentainer.agents.service import AgentService, Networks
+from agentainer.agents.spec import parse_deploy
 from agentainer.errors import InvalidInput, Unavailable
-from agentainer.models import parse_deploy
-from agentainer.mounts import MountPolicy, VolumeInfo
 
 
 class FailingRuntime:

@@ -5,10 +5,10 @@ import falcon
 import falcon.testing
 import pytest
 
-from agentainer.api import errors
+from agentainer.agents.spec import AgentSpec, hash_token
+from agentainer.api import http_errors as errors
 from agentainer.api.auth import AuthMiddleware
 from agentainer.errors import AgentNotFound
-from agentainer.models import AgentSpec, hash_token
 
 ADMIN = "admin-token-0123456789"
 INVOKE = "invoke-token-0123456789"

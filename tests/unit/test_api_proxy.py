@@ -5,10 +5,10 @@ import falcon.testing
 import pytest
 import urllib3
 
-from agentainer.api import errors
+from agentainer.api import http_errors as errors
+from agentainer.api.inflight import InflightLimit
 from agentainer.api.proxy import PATTERN, REQUEST_ID_HEADER, ProxySink
-from agentainer.inflight import InflightLimit
-from agentainer.journal import FIRST_LEASE, Admission
+from agentainer.journal.journal import FIRST_LEASE, Admission
 
 AGENT = "a1b2c3d4e5f6"
 

@@ -5,9 +5,11 @@ import threading
 
 import pytest
 
-from agentainer import cli, client, output
+from agentainer.cli import client
+from agentainer.cli import commands as cli
+from agentainer.cli import output
 from agentainer.errors import Unauthorized
-from agentainer.status import ExitStatus
+from agentainer.exit_codes import ExitStatus
 
 
 @pytest.mark.parametrize("items, env", [

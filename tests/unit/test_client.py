@@ -2,8 +2,8 @@
 
 import pytest
 
-from agentainer.client import ApiError
-from agentainer.status import ExitStatus
+from agentainer.cli.client import ApiError
+from agentainer.exit_codes import ExitStatus
 
 
 @pytest.mark.parametrize("status, code, expected", [

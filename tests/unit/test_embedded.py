@@ -11,9 +11,9 @@ import pytest
 import redis
 
 from agentainer import config, redis_password
-from agentainer.embedded import is_embedded, main, make_private, redis_command, redis_config
 from agentainer.errors import InvalidConfig
-from agentainer.status import ExitStatus
+from agentainer.exit_codes import ExitStatus
+from agentainer.programs.redis_server import is_embedded, main, make_private, redis_command, redis_config
 from agentainer.wiring import redis_client
 
 ROOT = Path(__file__).resolve().parents[2]

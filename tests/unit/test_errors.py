@@ -4,7 +4,7 @@ import falcon
 import pytest
 
 from agentainer import errors
-from agentainer.api.errors import status_of
+from agentainer.api.http_errors import status_of
 
 ERROR_CLASSES = [cls for _, cls in inspect.getmembers(errors, inspect.isclass)
                  if issubclass(cls, errors.AgentainerError)]

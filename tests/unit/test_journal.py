@@ -1,5 +1,5 @@
 from agentainer import config
-from agentainer.journal import allocated
+from agentainer.journal.journal import allocated
 from agentainer.wiring import RETRY_BASE, RETRY_CAP, redis_client
 
 

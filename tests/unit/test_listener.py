@@ -2,7 +2,7 @@
 
 import pytest
 
-from agentainer.listener import Deadlines
+from agentainer.api.serving import Deadlines
 
 DEADLINES = Deadlines(header_timeout=10.0, body_min_rate=1000)
 

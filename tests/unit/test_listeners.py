@@ -5,10 +5,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from agentainer.api.hosts import HostPolicy
 from agentainer.api.listeners import Gateway, HostRouting
 from agentainer.api.proxy import CALLER_ENV
 from agentainer.errors import CallNotAllowed, NotAnAgent
-from agentainer.hosts import HostPolicy
 
 POLICY = HostPolicy.from_settings("127.0.0.1", ())
 

@@ -4,11 +4,11 @@ import json
 import pytest
 
 from agentainer.errors import Conflict, InvalidInput
-from agentainer.models import (
+from agentainer.agents.spec import (
     Agent, AgentSpec, DeployOptions, HealthCheck, TokenScope, Volume, hash_token, parse_deploy,
     parse_empty,
 )
-from agentainer.states import AgentStatus, Desired
+from agentainer.agents.statuses import AgentStatus, Desired
 
 TOKEN = "s3cret-agent-token-0123"
 MANAGE_TOKEN = "s3cret-manage-token-4567"
@@ -395,7 +395,7 @@ def test_body_with_fields_refused(body, message):
 
 def test_every_deploy_field_is_in_the_openapi_document():
     from agentainer.api.openapi import document
-    from agentainer.models import DEPLOY_FIELDS
+    from agentainer.agents.spec import DEPLOY_FIELDS
     described = document()["components"]["schemas"]["Deploy"]["properties"]
     assert set(described) == DEPLOY_FIELDS
 

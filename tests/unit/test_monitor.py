@@ -8,15 +8,15 @@ import pytest
 
 from tests.helpers import wait_for
 
-from agentainer.agents import AgentService, Networks
+from agentainer.agents.docker_runtime import ContainerGone, ContainerState
+from agentainer.agents.mounts import MountPolicy
+from agentainer.agents.service import AgentService, Networks
+from agentainer.agents.spec import Agent, AgentSpec, HealthCheck, Volume, new_agent_id, now
+from agentainer.agents.statuses import AgentStatus, Desired
 from agentainer.errors import AgentainerError, AgentNotFound, InvalidInput, Unavailable
-from agentainer.health import Lanes, ProbeResult
-from agentainer.models import Agent, AgentSpec, HealthCheck, Volume, new_agent_id, now
-from agentainer.monitoring import ORPHAN_GRACE, Monitor
-from agentainer.mounts import MountPolicy
-from agentainer.restarts import RestartPolicy
-from agentainer.runtime import ContainerGone, ContainerState
-from agentainer.states import AgentStatus, Desired
+from agentainer.monitor.probes import Lanes, ProbeResult
+from agentainer.monitor.reconcile import ORPHAN_GRACE, Monitor
+from agentainer.monitor.restarts import RestartPolicy
 
 S = AgentStatus
 WALL = 1_700_000_000.0

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from agentainer.agents.mounts import MountPolicy, VolumeInfo, system_homes
 from agentainer.errors import MountRefused
-from agentainer.mounts import MountPolicy, VolumeInfo, system_homes
 
 AGENT = "agent-0123456789ab"
 

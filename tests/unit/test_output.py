@@ -1,6 +1,6 @@
 import io
 
-from agentainer.output import Output, printable
+from agentainer.cli.output import Output, printable
 
 
 def test_control_characters_are_shown_not_sent_to_the_terminal():

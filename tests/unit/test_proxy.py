@@ -9,8 +9,8 @@ import urllib3
 import waitress.task
 from urllib3.exceptions import ProtocolError
 
-from agentainer.journal import FIRST_LEASE
-from agentainer.proxy import (
+from agentainer.journal.journal import FIRST_LEASE
+from agentainer.journal.upstream import (
     HOP_BY_HOP, AgentFailed, BadResponse, Capture, Relay, StaleConnection, Upstream,
     forward_headers, relayable, replay_headers, response_headers, stored_headers,
 )

@@ -1,7 +1,7 @@
 """What the API shows of a journaled request (agentainer/redaction.py)."""
 
 from agentainer.config import SETTINGS
-from agentainer.redaction import Redactor
+from agentainer.journal.redaction import Redactor
 from agentainer.units import parse_header_names, parse_names
 
 DEFAULTS = {setting.name: setting for setting in SETTINGS}

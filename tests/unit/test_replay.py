@@ -8,9 +8,9 @@ import pytest
 import urllib3
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
-from agentainer.proxy import RENEW_EVERY, AgentDown
-from agentainer.replay import LEASE_GRACE, DrainState, Drainer, backoff
-from agentainer.states import AgentStatus
+from agentainer.agents.statuses import AgentStatus
+from agentainer.journal.replay import LEASE_GRACE, DrainState, Drainer, backoff
+from agentainer.journal.upstream import RENEW_EVERY, AgentDown
 
 
 @pytest.mark.parametrize("attempt, expected", [(1, 1.0), (2, 2.0), (3, 4.0), (7, 60.0),

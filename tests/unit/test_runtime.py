@@ -2,8 +2,8 @@
 
 import pytest
 
+from agentainer.agents.docker_runtime import _check_network, _pull_failed
 from agentainer.errors import Conflict, NotFound, Unavailable
-from agentainer.runtime import _check_network, _pull_failed
 
 
 @pytest.mark.parametrize("reason, status, expected", [
@@ -20,7 +20,7 @@ def test_pull_failures_are_classified(reason, status, expected):
 
 
 def test_a_daemon_whose_socket_is_gone_is_not_reachable(tmp_path):
-    from agentainer.runtime import DockerRuntime
+    from agentainer.agents.docker_runtime import DockerRuntime
     runtime = DockerRuntime(base_url=f"unix://{tmp_path}/docker.sock")
     assert runtime.reachable(timeout=1) is False
 
@@ -77,7 +77,7 @@ def test_a_network_of_another_kind_is_refused(found, internal):
     (None, ""),
 ])
 def test_a_volume_belongs_to_the_agent_its_labels_name(labels, owner):
-    from agentainer.runtime import _volume_info
+    from agentainer.agents.docker_runtime import _volume_info
     info = _volume_info({"Name": "v", "Driver": "local", "Labels": labels,
                          "Options": {"o": "bind"}})
     assert (info.owner, info.driver, info.options) == (owner, "local", {"o": "bind"})

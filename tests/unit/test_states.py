@@ -1,6 +1,6 @@
 import pytest
 
-from agentainer.states import OPERATIONS, AgentStatus, observed
+from agentainer.agents.statuses import OPERATIONS, AgentStatus, observed
 
 S = AgentStatus
 ACT, NOOP, CONFLICT = "act", "no-op", "conflict"

@@ -10,7 +10,7 @@ BUILT_IN_WIRING = {"Redis", "from_url", "DockerRuntime", "DockerClient", "from_e
                    "AgentService", "HealthRecords", "MetricsHistory", "Liveness", "Janitor",
                    "Callers", "Monitor", "RestartPolicy", "Periodic"}
 # NOTE: the Docker adapter (DockerRuntime, built in wiring.py) opens its docker-py client lazily
-ALLOWED = {"wiring.py": BUILT_IN_WIRING, "runtime.py": {"DockerClient", "from_env"}}
+ALLOWED = {"wiring.py": BUILT_IN_WIRING, "agents/docker_runtime.py": {"DockerClient", "from_env"}}
 
 
 def constructed(path: Path) -> set[str]:

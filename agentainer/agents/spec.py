@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from agentainer import units
+from agentainer.agents.statuses import AgentStatus, Desired
 from agentainer.errors import Conflict, InvalidInput
-from agentainer.states import AgentStatus, Desired
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}\Z")
 ID_RE = re.compile(r"^agent-[0-9a-f]{12}\Z")

@@ -8,14 +8,14 @@ from pathlib import Path
 
 from docker.types import Mount
 
+from agentainer.agents.docker_runtime import ContainerGone, ContainerState, DockerRuntime
+from agentainer.agents.mounts import MountPolicy
+from agentainer.agents.spec import Agent, AgentSpec, new_agent_id, now
+from agentainer.agents.statuses import OPERATIONS, AgentStatus, Desired, observed
+from agentainer.agents.store import AgentStore
 from agentainer.errors import AgentainerError, InvalidTransition, NotFound
-from agentainer.journal import Journal
-from agentainer.metrics import summarize
-from agentainer.models import Agent, AgentSpec, new_agent_id, now
-from agentainer.mounts import MountPolicy
-from agentainer.runtime import ContainerGone, ContainerState, DockerRuntime
-from agentainer.states import OPERATIONS, AgentStatus, Desired, observed
-from agentainer.store import AgentStore
+from agentainer.journal.journal import Journal
+from agentainer.monitor.metrics import summarize
 
 logger = logging.getLogger(__name__)
 

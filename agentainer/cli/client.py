@@ -12,7 +12,7 @@ import urllib3
 from agentainer import config as configuration, tokens
 from agentainer.config import Config
 from agentainer.errors import Forbidden, Unauthorized
-from agentainer.status import ExitStatus
+from agentainer.exit_codes import ExitStatus
 
 EXIT_BY_HTTP = {400: ExitStatus.ERROR, 401: ExitStatus.AUTH, 403: ExitStatus.AUTH,
                 404: ExitStatus.NOT_FOUND, 409: ExitStatus.CONFLICT,

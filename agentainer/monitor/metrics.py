@@ -17,8 +17,8 @@ from prometheus_client.core import (
     CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
 )
 
-from agentainer.journal import LATENCY_BUCKETS
-from agentainer.store import (
+from agentainer.journal.journal import LATENCY_BUCKETS
+from agentainer.agents.store import (
     COUNTERS, AgentStore, agent_key, metrics_key, translate_redis_errors,
 )
 

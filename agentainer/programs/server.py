@@ -10,15 +10,16 @@ import argparse
 import logging
 import socket
 
-from agentainer import daemon, tokens
-from agentainer.agents import AgentService
-from agentainer.api import agents as agents_api
+from agentainer import tokens
+from agentainer.agents.service import AgentService
+from agentainer.api import lifecycle as agents_api
 from agentainer.api.app import ProxyCap, create_app
 from agentainer.api.listeners import Gateway, HostRouting
+from agentainer.api.serving import Deadlines, Listener
 from agentainer.config import Config
 from agentainer.errors import AgentainerError, InvalidConfig
-from agentainer.listener import Deadlines, Listener
-from agentainer.status import ExitStatus
+from agentainer.exit_codes import ExitStatus
+from agentainer.programs import startup as daemon
 from agentainer.wiring import build
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from typing import Any
 from agentainer import config as configuration
 from agentainer.config import Config
 from agentainer.errors import AgentainerError
-from agentainer.status import ExitStatus
+from agentainer.exit_codes import ExitStatus
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ Four loops on their own threads, so a slow one never holds up another:
   schedule, run on a small thread pool so a hanging agent delays no other;
 - metrics: per-agent resource samples into a bounded history, on a pool likewise.
 
-Auto-restart agents are restarted as :class:`~agentainer.restarts.RestartPolicy` says. An
+Auto-restart agents are restarted as :class:`~agentainer.monitor.restarts.RestartPolicy` says. An
 agent paused behind our back (``docker pause``) is recorded as paused, not as a crash.
 
 A stopping Docker daemon stops every container, as ``docker stop`` would, and leaves nothing
@@ -25,18 +25,18 @@ import threading
 import time
 from collections.abc import Callable
 
-from agentainer.agents import AgentService
+from agentainer.agents.service import AgentService
 from agentainer.errors import AgentainerError, AgentNotFound, MountRefused, Unavailable
-from agentainer.health import (
+from agentainer.monitor.probes import (
     POOL_SIZE, HealthRecords, HealthWatch, Lanes, Prober, ProbeResult, probe,
 )
-from agentainer.janitor import Janitor
-from agentainer.metrics import MetricsHistory, summarize
-from agentainer.models import Agent
-from agentainer.restarts import RestartPolicy
-from agentainer.runtime import LABEL_ID, ContainerGone, DockerRuntime
-from agentainer.states import AgentStatus, Desired
-from agentainer.store import AgentStore
+from agentainer.agents.docker_runtime import LABEL_ID, ContainerGone, DockerRuntime
+from agentainer.agents.spec import Agent
+from agentainer.agents.statuses import AgentStatus, Desired
+from agentainer.agents.store import AgentStore
+from agentainer.journal.janitor import Janitor
+from agentainer.monitor.metrics import MetricsHistory, summarize
+from agentainer.monitor.restarts import RestartPolicy
 
 logger = logging.getLogger(__name__)
 

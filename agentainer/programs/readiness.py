@@ -1,4 +1,4 @@
-"""``python -m agentainer.readiness [verify]``: is the stack up, and if not, why.
+"""``python -m agentainer.programs.readiness [verify]``: is the stack up, and if not, why.
 
 ``make run`` calls it to wait for the server; ``make verify`` to check everything and say
 what is wrong in plain words.
@@ -14,11 +14,11 @@ from pathlib import Path
 import requests
 
 from agentainer import config as configuration, redis_password
-from agentainer.client import local_url
+from agentainer.cli.client import local_url
 from agentainer.config import Config
-from agentainer.status import ExitStatus
+from agentainer.exit_codes import ExitStatus
 
-CHECKOUT = Path(__file__).resolve().parent.parent
+CHECKOUT = Path(__file__).resolve().parent.parent.parent
 PROGRAMS = ("redis", "server:server-0", "server:server-1", "worker:worker-0",
             "worker:worker-1", "monitor")
 

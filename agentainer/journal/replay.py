@@ -37,17 +37,17 @@ from rq.serializers import JSONSerializer
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from agentainer.errors import AgentNotFound, InvalidInput
-from agentainer.journal import Journal
-from agentainer.proxy import (
+from agentainer.journal.journal import Journal
+from agentainer.journal.upstream import (
     CHUNK, RENEW_EVERY, AgentDown, AgentFailed, Capture, Upstream, relayable, replay_headers,
 )
-from agentainer.states import AgentStatus
-from agentainer.store import PREFIX, AgentStore, translate_redis_errors
+from agentainer.agents.statuses import AgentStatus
+from agentainer.agents.store import PREFIX, AgentStore, translate_redis_errors
 
 logger = logging.getLogger(__name__)
 
 QUEUE = "agentainer-replay"
-DRAIN_JOB = "agentainer.replay.drain"
+DRAIN_JOB = "agentainer.journal.replay.drain"
 DRAIN_SLICE = 10.0  # seconds a drain job delivers before a fresh job takes over
 PENDING_TTL = 30.0  # NOTE: a claim whose job has not started yet: a later schedule retries
 # NOTE: leases and held drain claims live connect + read timeout + LEASE_GRACE from their

@@ -7,9 +7,10 @@ built once from its own ``--config``.
 import argparse
 import signal
 
-from agentainer import daemon, wiring
+from agentainer import wiring
 from agentainer.config import Config
-from agentainer.status import ExitStatus
+from agentainer.exit_codes import ExitStatus
+from agentainer.programs import startup as daemon
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -18,10 +18,10 @@ from typing import Any
 import redis
 import urllib3
 
+from agentainer.agents.spec import Agent, HealthCheck
+from agentainer.agents.statuses import AgentStatus
+from agentainer.agents.store import AgentStore, agent_key, health_key, translate_redis_errors
 from agentainer.errors import AgentainerError, AgentNotFound
-from agentainer.models import Agent, HealthCheck
-from agentainer.states import AgentStatus
-from agentainer.store import AgentStore, agent_key, health_key, translate_redis_errors
 
 logger = logging.getLogger(__name__)
 

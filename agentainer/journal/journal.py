@@ -17,7 +17,7 @@ Keys (all under ``agentainer:``):
 Statuses: ``queued`` -> ``in_flight`` -> ``completed`` | back to ``queued`` | ``failed``;
 ``queued`` -> ``cancelled``; ``queued`` | ``failed`` -> ``completed`` (a late answer, see
 below); ``failed`` | ``cancelled`` -> ``queued`` (requeued by hand). Every state change is
-one Lua script (in :mod:`agentainer.journal_scripts`), so a record is never half-updated
+one Lua script (in :mod:`agentainer.journal.scripts`), so a record is never half-updated
 and a request is never both queued and leased.
 
 Leases are fenced: each time a record goes in_flight its ``lease`` field counts up, and
@@ -28,7 +28,7 @@ can do neither; but its ``complete`` still records the answer while nobody has l
 the request since (it is ``queued`` again, and leaves its queue, or ``failed``): that
 saves a redelivery. A ``completed`` or ``cancelled`` request is never completed again.
 
-Every lease names its holder, a process that keeps a heartbeat (:mod:`agentainer.liveness`):
+Every lease names its holder, a process that keeps a heartbeat (:mod:`agentainer.journal.liveness`):
 when a holder dies, :meth:`Journal.reap` gives its leases back at once, without waiting
 for their deadlines, which stay as the backstop for a live holder that never finishes.
 
@@ -48,9 +48,9 @@ from typing import Any
 
 import redis
 
-from agentainer import journal_scripts as scripts
+from agentainer.agents.store import PREFIX, translate_redis_errors
 from agentainer.errors import Conflict, NotFound, QueueFull
-from agentainer.store import PREFIX, translate_redis_errors
+from agentainer.journal import scripts
 
 JOURNAL_BYTES = PREFIX + "journal_bytes"
 QUEUE_BYTES = PREFIX + "queue_bytes"

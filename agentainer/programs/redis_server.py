@@ -26,11 +26,12 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from agentainer import daemon, redis_password
+from agentainer import redis_password
 from agentainer.config import Config
 from agentainer.errors import InvalidConfig
+from agentainer.exit_codes import ExitStatus
+from agentainer.programs import startup as daemon
 from agentainer.redis_password import is_embedded
-from agentainer.status import ExitStatus
 
 __all__ = ["is_embedded", "main", "make_parser", "redis_command", "redis_config", "serve"]
 

@@ -20,7 +20,7 @@ SYSTEM_PATHS = (
     Path("/run"), Path("/var/run"),
 )
 # NOTE: the checkout, or the directory the package is installed into
-INSTALL_DIR = Path(__file__).resolve().parent.parent
+INSTALL_DIR = Path(__file__).resolve().parent.parent.parent
 HOMES = Path("/home")
 
 

@@ -3,8 +3,8 @@
 Redis runs a script without interleaving any other command, so a record is never
 half-updated, a request is never both queued and leased, and the lease fence (the record's
 ``lease`` counter) is checked and acted on in one step. Key names are spelled in Lua under
-the same ``agentainer:`` prefix as :data:`agentainer.store.PREFIX`; every script takes its
-inputs as ARGV (no KEYS), documented above each one. :class:`agentainer.journal.Journal`
+the same ``agentainer:`` prefix as :data:`agentainer.agents.store.PREFIX`; every script takes its
+inputs as ARGV (no KEYS), documented above each one. :class:`agentainer.journal.journal.Journal`
 registers and calls them.
 
 Every script may run twice for one call (the Redis client resends a command whose reply a
@@ -12,7 +12,7 @@ restart cut off), so each is safe to repeat: admission is keyed by the request I
 by a ticket, and completion and retry are fenced by the lease.
 
 Byte accounting: a record's ``size`` (what Redis allocates for it, see
-:func:`agentainer.journal.allocated`; ``bodies_size`` of it for the bodies) counts towards
+:func:`agentainer.journal.journal.allocated`; ``bodies_size`` of it for the bodies) counts towards
 ``journal_bytes`` (every record) and, while it waits in its agent's queue, towards that
 agent's field of ``queue_bytes``.
 """
@@ -27,7 +27,7 @@ end
 local function count(name)
   redis.call('hincrby', P..'counters', name, 1)
 end
--- Lease a request to a holder (a live process, see agentainer.liveness) until deadline.
+-- Lease a request to a holder (a live process, see agentainer.journal.liveness) until deadline.
 local function take(rid, holder, deadline)
   redis.call('hset', P..'req:'..rid, 'holder', holder)
   redis.call('zadd', P..'leases', deadline, rid)

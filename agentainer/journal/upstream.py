@@ -15,8 +15,8 @@ import urllib3
 from urllib3.connection import HTTPConnection
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
 
-from agentainer.journal import Journal
-from agentainer.redaction import REDACTED
+from agentainer.journal.journal import Journal
+from agentainer.journal.redaction import REDACTED
 from agentainer.units import HEADER_NAME as _TOKEN
 
 logger = logging.getLogger(__name__)

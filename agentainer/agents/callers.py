@@ -12,10 +12,10 @@ import logging
 import time
 from collections.abc import Callable
 
+from agentainer.agents.docker_runtime import DockerRuntime
+from agentainer.agents.spec import ANY_AGENT, Agent
+from agentainer.agents.store import AgentStore
 from agentainer.errors import AgentNotFound, CallNotAllowed, NotAnAgent
-from agentainer.models import ANY_AGENT, Agent
-from agentainer.runtime import DockerRuntime
-from agentainer.store import AgentStore
 
 logger = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ import redis
 from agentainer.errors import (
     AgentNotFound, Busy, Conflict, JournalFull, NameTaken, Unavailable,
 )
-from agentainer.models import ID_RE, Agent, AgentSpec, TokenScope, now
-from agentainer.states import AgentStatus, Desired
+from agentainer.agents.spec import ID_RE, Agent, AgentSpec, TokenScope, now
+from agentainer.agents.statuses import AgentStatus, Desired
 
 PREFIX = "agentainer:"
 AGENTS = PREFIX + "agents"

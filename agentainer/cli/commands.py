@@ -8,10 +8,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from agentainer import __version__, config as configuration, tokens, units
-from agentainer.client import ApiError, Client, find_server
+from agentainer.cli.client import ApiError, Client, find_server
+from agentainer.cli.output import Output, cut, human_bytes, show_record, utc_time, yes_no
 from agentainer.errors import AgentainerError, Unauthorized
-from agentainer.output import Output, cut, human_bytes, show_record, utc_time, yes_no
-from agentainer.status import ExitStatus
+from agentainer.exit_codes import ExitStatus
 
 LIFECYCLE_HELP = {
     "start": "start a created, stopped or failed agent",

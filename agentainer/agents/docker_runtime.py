@@ -17,9 +17,9 @@ from docker.types import IPAMConfig, IPAMPool, LogConfig, Mount
 from agentainer.errors import (
     AgentainerError, Conflict, ImageNotFound, InvalidInput, NotFound, RuntimeFailure, Unavailable,
 )
-from agentainer.models import Agent
-from agentainer.mounts import VolumeInfo
-from agentainer.states import AgentStatus
+from agentainer.agents.mounts import VolumeInfo
+from agentainer.agents.spec import Agent
+from agentainer.agents.statuses import AgentStatus
 
 logger = logging.getLogger(__name__)
 

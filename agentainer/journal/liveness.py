@@ -5,7 +5,7 @@ Every server, worker and monitor process is a *holder* with an ID of its own
 after its last beat, and beats ``BEATS_PER_TIMEOUT`` times per timeout from a daemon
 thread (a :class:`~agentainer.periodic.Periodic` its composition root makes). Leases,
 drain claims, lifecycle locks and name reservations name their holder; once a holder's
-heartbeat has expired, the janitor takes back what it held (:mod:`agentainer.janitor`),
+heartbeat has expired, the janitor takes back what it held (:mod:`agentainer.journal.janitor`),
 within seconds rather than when a lease's deadline passes.
 
 Keys (under ``agentainer:``):
@@ -21,7 +21,7 @@ import socket
 
 import redis
 
-from agentainer.store import PREFIX, translate_redis_errors
+from agentainer.agents.store import PREFIX, translate_redis_errors
 
 HOLDERS = PREFIX + "holders"
 BEATS_PER_TIMEOUT = 5

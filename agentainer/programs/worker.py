@@ -14,10 +14,10 @@ import redis
 import rq
 from rq.serializers import JSONSerializer
 
-from agentainer import daemon
 from agentainer.config import Config
-from agentainer.replay import QUEUE, job_class
-from agentainer.status import ExitStatus
+from agentainer.exit_codes import ExitStatus
+from agentainer.journal.replay import QUEUE, job_class
+from agentainer.programs import startup as daemon
 from agentainer.wiring import build
 
 

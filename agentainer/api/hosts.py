@@ -13,8 +13,8 @@ another agent), so one agent's cookies and scripts are not another's.
 import ipaddress
 from dataclasses import dataclass
 
+from agentainer.agents.spec import ID_RE, NAME_RE
 from agentainer.errors import HostNotAllowed
-from agentainer.models import ID_RE, NAME_RE
 
 LOCALHOST = "localhost"
 AGENT_ORIGIN_SUFFIX = ".localhost"
