@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from agentainer import secretfile, units
-from agentainer.agents.spec import VOLUME_NAME_RE
-from agentainer.api.hosts import parse_allowed_hosts
 from agentainer.errors import InvalidConfig
+from agentainer.names import VOLUME_NAME_RE
+from agentainer.names import parse_allowed_hosts
 from agentainer.redis_password import redact
 
 SECTION = "agentainer"

@@ -1,12 +1,17 @@
 """The admin token: configured, or generated once into the data directory."""
 
+import hashlib
 import hmac
 from pathlib import Path
 
 from agentainer import secretfile
-from agentainer.agents.spec import hash_token
 
 WHAT = "admin token"
+
+
+def hash_token(token: str) -> str:
+    """Return the at-rest form of a token (tokens are random, so a plain digest suffices)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def load_or_create(configured: str, path: Path) -> str:

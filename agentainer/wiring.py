@@ -3,8 +3,8 @@
 :func:`build` makes what each program shares between its threads (:class:`Components`): the
 Redis client (:func:`redis_client`), the Docker runtime, the store, the journal, the replay
 scheduler and drainer, the upstream pool, the agent service, health and metrics records, the
-janitor and its loop, the heartbeat, the callers and Host policies. :func:`monitor` makes
-the monitor and its restart policy over them. Nothing else constructs a Redis or Docker
+janitor and its loop, the heartbeat and the callers policy. :func:`monitor` makes the
+monitor and its restart policy over them; :func:`replay_worker` the worker's RQ worker. Nothing else constructs a Redis or Docker
 client, a journal or a service: ``agentainer-server`` gives its components to
 ``api.app.create_app``, which only registers routes; ``agentainer-worker`` gives its drainer
 to the RQ job class (replay.job_class); ``agentainer-monitor`` runs :func:`monitor`'s.
@@ -14,8 +14,10 @@ The HTTP transport (waitress listeners, their sockets) stays in server.py.
 from dataclasses import dataclass
 
 import redis
+import rq
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+from rq.serializers import JSONSerializer
 
 from agentainer import redis_password
 from agentainer.agents.callers import Callers
@@ -23,12 +25,11 @@ from agentainer.agents.docker_runtime import DockerRuntime
 from agentainer.agents.mounts import MountPolicy
 from agentainer.agents.service import AgentService, Networks
 from agentainer.agents.store import AgentStore
-from agentainer.api.hosts import HostPolicy
 from agentainer.config import Config
 from agentainer.journal.janitor import Janitor
 from agentainer.journal.journal import Journal
 from agentainer.journal.liveness import Liveness, new_holder
-from agentainer.journal.replay import LEASE_GRACE, Drainer, ReplayScheduler
+from agentainer.journal.replay import LEASE_GRACE, QUEUE, Drainer, ReplayScheduler, job_class
 from agentainer.journal.upstream import Upstream
 from agentainer.monitor.metrics import MetricsHistory
 from agentainer.monitor.probes import HealthRecords
@@ -60,7 +61,6 @@ class Components:
                             # control loop runs them itself)
     drainer: Drainer
     callers: Callers     # who calls on the network gateways, and whom it may call
-    hosts: HostPolicy    # the Host names the main listener answers for
 
 
 def redis_client(config: Config) -> redis.Redis:
@@ -129,8 +129,7 @@ def build(config: Config, *, kind: str, client: redis.Redis | None = None,
                                        lambda: liveness.beat(holder)),
                       janitor, Periodic("janitor", Janitor.INTERVAL, janitor.run_once),
                       drainer,
-                      Callers(store, runtime, (config.network, config.internal_network)),
-                      HostPolicy.from_settings(config.host, config.allowed_hosts))
+                      Callers(store, runtime, (config.network, config.internal_network)))
 
 
 def monitor(config: Config, components: Components) -> Monitor:
@@ -141,3 +140,10 @@ def monitor(config: Config, components: Components) -> Monitor:
                                  limit=config.restart_limit, window=config.restart_window),
                    reconcile_interval=config.reconcile_interval,
                    metrics_interval=config.metrics_interval)
+
+
+def replay_worker(components: Components) -> rq.SimpleWorker:
+    """Return the RQ worker that runs drain jobs on ``components``' drainer, in its own
+    process (no fork per job), named after the process's liveness holder."""
+    return rq.SimpleWorker([QUEUE], connection=components.redis, name=components.holder,
+                           job_class=job_class(components.drainer), serializer=JSONSerializer)

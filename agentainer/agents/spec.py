@@ -1,10 +1,8 @@
 """Agents as data: the deploy spec, its validation, and the stored record."""
 
 import enum
-import hashlib
 import hmac
 import posixpath
-import re
 import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -13,22 +11,9 @@ from typing import Any
 from agentainer import units
 from agentainer.agents.statuses import AgentStatus, Desired
 from agentainer.errors import Conflict, InvalidInput
+from agentainer.names import ENV_KEY_RE, ID_RE, IMAGE_MAX, IMAGE_RE, NAME_RE, VOLUME_NAME_RE
+from agentainer.tokens import hash_token
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}\Z")
-ID_RE = re.compile(r"^agent-[0-9a-f]{12}\Z")
-# NOTE: docker's reference grammar, loosely: [registry/]path[:tag][@digest]
-# NOTE: Docker's reference grammar (distribution/reference): an optional registry (with a
-# dot or a port, or localhost), lowercase path components, a tag, a digest
-_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = (rf"(?:localhost(?::[0-9]+)?|{_DOMAIN_PART}(?:\.{_DOMAIN_PART})+(?::[0-9]+)?"
-           rf"|{_DOMAIN_PART}:[0-9]+)")
-_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-IMAGE_PATTERN = (rf"^(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
-                 r"(?:@sha256:[0-9a-f]{64})?$")
-IMAGE_MAX = 255
-IMAGE_RE = re.compile(IMAGE_PATTERN.removesuffix("$") + r"\Z")
-ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
-VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}\Z")
 RESERVED_ENV = ("AGENT_ID", "AGENT_NAME", "AGENTAINER_PROXY_URL")
 MAX_ENV = 200
 MAX_VOLUMES = 32
@@ -51,11 +36,6 @@ def now() -> str:
 
 def new_agent_id() -> str:
     return f"agent-{secrets.token_hex(6)}"
-
-
-def hash_token(token: str) -> str:
-    """Return the at-rest form of a token (tokens are random, so a plain digest suffices)."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)

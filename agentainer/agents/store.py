@@ -31,8 +31,9 @@ import redis
 from agentainer.errors import (
     AgentNotFound, Busy, Conflict, JournalFull, NameTaken, Unavailable,
 )
-from agentainer.agents.spec import ID_RE, Agent, AgentSpec, TokenScope, now
+from agentainer.agents.spec import Agent, AgentSpec, TokenScope, now
 from agentainer.agents.statuses import AgentStatus, Desired
+from agentainer.names import ID_RE
 
 PREFIX = "agentainer:"
 AGENTS = PREFIX + "agents"

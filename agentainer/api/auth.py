@@ -3,9 +3,10 @@ agent's management routes only (its invoke token is for the proxy, see api/proxy
 
 import falcon
 
-from agentainer.agents.spec import TokenScope, hash_token
+from agentainer.agents.spec import TokenScope
 from agentainer.agents.store import AgentStore
 from agentainer.errors import AgentNotFound, Forbidden, Unauthorized
+from agentainer.tokens import hash_token
 from agentainer.tokens import matches
 
 

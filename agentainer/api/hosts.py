@@ -13,47 +13,11 @@ another agent), so one agent's cookies and scripts are not another's.
 import ipaddress
 from dataclasses import dataclass
 
-from agentainer.agents.spec import ID_RE, NAME_RE
 from agentainer.errors import HostNotAllowed
+from agentainer.names import ANY_HOST, ID_RE, NAME_RE, host_name
 
 LOCALHOST = "localhost"
 AGENT_ORIGIN_SUFFIX = ".localhost"
-ANY_HOST = "*"
-
-
-def host_name(host: str) -> str:
-    """Return the name in a ``Host`` value: lowercased, without its port, brackets or
-    trailing dot (``[::1]:8081`` -> ``::1``, ``LocalHost.:80`` -> ``localhost``).
-
-    NOTE: the port is not checked: a rebinding page's name differs whatever the port,
-    and a forwarded port (``ssh -L 9000:127.0.0.1:8081``) must keep working.
-    """
-    text = host.strip().lower()
-    if text.startswith("["):
-        return text[1:].partition("]")[0]
-    name, colon, port = text.rpartition(":")
-    if colon and port.isdigit() and ":" not in name:
-        text = name
-    elif colon and not port:
-        text = name  # NOTE: "localhost:" is "localhost"
-    return text.rstrip(".")
-
-
-def parse_allowed_hosts(value: str) -> tuple[str, ...]:
-    """Convert the ``allowed_hosts`` setting: names (or ``*``, any), comma separated.
-
-    Raises:
-        ValueError: an entry is not a host name.
-    """
-    names = []
-    for part in str(value).split(","):
-        if not part.strip():
-            continue
-        name = ANY_HOST if part.strip() == ANY_HOST else host_name(part)
-        if name != ANY_HOST and (not name or any(c in name for c in "/@ \t?#")):
-            raise ValueError(f"{part.strip()!r} is not a host name")
-        names.append(name)
-    return tuple(dict.fromkeys(names))
 
 
 def _is_address(name: str) -> bool:

@@ -8,11 +8,10 @@ that a fuzzer generating from this document gets exactly what it describes.
 from typing import Any
 
 from agentainer import __version__, units
-from agentainer.journal.journal import RequestStatus
-from agentainer.agents.spec import (
-    ANY_AGENT, IMAGE_MAX, IMAGE_PATTERN, MAX_ENV, MAX_MAY_CALL, MAX_TOKEN, MAX_VOLUMES,
-)
+from agentainer.agents.spec import ANY_AGENT, MAX_ENV, MAX_MAY_CALL, MAX_TOKEN, MAX_VOLUMES
 from agentainer.agents.statuses import AgentStatus
+from agentainer.journal.journal import RequestStatus
+from agentainer.names import IMAGE_MAX, IMAGE_PATTERN
 
 MAX_COUNT = 2 ** 63 - 1  # NOTE: api/agents.whole_number's bound (Redis's signed 64 bits)
 # NOTE: patterns are the validators' (models.py, units.py) with full-match anchors

@@ -13,9 +13,10 @@ from agentainer.errors import (
     AgentNotFound, AgentOverloaded, Conflict, InvalidInput, JournalFull, QueueFull, Unauthorized,
     Unavailable, Unprocessable,
 )
-from agentainer.agents.spec import ID_RE, hash_token
 from agentainer.api.inflight import InflightLimit
 from agentainer.journal.journal import FULL, Admission, IncomingRequest, Journal, new_request_id
+from agentainer.names import ID_RE
+from agentainer.tokens import hash_token
 from agentainer.journal.upstream import (
     OWN_PREFIX, AgentDown, AgentFailed, BadResponse, Relay, Upstream, forward_headers,
     relayable, stored_headers,

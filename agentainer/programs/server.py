@@ -14,6 +14,7 @@ from agentainer import tokens
 from agentainer.agents.service import AgentService
 from agentainer.api import lifecycle as agents_api
 from agentainer.api.app import ProxyCap, create_app
+from agentainer.api.hosts import HostPolicy
 from agentainer.api.listeners import Gateway, HostRouting
 from agentainer.api.serving import Deadlines, Listener
 from agentainer.config import Config
@@ -90,7 +91,7 @@ def serve(settings: Config) -> int:
                "deadlines": deadlines, "idle_timeout": settings.idle_timeout}
     # APPSEC: an oversized body is refused as it arrives, not buffered whole (1 GiB default)
     main = Listener(
-        HostRouting(ProxyCap(app, settings.threads - settings.api_threads), components.hosts),
+        HostRouting(ProxyCap(app, settings.threads - settings.api_threads), HostPolicy.from_settings(settings.host, settings.allowed_hosts)),
         [sock], name="api",
         threads=settings.threads, connection_limit=settings.connection_limit,
         max_request_body_size=max(settings.max_body, agents_api.MAX_BODY) + BODY_SLACK,

@@ -10,15 +10,12 @@ slice (``replay.DRAIN_SLICE``) plus one delivery (connect + read timeout).
 import argparse
 import sys
 
-import redis
-import rq
-from rq.serializers import JSONSerializer
-
+from agentainer.agents.store import translate_redis_errors
 from agentainer.config import Config
+from agentainer.errors import Unavailable
 from agentainer.exit_codes import ExitStatus
-from agentainer.journal.replay import QUEUE, job_class
 from agentainer.programs import startup as daemon
-from agentainer.wiring import build
+from agentainer.wiring import build, replay_worker
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -42,14 +39,12 @@ def work(settings: Config, args: argparse.Namespace) -> int:
     """Run the RQ worker on the replay queue until TERM (or, with --burst, until empty)."""
     components = build(settings, kind=args.name or "worker")
     heartbeat = components.heartbeat
-    worker = rq.SimpleWorker([QUEUE], connection=components.redis, name=components.holder,
-                             job_class=job_class(components.drainer),
-                             serializer=JSONSerializer)
+    worker = replay_worker(components)
     heartbeat.start(now=True)
     try:
-        worker.work(burst=args.burst, logging_level=settings.log_level)
-    except redis.ConnectionError as ex:
-        print(f"agentainer-worker: Redis is unreachable: {ex}", file=sys.stderr)
+        translate_redis_errors(worker.work)(burst=args.burst, logging_level=settings.log_level)
+    except Unavailable as ex:
+        print(f"agentainer-worker: {ex}", file=sys.stderr)
         return ExitStatus.UNAVAILABLE
     finally:
         heartbeat.stop()

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from agentainer.agents.spec import hash_token
 from agentainer.api.openapi import PATHS
+from agentainer.tokens import hash_token
 from tests.helpers import wait_for
 from tests.stack import ECHO_IMAGE, Api, Stack, run_cli
 

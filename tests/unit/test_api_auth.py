@@ -5,10 +5,11 @@ import falcon
 import falcon.testing
 import pytest
 
-from agentainer.agents.spec import AgentSpec, hash_token
+from agentainer.agents.spec import AgentSpec
 from agentainer.api import http_errors as errors
 from agentainer.api.auth import AuthMiddleware
 from agentainer.errors import AgentNotFound
+from agentainer.tokens import hash_token
 
 ADMIN = "admin-token-0123456789"
 INVOKE = "invoke-token-0123456789"

@@ -2,8 +2,9 @@
 
 import pytest
 
-from agentainer.api.hosts import HostPolicy, host_name, parse_allowed_hosts
+from agentainer.api.hosts import HostPolicy
 from agentainer.errors import HostNotAllowed
+from agentainer.names import host_name, parse_allowed_hosts
 
 POLICY = HostPolicy.from_settings("127.0.0.1", ("agents.lan",))
 

@@ -5,10 +5,10 @@ import pytest
 
 from agentainer.errors import Conflict, InvalidInput
 from agentainer.agents.spec import (
-    Agent, AgentSpec, DeployOptions, HealthCheck, TokenScope, Volume, hash_token, parse_deploy,
-    parse_empty,
+    Agent, AgentSpec, DeployOptions, HealthCheck, TokenScope, Volume, parse_deploy, parse_empty,
 )
 from agentainer.agents.statuses import AgentStatus, Desired
+from agentainer.tokens import hash_token
 
 TOKEN = "s3cret-agent-token-0123"
 MANAGE_TOKEN = "s3cret-manage-token-4567"
