@@ -8,7 +8,8 @@ Unknown keys are refused, and a bad value fails at start naming where it came fr
 import configparser
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,8 @@ def _log_level(value: str) -> str:
 
 @dataclass(frozen=True)
 class Setting:
+    """One row of the settings table: how a raw value converts, its default and comment."""
+
     name: str
     convert: Callable[[Any], Any]
     default: str
@@ -90,130 +93,173 @@ class Setting:
     show: Callable[[Any], str] = repr  # how a bad value is named in the error
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("host", _text, "127.0.0.1", "address the API server listens on"),
-    Setting("port", units.parse_port, "8081", "port of the API and the proxy"),
-    Setting("allowed_hosts", parse_allowed_hosts, "",
-            "Host names served besides IP addresses, localhost, <agent>.localhost and host "
-            "(comma separated; * for any: no DNS rebinding protection)"),
-    Setting("redis_url", _redis_url, "redis://127.0.0.1:6380/0",
-            "Redis holding state and the journal; the default is the embedded one",
-            show=lambda value: repr(redact(str(value)))),
-    Setting("embedded_redis", units.parse_bool, "true",
-            "run redis-server for redis_url under supervisord; false: an external one"),
-    Setting("appendfsync", _appendfsync, "everysec",
-            "embedded Redis AOF fsync: always (no loss on a crash), everysec (<= ~1 s), no"),
-    Setting("redis_maxmemory", units.parse_size, "2g",
-            "embedded Redis maxmemory (noeviction); must exceed journal_max_bytes"),
-    Setting("redis_wait", units.parse_duration, "3s",
-            "how long a command to an unreachable or restarting Redis is retried before "
-            "it fails (the proxy then answers 503)"),
-    Setting("liveness_timeout", units.parse_duration, "5s",
-            "a process silent this long is dead: its leases and drain claims are taken back"),
-    Setting("data_dir", _path, "~/.agentainer",
-            "admin token, embedded Redis data and logs live here"),
-    Setting("token", _admin_token, "",
-            "admin token; empty: generated at first start into <data_dir>/admin.token",
-            show=lambda value: "'***'"),
-    Setting("docker_host", _text, "",
-            "Docker Engine URL; empty: $DOCKER_HOST or the local socket"),
-    Setting("network", _text, "agentainer-net", "bridge network agents join"),
-    Setting("internal_network", _text, "agentainer-internal",
-            "network for --no-egress agents (Docker internal: no way out)"),
-    Setting("volume_roots", _paths, "/home:/root:/srv:/tmp:/var/tmp:/mnt:/media:/opt",
-            "bind-mount host paths must lie under one of these (':' separated)"),
-    Setting("allowed_volumes", _volume_names, "",
-            "named volumes agents may mount although Agentainer did not create them for "
-            "the agent, or their driver options bind a host path (',' or ':' separated)"),
-    Setting("default_app_port", units.parse_port, "8000",
-            "app port when neither --app-port nor a single EXPOSE gives one"),
-    Setting("stop_timeout", units.parse_duration, "10s",
-            "grace period between SIGTERM and SIGKILL on stop"),
-    Setting("lock_timeout", units.parse_duration, "30s",
-            "how long a lifecycle call waits for another one on the same agent"),
-    Setting("threads", units.parse_positive_int, "160",
-            "worker threads per server process; each open proxied stream holds one"),
-    Setting("api_threads", units.parse_positive_int, "16",
-            "of those, kept for the API: proxied requests past threads - api_threads get 503"),
-    Setting("proxy_threads", units.parse_positive_int, "32",
-            "worker threads for agents' calls on the network gateways"),
-    Setting("connection_limit", units.parse_positive_int, "1000",
-            "open client connections per server process on the API's address (host)"),
-    Setting("gateway_connection_limit", units.parse_positive_int, "1000",
-            "open connections from agents per server process, on the network gateways"),
-    Setting("idle_timeout", units.parse_duration, "60s",
-            "a connection with no request arriving or being answered this long is closed "
-            "(whole seconds)"),
-    Setting("header_timeout", units.parse_duration, "10s",
-            "a request's headers must arrive within this time of its first byte"),
-    Setting("body_min_rate", units.parse_size, "1k",
-            "bytes per second a request body must average, after header_timeout of grace"),
-    Setting("agent_max_inflight", units.parse_positive_int, "128",
-            "proxied requests in flight per agent per server process; past it journaled "
-            "requests queue (202), others get 503"),
-    Setting("follow_limit", units.parse_positive_int, "8",
-            "logs?follow=true streams per server process (fewer than api_threads)"),
-    Setting("connect_timeout", units.parse_duration, "3s",
-            "proxy: time to connect to an agent before it counts as down"),
-    Setting("read_timeout", units.parse_duration, "300s",
-            "proxy: longest silence from an agent mid-response"),
-    Setting("max_body", units.parse_size, "10m", "largest request body the proxy accepts"),
-    Setting("capture_limit", units.parse_size, "1m",
-            "how much of each response the journal keeps (the client gets all of it)"),
-    Setting("queue_limit", units.parse_positive_int, "1000", "queued requests per agent"),
-    Setting("queue_max_bytes", units.parse_size, "100m", "queued request bytes per agent"),
-    Setting("journal_max_bytes", units.parse_size, "1g",
-            "bytes the journal holds for all agents (requests, captured responses)"),
-    Setting("max_attempts", units.parse_positive_int, "5",
-            "delivery attempts before a request is failed (dead letter)"),
-    Setting("retry_base", units.parse_duration, "1s", "first replay backoff (doubles, jittered)"),
-    Setting("retry_cap", units.parse_duration, "60s", "longest replay backoff"),
-    Setting("drain_wait", units.parse_duration, "120s",
-            "how long a replay job waits for an agent's app to accept connections"),
-    Setting("redact_headers", units.parse_header_names,
-            "Authorization,Proxy-Authorization,Cookie,Set-Cookie,X-Api-Key,Api-Key,"
-            "X-Auth-Token,X-Access-Token",
-            "header values the API shows as [redacted] (requests and responses; "
-            "',' separated, any case); the journal keeps them for replay"),
-    Setting("redact_params", units.parse_names,
-            "api_key,apikey,token,access_token,refresh_token,id_token,client_secret,"
-            "password,secret",
-            "query parameters whose values the API shows as [redacted] (',' separated, "
-            "any case)"),
-    Setting("retention", units.parse_duration, "24h",
-            "how long finished request records are kept"),
-    Setting("body_retention", units.parse_duration, "1h",
-            "how long a completed request keeps its request and response bodies"),
-    Setting("history_limit", units.parse_positive_int, "10000",
-            "request records listed per agent (oldest dropped from the listing first)"),
-    Setting("reconcile_interval", units.parse_duration, "10s",
-            "monitor: how often Redis is checked against Docker"),
-    Setting("metrics_interval", units.parse_duration, "10s",
-            "monitor: how often each running agent's metrics are sampled"),
-    Setting("restart_base", units.parse_duration, "1s",
-            "monitor: first auto-restart delay (doubles per recent restart, jittered)"),
-    Setting("restart_cap", units.parse_duration, "60s", "monitor: longest auto-restart delay"),
-    Setting("restart_limit", units.parse_positive_int, "5",
-            "monitor: restarts within restart_window before an agent is marked failed"),
-    Setting("restart_window", units.parse_duration, "5m",
-            "monitor: the window restart_limit counts in"),
-    Setting("log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
-)
-_BY_NAME = {setting.name: setting for setting in SETTINGS}
+def setting(convert: Callable[[Any], Any], default: str, comment: str, *,
+            show: Callable[[Any], str] = repr) -> Any:
+    """Declare a :class:`Config` field as a setting (its name is the field's)."""
+    return field(metadata={"setting": (convert, default, comment, show)})
 
 
 @dataclass(frozen=True)
 class Config:
-    """Loaded settings; attribute names are the table's names."""
+    """The loaded settings, one typed field per setting: the settings table itself.
 
-    values: Mapping[str, Any]
-    source: str
+    Each field's :func:`setting` holds its converter (whose return type is the field's type,
+    tests/unit/test_config.py checks), its default and the comment the shipped conf file
+    carries. ``source`` names the conf file read, or ``defaults``.
+    """
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    host: str = setting(_text, "127.0.0.1", "address the API server listens on")
+    port: int = setting(units.parse_port, "8081", "port of the API and the proxy")
+    allowed_hosts: tuple[str, ...] = setting(
+        parse_allowed_hosts, "",
+        "Host names served besides IP addresses, localhost, <agent>.localhost and host "
+        "(comma separated; * for any: no DNS rebinding protection)")
+    redis_url: str = setting(
+        _redis_url, "redis://127.0.0.1:6380/0",
+        "Redis holding state and the journal; the default is the embedded one",
+        show=lambda value: repr(redact(str(value))))
+    embedded_redis: bool = setting(
+        units.parse_bool, "true",
+        "run redis-server for redis_url under supervisord; false: an external one")
+    appendfsync: str = setting(
+        _appendfsync, "everysec",
+        "embedded Redis AOF fsync: always (no loss on a crash), everysec (<= ~1 s), no")
+    redis_maxmemory: int = setting(
+        units.parse_size, "2g",
+        "embedded Redis maxmemory (noeviction); must exceed journal_max_bytes")
+    redis_wait: float = setting(
+        units.parse_duration, "3s",
+        "how long a command to an unreachable or restarting Redis is retried before "
+        "it fails (the proxy then answers 503)")
+    liveness_timeout: float = setting(
+        units.parse_duration, "5s",
+        "a process silent this long is dead: its leases and drain claims are taken back")
+    data_dir: Path = setting(
+        _path, "~/.agentainer",
+        "admin token, embedded Redis data and logs live here")
+    token: str = setting(
+        _admin_token, "",
+        "admin token; empty: generated at first start into <data_dir>/admin.token",
+        show=lambda value: "'***'")
+    docker_host: str = setting(
+        _text, "",
+        "Docker Engine URL; empty: $DOCKER_HOST or the local socket")
+    network: str = setting(_text, "agentainer-net", "bridge network agents join")
+    internal_network: str = setting(
+        _text, "agentainer-internal",
+        "network for --no-egress agents (Docker internal: no way out)")
+    volume_roots: tuple[Path, ...] = setting(
+        _paths, "/home:/root:/srv:/tmp:/var/tmp:/mnt:/media:/opt",
+        "bind-mount host paths must lie under one of these (':' separated)")
+    allowed_volumes: frozenset[str] = setting(
+        _volume_names, "",
+        "named volumes agents may mount although Agentainer did not create them for "
+        "the agent, or their driver options bind a host path (',' or ':' separated)")
+    default_app_port: int = setting(
+        units.parse_port, "8000",
+        "app port when neither --app-port nor a single EXPOSE gives one")
+    stop_timeout: float = setting(
+        units.parse_duration, "10s",
+        "grace period between SIGTERM and SIGKILL on stop")
+    lock_timeout: float = setting(
+        units.parse_duration, "30s",
+        "how long a lifecycle call waits for another one on the same agent")
+    threads: int = setting(
+        units.parse_positive_int, "160",
+        "worker threads per server process; each open proxied stream holds one")
+    api_threads: int = setting(
+        units.parse_positive_int, "16",
+        "of those, kept for the API: proxied requests past threads - api_threads get 503")
+    proxy_threads: int = setting(
+        units.parse_positive_int, "32",
+        "worker threads for agents' calls on the network gateways")
+    connection_limit: int = setting(
+        units.parse_positive_int, "1000",
+        "open client connections per server process on the API's address (host)")
+    gateway_connection_limit: int = setting(
+        units.parse_positive_int, "1000",
+        "open connections from agents per server process, on the network gateways")
+    idle_timeout: float = setting(
+        units.parse_duration, "60s",
+        "a connection with no request arriving or being answered this long is closed "
+        "(whole seconds)")
+    header_timeout: float = setting(
+        units.parse_duration, "10s",
+        "a request's headers must arrive within this time of its first byte")
+    body_min_rate: int = setting(
+        units.parse_size, "1k",
+        "bytes per second a request body must average, after header_timeout of grace")
+    agent_max_inflight: int = setting(
+        units.parse_positive_int, "128",
+        "proxied requests in flight per agent per server process; past it journaled "
+        "requests queue (202), others get 503")
+    follow_limit: int = setting(
+        units.parse_positive_int, "8",
+        "logs?follow=true streams per server process (fewer than api_threads)")
+    connect_timeout: float = setting(
+        units.parse_duration, "3s",
+        "proxy: time to connect to an agent before it counts as down")
+    read_timeout: float = setting(
+        units.parse_duration, "300s",
+        "proxy: longest silence from an agent mid-response")
+    max_body: int = setting(units.parse_size, "10m", "largest request body the proxy accepts")
+    capture_limit: int = setting(
+        units.parse_size, "1m",
+        "how much of each response the journal keeps (the client gets all of it)")
+    queue_limit: int = setting(units.parse_positive_int, "1000", "queued requests per agent")
+    queue_max_bytes: int = setting(units.parse_size, "100m", "queued request bytes per agent")
+    journal_max_bytes: int = setting(
+        units.parse_size, "1g",
+        "bytes the journal holds for all agents (requests, captured responses)")
+    max_attempts: int = setting(
+        units.parse_positive_int, "5",
+        "delivery attempts before a request is failed (dead letter)")
+    retry_base: float = setting(
+        units.parse_duration, "1s", "first replay backoff (doubles, jittered)")
+    retry_cap: float = setting(units.parse_duration, "60s", "longest replay backoff")
+    drain_wait: float = setting(
+        units.parse_duration, "120s",
+        "how long a replay job waits for an agent's app to accept connections")
+    redact_headers: tuple[str, ...] = setting(
+        units.parse_header_names,
+        "Authorization,Proxy-Authorization,Cookie,Set-Cookie,X-Api-Key,Api-Key,"
+        "X-Auth-Token,X-Access-Token",
+        "header values the API shows as [redacted] (requests and responses; "
+        "',' separated, any case); the journal keeps them for replay")
+    redact_params: tuple[str, ...] = setting(
+        units.parse_names,
+        "api_key,apikey,token,access_token,refresh_token,id_token,client_secret,"
+        "password,secret",
+        "query parameters whose values the API shows as [redacted] (',' separated, "
+        "any case)")
+    retention: float = setting(
+        units.parse_duration, "24h",
+        "how long finished request records are kept")
+    body_retention: float = setting(
+        units.parse_duration, "1h",
+        "how long a completed request keeps its request and response bodies")
+    history_limit: int = setting(
+        units.parse_positive_int, "10000",
+        "request records listed per agent (oldest dropped from the listing first)")
+    reconcile_interval: float = setting(
+        units.parse_duration, "10s",
+        "monitor: how often Redis is checked against Docker")
+    metrics_interval: float = setting(
+        units.parse_duration, "10s",
+        "monitor: how often each running agent's metrics are sampled")
+    restart_base: float = setting(
+        units.parse_duration, "1s",
+        "monitor: first auto-restart delay (doubles per recent restart, jittered)")
+    restart_cap: float = setting(
+        units.parse_duration, "60s", "monitor: longest auto-restart delay")
+    restart_limit: int = setting(
+        units.parse_positive_int, "5",
+        "monitor: restarts within restart_window before an agent is marked failed")
+    restart_window: float = setting(
+        units.parse_duration, "5m",
+        "monitor: the window restart_limit counts in")
+    log_level: str = setting(_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR")
+    source: str = "defaults"
 
     @property
     def token_file(self) -> Path:
@@ -225,7 +271,13 @@ class Config:
 
     def replace(self, **overrides: Any) -> "Config":
         """Return a copy with some already-converted values replaced (for tests)."""
-        return Config({**self.values, **overrides}, self.source)
+        return dataclasses.replace(self, **overrides)
+
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(f.name, *f.metadata["setting"]) for f in dataclasses.fields(Config)
+    if "setting" in f.metadata)
+_BY_NAME = {s.name: s for s in SETTINGS}
 
 
 def find_conf_file(environ: Mapping[str, str] = os.environ) -> Path | None:
@@ -269,7 +321,7 @@ def load(path: Path | None = None, *, environ: Mapping[str, str] = os.environ,
         except ValueError as ex:
             shown = _BY_NAME[name].show(value)
             raise InvalidConfig(f"{origin}: {name} = {shown}: {ex}") from ex
-    return Config(values, str(path) if path else "defaults")
+    return Config(**values, source=str(path) if path else "defaults")
 
 
 def _read_file(path: Path) -> dict[str, tuple[str, str]]:

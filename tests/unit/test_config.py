@@ -1,3 +1,5 @@
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
@@ -16,9 +18,22 @@ def conf(tmp_path):
     return write
 
 
+def values(settings: config.Config) -> dict:
+    """Return the settings' values by name, without ``source``."""
+    return {s.name: getattr(settings, s.name) for s in config.SETTINGS}
+
+
+def test_every_field_is_a_setting_typed_as_its_converter_returns():
+    hints = typing.get_type_hints(config.Config)
+    fields = [f.name for f in dataclasses.fields(config.Config) if f.name != "source"]
+    assert fields == [s.name for s in config.SETTINGS]
+    for s in config.SETTINGS:
+        assert typing.get_type_hints(s.convert)["return"] == hints[s.name], s.name
+
+
 def test_defaults(conf):
     settings = config.load(conf(""), environ={})
-    assert dict(settings.values) == {
+    assert values(settings) == {
         "host": "127.0.0.1",
         "port": 8081,
         "allowed_hosts": (),
@@ -80,8 +95,8 @@ def test_defaults(conf):
 
 
 def test_shipped_conf_file_loads_to_the_defaults(conf):
-    assert config.load(config.CHECKOUT_CONF, environ={}).values == \
-        config.load(conf(""), environ={}).values
+    assert values(config.load(config.CHECKOUT_CONF, environ={})) == \
+        values(config.load(conf(""), environ={}))
 
 
 @pytest.mark.parametrize("environ, overrides, port", [
