@@ -87,7 +87,7 @@ def parse_bool(value: str | bool) -> bool:
     raise ValueError(f"{value!r} is not a boolean (use true or false)")
 
 
-def _whole(value: str | int) -> int:
+def _whole(value: str | int | float) -> int:
     """Return an int from an int, a whole float (JSON's ``162.0``) or decimal text; other
     floats and booleans are refused."""
     if isinstance(value, float) and value.is_integer():

@@ -6,6 +6,7 @@ import posixpath
 import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from collections.abc import Callable
 from typing import Any
 
 from agentainer import units
@@ -266,7 +267,7 @@ def _reject_unknown(body: dict, allowed: frozenset, what: str) -> None:
                            f"(allowed: {', '.join(sorted(allowed)) or 'none'})")
 
 
-def _field(body: dict, name: str, convert, default: Any = None) -> Any:
+def _field(body: dict, name: str, convert: Callable[[Any], Any], default: Any = None) -> Any:
     value = body.get(name)
     if value is None:
         return default

@@ -87,18 +87,19 @@ def serve(settings: Config) -> int:
         logger.error("cannot listen on %s:%s: %s", settings.host, settings.port, ex)
         return ExitStatus.UNAVAILABLE
     deadlines = Deadlines(settings.header_timeout, settings.body_min_rate)
-    options = {"ident": "agentainer", "clear_untrusted_proxy_headers": True,
-               "deadlines": deadlines, "idle_timeout": settings.idle_timeout}
+    options = {"ident": "agentainer", "clear_untrusted_proxy_headers": True}
+    hosts = HostPolicy.from_settings(settings.host, settings.allowed_hosts)
     # APPSEC: an oversized body is refused as it arrives, not buffered whole (1 GiB default)
     main = Listener(
-        HostRouting(ProxyCap(app, settings.threads - settings.api_threads), HostPolicy.from_settings(settings.host, settings.allowed_hosts)),
-        [sock], name="api",
+        HostRouting(ProxyCap(app, settings.threads - settings.api_threads), hosts),
+        [sock], name="api", deadlines=deadlines, idle_timeout=settings.idle_timeout,
         threads=settings.threads, connection_limit=settings.connection_limit,
         max_request_body_size=max(settings.max_body, agents_api.MAX_BODY) + BODY_SLACK,
         **options)
     gateways = gateway_sockets(settings, components.agents)
     # APPSEC: agents' connections get their own loop, threads and connection limit
     gateway = Listener(Gateway(app, components.callers), gateways, name="gateway",
+                       deadlines=deadlines, idle_timeout=settings.idle_timeout,
                        threads=settings.proxy_threads,
                        connection_limit=settings.gateway_connection_limit,
                        max_request_body_size=settings.max_body + BODY_SLACK,
