@@ -4,9 +4,9 @@ import enum
 import hmac
 import posixpath
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from collections.abc import Callable
 from typing import Any
 
 from agentainer import units
