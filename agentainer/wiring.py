@@ -23,6 +23,7 @@ from agentainer import redis_password
 from agentainer.agents.callers import Callers
 from agentainer.agents.docker_runtime import DockerRuntime
 from agentainer.agents.mounts import MountPolicy
+from agentainer.agents.runtime import Runtime
 from agentainer.agents.service import AgentService, Networks
 from agentainer.agents.store import AgentStore
 from agentainer.config import Config
@@ -47,7 +48,7 @@ class Components:
 
     redis: redis.Redis
     store: AgentStore
-    runtime: DockerRuntime
+    runtime: Runtime
     journal: Journal
     scheduler: ReplayScheduler
     upstream: Upstream
@@ -110,7 +111,7 @@ def build(config: Config, *, kind: str, client: redis.Redis | None = None,
                       lease=lease, history_limit=config.history_limit)
     scheduler = ReplayScheduler(client, claim_ttl=lease)
     agents = AgentService(
-        store, runtime, journal, on_running=scheduler.schedule,
+        store, runtime, purge_requests=journal.purge, on_running=scheduler.schedule,
         networks=Networks(config.network, config.internal_network, config.port),
         mounts=MountPolicy(config.volume_roots, config.data_dir,
                            docker_root=runtime.docker_root,

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from agentainer.agents.docker_runtime import DockerRuntime
+from agentainer.agents.runtime import Runtime
 from agentainer.agents.spec import ANY_AGENT, Agent
 from agentainer.agents.store import AgentStore
 from agentainer.errors import AgentNotFound, CallNotAllowed, NotAnAgent
@@ -33,7 +33,7 @@ class Callers:
     another container), and is looked up again otherwise.
     """
 
-    def __init__(self, store: AgentStore, runtime: DockerRuntime, networks: tuple[str, ...],
+    def __init__(self, store: AgentStore, runtime: Runtime, networks: tuple[str, ...],
                  *, clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
         self._runtime = runtime

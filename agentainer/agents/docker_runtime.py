@@ -1,10 +1,13 @@
-"""The Docker adapter: networks, containers, logs. Docker errors are translated here only."""
+"""The Docker backend of :class:`~agentainer.agents.runtime.Runtime`: networks, containers,
+logs, stats. The only module that imports the Docker SDK; Docker errors and Docker's
+documents are translated into Agentainer's here only.
+"""
 
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,7 +20,10 @@ from docker.types import IPAMConfig, IPAMPool, LogConfig, Mount
 from agentainer.errors import (
     AgentainerError, Conflict, ImageNotFound, InvalidInput, NotFound, RuntimeFailure, Unavailable,
 )
-from agentainer.agents.mounts import VolumeInfo
+from agentainer.agents.mounts import MountSpec, VolumeInfo
+from agentainer.agents.runtime import (
+    EVENT_ACTIONS, ContainerGone, ContainerState, RuntimeEvent, Stream,
+)
 from agentainer.agents.spec import Agent
 from agentainer.agents.statuses import AgentStatus
 
@@ -27,7 +33,6 @@ LABEL_ID = "agentainer.id"
 LABEL_NAME = "agentainer.name"
 LABEL_MANAGED = "agentainer.managed"
 LABEL_INSTANCE = "agentainer.instance"
-WATCHED_EVENTS = ("die", "oom", "start", "pause", "unpause", "destroy")
 CONTAINER_PREFIX = "agentainer-"
 
 _DOCKER_STATUS = {
@@ -43,19 +48,6 @@ _DOCKER_STATUS = {
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class ContainerGone(Exception):
-    """The container no longer exists (removed behind Agentainer's back)."""
-
-
-@dataclass(frozen=True)
-class ContainerState:
-    status: AgentStatus
-    exit_code: int
-    oom_killed: bool
-    error: str
-    ip: str             # the container's address on its (single) network; "" when stopped
-
-
 def _volume_info(attrs: dict) -> VolumeInfo:
     labels = attrs.get("Labels") or {}
     owner = labels.get(LABEL_ID, "") if labels.get(LABEL_MANAGED) == "1" else ""
@@ -65,6 +57,57 @@ def _volume_info(attrs: dict) -> VolumeInfo:
 
 def container_name(agent_id: str) -> str:
     return CONTAINER_PREFIX + agent_id
+
+
+def summarize(stats: dict[str, Any], *, now: float) -> dict[str, Any]:
+    """Turn one Docker stats document into the figures Agentainer reports (runtime.py)."""
+    cpu, pre = stats.get("cpu_stats") or {}, stats.get("precpu_stats") or {}
+    cpu_delta = (cpu.get("cpu_usage", {}).get("total_usage", 0)
+                 - pre.get("cpu_usage", {}).get("total_usage", 0))
+    system_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+    cpus = cpu.get("online_cpus") or len(cpu.get("cpu_usage", {}).get("percpu_usage") or [1])
+    memory = stats.get("memory_stats") or {}
+    cache = (memory.get("stats") or {}).get("total_inactive_file",
+                                            (memory.get("stats") or {}).get("inactive_file", 0))
+    networks = (stats.get("networks") or {}).values()
+    blkio = (stats.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []
+    return {
+        "timestamp": int(now * 1000),
+        "cpu_percent": round(cpu_delta / system_delta * cpus * 100, 2)
+        if cpu_delta > 0 and system_delta > 0 else 0.0,
+        "memory_bytes": max(0, memory.get("usage", 0) - cache),
+        "memory_limit_bytes": memory.get("limit", 0),
+        "network_rx_bytes": sum(n.get("rx_bytes", 0) for n in networks),
+        "network_tx_bytes": sum(n.get("tx_bytes", 0) for n in networks),
+        "block_read_bytes": sum(e.get("value", 0) for e in blkio
+                                if e.get("op", "").lower() == "read"),
+        "block_write_bytes": sum(e.get("value", 0) for e in blkio
+                                 if e.get("op", "").lower() == "write"),
+        "pids": (stats.get("pids_stats") or {}).get("current", 0),
+    }
+
+
+def _docker_mount(mount: MountSpec) -> Mount:
+    return Mount(mount.target, mount.source, type=mount.kind, read_only=mount.read_only)
+
+
+class _Events:
+    """Docker's event stream as :class:`RuntimeEvent` items; ``close()`` closes Docker's."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[RuntimeEvent]:
+        return self
+
+    def __next__(self) -> RuntimeEvent:
+        event = next(self._stream)
+        attributes = (event.get("Actor") or {}).get("Attributes") or {}
+        return RuntimeEvent(event.get("Action", ""), attributes.get(LABEL_ID, ""),
+                            attributes.get("exitCode", ""))
+
+    def close(self) -> None:
+        self._stream.close()
 
 
 ICC_OPTION = "com.docker.network.bridge.enable_icc"
@@ -157,7 +200,7 @@ def translate_docker_errors(func: F) -> F:
 
 
 class DockerRuntime:
-    """Runs agents as containers on Agentainer's networks."""
+    """Runs agents as containers on Agentainer's networks (a :class:`Runtime`)."""
 
     def __init__(self, *, base_url: str = "", timeout: int = 120) -> None:
         self._base_url = base_url
@@ -289,7 +332,7 @@ class DockerRuntime:
 
     @translate_docker_errors
     def create(self, agent: Agent, *, network: str, env: dict[str, str],
-               mounts: list[Mount], instance: str) -> str:
+               mounts: list[MountSpec], instance: str) -> str:
         """Create (not start) the agent's container; return its ID."""
         spec = self.api
         host_config = spec.create_host_config(
@@ -297,7 +340,7 @@ class DockerRuntime:
             nano_cpus=agent.spec.cpu_limit or None,
             mem_limit=agent.spec.memory_limit or None,
             pids_limit=agent.spec.pids_limit or None,
-            mounts=mounts,
+            mounts=[_docker_mount(mount) for mount in mounts],
             security_opt=["no-new-privileges"],
             # APPSEC: with raw sockets (Docker grants CAP_NET_RAW by default) an agent could
             # answer ARP for another agent's address and complete a TCP handshake with the
@@ -332,7 +375,7 @@ class DockerRuntime:
         self.api.pause(container_id)
 
     @translate_docker_errors
-    def unpause(self, container_id: str) -> None:
+    def resume(self, container_id: str) -> None:
         self.api.unpause(container_id)
 
     def remove(self, container_id: str) -> None:
@@ -362,10 +405,11 @@ class DockerRuntime:
         return _volume_info(created)
 
     @translate_docker_errors
-    def mounts(self, container_id: str) -> list[tuple[str, str]]:
-        """Return the container's mounts as Docker holds them: (type, bind path or volume)."""
+    def mounts(self, container_id: str) -> list[MountSpec]:
+        """Return the container's mounts as Docker holds them."""
         host_config = self.api.inspect_container(container_id).get("HostConfig") or {}
-        return [(m.get("Type", ""), m.get("Source", "")) for m in host_config.get("Mounts") or []]
+        return [MountSpec(m.get("Type", ""), m.get("Source", ""), m.get("Target", ""),
+                          bool(m.get("ReadOnly"))) for m in host_config.get("Mounts") or []]
 
     def docker_root(self) -> Path:
         """Return Docker's data root (``docker info``'s DockerRootDir), asked once."""
@@ -399,7 +443,7 @@ class DockerRuntime:
         return True
 
     @translate_docker_errors
-    def state(self, container_id: str) -> ContainerState:
+    def inspect(self, container_id: str) -> ContainerState:
         """Return what Docker says the container is doing.
 
         Raises:
@@ -452,19 +496,20 @@ class DockerRuntime:
         return addresses
 
     @translate_docker_errors
-    def events(self, instance: str, *, since: float | None = None) -> Iterator[dict]:
+    def events(self, instance: str, *, since: float | None = None) -> Stream[RuntimeEvent]:
         """Return this installation's container events (die, oom, start, ...) as they happen.
 
         The iterator blocks; ``close()`` on it ends the stream.
         """
-        return self.api.events(since=since, decode=True, filters={
+        return _Events(self.api.events(since=since, decode=True, filters={
             "type": "container", "label": f"{LABEL_INSTANCE}={instance}",
-            "event": list(WATCHED_EVENTS)})
+            "event": list(EVENT_ACTIONS)}))
 
     @translate_docker_errors
-    def stats(self, container_id: str) -> dict:
-        """Return one Docker stats sample (with the previous one, for CPU %)."""
-        return self.api.stats(container_id, stream=False)
+    def stats(self, container_id: str) -> dict[str, Any]:
+        """Return one resource sample, summarized (Docker's carries the previous one, for
+        CPU %)."""
+        return summarize(self.api.stats(container_id, stream=False), now=time.time())
 
     @translate_docker_errors
     def network_gateway(self, name: str) -> str:
@@ -474,7 +519,7 @@ class DockerRuntime:
 
     @translate_docker_errors
     def logs(self, container_id: str, *, follow: bool, tail: int | None,
-             since: float | None, timestamps: bool) -> Iterator[bytes]:
+             since: float | None, timestamps: bool) -> Stream[bytes]:
         """Return the container's output, stdout and stderr demultiplexed, as a stream.
 
         The returned iterator has ``close()``, which releases the Docker connection.

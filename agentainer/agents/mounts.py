@@ -34,6 +34,16 @@ class VolumeInfo:
     options: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class MountSpec:
+    """One mount of an agent's container, as the runtime is to make it (or holds it)."""
+
+    kind: str           # "bind" (source: a resolved host path) or "volume" (source: its name)
+    source: str
+    target: str         # the path inside the container
+    read_only: bool = False
+
+
 def system_homes() -> set[Path]:
     """Return every home directory: the password database's, each one under /home, and
     this process's ``$HOME``."""

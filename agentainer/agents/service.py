@@ -1,21 +1,15 @@
-"""AgentService: the lifecycle state machine over the store and the Docker runtime."""
+"""AgentService: the lifecycle state machine over the store and the runtime."""
 
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
-from docker.types import Mount
-
-from agentainer.agents.docker_runtime import ContainerGone, ContainerState, DockerRuntime
-from agentainer.agents.mounts import MountPolicy
+from agentainer.agents.mounts import MountPolicy, MountSpec
+from agentainer.agents.runtime import ContainerGone, ContainerState, Runtime, Stream
 from agentainer.agents.spec import Agent, AgentSpec, new_agent_id, now
 from agentainer.agents.statuses import OPERATIONS, AgentStatus, Desired, observed
 from agentainer.agents.store import AgentStore
 from agentainer.errors import AgentainerError, InvalidTransition, NotFound
-from agentainer.journal.journal import Journal
-from agentainer.monitor.metrics import summarize
 
 logger = logging.getLogger(__name__)
 
@@ -33,16 +27,18 @@ class AgentService:
     """Deploys agents and moves them through the lifecycle table (DESIGN §3).
 
     Every operation on one agent runs under that agent's Redis lock, and decides from
-    what Docker says now, not from what Redis last recorded. Whenever an agent ends up
-    running, ``on_running`` is called with its ID (the replay of its queued requests).
+    what the runtime says now, not from what Redis last recorded. Whenever an agent ends up
+    running, ``on_running`` is called with its ID (the replay of its queued requests);
+    ``purge_requests`` drops a removed agent's queued and recorded requests (the journal's).
     """
 
-    def __init__(self, store: AgentStore, runtime: DockerRuntime, journal: Journal, *,
-                 networks: Networks, mounts: MountPolicy, on_running: Callable[[str], None],
+    def __init__(self, store: AgentStore, runtime: Runtime, *,
+                 purge_requests: Callable[[str], None], networks: Networks,
+                 mounts: MountPolicy, on_running: Callable[[str], None],
                  default_app_port: int = 8000, stop_timeout: float = 10.0) -> None:
         self._store = store
         self._runtime = runtime
-        self._journal = journal
+        self._purge_requests = purge_requests
         self._on_running = on_running
         self._networks = networks
         self._mounts = mounts
@@ -52,7 +48,7 @@ class AgentService:
     # -- reading ----------------------------------------------------------------------
 
     def get(self, ref: str) -> Agent:
-        """Return the agent named or identified by ``ref``, its status as Docker shows it."""
+        """Return the agent named or identified by ``ref``, its status as the runtime shows it."""
         agent = self._store.get(self._store.resolve(ref))
         return replace(agent, status=self._observe(agent)[0])
 
@@ -60,12 +56,12 @@ class AgentService:
         return self._store.resolve(ref)
 
     def live_metrics(self, ref: str) -> dict:
-        """Return the running agent's resource use now (one Docker stats sample)."""
+        """Return the running agent's resource use now (one runtime stats sample)."""
         agent = self.get(ref)
         if agent.status is not AgentStatus.RUNNING:
             raise InvalidTransition(f"agent {agent.name} is {agent.status.value}; live metrics "
                                     "need a running agent (see metrics/history)")
-        return summarize(self._runtime.stats(agent.container_id), now=time.time())
+        return self._runtime.stats(agent.container_id)
 
     def list_agents(self, *, status: AgentStatus | None = None, name: str | None = None) -> list[Agent]:
         """Return every agent (oldest first), optionally filtered by status or name substring."""
@@ -76,7 +72,7 @@ class AgentService:
                 if (status is None or a.status is status) and (name is None or name in a.name)]
 
     def logs(self, ref: str, *, follow: bool = False, tail: int | None = None,
-             since: float | None = None, timestamps: bool = False) -> Iterator[bytes]:
+             since: float | None = None, timestamps: bool = False) -> Stream[bytes]:
         agent = self._store.get(self._store.resolve(ref))
         if not agent.container_id:
             raise NotFound(f"agent {agent.name} has no container yet", code="no_container")
@@ -88,7 +84,7 @@ class AgentService:
                            code="no_container") from None
 
     def reconcile(self, agent_id: str, *, wait: bool = False) -> Agent | None:
-        """Record what Docker says about the agent now; return the agent as recorded.
+        """Record what the runtime says about the agent now; return the agent as recorded.
 
         Without ``wait``, skipped (None) while a lifecycle operation holds the agent:
         that operation records the outcome itself.
@@ -190,7 +186,7 @@ class AgentService:
                     if not removed:
                         kept.append(volume.volume)
             self._store.delete(agent)
-            self._journal.purge(agent_id)
+            self._purge_requests(agent_id)
         logger.info("agent %s: removed", agent_id)
         return agent, kept
 
@@ -255,16 +251,16 @@ class AgentService:
 
         APPSEC: a bind source, or a symlink on its way, may have been swapped since the
         container was created. Both the stored spec's paths (resolved anew) and the paths
-        the container holds (what Docker will mount) must still pass.
+        the container holds (what the runtime will mount) must still pass.
 
         Raises:
             MountRefused: one no longer passes; the container is not started.
         """
         self._check_binds(agent.spec)
         self._ensure_volumes(agent)
-        for kind, source in self._runtime.mounts(container_id):
-            if kind == "bind":
-                self._mounts.check(source)
+        for mount in self._runtime.mounts(container_id):
+            if mount.kind == "bind":
+                self._mounts.check(mount.source)
 
     def _check_binds(self, spec: AgentSpec) -> None:
         for volume in spec.volumes:
@@ -274,7 +270,7 @@ class AgentService:
     def _stop(self, agent: Agent, status: AgentStatus) -> None:
         if status is AgentStatus.PAUSED:
             # NOTE: a frozen process cannot handle SIGTERM; thaw it so it can shut down.
-            self._runtime.unpause(agent.container_id)
+            self._runtime.resume(agent.container_id)
         self._runtime.stop(agent.container_id, timeout=self._stop_timeout)
 
     def _restart(self, agent: Agent, status: AgentStatus) -> str:
@@ -288,21 +284,21 @@ class AgentService:
 
     def _resume(self, agent: Agent, status: AgentStatus) -> str | None:
         if status is AgentStatus.PAUSED:
-            self._runtime.unpause(agent.container_id)
+            self._runtime.resume(agent.container_id)
             return None
         return self._start(agent, status)
 
     # -- containers -------------------------------------------------------------------
 
     def _observe(self, agent: Agent) -> tuple[AgentStatus, str]:
-        """Return the agent's status from Docker and its address when running.
+        """Return the agent's status from the runtime and its address when running.
 
         A missing container reads as stopped.
         """
         state: ContainerState | None = None
         if agent.container_id:
             try:
-                state = self._runtime.state(agent.container_id)
+                state = self._runtime.inspect(agent.container_id)
             except ContainerGone:
                 pass
         status = observed(agent.status, state.status if state else None)
@@ -310,7 +306,7 @@ class AgentService:
 
     def _exists(self, container_id: str) -> bool:
         try:
-            self._runtime.state(container_id)
+            self._runtime.inspect(container_id)
         except ContainerGone:
             return False
         return True
@@ -358,10 +354,10 @@ class AgentService:
                                     mounts=self._bind_sources(spec),
                                     instance=self._store.instance())
 
-    def _bind_sources(self, spec: AgentSpec) -> list[Mount]:
-        """Check every bind path against the policy and return Docker mounts.
+    def _bind_sources(self, spec: AgentSpec) -> list[MountSpec]:
+        """Check every bind path against the policy and return the container's mounts.
 
-        NOTE: Docker gets the resolved path, so a symlink swapped after this check does not
+        NOTE: the runtime gets the resolved path, so a symlink swapped after this check does not
         move the mount; the path itself is checked again at every start.
         """
         mounts = []
@@ -372,9 +368,9 @@ class AgentService:
                     source.mkdir(parents=True)
                 except FileExistsError:
                     pass  # NOTE: a directory, or a file or FIFO, is mounted as it is
-                mounts.append(Mount(volume.container_path, str(source), type="bind",
-                                    read_only=volume.read_only))
+                mounts.append(MountSpec("bind", str(source), volume.container_path,
+                                        volume.read_only))
             else:
-                mounts.append(Mount(volume.container_path, volume.volume, type="volume",
-                                    read_only=volume.read_only))
+                mounts.append(MountSpec("volume", volume.volume, volume.container_path,
+                                        volume.read_only))
         return mounts

@@ -46,7 +46,7 @@ def create_app(config: Config, components: Components, *, admin_token: str) -> f
     redactor = Redactor(config.redact_headers, config.redact_params)
     errors.register(app)
     routes: list[tuple[str, object]] = [
-        ("/health", HealthResource(c.store, c.runtime)),
+        ("/health", HealthResource({"redis": c.store.ping, "docker": c.runtime.ping})),
         ("/openapi.json", OpenAPIResource(openapi.document())),
         ("/agents", AgentsResource(c.agents)),
         ("/agents/{agent_id}", AgentResource(c.agents)),

@@ -1,23 +1,26 @@
 """Public resources: service health and the OpenAPI document."""
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import falcon
 
 from agentainer import __version__
-from agentainer.agents.docker_runtime import DockerRuntime
-from agentainer.agents.store import AgentStore
 from agentainer.api.envelope import failure, ok
 from agentainer.errors import Unavailable
 
 
 class HealthResource:
-    """GET /health: the server answers, and says whether Redis and Docker do."""
+    """GET /health: the server answers, and says whether its dependencies do.
+
+    ``checks`` maps each dependency's name (``redis``, ``docker``) to its ping: True when
+    it answers, or ``Unavailable`` saying why not.
+    """
 
     public = True
 
-    def __init__(self, store: AgentStore, runtime: DockerRuntime) -> None:
-        self._checks = {"redis": store.ping, "docker": runtime.ping}
+    def __init__(self, checks: Mapping[str, Callable[[], bool]]) -> None:
+        self._checks = dict(checks)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         results = {}

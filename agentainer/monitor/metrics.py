@@ -45,34 +45,6 @@ return 1
 """
 
 
-def summarize(stats: dict[str, Any], *, now: float) -> dict[str, Any]:
-    """Turn one Docker stats document into the figures Agentainer reports."""
-    cpu, pre = stats.get("cpu_stats") or {}, stats.get("precpu_stats") or {}
-    cpu_delta = (cpu.get("cpu_usage", {}).get("total_usage", 0)
-                 - pre.get("cpu_usage", {}).get("total_usage", 0))
-    system_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
-    cpus = cpu.get("online_cpus") or len(cpu.get("cpu_usage", {}).get("percpu_usage") or [1])
-    memory = stats.get("memory_stats") or {}
-    cache = (memory.get("stats") or {}).get("total_inactive_file",
-                                            (memory.get("stats") or {}).get("inactive_file", 0))
-    networks = (stats.get("networks") or {}).values()
-    blkio = (stats.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []
-    return {
-        "timestamp": int(now * 1000),
-        "cpu_percent": round(cpu_delta / system_delta * cpus * 100, 2)
-        if cpu_delta > 0 and system_delta > 0 else 0.0,
-        "memory_bytes": max(0, memory.get("usage", 0) - cache),
-        "memory_limit_bytes": memory.get("limit", 0),
-        "network_rx_bytes": sum(n.get("rx_bytes", 0) for n in networks),
-        "network_tx_bytes": sum(n.get("tx_bytes", 0) for n in networks),
-        "block_read_bytes": sum(e.get("value", 0) for e in blkio
-                                if e.get("op", "").lower() == "read"),
-        "block_write_bytes": sum(e.get("value", 0) for e in blkio
-                                 if e.get("op", "").lower() == "write"),
-        "pids": (stats.get("pids_stats") or {}).get("current", 0),
-    }
-
-
 class MetricsHistory:
     """Each agent's sampled metrics, trimmed to a day."""
 

@@ -30,12 +30,12 @@ from agentainer.errors import AgentainerError, AgentNotFound, MountRefused, Unav
 from agentainer.monitor.probes import (
     POOL_SIZE, HealthRecords, HealthWatch, Lanes, Prober, ProbeResult, probe,
 )
-from agentainer.agents.docker_runtime import LABEL_ID, ContainerGone, DockerRuntime
+from agentainer.agents.runtime import ContainerGone, Runtime, RuntimeEvent
 from agentainer.agents.spec import Agent
 from agentainer.agents.statuses import AgentStatus, Desired
 from agentainer.agents.store import AgentStore
 from agentainer.journal.janitor import Janitor
-from agentainer.monitor.metrics import MetricsHistory, summarize
+from agentainer.monitor.metrics import MetricsHistory
 from agentainer.monitor.restarts import RestartPolicy
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ OOM_WINDOW = 10.0      # an oom event labels a die within this long as out of me
 class Monitor:
     """Watches this installation's agents; see the module docstring."""
 
-    def __init__(self, agents: AgentService, store: AgentStore, runtime: DockerRuntime,
+    def __init__(self, agents: AgentService, store: AgentStore, runtime: Runtime,
                  health: HealthRecords, history: MetricsHistory, janitor: Janitor,
                  policy: RestartPolicy, *, reconcile_interval: float, metrics_interval: float,
                  clock: Callable[[], float] = time.monotonic,
@@ -133,8 +133,7 @@ class Monitor:
             for event in stream:
                 if self._stop.is_set():
                     return
-                self.on_event(event.get("Action", ""), event.get("Actor", {}).get(
-                    "Attributes", {}))
+                self.on_event(event)
         finally:
             stream.close()
             # NOTE: a stopping dockerd ends the stream ~1 s after its last container stopped
@@ -142,9 +141,9 @@ class Monitor:
                 self._docker_away()
         raise AgentainerError("the Docker event stream ended")
 
-    def on_event(self, action: str, attributes: dict[str, str]) -> None:
+    def on_event(self, event: RuntimeEvent) -> None:
         """Record one container event; handle a crash of an agent meant to run."""
-        agent_id = attributes.get(LABEL_ID, "")
+        agent_id, action = event.agent_id, event.action
         if not agent_id:
             return
         if action == "oom":
@@ -168,7 +167,7 @@ class Monitor:
             elif action == "destroy":
                 reason = "its container was removed"
             else:
-                reason = f"exited with code {attributes.get('exitCode', '?')}"
+                reason = f"exited with code {event.exit_code or '?'}"
             self._crashed(agent, reason)
 
     def _crashed(self, agent: Agent, reason: str) -> None:
@@ -418,7 +417,7 @@ class Monitor:
         if not agent.container_id:
             return "found stopped (no container)"
         try:
-            state = self._runtime.state(agent.container_id)
+            state = self._runtime.inspect(agent.container_id)
         except ContainerGone:
             return "its container was removed"
         if state.oom_killed:
@@ -462,7 +461,7 @@ class Monitor:
 
     def _sample(self, agent: Agent) -> None:
         try:
-            stats = self._runtime.stats(agent.container_id)
+            sample = self._runtime.stats(agent.container_id)
         except (AgentainerError, ContainerGone):
             return
-        self._history.record(agent.id, summarize(stats, now=time.time()))
+        self._history.record(agent.id, sample)

@@ -58,7 +58,8 @@ class Reservations:
 
 def test_a_failed_deploy_releases_its_name_even_when_cleanup_fails(tmp_path: Path):
     store = Reservations()
-    service = AgentService(store, FailingRuntime(), journal=None,  # type: ignore[arg-type]
+    service = AgentService(store, FailingRuntime(),  # type: ignore[arg-type]
+                           purge_requests=lambda agent_id: None,
                            networks=Networks("net", "internal", 8081),
                            mounts=MountPolicy([tmp_path], tmp_path / "data",
                                               docker_root=lambda: Path("/var/lib/docker")),

@@ -8,8 +8,8 @@ import pytest
 
 from tests.helpers import wait_for
 
-from agentainer.agents.docker_runtime import ContainerGone, ContainerState
-from agentainer.agents.mounts import MountPolicy
+from agentainer.agents.mounts import MountPolicy, MountSpec, VolumeInfo
+from agentainer.agents.runtime import ContainerGone, ContainerState, RuntimeEvent
 from agentainer.agents.service import AgentService, Networks
 from agentainer.agents.spec import Agent, AgentSpec, HealthCheck, Volume, new_agent_id, now
 from agentainer.agents.statuses import AgentStatus, Desired
@@ -42,12 +42,14 @@ class Box:
 
 
 class FakeRuntime:
-    """Containers in a dict; ``start_error`` makes every start fail.
+    """A Runtime with containers in a dict; ``start_error`` makes every start fail.
 
     ``up`` False is a stopping or stopped daemon: no new connection (``reachable``, ``events``)
-    while calls on open ones (``state``) are still answered; ``streams`` are the event streams
-    to hand out, one per ``events`` call.
+    while calls on open ones (``inspect``) are still answered; ``streams`` are the event
+    streams to hand out, one per ``events`` call. Every container runs at 10.0.0.2.
     """
+
+    ADDRESS = "10.0.0.2"
 
     def __init__(self) -> None:
         self.boxes: dict[str, Box] = {}
@@ -57,20 +59,35 @@ class FakeRuntime:
         self.up = True
         self.streams: list = []
 
-    def reachable(self) -> bool:
+    def ping(self) -> bool:
+        return True
+
+    def reachable(self, *, timeout: float = 5.0) -> bool:
         return self.up
 
-    def events(self, instance: str, *, since: float | None = None):
-        if not self.up:
-            raise Unavailable("Docker is unreachable")
-        return self.streams.pop(0)
+    def pull(self, image: str) -> None:
+        pass
 
-    def state(self, container_id: str) -> ContainerState:
-        box = self.boxes.get(container_id)
-        if box is None:
-            raise ContainerGone(container_id)
-        ip = "10.0.0.2" if box.status is S.RUNNING else ""
-        return ContainerState(box.status, box.exit_code, box.oom_killed, "", ip)
+    def exposed_ports(self, image: str) -> list[int]:
+        return [8000]
+
+    def ensure_network(self, name: str, *, internal: bool) -> str:
+        return name
+
+    def network_gateway(self, name: str) -> str:
+        return "10.0.0.1"
+
+    def ensure_volume(self, name: str, agent_id: str) -> VolumeInfo:
+        return VolumeInfo(name, agent_id, "local")
+
+    def remove_volume(self, name: str, agent_id: str) -> bool:
+        return True
+
+    def create(self, agent: Agent, *, network: str, env: dict[str, str],
+               mounts: list[MountSpec], instance: str) -> str:
+        container_id = f"c-{agent.id}"
+        self.boxes[container_id] = Box(agent.id, S.CREATED, WALL)
+        return container_id
 
     def start(self, container_id: str) -> None:
         self.starts.append(container_id)
@@ -81,10 +98,23 @@ class FakeRuntime:
     def stop(self, container_id: str, *, timeout: float) -> None:
         self.boxes[container_id].status = S.STOPPED
 
+    def pause(self, container_id: str) -> None:
+        self.boxes[container_id].status = S.PAUSED
+
+    def resume(self, container_id: str) -> None:
+        self.boxes[container_id].status = S.RUNNING
+
     def remove(self, container_id: str) -> None:
         self.boxes.pop(container_id, None)
 
-    def mounts(self, container_id: str) -> list[tuple[str, str]]:
+    def inspect(self, container_id: str) -> ContainerState:
+        box = self.boxes.get(container_id)
+        if box is None:
+            raise ContainerGone(container_id)
+        ip = self.ADDRESS if box.status is S.RUNNING else ""
+        return ContainerState(box.status, box.exit_code, box.oom_killed, "", ip)
+
+    def mounts(self, container_id: str) -> list[MountSpec]:
         return []
 
     def containers_of(self, agent_id: str) -> list[str]:
@@ -94,6 +124,25 @@ class FakeRuntime:
         found = {cid: (box.agent_id, box.created) for cid, box in self.boxes.items()}
         self.on_list()
         return found
+
+    def statuses(self) -> dict[str, AgentStatus]:
+        return {box.agent_id: box.status for box in self.boxes.values()}
+
+    def addresses(self, networks, instance: str) -> dict[str, str]:
+        return {self.ADDRESS: box.agent_id for box in self.boxes.values()
+                if box.status is S.RUNNING}
+
+    def events(self, instance: str, *, since: float | None = None):
+        if not self.up:
+            raise Unavailable("Docker is unreachable")
+        return self.streams.pop(0)
+
+    def logs(self, container_id: str, *, follow: bool, tail: int | None,
+             since: float | None, timestamps: bool):
+        return iter(())
+
+    def stats(self, container_id: str) -> dict:
+        return {"timestamp": int(WALL * 1000), "cpu_percent": 0.0}
 
 
 class FakeStore:
@@ -189,7 +238,8 @@ class World:
         self.store, self.runtime = FakeStore(), FakeRuntime()
         self.health, self.history = FakeHealth(self.store), FakeHistory()
         self.janitor = FakeJanitor()
-        self.agents = AgentService(self.store, self.runtime, None,
+        self.agents = AgentService(self.store, self.runtime,
+                                   purge_requests=lambda agent_id: None,
                                    networks=Networks("net", "internal", 8080), mounts=mounts,
                                    on_running=lambda agent_id: None)
         self.policy = RestartPolicy(base=1.0, cap=60.0, limit=3, window=300.0,
@@ -219,7 +269,7 @@ class World:
 
     def crash(self, agent_id: str, code: int = 1) -> None:
         self.runtime.boxes[f"c-{agent_id}"].status = S.STOPPED
-        self.monitor.on_event("die", {"agentainer.id": agent_id, "exitCode": str(code)})
+        self.monitor.on_event(RuntimeEvent("die", agent_id, str(code)))
 
     def stop_docker(self, *agent_ids: str) -> None:
         """Stop the daemon as dockerd does: its socket closes, then its containers stop."""
@@ -314,13 +364,13 @@ def test_paused_behind_our_back_is_recorded_not_restarted(world, auto_restart):
     agent_id = world.add(auto_restart=auto_restart)
     world.runtime.boxes[f"c-{agent_id}"].status = S.PAUSED
     world.monitor.reconcile()
-    world.monitor.on_event("pause", {"agentainer.id": agent_id})
+    world.monitor.on_event(RuntimeEvent("pause", agent_id))
     world.run_for(10)
     agent = world.agent(agent_id)
     assert agent.status is S.PAUSED and agent.desired is Desired.RUNNING
     assert agent.last_error is None and world.runtime.starts == []
     world.runtime.boxes[f"c-{agent_id}"].status = S.RUNNING
-    world.monitor.on_event("unpause", {"agentainer.id": agent_id})
+    world.monitor.on_event(RuntimeEvent("unpause", agent_id))
     assert world.agent(agent_id).status is S.RUNNING
 
 
@@ -363,7 +413,7 @@ def test_a_restart_for_failed_probes_is_dropped_once_the_agent_started_again(wor
     agent_id = world.add(check=HealthCheck(interval=1.0, retries=2))
     world.monitor._watch.probe(world.agent(agent_id))
     world.monitor._watch.probe(world.agent(agent_id))
-    world.monitor.on_event("start", {"agentainer.id": agent_id})  # restarted meanwhile
+    world.monitor.on_event(RuntimeEvent("start", agent_id))  # restarted meanwhile
     world.monitor._watch.probe(world.agent(agent_id))  # still booting: not counted
     world.run_for(1.5)
     assert world.agent(agent_id).restarts == 0 and world.runtime.starts == []
@@ -424,9 +474,9 @@ def test_a_removed_agent_is_forgotten(world):
     agent_id = world.add(check=HealthCheck(interval=1.0, retries=3))
     world.monitor._watch.started(world.agent(agent_id))
     world.crash(agent_id)
-    world.monitor.on_event("oom", {"agentainer.id": agent_id})
+    world.monitor.on_event(RuntimeEvent("oom", agent_id))
     del world.store.agents[agent_id]
-    world.monitor.on_event("destroy", {"agentainer.id": agent_id})
+    world.monitor.on_event(RuntimeEvent("destroy", agent_id))
     assert agent_id not in world.monitor._due and agent_id not in world.monitor._oom
     assert agent_id not in world.policy._history
     assert agent_id not in world.monitor._watch._grace
@@ -467,11 +517,11 @@ def test_the_periodic_pass_skips_while_another_runs_and_the_control_loop_goes_on
 @pytest.mark.parametrize(("between", "reason"), [
     (lambda w, aid: None, "killed: out of memory"),
     (lambda w, aid: setattr(w.clock, "now", w.clock.now + 60), "exited with code 1"),
-    (lambda w, aid: w.monitor.on_event("start", {"agentainer.id": aid}),
+    (lambda w, aid: w.monitor.on_event(RuntimeEvent("start", aid)),
      "exited with code 1")])
 def test_an_oom_event_labels_only_the_death_that_follows_it(world, between, reason):
     agent_id = world.add(auto_restart=False)
-    world.monitor.on_event("oom", {"agentainer.id": agent_id})
+    world.monitor.on_event(RuntimeEvent("oom", agent_id))
     between(world, agent_id)
     world.crash(agent_id)
     assert world.agent(agent_id).last_error == reason
@@ -496,7 +546,7 @@ def test_probe_failures_do_not_count_during_the_start_grace(world):
 
 def test_a_start_event_begins_the_grace_again(world):
     agent_id = world.add(check=HealthCheck(interval=1.0, retries=2))
-    world.monitor.on_event("start", {"agentainer.id": agent_id})
+    world.monitor.on_event(RuntimeEvent("start", agent_id))
     world.clock.now += 1.0
     world.monitor._watch.probe(world.agent(agent_id))
     assert world.health.records[agent_id]["failures"] == 0
@@ -512,7 +562,7 @@ def test_a_start_by_the_user_after_a_failure_streak_begins_a_new_count(world):
     world.run_for(5)
     assert world.health.records[agent_id]["failures"] == 2 and not world.runtime.starts
     world.store.update(agent_id, desired=Desired.RUNNING)  # ...and starts it again
-    world.monitor.on_event("start", {"agentainer.id": agent_id})
+    world.monitor.on_event(RuntimeEvent("start", agent_id))
     world.clock.now += 0.5
     watch.probe(world.agent(agent_id))  # still booting
     assert agent_id not in world.monitor._due
@@ -625,9 +675,8 @@ def test_restart_policy_doubles_caps_and_gives_up():
     assert policy.next_delay("a") == 1.0  # the window moved on
 
 
-def die_event(agent_id: str, code: int) -> dict:
-    return {"Action": "die", "Actor": {"Attributes": {"agentainer.id": agent_id,
-                                                      "exitCode": str(code)}}}
+def die_event(agent_id: str, code: int) -> RuntimeEvent:
+    return RuntimeEvent("die", agent_id, str(code))
 
 
 @pytest.mark.parametrize("auto_restart", [True, False])
