@@ -88,19 +88,18 @@ def redis_client(config: Config) -> redis.Redis:
         retry=Retry(ExponentialBackoff(cap=RETRY_CAP, base=RETRY_BASE), retries))
 
 
-def build(config: Config, *, kind: str, client: redis.Redis | None = None,
-          runtime: DockerRuntime | None = None) -> Components:
+def build(config: Config, *, kind: str) -> Components:
     """Return real collaborators wired from ``config`` (nothing connects yet).
 
     Args:
         kind: the program (``server``, ``worker``, ``monitor``), in this process's
             liveness holder ID.
     """
-    client = client or redis_client(config)
+    client = redis_client(config)
     holder = new_holder(kind)
     liveness = Liveness(client, timeout=config.liveness_timeout)
     store = AgentStore(client, lock_timeout=config.lock_timeout, holder=holder)
-    runtime = runtime or DockerRuntime(base_url=config.docker_host)
+    runtime = DockerRuntime(base_url=config.docker_host)
     # NOTE: an in-flight lease must outlast the longest wait for an answer, which cannot
     # renew it (the holder is blocked reading): connect + read timeout, plus a grace.
     lease = config.connect_timeout + config.read_timeout + LEASE_GRACE
