@@ -25,7 +25,8 @@ setup(
         "prometheus-client>=0.20",
     ],
     extras_require={"dev": ["pytest>=8", "argparse-manpage>=4.5", "setuptools>=68", "wheel",
-                            "schemathesis>=4.32,<5", "import-linter>=2.17,<3"]},
+                            "schemathesis>=4.32,<5", "import-linter>=2.17,<3", "mypy>=1.11",
+                            "types-docker", "types-waitress"]},
     scripts=sorted(glob("bin/agentainer*")),
     data_files=[("share/man/man1", sorted(glob("man/*.1")))],
 )
