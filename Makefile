@@ -13,13 +13,14 @@ MAN_OUT ?= man
 PYTEST_ARGS ?=
 CHAOS_ARGS ?=
 
-.PHONY: run stop verify test test-persistence test-crash test-network test-security images man deps docker venv help bench chaos
+.PHONY: run stop verify test lint test-persistence test-crash test-network test-security images man deps docker venv help bench chaos
 
 help:
 	@echo "make run    install what is missing, start Docker and the supervisord stack"
 	@echo "make stop   stop the stack"
 	@echo "make verify check prerequisites and the running stack"
-	@echo "make test   install what is missing and run the whole test suite"
+	@echo "make test   install what is missing, check imports and types, run the whole test suite"
+	@echo "make lint   only the checks: lint-imports (.importlinter), mypy (.mypy.ini)"
 	@echo "make test-persistence | test-crash | test-network | test-security   one group of it"
 	@echo "make images build the example agent images offline"
 	@echo "make man    regenerate the man pages from the parsers"
@@ -88,8 +89,14 @@ verify:
 	@[ -x $(PY) ] || { echo "BAD  venv          .venv is missing: run make run"; exit 1; }
 	@$(PY) -m agentainer.programs.readiness verify
 
-test: venv images
+test: venv images lint
 	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+# NOTE: the architecture (.importlinter's contracts) and the types (.mypy.ini), checked
+# before any test runs
+lint: venv
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy agentainer
 
 test-persistence: venv images
 	$(PY) -m pytest $(PYTEST_ARGS) tests/integration/test_persistence.py
