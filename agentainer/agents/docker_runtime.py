@@ -222,9 +222,11 @@ class DockerRuntime:
         return self._client.api
 
     def _connect(self, timeout: float) -> docker.DockerClient:
+        # NOTE: typeshed says int; the SDK hands the seconds to requests, which takes float
         if self._base_url:
-            return docker.DockerClient(base_url=self._base_url, timeout=timeout)
-        return docker.from_env(timeout=timeout)
+            return docker.DockerClient(base_url=self._base_url,
+                                       timeout=timeout)  # type: ignore[arg-type]
+        return docker.from_env(timeout=timeout)  # type: ignore[arg-type]
 
     @translate_docker_errors
     def ping(self) -> bool:
@@ -358,7 +360,9 @@ class DockerRuntime:
             labels={LABEL_ID: agent.id, LABEL_NAME: agent.name, LABEL_MANAGED: "1",
                     LABEL_INSTANCE: instance},
             host_config=host_config,
-            networking_config=spec.create_networking_config({network: endpoint}),
+            # NOTE: typeshed wants one EndpointConfig; the SDK takes {network: endpoint}
+            networking_config=spec.create_networking_config(
+                {network: endpoint}),  # type: ignore[arg-type]
         )
         return container["Id"]
 
@@ -501,7 +505,9 @@ class DockerRuntime:
 
         The iterator blocks; ``close()`` on it ends the stream.
         """
-        return _Events(self.api.events(since=since, decode=True, filters={
+        # NOTE: typeshed says since is an int; Docker takes fractional seconds, and a
+        # rounded one would hand back events the monitor has handled
+        return _Events(self.api.events(since=since, decode=True, filters={  # type: ignore
             "type": "container", "label": f"{LABEL_INSTANCE}={instance}",
             "event": list(EVENT_ACTIONS)}))
 

@@ -11,6 +11,7 @@ import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from agentainer.errors import MountRefused
 
@@ -38,7 +39,7 @@ class VolumeInfo:
 class MountSpec:
     """One mount of an agent's container, as the runtime is to make it (or holds it)."""
 
-    kind: str           # "bind" (source: a resolved host path) or "volume" (source: its name)
+    kind: Literal["bind", "volume"]  # bind: source is a resolved host path; volume: a name
     source: str
     target: str         # the path inside the container
     read_only: bool = False

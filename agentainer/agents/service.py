@@ -61,7 +61,7 @@ class AgentService:
         if agent.status is not AgentStatus.RUNNING:
             raise InvalidTransition(f"agent {agent.name} is {agent.status.value}; live metrics "
                                     "need a running agent (see metrics/history)")
-        return self._runtime.stats(agent.container_id)
+        return self._runtime.stats(agent.container)
 
     def list_agents(self, *, status: AgentStatus | None = None, name: str | None = None) -> list[Agent]:
         """Return every agent (oldest first), optionally filtered by status or name substring."""
@@ -270,21 +270,21 @@ class AgentService:
     def _stop(self, agent: Agent, status: AgentStatus) -> None:
         if status is AgentStatus.PAUSED:
             # NOTE: a frozen process cannot handle SIGTERM; thaw it so it can shut down.
-            self._runtime.resume(agent.container_id)
-        self._runtime.stop(agent.container_id, timeout=self._stop_timeout)
+            self._runtime.resume(agent.container)
+        self._runtime.stop(agent.container, timeout=self._stop_timeout)
 
     def _restart(self, agent: Agent, status: AgentStatus) -> str:
         if agent.spec.volumes:  # NOTE: a refused restart leaves the agent running
-            self._recheck_mounts(agent, agent.container_id)
+            self._recheck_mounts(agent, agent.container)
         self._stop(agent, status)
         return self._start(agent, AgentStatus.STOPPED)
 
     def _pause(self, agent: Agent, status: AgentStatus) -> None:
-        self._runtime.pause(agent.container_id)
+        self._runtime.pause(agent.container)
 
     def _resume(self, agent: Agent, status: AgentStatus) -> str | None:
         if status is AgentStatus.PAUSED:
-            self._runtime.resume(agent.container_id)
+            self._runtime.resume(agent.container)
             return None
         return self._start(agent, status)
 
@@ -371,6 +371,6 @@ class AgentService:
                 mounts.append(MountSpec("bind", str(source), volume.container_path,
                                         volume.read_only))
             else:
-                mounts.append(MountSpec("volume", volume.volume, volume.container_path,
+                mounts.append(MountSpec("volume", volume.source, volume.container_path,
                                         volume.read_only))
         return mounts

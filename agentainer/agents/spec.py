@@ -11,7 +11,7 @@ from typing import Any
 
 from agentainer import units
 from agentainer.agents.statuses import AgentStatus, Desired
-from agentainer.errors import Conflict, InvalidInput
+from agentainer.errors import Conflict, InvalidInput, InvalidTransition
 from agentainer.names import ENV_KEY_RE, ID_RE, IMAGE_MAX, IMAGE_RE, NAME_RE, VOLUME_NAME_RE
 from agentainer.tokens import hash_token
 
@@ -146,6 +146,17 @@ class Agent:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def container(self) -> str:
+        """The agent's container, which every status but a half-done deploy has.
+
+        Raises:
+            InvalidTransition: the agent has no container (its deploy did not finish).
+        """
+        if not self.container_id:
+            raise InvalidTransition(f"agent {self.name} has no container")
+        return self.container_id
 
     def public(self) -> dict[str, Any]:
         """Return the API view: never a token or its hash."""

@@ -37,7 +37,7 @@ class Operation:
     allowed: frozenset[AgentStatus]
     noop: frozenset[AgentStatus]
     hint: str
-    desired: Desired | None
+    desired: Desired
 
     def check(self, status: AgentStatus) -> bool:
         """Return True when the operation must run, False when it is a no-op.
@@ -52,7 +52,7 @@ class Operation:
         raise ValueError(f"cannot {self.name} an agent that is {status.value}; {self.hint}")
 
 
-def _op(name: str, allowed: set, noop: set, hint: str, desired: Desired | None) -> Operation:
+def _op(name: str, allowed: set, noop: set, hint: str, desired: Desired) -> Operation:
     return Operation(name, frozenset(allowed), frozenset(noop), hint, desired)
 
 

@@ -75,8 +75,10 @@ class GuardedServer(TcpWSGIServer):
         super().__init__(*args, **kwargs)
 
     def maintenance(self, now: float) -> None:
-        super().maintenance(now)
-        for channel in self.active_channels.values():
+        # NOTE: typeshed's waitress stubs say int and HTTPChannel; waitress passes
+        # time.time() and keeps a dict of channels
+        super().maintenance(now)  # type: ignore[arg-type]
+        for channel in self.active_channels.values():  # type: ignore[attr-defined]
             request = channel.request
             # NOTE: waitress stops reading while it writes a response: only a request
             # that is not waiting on one of ours can be too slow
