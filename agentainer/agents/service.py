@@ -3,6 +3,7 @@
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Literal, overload
 
 from agentainer.agents.mounts import MountPolicy, MountSpec
 from agentainer.agents.runtime import ContainerGone, ContainerState, Runtime, Stream
@@ -82,6 +83,12 @@ class AgentService:
         except ContainerGone:
             raise NotFound(f"agent {agent.name}'s container is gone; 'resume' recreates it",
                            code="no_container") from None
+
+    @overload
+    def reconcile(self, agent_id: str, *, wait: Literal[True]) -> Agent: ...
+
+    @overload
+    def reconcile(self, agent_id: str, *, wait: bool = False) -> Agent | None: ...
 
     def reconcile(self, agent_id: str, *, wait: bool = False) -> Agent | None:
         """Record what the runtime says about the agent now; return the agent as recorded.

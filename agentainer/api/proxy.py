@@ -40,7 +40,7 @@ class ProxySink:
     """Forwards to the agent, or queues the request when the agent cannot take it."""
 
     def __init__(self, journal: Journal, upstream: Upstream, *, schedule: Callable[[str], None],
-                 on_down: Callable[[str], None], admin_token: str, max_body: int,
+                 on_down: Callable[[str], object], admin_token: str, max_body: int,
                  capture_limit: int, inflight: InflightLimit) -> None:
         self._admin_hash = hash_token(admin_token)
         self._journal = journal

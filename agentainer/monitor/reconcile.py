@@ -317,7 +317,9 @@ class Monitor:
         # probe that failed during another restart finds too few and is dropped.
         record = self._health.get(agent.id)
         check = agent.spec.health_check
-        return bool(record and check) and record["failures"] >= check.retries
+        if record is None or check is None:
+            return False
+        return record["failures"] >= check.retries
 
     def bring_up(self) -> None:
         """Start every agent whose user wants it running (after a stack, host or Docker
@@ -450,7 +452,7 @@ class Monitor:
         reason = f"health probe failed {failures} times: {result.message}"
         if agent.spec.auto_restart:
             self._schedule_restart(agent, reason, probes=True)
-        elif failures == agent.spec.health_check.retries:
+        elif agent.spec.health_check and failures == agent.spec.health_check.retries:
             logger.info("agent %s: unhealthy: %s (no auto-restart)", agent.id, reason)
 
     def _metrics_loop(self) -> None:
@@ -461,7 +463,7 @@ class Monitor:
 
     def _sample(self, agent: Agent) -> None:
         try:
-            sample = self._runtime.stats(agent.container_id)
+            sample = self._runtime.stats(agent.container)
         except (AgentainerError, ContainerGone):
             return
         self._history.record(agent.id, sample)
