@@ -36,6 +36,7 @@ import urllib3
 from rq.serializers import JSONSerializer
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
+from agentainer.backoff import backoff
 from agentainer.errors import AgentNotFound, InvalidInput
 from agentainer.journal.journal import Journal
 from agentainer.journal.upstream import (
@@ -97,12 +98,6 @@ end
 redis.call('del', KEYS[1])
 return freed
 """
-
-
-def backoff(attempt: int, *, base: float, cap: float, rand: Callable[[], float] = random.random
-            ) -> float:
-    """Return the delay before retry number ``attempt`` (1-based): full jitter, capped."""
-    return min(cap, base * 2 ** (attempt - 1)) * (0.5 + rand() / 2)
 
 
 @dataclass(frozen=True)
