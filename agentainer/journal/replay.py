@@ -27,7 +27,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import redis
@@ -40,7 +40,8 @@ from agentainer.backoff import backoff
 from agentainer.errors import AgentNotFound, InvalidInput
 from agentainer.journal.journal import Journal
 from agentainer.journal.upstream import (
-    CHUNK, RENEW_EVERY, AgentDown, AgentFailed, Capture, Upstream, relayable, replay_headers,
+    RENEW_EVERY, AgentDown, AgentFailed, Capture, Renewal, Upstream, read_captured, relayable,
+    replay_headers,
 )
 from agentainer.agents.statuses import AgentStatus
 from agentainer.agents.store import PREFIX, AgentStore, translate_redis_errors
@@ -225,7 +226,7 @@ class _Job:
     state: DrainState
     delivered: int = 0
     holding: bool = False
-    renewed: float = float("-inf")
+    renewal: Renewal = field(default_factory=Renewal)
 
 
 @dataclass
@@ -349,9 +350,8 @@ class Drainer:
         """
         capture = Capture(self.capture_limit)
         try:
-            while chunk := response.read1(CHUNK, decode_content=False):
-                capture.add(chunk)
-                self._keep(job, record)
+            for _ in read_captured(response, capture, lambda: self._keep(job, record)):
+                pass
         except HTTPError as ex:
             response.close()
             raise AgentFailed(f"the agent failed mid-response: {ex}",
@@ -362,10 +362,8 @@ class Drainer:
 
     def _keep(self, job: _Job, record: dict[str, Any] | None = None) -> None:
         """Renew the claim (and the record's lease) when a renewal is due."""
-        now = self.clock()
-        if now - job.renewed < RENEW_EVERY:
+        if not job.renewal.due(self.clock()):
             return
-        job.renewed = now
         if record is not None:
             self.journal.renew(record["id"], lease=record["lease"])
         job.holding = self.scheduler.hold(job.agent_id, job.claim, self.holder)
