@@ -68,6 +68,11 @@ def metrics_key(agent_id: str) -> str:
     return f"{PREFIX}metrics:{agent_id}"
 
 
+def _unreachable(ex: redis.RedisError) -> Unavailable:
+    """Return the error a Redis connection failure or timeout is reported as."""
+    return Unavailable(f"Redis is unreachable: {ex}", code="redis_unavailable")
+
+
 def translate_redis_errors(func: F) -> F:
     """Turn Redis connection failures into :class:`Unavailable`, and a write refused at
     ``maxmemory`` into :class:`JournalFull`.
@@ -79,7 +84,7 @@ def translate_redis_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as ex:
-            raise Unavailable(f"Redis is unreachable: {ex}", code="redis_unavailable") from ex
+            raise _unreachable(ex) from ex
         except redis.ResponseError as ex:
             if str(ex).startswith("OOM"):
                 raise JournalFull(f"Redis is at its maxmemory and refuses writes: {ex}") from ex
@@ -290,7 +295,7 @@ class AgentStore:
             if acquired:
                 self._redis.sadd(_locks_key(self._holder), name)
         except (redis.ConnectionError, redis.TimeoutError) as ex:
-            raise Unavailable(f"Redis is unreachable: {ex}", code="redis_unavailable") from ex
+            raise _unreachable(ex) from ex
         if not acquired:
             if not wait:
                 yield False
