@@ -9,7 +9,7 @@ A job works for one time slice (:data:`DRAIN_SLICE`), then hands what is left to
 job under the same claim: a warm shutdown waits for at most one slice plus one delivery,
 and a busy agent does not keep a worker from the others.
 
-Keys (under ``agentainer:``):
+Keys (under :data:`agentainer.keys.PREFIX`, named in :mod:`agentainer.keys`):
     drain:{aid}      HASH  the claim of the agent's pending or running drain: ``token``, a
                            random value that only the jobs it was made for (the first, and
                            those it hands off to) renew or release, and ``holder``, the
@@ -44,7 +44,8 @@ from agentainer.journal.upstream import (
     replay_headers,
 )
 from agentainer.agents.statuses import AgentStatus
-from agentainer.agents.store import PREFIX, AgentStore, translate_redis_errors
+from agentainer.agents.store import AgentStore, translate_redis_errors
+from agentainer.keys import CLAIM_PREFIX, claim_key, claims_key
 
 logger = logging.getLogger(__name__)
 
@@ -86,11 +87,13 @@ if redis.call('hget', KEYS[1], 'token') ~= ARGV[1] then return 0 end
 return redis.call('del', KEYS[1])
 """
 
-# Free the claims of a dead holder: KEYS its claims; ARGV holder. Returns their agents.
+# Free the claims of a dead holder: KEYS its claims; ARGV holder, the claim keys' prefix
+# (keys.CLAIM_PREFIX: the script builds each claim's key from an agent ID it reads).
+# Returns their agents.
 _REAP = """
 local freed = {}
 for _, aid in ipairs(redis.call('smembers', KEYS[1])) do
-  local claim = 'agentainer:drain:'..aid
+  local claim = ARGV[2]..aid
   if redis.call('hget', claim, 'holder') == ARGV[1] then
     redis.call('del', claim)
     freed[#freed + 1] = aid
@@ -139,7 +142,7 @@ class ReplayScheduler:
         """
         claim = secrets.token_hex(8)
         try:
-            if self._claim(keys=[_claim_key(agent_id)], args=[claim, int(PENDING_TTL * 1000)]):
+            if self._claim(keys=[claim_key(agent_id)], args=[claim, int(PENDING_TTL * 1000)]):
                 self._enqueue(agent_id, claim, state)
         except redis.RedisError as ex:
             logger.warning("agent %s: cannot schedule its replay now (%s)", agent_id, ex)
@@ -175,18 +178,19 @@ class ReplayScheduler:
     def hold(self, agent_id: str, claim: str, holder: str) -> bool:
         """Take or renew the agent's drain claim for ``claim`` and the worker ``holder``;
         False if another drain holds it."""
-        return bool(self._hold(keys=[_claim_key(agent_id), _claims_key(holder)],
+        return bool(self._hold(keys=[claim_key(agent_id), claims_key(holder)],
                                args=[claim, holder, self._ttl_ms, agent_id]))
 
     def release(self, agent_id: str, claim: str, holder: str) -> None:
         """Drop the agent's drain claim if ``claim`` still holds it."""
-        self._release(keys=[_claim_key(agent_id), _claims_key(holder)], args=[claim, agent_id])
+        self._release(keys=[claim_key(agent_id), claims_key(holder)], args=[claim, agent_id])
 
     @translate_redis_errors
     def reap(self, holder: str) -> set[str]:
         """Free a dead worker's drain claims and drop its abandoned RQ jobs; return the
         agents whose drains were freed (to schedule again)."""
-        freed = {aid.decode() for aid in self._reap(keys=[_claims_key(holder)], args=[holder])}
+        reply = self._reap(keys=[claims_key(holder)], args=[holder, CLAIM_PREFIX])
+        freed = {aid.decode() for aid in reply}
         registry = rq.registry.StartedJobRegistry(QUEUE, connection=self._redis)
         for job_id in registry.get_job_ids(cleanup=False):
             try:
@@ -202,14 +206,6 @@ class ReplayScheduler:
         if worker is not None:
             worker.register_death()
         return freed
-
-
-def _claims_key(holder: str) -> str:
-    return f"{PREFIX}claims:{holder}"
-
-
-def _claim_key(agent_id: str) -> str:
-    return f"{PREFIX}drain:{agent_id}"
 
 
 class _Stop(Exception):
