@@ -1,7 +1,8 @@
 """The error tree: every failure Agentainer reports has a category and a stable code.
 
 Foreign errors (docker, redis) are translated into these once, where they are raised
-(``runtime.py``, ``store.py``); ``api/errors.py`` maps the categories to HTTP statuses.
+(``agents/docker_runtime.py``, ``agents/store.py``); ``api/http_errors.py`` maps the
+categories to HTTP statuses.
 """
 
 

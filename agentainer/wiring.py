@@ -68,7 +68,7 @@ def redis_client(config: Config) -> redis.Redis:
 
     A command that meets a closed connection or a loading Redis (a restart) is resent,
     backing off, for about ``redis_wait`` seconds before the error reaches the caller.
-    NOTE: that is safe because every journal script may run twice (journal_scripts.py).
+    NOTE: that is safe because every journal script may run twice (journal/scripts.py).
     It authenticates with ``redis_url``'s password, or the embedded Redis's from
     ``<data_dir>/redis.password`` (generated here if this program starts first).
 

@@ -27,7 +27,7 @@ S = AgentStatus
 
 @dataclass(frozen=True)
 class Operation:
-    """One row of the lifecycle table (DESIGN §3).
+    """One row of the lifecycle table (:data:`OPERATIONS`).
 
     ``allowed`` statuses perform the operation, ``noop`` statuses succeed without
     touching Docker, every other status is a conflict with ``hint``.

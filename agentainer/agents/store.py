@@ -14,8 +14,9 @@ Keys (all under :data:`agentainer.keys.PREFIX`, named in :mod:`agentainer.keys`)
                        holder is the deploying process, see liveness.py)
     lock:{id}    STRING lifecycle lock of one agent: "<holder> <token>"
     locks:{holder} SET the locks one process holds (freed when it dies, see liveness.py)
-    health:{id}  HASH  the monitor's probe results (health.py), metrics:{id} ZSET its
-                       metrics history (metrics.py): gone with the record, see delete()
+    health:{id}  HASH  the monitor's probe results (monitor/probes.py), metrics:{id} ZSET
+                       its metrics history (monitor/metrics.py): gone with the record,
+                       see delete()
 """
 
 import functools

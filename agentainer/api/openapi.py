@@ -1,8 +1,9 @@
 """The OpenAPI 3 description of the REST API (a test keeps it true to the routes).
 
 Each operation lists every status it answers in one place (its ``errors``), and each
-parameter and field the constraints the server enforces (models.py, api/agents.py), so
-that a fuzzer generating from this document gets exactly what it describes.
+parameter and field the constraints the server enforces (agents/spec.py,
+api/lifecycle.py), so that a fuzzer generating from this document gets exactly what it
+describes.
 """
 
 from typing import Any
@@ -13,9 +14,9 @@ from agentainer.agents.spec import (
     ANY_AGENT, IMAGE_MAX, IMAGE_PATTERN, MAX_ENV, MAX_MAY_CALL, MAX_TOKEN, MAX_VOLUMES,
 )
 from agentainer.agents.statuses import AgentStatus
+from agentainer.api.lifecycle import MAX_COUNT  # NOTE: whole_number's bound
 
-MAX_COUNT = 2 ** 63 - 1  # NOTE: api/agents.whole_number's bound (Redis's signed 64 bits)
-# NOTE: patterns are the validators' (models.py, units.py) with full-match anchors
+# NOTE: patterns are the validators' (agents/spec.py, units.py) with full-match anchors
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 AGENT_ID = r"^agent-[0-9a-f]{12}$"
 DURATION = r"^[0-9]{1,9}(\.[0-9]{1,3})?(ms|s|m|h)?$"
@@ -39,7 +40,7 @@ _REQUEST_ID = {"name": "request_id", "in": "path", "required": True,
 _ERROR = {"$ref": "#/components/responses/Error"}
 # Statuses shared by routes (each operation still lists its own, in one place):
 AUTH = ("401", "403")                  # api/auth.py
-BODY = ("400", "413", "415")           # api/agents.read_json: bad JSON, too large, not JSON
+BODY = ("400", "413", "415")           # api/lifecycle.read_json: bad JSON, too large, not JSON
 AGENT = (*AUTH, "404", "503")          # resolves an agent (Redis may be unavailable)
 
 

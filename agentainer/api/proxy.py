@@ -1,4 +1,4 @@
-"""The proxy sink: ``ANY /agent/{id-or-name}/{path}``, journaled per DESIGN §5."""
+"""The proxy sink: ``ANY /agent/{id-or-name}/{path}``, forwarded to the agent and journaled."""
 
 import hashlib
 import hmac

@@ -28,9 +28,10 @@ can do neither; but its ``complete`` still records the answer while nobody has l
 the request since (it is ``queued`` again, and leaves its queue, or ``failed``): that
 saves a redelivery. A ``completed`` or ``cancelled`` request is never completed again.
 
-Every lease names its holder, a process that keeps a heartbeat (:mod:`agentainer.journal.liveness`):
-when a holder dies, :meth:`Journal.reap` gives its leases back at once, without waiting
-for their deadlines, which stay as the backstop for a live holder that never finishes.
+Every lease names its holder, a process that keeps a heartbeat
+(:mod:`agentainer.journal.liveness`): when a holder dies, :meth:`Journal.reap` gives its
+leases back at once, without waiting for their deadlines, which stay as the backstop for a
+live holder that never finishes.
 
 Storage is bounded: admission refuses a request that would take the journal past
 ``max_bytes`` or its agent's queue past ``queue_limit`` / ``queue_max_bytes``; finished

@@ -1,9 +1,10 @@
 """Agent resource metrics (sampled into a bounded history) and control-plane counters.
 
-Keys (:mod:`agentainer.keys`): ``metrics:{aid}`` ZSET sample JSON by Unix ms (written only while the
-agent's record exists, so a late sample never outlives a removed agent: the key goes
-with the record in :meth:`AgentStore.delete`); ``counters`` HASH of counters and latency-histogram buckets, written by the journal's Lua scripts and
-the monitor, so every process's work shows in one ``/metrics`` (any server answers it).
+Keys (:mod:`agentainer.keys`): ``metrics:{aid}`` ZSET sample JSON by Unix ms (written only
+while the agent's record exists, so a late sample never outlives a removed agent: the key
+goes with the record in :meth:`AgentStore.delete`); ``counters`` HASH of counters and
+latency-histogram buckets, written by the journal's Lua scripts and the monitor, so every
+process's work shows in one ``/metrics`` (any server answers it).
 """
 
 import json

@@ -3,8 +3,8 @@
 Every restart *attempt* counts, whether or not the start succeeds: a start that keeps
 failing (image gone, bind mount missing) backs off and ends ``failed`` like a crash loop.
 The n-th attempt within ``window`` waits :func:`agentainer.backoff.backoff` of ``n``
-(``min(cap, base * 2**(n-1))``, jittered to 50-100 %); once ``limit`` attempts fall within the window the policy
-gives up.
+(``min(cap, base * 2**(n-1))``, jittered to 50-100 %); once ``limit`` attempts fall
+within the window the policy gives up.
 """
 
 import random
