@@ -13,7 +13,7 @@ from agentainer.journal.journal import RequestStatus
 from agentainer.agents.spec import (
     ANY_AGENT, IMAGE_MAX, IMAGE_PATTERN, MAX_ENV, MAX_MAY_CALL, MAX_TOKEN, MAX_VOLUMES,
 )
-from agentainer.agents.statuses import AgentStatus
+from agentainer.agents.statuses import OPERATIONS, AgentStatus
 from agentainer.api.lifecycle import MAX_COUNT  # NOTE: whole_number's bound
 
 # NOTE: patterns are the validators' (agents/spec.py, units.py) with full-match anchors
@@ -171,8 +171,7 @@ _DEPLOY = {
 # Lifecycle operations, remove, cancel and replay take no fields: no body, or {}.
 _EMPTY = {"type": "object", "additionalProperties": False, "properties": {}}
 _AGENT_PATHS = ("/agents/{agent_id}", *(f"/agents/{{agent_id}}/{verb}" for verb in (
-    "start", "stop", "restart", "pause", "resume", "logs", "health", "metrics",
-    "metrics/history", "requests")))
+    *OPERATIONS, "logs", "health", "metrics", "metrics/history", "requests")))
 
 
 def _deployed_links() -> dict[str, Any]:
@@ -210,8 +209,7 @@ PATHS: dict[str, dict[str, Any]] = {
                               "(others are kept and listed in kept_volumes)")),
             body="Empty", body_required=False, errors=(*BODY, *AGENT, "409", "422")),
     },
-    **{f"/agents/{{agent_id}}/{verb}": _lifecycle(verb)
-       for verb in ("start", "stop", "restart", "pause", "resume")},
+    **{f"/agents/{{agent_id}}/{verb}": _lifecycle(verb) for verb in OPERATIONS},
     "/agents/{agent_id}/requests": {"get": _op(
         "the agent's journaled requests, newest first", params=(
             _AGENT_ID,

@@ -8,19 +8,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from agentainer import __version__, config as configuration, tokens, units
+from agentainer.agents.statuses import OPERATIONS, AgentStatus
 from agentainer.cli.client import ApiError, Client, find_server
 from agentainer.cli.output import Output, cut, human_bytes, show_record, utc_time, yes_no
 from agentainer.errors import AgentainerError, Unauthorized
 from agentainer.exit_codes import ExitStatus
-
-LIFECYCLE_HELP = {
-    "start": "start a created, stopped or failed agent",
-    "stop": "stop a running or paused agent (SIGTERM, grace period, SIGKILL)",
-    "restart": "stop and start a running agent",
-    "pause": "freeze a running agent (cgroup freezer)",
-    "resume": "bring any agent back to running (unpause, start, or recreate its container)",
-}
-
 
 def make_parser() -> argparse.ArgumentParser:
     """Return the parser for every command (also used to generate the man page)."""
@@ -93,8 +85,8 @@ def make_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--health-retries", type=int,
                         help="failed probes before unhealthy (default 3)")
 
-    for name, help_text in LIFECYCLE_HELP.items():
-        command(name, help_text).add_argument("agent", help="agent ID or name")
+    for operation in OPERATIONS.values():
+        command(operation.name, operation.summary).add_argument("agent", help="agent ID or name")
 
     remove = command("remove", "remove an agent, its container and its records")
     remove.add_argument("agent", help="agent ID or name")
@@ -103,8 +95,8 @@ def make_parser() -> argparse.ArgumentParser:
                              "(volumes that existed before, or are still in use, are kept)")
 
     listing = command("list", "list agents")
-    listing.add_argument("--status", choices=("created", "running", "paused", "stopped",
-                                              "failed"), help="only agents in this status")
+    listing.add_argument("--status", choices=[status.value for status in AgentStatus],
+                         help="only agents in this status")
     listing.add_argument("--name", help="only agents whose name contains this")
     listing.add_argument("-q", "--quiet", action="store_true", help="print IDs only")
 
@@ -357,7 +349,7 @@ def cmd_version(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 
 HANDLERS: dict[str, Callable[[Client, argparse.Namespace, Output], int]] = {
-    "deploy": cmd_deploy, **{name: cmd_lifecycle for name in LIFECYCLE_HELP},
+    "deploy": cmd_deploy, **{name: cmd_lifecycle for name in OPERATIONS},
     "remove": cmd_remove, "list": cmd_list, "inspect": cmd_inspect, "logs": cmd_logs,
     "requests": cmd_requests, "health": cmd_health, "metrics": cmd_metrics,
     "token": cmd_token, "version": cmd_version,
