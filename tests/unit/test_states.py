@@ -54,7 +54,7 @@ def test_observed_passes_live_statuses_through(recorded, docker_status):
 
 def test_every_operation_is_a_service_method_and_a_command():
     from agentainer.agents.service import AgentService
-    from agentainer.cli.commands import make_parser
+    from agentainer.cli.parser import make_parser
 
     subcommands = next(action for action in make_parser()._actions
                        if isinstance(action, argparse._SubParsersAction)).choices
