@@ -393,7 +393,7 @@ class Relay:
         self._journal = journal
         self._request_id = request_id
         self._lease = lease
-        self._capture = Capture(capture_limit) if journal is not None else None
+        self._capture = Capture(capture_limit)
         self._on_failure = on_failure
         self._clock = clock
         self._renewal = Renewal(arrived)
@@ -419,7 +419,8 @@ class Relay:
 
     def _read(self) -> Iterator[bytes]:
         try:
-            yield from read_captured(self._upstream, self._capture, self._keep)
+            capture = self._capture if self._journal is not None else None
+            yield from read_captured(self._upstream, capture, self._keep)
         except HTTPError as ex:
             self._finish("failed", f"the agent failed mid-response: {ex}")
             return
