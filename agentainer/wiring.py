@@ -32,7 +32,7 @@ from agentainer.journal.replay import LEASE_GRACE, Drainer, ReplayScheduler
 from agentainer.journal.upstream import Upstream
 from agentainer.monitor.metrics import MetricsHistory
 from agentainer.monitor.probes import HealthRecords
-from agentainer.monitor.reconcile import Monitor
+from agentainer.monitor.reconcile import Monitor, MonitorSettings
 from agentainer.monitor.restarts import RestartPolicy
 from agentainer.periodic import Periodic
 
@@ -139,5 +139,5 @@ def monitor(config: Config, components: Components) -> Monitor:
     return Monitor(c.agents, c.store, c.runtime, c.health, c.history, c.janitor,
                    RestartPolicy(base=config.restart_base, cap=config.restart_cap,
                                  limit=config.restart_limit, window=config.restart_window),
-                   reconcile_interval=config.reconcile_interval,
-                   metrics_interval=config.metrics_interval)
+                   MonitorSettings(reconcile_interval=config.reconcile_interval,
+                                   metrics_interval=config.metrics_interval))
