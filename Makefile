@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DATA_DIR := $(HOME)/.agentainer
 SUPERVISORCTL := $(VENV)/bin/supervisorctl -c supervisord.conf
 APT_PACKAGES := docker.io redis-server busybox-static python3 python3-venv
-MAN_PROGRAMS := agentainer:cli.commands agentainer-server:programs.server agentainer-worker:programs.worker agentainer-monitor:programs.monitor agentainer-redis:programs.redis_server
+MAN_PROGRAMS := agentainer:cli.parser agentainer-server:programs.server agentainer-worker:programs.worker agentainer-monitor:programs.monitor agentainer-redis:programs.redis_server
 MAN_OUT ?= man
 PYTEST_ARGS ?=
 CHAOS_ARGS ?=

@@ -1,14 +1,14 @@
 """The Redis password: the one in ``redis_url``, or the embedded Redis's own.
 
 An external Redis's password is the one ``redis_url`` carries (``redis://:pw@host:port/db``).
-The embedded Redis (``embedded.py``) requires a password generated at first start into
-``<data_dir>/redis.password`` (mode 0600), like the admin token; every program that talks
-to it reads that file (``wiring.redis_client``), and whichever program starts first
-generates it. APPSEC: never print a Redis URL as given; :func:`redact` it.
+The embedded Redis (programs/redis_server.py) requires a password generated at first
+start into ``<data_dir>/redis.password`` (mode 0600), like the admin token; every program
+that talks to it reads that file (``wiring.redis_client``), and whichever program starts
+first generates it. APPSEC: never print a Redis URL as given; :func:`redact` it.
 """
 
 from typing import TYPE_CHECKING
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from agentainer import secretfile
 
@@ -57,16 +57,6 @@ def load_or_create(settings: "Config") -> str:
         InvalidConfig: the password file cannot be read or written, or is unusable.
     """
     return secretfile.load_or_create(settings.redis_password_file, what=WHAT)
-
-
-def with_password(url: str, password: str | None) -> str:
-    """Return ``url`` carrying ``password`` (percent-encoded); unchanged for None."""
-    if password is None:
-        return url
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    user = quote(parts.username or "", safe="")
-    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
 
 
 def redact(url: str) -> str:

@@ -34,7 +34,7 @@ from agentainer.journal.replay import LEASE_GRACE, QUEUE, Drainer, ReplaySchedul
 from agentainer.journal.upstream import Upstream
 from agentainer.monitor.metrics import MetricsHistory
 from agentainer.monitor.probes import HealthRecords
-from agentainer.monitor.reconcile import Monitor
+from agentainer.monitor.reconcile import Monitor, MonitorSettings
 from agentainer.monitor.restarts import RestartPolicy
 from agentainer.periodic import Periodic
 
@@ -69,7 +69,7 @@ def redis_client(config: Config) -> redis.Redis:
 
     A command that meets a closed connection or a loading Redis (a restart) is resent,
     backing off, for about ``redis_wait`` seconds before the error reaches the caller.
-    NOTE: that is safe because every journal script may run twice (journal_scripts.py).
+    NOTE: that is safe because every journal script may run twice (journal/scripts.py).
     It authenticates with ``redis_url``'s password, or the embedded Redis's from
     ``<data_dir>/redis.password`` (generated here if this program starts first).
 
@@ -138,8 +138,8 @@ def monitor(config: Config, components: Components) -> Monitor:
     return Monitor(c.agents, c.store, c.runtime, c.health, c.history, c.janitor,
                    RestartPolicy(base=config.restart_base, cap=config.restart_cap,
                                  limit=config.restart_limit, window=config.restart_window),
-                   reconcile_interval=config.reconcile_interval,
-                   metrics_interval=config.metrics_interval)
+                   MonitorSettings(reconcile_interval=config.reconcile_interval,
+                                   metrics_interval=config.metrics_interval))
 
 
 def replay_worker(components: Components) -> rq.SimpleWorker:

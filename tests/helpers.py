@@ -1,9 +1,10 @@
-"""Shared test helpers: polling, free ports, process start-up."""
+"""Shared test helpers: polling, free ports, process start-up, Redis URLs."""
 
 import socket
 import time
 from collections.abc import Callable
 from typing import TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
 
 T = TypeVar("T")
 
@@ -29,3 +30,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def with_password(url: str, password: str | None) -> str:
+    """Return ``url`` carrying ``password`` (percent-encoded); unchanged for None."""
+    if password is None:
+        return url
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    user = quote(parts.username or "", safe="")
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))

@@ -179,6 +179,11 @@ def _pull_failed(image: str, reason: object, status: int | None = None) -> Agent
     return Unavailable(message, code="image_pull_failed")
 
 
+def _unreachable(ex: Exception) -> Unavailable:
+    """Return the error a failure to reach the Docker daemon is reported as."""
+    return Unavailable(f"Docker is unreachable: {ex}")
+
+
 def translate_docker_errors(func: F) -> F:
     """Map docker SDK failures onto the Agentainer error tree."""
     @functools.wraps(func)
@@ -195,7 +200,7 @@ def translate_docker_errors(func: F) -> F:
                 raise InvalidInput(f"Docker refused the container: {message}") from ex
             raise RuntimeFailure(f"Docker: {message}") from ex
         except (docker.errors.DockerException, requests.exceptions.ConnectionError) as ex:
-            raise Unavailable(f"Docker is unreachable: {ex}") from ex
+            raise _unreachable(ex) from ex
     return wrapper  # type: ignore[return-value]
 
 
@@ -218,7 +223,7 @@ class DockerRuntime:
                     try:
                         self._client = self._connect(self._timeout)
                     except docker.errors.DockerException as ex:
-                        raise Unavailable(f"Docker is unreachable: {ex}") from ex
+                        raise _unreachable(ex) from ex
         return self._client.api
 
     def _connect(self, timeout: float) -> docker.DockerClient:

@@ -25,7 +25,7 @@ class Networks:
 
 
 class AgentService:
-    """Deploys agents and moves them through the lifecycle table (DESIGN §3).
+    """Deploys agents and moves them through the lifecycle table (:data:`OPERATIONS`).
 
     Every operation on one agent runs under that agent's Redis lock, and decides from
     what the runtime says now, not from what Redis last recorded. Whenever an agent ends up

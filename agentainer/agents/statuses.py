@@ -27,10 +27,11 @@ S = AgentStatus
 
 @dataclass(frozen=True)
 class Operation:
-    """One row of the lifecycle table (DESIGN §3).
+    """One row of the lifecycle table (:data:`OPERATIONS`).
 
     ``allowed`` statuses perform the operation, ``noop`` statuses succeed without
-    touching Docker, every other status is a conflict with ``hint``.
+    touching Docker, every other status is a conflict with ``hint``. ``summary`` says what
+    it does, for the command line's help.
     """
 
     name: str
@@ -38,6 +39,7 @@ class Operation:
     noop: frozenset[AgentStatus]
     hint: str
     desired: Desired
+    summary: str
 
     def check(self, status: AgentStatus) -> bool:
         """Return True when the operation must run, False when it is a no-op.
@@ -52,23 +54,31 @@ class Operation:
         raise ValueError(f"cannot {self.name} an agent that is {status.value}; {self.hint}")
 
 
-def _op(name: str, allowed: set, noop: set, hint: str, desired: Desired) -> Operation:
-    return Operation(name, frozenset(allowed), frozenset(noop), hint, desired)
+def _op(name: str, allowed: set, noop: set, hint: str, desired: Desired,
+        summary: str) -> Operation:
+    return Operation(name, frozenset(allowed), frozenset(noop), hint, desired, summary)
 
 
+# NOTE: the one list of lifecycle operations: the service's methods, the API's routes, the
+# OpenAPI document and the command line's subcommands all follow it, in this order.
 OPERATIONS: dict[str, Operation] = {
     op.name: op
     for op in (
         _op("start", {S.CREATED, S.STOPPED, S.FAILED}, {S.RUNNING},
-            "use resume for a paused agent", Desired.RUNNING),
+            "use resume for a paused agent", Desired.RUNNING,
+            "start a created, stopped or failed agent"),
         _op("stop", {S.RUNNING, S.PAUSED}, {S.STOPPED, S.CREATED, S.FAILED},
-            "", Desired.STOPPED),
+            "", Desired.STOPPED,
+            "stop a running or paused agent (SIGTERM, grace period, SIGKILL)"),
         _op("restart", {S.RUNNING}, set(),
-            "use resume or start", Desired.RUNNING),
+            "use resume or start", Desired.RUNNING,
+            "stop and start a running agent"),
         _op("pause", {S.RUNNING}, set(),
-            "only a running agent can be paused", Desired.PAUSED),
+            "only a running agent can be paused", Desired.PAUSED,
+            "freeze a running agent (cgroup freezer)"),
         _op("resume", {S.CREATED, S.STOPPED, S.FAILED, S.PAUSED}, {S.RUNNING},
-            "", Desired.RUNNING),
+            "", Desired.RUNNING,
+            "bring any agent back to running (unpause, start, or recreate its container)"),
     )
 }
 

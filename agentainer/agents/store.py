@@ -1,6 +1,6 @@
-"""Agent state in Redis. Every key Agentainer uses for agents is named here.
+"""Agent state in Redis: the agent records, their names, tokens, reservations and locks.
 
-Keys (all under the ``agentainer:`` prefix):
+Keys (all under :data:`agentainer.keys.PREFIX`, named in :mod:`agentainer.keys`):
     agent:{id}   HASH  spec (JSON, immutable), status, desired, container_id,
                        created_at, updated_at, last_error, restarts, and for the proxy:
                        route ("ip:port" of the app), persist ("1"/"0"), private_hash
@@ -14,8 +14,9 @@ Keys (all under the ``agentainer:`` prefix):
                        holder is the deploying process, see liveness.py)
     lock:{id}    STRING lifecycle lock of one agent: "<holder> <token>"
     locks:{holder} SET the locks one process holds (freed when it dies, see liveness.py)
-    health:{id}  HASH  the monitor's probe results (health.py), metrics:{id} ZSET its
-                       metrics history (metrics.py): gone with the record, see delete()
+    health:{id}  HASH  the monitor's probe results (monitor/probes.py), metrics:{id} ZSET
+                       its metrics history (monitor/metrics.py): gone with the record,
+                       see delete()
 """
 
 import functools
@@ -33,14 +34,12 @@ from agentainer.errors import (
 )
 from agentainer.agents.spec import Agent, AgentSpec, TokenScope, now
 from agentainer.agents.statuses import AgentStatus, Desired
+from agentainer.keys import (
+    AGENTS, COUNTERS, INSTANCE, NAMES, RESERVED, TOKENS, agent_key, health_key, lock_key,
+    locks_key, metrics_key,
+)
 from agentainer.names import ID_RE
 
-PREFIX = "agentainer:"
-AGENTS = PREFIX + "agents"
-COUNTERS = PREFIX + "counters"  # NOTE: shared with the journal's scripts and /metrics
-NAMES = PREFIX + "names"
-TOKENS = PREFIX + "tokens"
-RESERVED = PREFIX + "reserved"
 LOCK_TTL = 300.0
 
 # Update an agent's mutable fields only while its record exists, so a late writer
@@ -54,19 +53,9 @@ return 1
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def agent_key(agent_id: str) -> str:
-    """The agent's record (the key journal_scripts.py's Lua builds as well)."""
-    return f"{PREFIX}agent:{agent_id}"
-
-
-def health_key(agent_id: str) -> str:
-    """The agent's latest probe result (health.py)."""
-    return f"{PREFIX}health:{agent_id}"
-
-
-def metrics_key(agent_id: str) -> str:
-    """The agent's sampled metrics history (metrics.py)."""
-    return f"{PREFIX}metrics:{agent_id}"
+def _unreachable(ex: redis.RedisError) -> Unavailable:
+    """Return the error a Redis connection failure or timeout is reported as."""
+    return Unavailable(f"Redis is unreachable: {ex}", code="redis_unavailable")
 
 
 def translate_redis_errors(func: F) -> F:
@@ -80,7 +69,7 @@ def translate_redis_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as ex:
-            raise Unavailable(f"Redis is unreachable: {ex}", code="redis_unavailable") from ex
+            raise _unreachable(ex) from ex
         except redis.ResponseError as ex:
             if str(ex).startswith("OOM"):
                 raise JournalFull(f"Redis is at its maxmemory and refuses writes: {ex}") from ex
@@ -89,7 +78,7 @@ def translate_redis_errors(func: F) -> F:
 
 
 class AgentStore:
-    """Reads and writes agent records; the only module that knows their keys."""
+    """Reads and writes agent records, their names, tokens, reservations and locks."""
 
     def __init__(self, client: redis.Redis, *, holder: str, lock_timeout: float = 30.0,
                  clock: Callable[[], float] = time.time) -> None:
@@ -247,8 +236,8 @@ class AgentStore:
     @translate_redis_errors
     def instance(self) -> str:
         """Return this installation's ID, created on first use (labels its containers)."""
-        self._redis.set(PREFIX + "instance", secrets.token_hex(6), nx=True)
-        return self._redis.get(PREFIX + "instance").decode()
+        self._redis.set(INSTANCE, secrets.token_hex(6), nx=True)
+        return self._redis.get(INSTANCE).decode()
 
     @translate_redis_errors
     def agent_for_token(self, token_hash: str) -> str | None:
@@ -283,15 +272,15 @@ class AgentStore:
         Raises:
             Busy: another operation held the lock for longer than ``lock_timeout``.
         """
-        name = f"{PREFIX}lock:{agent_id}"
+        name = lock_key(agent_id)
         lock = self._redis.lock(name, timeout=LOCK_TTL, blocking_timeout=self._lock_timeout)
         try:
             acquired = lock.acquire(blocking=wait,
                                     token=f"{self._holder} {secrets.token_hex(8)}")
             if acquired:
-                self._redis.sadd(_locks_key(self._holder), name)
+                self._redis.sadd(locks_key(self._holder), name)
         except (redis.ConnectionError, redis.TimeoutError) as ex:
-            raise Unavailable(f"Redis is unreachable: {ex}", code="redis_unavailable") from ex
+            raise _unreachable(ex) from ex
         if not acquired:
             if not wait:
                 yield False
@@ -302,7 +291,7 @@ class AgentStore:
         finally:
             try:
                 lock.release()
-                self._redis.srem(_locks_key(self._holder), name)
+                self._redis.srem(locks_key(self._holder), name)
             except redis.exceptions.LockError:
                 pass  # NOTE: expired after LOCK_TTL, or freed for a holder taken for dead
             except (redis.ConnectionError, redis.TimeoutError):
@@ -312,16 +301,12 @@ class AgentStore:
     def release_locks(self, holder: str) -> int:
         """Free the lifecycle locks a dead process held; return how many."""
         freed = 0
-        for name in self._redis.smembers(_locks_key(holder)):
+        for name in self._redis.smembers(locks_key(holder)):
             value = self._redis.get(name)
             if value and value.decode().startswith(holder + " "):
                 freed += self._redis.delete(name)
-        self._redis.delete(_locks_key(holder))
+        self._redis.delete(locks_key(holder))
         return freed
-
-
-def _locks_key(holder: str) -> str:
-    return f"{PREFIX}locks:{holder}"
 
 
 def _to_hash(agent: Agent) -> dict[str, str]:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 
 import falcon
 
+from agentainer.agents.statuses import OPERATIONS
 from agentainer.api import http_errors as errors, openapi
 from agentainer.api.auth import AuthMiddleware
 from agentainer.api.lifecycle import AgentResource, AgentsResource, LifecycleResource
@@ -25,9 +26,6 @@ from agentainer.journal.journal import new_request_id
 from agentainer.journal.redaction import Redactor
 from agentainer.monitor.metrics import ControlPlaneCollector
 from agentainer.wiring import Components
-
-LIFECYCLE = ("start", "stop", "restart", "pause", "resume")
-
 
 def create_app(config: Config, components: Components, *, admin_token: str) -> falcon.App:
     """Return the WSGI app: the management API and the proxy, routed to ``components``.
@@ -50,7 +48,7 @@ def create_app(config: Config, components: Components, *, admin_token: str) -> f
         ("/openapi.json", OpenAPIResource(openapi.document())),
         ("/agents", AgentsResource(c.agents)),
         ("/agents/{agent_id}", AgentResource(c.agents)),
-        *[(f"/agents/{{agent_id}}/{op}", LifecycleResource(c.agents, op)) for op in LIFECYCLE],
+        *[(f"/agents/{{agent_id}}/{op}", LifecycleResource(c.agents, op)) for op in OPERATIONS],
         ("/agents/{agent_id}/logs", LogsResource(c.agents, config.follow_limit)),
         ("/agents/{agent_id}/health", AgentHealthResource(c.agents, c.health)),
         ("/agents/{agent_id}/metrics", metrics),

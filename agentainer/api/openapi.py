@@ -1,20 +1,21 @@
 """The OpenAPI 3 description of the REST API (a test keeps it true to the routes).
 
 Each operation lists every status it answers in one place (its ``errors``), and each
-parameter and field the constraints the server enforces (models.py, api/agents.py), so
-that a fuzzer generating from this document gets exactly what it describes.
+parameter and field the constraints the server enforces (agents/spec.py,
+api/lifecycle.py), so that a fuzzer generating from this document gets exactly what it
+describes.
 """
 
 from typing import Any
 
 from agentainer import __version__, units
 from agentainer.agents.spec import ANY_AGENT, MAX_ENV, MAX_MAY_CALL, MAX_TOKEN, MAX_VOLUMES
-from agentainer.agents.statuses import AgentStatus
+from agentainer.agents.statuses import OPERATIONS, AgentStatus
+from agentainer.api.lifecycle import MAX_COUNT  # NOTE: whole_number's bound
 from agentainer.journal.journal import RequestStatus
 from agentainer.names import IMAGE_MAX, IMAGE_PATTERN
 
-MAX_COUNT = 2 ** 63 - 1  # NOTE: api/agents.whole_number's bound (Redis's signed 64 bits)
-# NOTE: patterns are the validators' (models.py, units.py) with full-match anchors
+# NOTE: patterns are the validators' (agents/spec.py, units.py) with full-match anchors
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 AGENT_ID = r"^agent-[0-9a-f]{12}$"
 DURATION = r"^[0-9]{1,9}(\.[0-9]{1,3})?(ms|s|m|h)?$"
@@ -38,7 +39,7 @@ _REQUEST_ID = {"name": "request_id", "in": "path", "required": True,
 _ERROR = {"$ref": "#/components/responses/Error"}
 # Statuses shared by routes (each operation still lists its own, in one place):
 AUTH = ("401", "403")                  # api/auth.py
-BODY = ("400", "413", "415")           # api/agents.read_json: bad JSON, too large, not JSON
+BODY = ("400", "413", "415")           # api/lifecycle.read_json: bad JSON, too large, not JSON
 AGENT = (*AUTH, "404", "503")          # resolves an agent (Redis may be unavailable)
 
 
@@ -169,8 +170,7 @@ _DEPLOY = {
 # Lifecycle operations, remove, cancel and replay take no fields: no body, or {}.
 _EMPTY = {"type": "object", "additionalProperties": False, "properties": {}}
 _AGENT_PATHS = ("/agents/{agent_id}", *(f"/agents/{{agent_id}}/{verb}" for verb in (
-    "start", "stop", "restart", "pause", "resume", "logs", "health", "metrics",
-    "metrics/history", "requests")))
+    *OPERATIONS, "logs", "health", "metrics", "metrics/history", "requests")))
 
 
 def _deployed_links() -> dict[str, Any]:
@@ -208,8 +208,7 @@ PATHS: dict[str, dict[str, Any]] = {
                               "(others are kept and listed in kept_volumes)")),
             body="Empty", body_required=False, errors=(*BODY, *AGENT, "409", "422")),
     },
-    **{f"/agents/{{agent_id}}/{verb}": _lifecycle(verb)
-       for verb in ("start", "stop", "restart", "pause", "resume")},
+    **{f"/agents/{{agent_id}}/{verb}": _lifecycle(verb) for verb in OPERATIONS},
     "/agents/{agent_id}/requests": {"get": _op(
         "the agent's journaled requests, newest first", params=(
             _AGENT_ID,

@@ -1,12 +1,14 @@
-"""The proxy sink: ``ANY /agent/{id-or-name}/{path}``, journaled per DESIGN §5."""
+"""The proxy sink: ``ANY /agent/{id-or-name}/{path}``, forwarded to the agent and journaled."""
 
 import hashlib
 import hmac
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import falcon
+import urllib3
 
 from agentainer.api.envelope import failure, ok
 from agentainer.errors import (
@@ -36,6 +38,19 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELET
 BODILESS = frozenset({204, 304})
 
 
+@dataclass(frozen=True)
+class _Arrival:
+    """What the sink made of one request before admission."""
+
+    request_id: str
+    arrived: float                   # time.monotonic() on arrival
+    target_path: str                 # the path to send the agent, as the client encoded it
+    headers: list[tuple[str, str]]   # the client's headers, as sent
+    admin: bool                      # it carries the admin token
+    token_hash: str                  # its bearer token's hash ('' for none)
+    incoming: IncomingRequest        # what the journal stores of it (the body included)
+
+
 class ProxySink:
     """Forwards to the agent, or queues the request when the agent cannot take it."""
 
@@ -53,6 +68,17 @@ class ProxySink:
 
     def __call__(self, req: falcon.Request, resp: falcon.Response, agent_ref: str,
                  rest: str | None = None) -> None:
+        arrival = self._arrive(req, resp)
+        admission = self._admit(agent_ref, arrival)
+        if admission.outcome == "idempotent":
+            self._idempotent_reply(resp, admission, arrival.incoming)
+        elif admission.outcome == "queued":
+            self._queued_reply(resp, admission, arrival.request_id, admission.position)
+        else:
+            self._forward_within_limit(req, resp, agent_ref, admission, arrival)
+
+    def _arrive(self, req: falcon.Request, resp: falcon.Response) -> _Arrival:
+        """Name the request (answering with its ID), read its body and describe it."""
         arrived = time.monotonic()
         request_id = new_request_id()
         resp.set_header(REQUEST_ID_HEADER, request_id)
@@ -74,9 +100,20 @@ class ProxySink:
                                              req.env.get(CALLER_ENV, "")),
             fingerprint=_fingerprint(req.method, target_path, req.query_string, body)
             if key else "")
+        return _Arrival(request_id, arrived, target_path, headers, admin, token_hash,
+                        incoming)
+
+    def _admit(self, agent_ref: str, arrival: _Arrival) -> Admission:
+        """Journal the request (or not) and return the admission, unless it is refused.
+
+        Raises:
+            AgentNotFound, Unauthorized, JournalFull, QueueFull: refused at admission.
+            Unavailable: the agent journals nothing and is not running.
+        """
         admission = self._journal.admit(agent_ref, by_id=bool(ID_RE.match(agent_ref)),
-                                        token_hash=token_hash, request_id=request_id,
-                                        request=incoming)
+                                        token_hash=arrival.token_hash,
+                                        request_id=arrival.request_id,
+                                        request=arrival.incoming)
         outcome = admission.outcome
         if outcome == "missing":
             raise AgentNotFound(agent_ref)
@@ -88,29 +125,28 @@ class ProxySink:
                               "retry later")
         if outcome == "full":
             raise QueueFull(agent_ref)
-        if outcome == "idempotent":
-            self._idempotent_reply(resp, admission, incoming)
-            return
-        if outcome == "queued":
-            self._queued_reply(resp, admission, request_id, admission.position)
-            return
         if outcome == "direct" and admission.status != "running":
             raise Unavailable(f"agent {agent_ref} is {admission.status} and does not journal "
                               "requests (--no-persist); retry later", code="agent_unavailable")
-        journaled = outcome == "forward"
+        return admission
+
+    def _forward_within_limit(self, req: falcon.Request, resp: falcon.Response,
+                              agent_ref: str, admission: Admission, arrival: _Arrival) -> None:
+        """Forward while holding one of the agent's in-flight slots (until the answer's
+        end), or queue the request instead when the agent has none free."""
+        journaled = admission.outcome == "forward"
         agent_id = admission.agent_id
         if not self._inflight.enter(agent_id):
             if not journaled:
                 raise AgentOverloaded(agent_ref)
             # APPSEC: one slow agent cannot hold every proxy thread: the rest wait in its queue
-            self._queue_instead(resp, admission, request_id, agent_ref,
+            self._queue_instead(resp, admission, arrival.request_id, agent_ref,
                                 f"{self._inflight.limit} requests already in flight to the "
                                 "agent (agent_max_inflight)", "the agent is at its limit "
                                 "of requests in flight")
             return
         try:
-            self._forward(req, resp, agent_ref, admission, request_id, headers, admin,
-                          body, target_path, arrived)
+            self._forward(req, resp, agent_ref, admission, arrival)
         except Exception as ex:
             self._inflight.leave(agent_id)
             # NOTE: on QueueFull the journal took the record back already
@@ -118,7 +154,7 @@ class ProxySink:
                 # NOTE: a failure of ours after admission: the failed-attempt rule ends the
                 # record now, rather than a late redelivery when its lease expires (it is
                 # fenced: a no-op when the record was ended already)
-                self._requeue(request_id, agent_id, f"the proxy failed: {ex!r}",
+                self._requeue(arrival.request_id, agent_id, f"the proxy failed: {ex!r}",
                               admission.lease)
             raise
         if resp.stream is None:
@@ -127,21 +163,21 @@ class ProxySink:
             resp.stream = Releasing(resp.stream, lambda: self._inflight.leave(agent_id))
 
     def _forward(self, req: falcon.Request, resp: falcon.Response, agent_ref: str,
-                 admission: Admission, request_id: str, headers: list[tuple[str, str]],
-                 admin: bool, body: bytes, target_path: str, arrived: float) -> None:
+                 admission: Admission, arrival: _Arrival) -> None:
         """Send the request to the running agent and relay its answer, or the failure."""
         journaled = admission.outcome == "forward"
+        request_id = arrival.request_id
         # APPSEC: no Agentainer token (admin or agent) ever reaches an agent
-        strip = admission.strip_authorization or admin
+        strip = admission.strip_authorization or arrival.admin
         forwarded = forward_headers(
-            headers, client_ip=req.remote_addr or "", proto=req.scheme, host=req.host,
+            arrival.headers, client_ip=req.remote_addr or "", proto=req.scheme, host=req.host,
             strip_authorization=strip)
         forwarded.append((REQUEST_ID_HEADER, request_id))
-        target = target_path + (f"?{req.query_string}" if req.query_string else "")
+        target = arrival.target_path + (f"?{req.query_string}" if req.query_string else "")
         try:
             # NOTE: a journaled request that fails is redelivered anyway, so it may be resent
             upstream = self._upstream.send(
-                admission.route, req.method, target, forwarded, body,
+                admission.route, req.method, target, forwarded, arrival.incoming.body,
                 resend=journaled or req.method in IDEMPOTENT_METHODS)
             passed = relayable(upstream)
         except AgentDown as ex:
@@ -166,6 +202,14 @@ class ProxySink:
                           f"agent {agent_ref} failed: {ex}",
                           "agent_timeout" if ex.timeout else "agent_failed", request_id)
             return
+        self._relay(req, resp, upstream, passed, admission, request_id, arrival.arrived)
+
+    def _relay(self, req: falcon.Request, resp: falcon.Response,
+               upstream: urllib3.BaseHTTPResponse, passed: list[tuple[str, str]],
+               admission: Admission, request_id: str, arrived: float) -> None:
+        """Answer with the agent's response: status, the headers passed on, and its body
+        streamed as it arrives (and journaled, when the request is)."""
+        journaled = admission.outcome == "forward"
         relay = Relay(
             upstream, journal=self._journal if journaled else None, request_id=request_id,
             headers=passed, capture_limit=self._capture_limit, arrived=arrived,

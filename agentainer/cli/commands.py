@@ -1,4 +1,7 @@
-"""``agentainer``: the command-line client of the Agentainer API."""
+"""``agentainer``: the command-line client of the Agentainer API, one handler per command.
+
+Its arguments are parsed by :func:`agentainer.cli.parser.make_parser`.
+"""
 
 import argparse
 import json
@@ -8,144 +11,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from agentainer import __version__, config as configuration, tokens, units
+from agentainer.agents.statuses import OPERATIONS
 from agentainer.cli.client import ApiError, Client, find_server
+from agentainer.cli.parser import make_parser
 from agentainer.cli.output import Output, cut, human_bytes, show_record, utc_time, yes_no
 from agentainer.errors import AgentainerError, Unauthorized
 from agentainer.exit_codes import ExitStatus
-
-LIFECYCLE_HELP = {
-    "start": "start a created, stopped or failed agent",
-    "stop": "stop a running or paused agent (SIGTERM, grace period, SIGKILL)",
-    "restart": "stop and start a running agent",
-    "pause": "freeze a running agent (cgroup freezer)",
-    "resume": "bring any agent back to running (unpause, start, or recreate its container)",
-}
-
-
-def make_parser() -> argparse.ArgumentParser:
-    """Return the parser for every command (also used to generate the man page)."""
-    parser = argparse.ArgumentParser(
-        prog="agentainer", allow_abbrev=False,
-        description="Deploy and manage LLM agents running as Docker containers.",
-        epilog="Environment: AGENTAINER_URL (server URL), AGENTAINER_TOKEN (token), "
-               "AGENTAINER_CONFIG (conf file). Without them the local server and its "
-               "admin token file are found from the conf file. The local admin token is "
-               "only ever sent to the local server (a loopback address or the conf file's "
-               "host, at the conf file's port); any other server needs --token or "
-               "AGENTAINER_TOKEN.")
-    parser.add_argument("--url", help="server URL (default: $AGENTAINER_URL, else "
-                                      "http://HOST:PORT from the conf file)")
-    parser.add_argument("--token", help="API token (default: $AGENTAINER_TOKEN, else, for "
-                                        "the local server only, the admin token file in the "
-                                        "data dir)")
-    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    common.add_argument("--json", action="store_true", help="print JSON for scripts")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def command(name: str, help_text: str, *, json_output: bool = True
-                ) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text,
-                                  parents=[common] if json_output else [], allow_abbrev=False)
-        sub.set_defaults(handler=HANDLERS[name])
-        return sub
-
-    deploy = command("deploy", "deploy an agent from a local image (created, not started)")
-    deploy.add_argument("--name", "-n", required=True, help="unique name: a-z 0-9 _ . -")
-    deploy.add_argument("--image", "-i", required=True, help="a local Docker image")
-    deploy.add_argument("--pull", action="store_true",
-                        help="pull the image from its registry first (even when present "
-                             "locally); a failed pull deploys nothing")
-    deploy.add_argument("--env", "-e", action="append", default=[], metavar="KEY=VALUE",
-                        help="environment variable (repeatable; values may hold , and =)")
-    deploy.add_argument("--volume", "-v", action="append", default=[],
-                        metavar="SRC:DEST[:ro]",
-                        help="bind mount (SRC a path: /abs, ./rel, ~/x) or named volume "
-                             "(SRC a name); repeatable")
-    deploy.add_argument("--cpu", "-c", help="CPU limit: 1, 0.5, 500m or nanoCPUs")
-    deploy.add_argument("--memory", "-m", help="memory limit: 512m, 1g, 512Mi or bytes")
-    deploy.add_argument("--pids-limit", type=int, help="maximum number of processes")
-    deploy.add_argument("--auto-restart", "-r", action="store_true",
-                        help="restart the agent when it crashes")
-    deploy.add_argument("--token", "-t", dest="agent_token", metavar="TOKEN",
-                        help="invoke token (16+ characters) of a --private agent: callers "
-                             "send it on its proxy path; it manages nothing")
-    deploy.add_argument("--manage-token", metavar="TOKEN",
-                        help="manage token (16+ characters): this agent's management "
-                             "routes (inspect, lifecycle, logs, requests, replay, remove), "
-                             "not its proxy path")
-    deploy.add_argument("--app-port", type=int,
-                        help="port the app listens on (default: the image's single EXPOSE, "
-                             "else 8000)")
-    deploy.add_argument("--no-egress", action="store_true",
-                        help="no network access outside Agentainer (internal network)")
-    deploy.add_argument("--may-call", metavar="AGENTS",
-                        help="agents (names or IDs, comma separated; '*': any; '': none) "
-                             "this one may call through $AGENTAINER_PROXY_URL (default: any; "
-                             "none with --no-egress)")
-    deploy.add_argument("--private", action="store_true",
-                        help="require the agent's invoke token (--token) on its proxy path")
-    deploy.add_argument("--no-persist", action="store_true",
-                        help="do not journal requests to this agent")
-    deploy.add_argument("--start", action="store_true", help="start the agent at once")
-    deploy.add_argument("--health-endpoint", help="HTTP path probed for health (e.g. /health)")
-    deploy.add_argument("--health-interval", help="time between probes (default 30s)")
-    deploy.add_argument("--health-timeout", help="probe timeout (default 5s)")
-    deploy.add_argument("--health-retries", type=int,
-                        help="failed probes before unhealthy (default 3)")
-
-    for name, help_text in LIFECYCLE_HELP.items():
-        command(name, help_text).add_argument("agent", help="agent ID or name")
-
-    remove = command("remove", "remove an agent, its container and its records")
-    remove.add_argument("agent", help="agent ID or name")
-    remove.add_argument("--volumes", action="store_true",
-                        help="also remove the named volumes Agentainer created for this agent "
-                             "(volumes that existed before, or are still in use, are kept)")
-
-    listing = command("list", "list agents")
-    listing.add_argument("--status", choices=("created", "running", "paused", "stopped",
-                                              "failed"), help="only agents in this status")
-    listing.add_argument("--name", help="only agents whose name contains this")
-    listing.add_argument("-q", "--quiet", action="store_true", help="print IDs only")
-
-    command("inspect", "show everything about one agent").add_argument(
-        "agent", help="agent ID or name")
-
-    logs = command("logs", "print an agent's output (stdout and stderr), as it wrote it",
-                   json_output=False)
-    logs.add_argument("agent", help="agent ID or name")
-    logs.add_argument("--follow", "-f", action="store_true", help="keep printing new output")
-    logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
-    logs.add_argument("--since", metavar="WHEN",
-                      help="only output since WHEN: 10m, 2h, a Unix time or ISO-8601")
-    logs.add_argument("--timestamps", action="store_true", help="prefix lines with their time")
-
-    requests = command("requests", "list an agent's journaled requests, or show, replay or "
-                                   "cancel one")
-    requests.add_argument("target", nargs="+", metavar="ARG",
-                          help="AGENT (list), or show|replay|cancel AGENT REQUEST_ID")
-    requests.add_argument("--status", choices=("queued", "in_flight", "completed", "failed",
-                                                "cancelled"), help="only requests in this status")
-    requests.add_argument("--limit", type=int, default=50, help="how many (newest first)")
-    requests.add_argument("--offset", type=int, default=0, help="skip this many")
-
-    health = command("health", "show health probe results: one agent, or a table of all")
-    health.add_argument("agent", nargs="?", help="agent ID or name (default: all agents)")
-
-    metrics = command("metrics", "show an agent's resource use: now, or its sampled history")
-    metrics.add_argument("agent", help="agent ID or name")
-    metrics.add_argument("--history", action="store_true", help="the sampled history")
-    metrics.add_argument("--duration", default="1h",
-                         help="how far back --history goes (e.g. 10m, 1h; at most 24h)")
-    metrics.add_argument("--watch", action="store_true",
-                         help="refresh every --interval until Ctrl-C")
-    metrics.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
-
-    token = command("token", "print the admin token (for curl and scripts)")
-    token.add_argument("--path", action="store_true", help="print the token file's path")
-
-    command("version", "print the client's and the server's versions")
-    return parser
 
 
 # -- commands -------------------------------------------------------------------------
@@ -357,7 +228,7 @@ def cmd_version(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 
 HANDLERS: dict[str, Callable[[Client, argparse.Namespace, Output], int]] = {
-    "deploy": cmd_deploy, **{name: cmd_lifecycle for name in LIFECYCLE_HELP},
+    "deploy": cmd_deploy, **{name: cmd_lifecycle for name in OPERATIONS},
     "remove": cmd_remove, "list": cmd_list, "inspect": cmd_inspect, "logs": cmd_logs,
     "requests": cmd_requests, "health": cmd_health, "metrics": cmd_metrics,
     "token": cmd_token, "version": cmd_version,
@@ -400,7 +271,7 @@ def main(argv: list[str] | None = None, *, environ: Mapping[str, str] = os.envir
     out = Output(as_json=getattr(args, "json", False))
     try:
         url, token = find_server(args, environ)
-        return args.handler(Client(url, token), args, out)
+        return HANDLERS[args.command](Client(url, token), args, out)
     except ApiError as ex:
         out.error(ex.message, ex.code)
         return ex.exit_status

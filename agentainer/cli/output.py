@@ -6,6 +6,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
+PROG = "agentainer"  # the command's name, as its errors and usage show it
 HINTS = {
     "unauthorized": "set AGENTAINER_TOKEN or --token (agentainer token prints the admin one)",
     "image_not_found": "list local images with: docker images, or deploy with --pull",
@@ -71,7 +72,7 @@ class Output:
 
     def error(self, message: str, code: str | None = None) -> None:
         """Print an error on stderr, with its code and a hint when one is known."""
-        print(printable(f"agentainer: {message}" + (f" [{code}]" if code else "")),
+        print(printable(f"{PROG}: {message}" + (f" [{code}]" if code else "")),
               file=self._err)
         if code in HINTS:
             print(f"hint: {HINTS[code]}", file=self._err)

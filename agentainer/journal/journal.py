@@ -1,6 +1,6 @@
 """The request journal: every proxied request, from arrival to exactly one terminal state.
 
-Keys (all under ``agentainer:``):
+Keys (all under :data:`agentainer.keys.PREFIX`, named in :mod:`agentainer.keys`):
     req:{rid}          HASH   the record: request, status, attempts, captured response,
                               size (bytes counted against the budgets), holder
     queue:{aid}        LIST   queued request IDs of one agent, oldest first
@@ -28,9 +28,10 @@ can do neither; but its ``complete`` still records the answer while nobody has l
 the request since (it is ``queued`` again, and leaves its queue, or ``failed``): that
 saves a redelivery. A ``completed`` or ``cancelled`` request is never completed again.
 
-Every lease names its holder, a process that keeps a heartbeat (:mod:`agentainer.journal.liveness`):
-when a holder dies, :meth:`Journal.reap` gives its leases back at once, without waiting
-for their deadlines, which stay as the backstop for a live holder that never finishes.
+Every lease names its holder, a process that keeps a heartbeat
+(:mod:`agentainer.journal.liveness`): when a holder dies, :meth:`Journal.reap` gives its
+leases back at once, without waiting for their deadlines, which stay as the backstop for a
+live holder that never finishes.
 
 Storage is bounded: admission refuses a request that would take the journal past
 ``max_bytes`` or its agent's queue past ``queue_limit`` / ``queue_max_bytes``; finished
@@ -48,12 +49,13 @@ from typing import Any
 
 import redis
 
-from agentainer.agents.store import PREFIX, translate_redis_errors
+from agentainer.agents.store import translate_redis_errors
 from agentainer.errors import Conflict, NotFound, QueueFull
 from agentainer.journal import scripts
-
-JOURNAL_BYTES = PREFIX + "journal_bytes"
-QUEUE_BYTES = PREFIX + "queue_bytes"
+from agentainer.keys import (
+    BODIES, JOURNAL_BYTES, LEASES, PREFIX, QUEUE_BYTES, QUEUED, idempotency_pattern, queue_key,
+    request_key, requests_key, ticket_key,
+)
 
 
 class RequestStatus(str, enum.Enum):
@@ -122,6 +124,17 @@ def _ms(clock: Callable[[], float]) -> int:
     return int(clock() * 1000)
 
 
+class _PrefixedScript:
+    """A journal script that builds its own keys: called with the key prefix as its first
+    ARGV, then ``args`` (see :mod:`agentainer.journal.scripts`)."""
+
+    def __init__(self, client: redis.Redis, source: str) -> None:
+        self._script = client.register_script(source)
+
+    def __call__(self, args: list[Any]) -> Any:
+        return self._script(keys=[], args=[PREFIX, *args])
+
+
 class Journal:
     """Journal operations; each is one Redis round trip."""
 
@@ -141,17 +154,17 @@ class Journal:
         self._lease = lease
         self._history_limit = history_limit
         self._clock = clock
-        self._admit = client.register_script(scripts.ADMIT)
-        self._retry = client.register_script(scripts.RETRY)
-        self._complete = client.register_script(scripts.COMPLETE)
-        self._lease_script = client.register_script(scripts.LEASE)
-        self._sweep = client.register_script(scripts.SWEEP)
-        self._reap = client.register_script(scripts.REAP)
-        self._drop_bodies = client.register_script(scripts.DROP_BODIES)
+        self._admit = _PrefixedScript(client, scripts.ADMIT)
+        self._retry = _PrefixedScript(client, scripts.RETRY)
+        self._complete = _PrefixedScript(client, scripts.COMPLETE)
+        self._lease_script = _PrefixedScript(client, scripts.LEASE)
+        self._sweep = _PrefixedScript(client, scripts.SWEEP)
+        self._reap = _PrefixedScript(client, scripts.REAP)
+        self._drop_bodies = _PrefixedScript(client, scripts.DROP_BODIES)
         self._renew = client.register_script(scripts.RENEW)
-        self._trim = client.register_script(scripts.TRIM)
-        self._change = client.register_script(scripts.CHANGE)
-        self._prune = client.register_script(scripts.PRUNE)
+        self._trim = _PrefixedScript(client, scripts.TRIM)
+        self._change = _PrefixedScript(client, scripts.CHANGE)
+        self._prune = _PrefixedScript(client, scripts.PRUNE)
 
     @translate_redis_errors
     def admit(self, ref: str, *, by_id: bool, token_hash: str, request_id: str,
@@ -182,7 +195,7 @@ class Journal:
                   "fingerprint", request.fingerprint,
                   "idempotency_key", request.idempotency_key,
                   "created_at", now, "updated_at", now, "error", ""]
-        reply = self._admit(keys=[], args=[
+        reply = self._admit([
             ref, "1" if by_id else "0", token_hash, rid, now, self._queue_limit,
             request.idempotency_key, request.fingerprint, now + int(self._lease * 1000),
             self._retention, self._holder, size, self._max_bytes, self._queue_max_bytes,
@@ -226,7 +239,7 @@ class Journal:
         bucket = "" if latency is None else "latency_le_" + next(
             (str(bound) for bound in LATENCY_BUCKETS if latency <= bound), "inf")
         stored = json.dumps(headers)
-        reply = self._complete(keys=[], args=[
+        reply = self._complete([
             request_id, _ms(self._clock), "replayed" if replayed else "",
             bucket, latency or 0, lease, allocated(len(body)), allocated(len(stored)),
             "resp_status", status,
@@ -254,7 +267,7 @@ class Journal:
             or ``missing``) and, when queued, the queue position.
         """
         mode = "attempted" if attempted else "untried" if from_queue else "new"
-        reply = self._retry(keys=[], args=[request_id, _ms(self._clock), error[:500],
+        reply = self._retry([request_id, _ms(self._clock), error[:500],
                                            self._max_attempts, mode, lease, self._queue_limit,
                                            self._queue_max_bytes])
         parts = [part.decode() for part in reply]
@@ -265,7 +278,8 @@ class Journal:
         """Push a held lease's deadline forward (long responses); False if it is not held
         (another lease was taken, or the request is not in flight)."""
         deadline = _ms(self._clock) + int(self._lease * 1000)
-        return bool(self._renew(keys=[], args=[request_id, lease, deadline]))
+        return bool(self._renew(keys=[request_key(request_id), LEASES],
+                                args=[request_id, lease, deadline]))
 
     @translate_redis_errors
     def lease_next(self, agent_id: str) -> dict[str, Any] | None:
@@ -276,7 +290,7 @@ class Journal:
         rather than lease a second one.
         """
         now = _ms(self._clock)
-        reply = self._lease_script(keys=[], args=[agent_id, now, now + int(self._lease * 1000),
+        reply = self._lease_script([agent_id, now, now + int(self._lease * 1000),
                                                   self._holder, secrets.token_hex(8)])
         if not reply:
             return None
@@ -286,19 +300,19 @@ class Journal:
     @translate_redis_errors
     def sweep(self) -> set[str]:
         """Requeue expired leases; return the agents whose queues got requests back."""
-        reply = self._sweep(keys=[], args=[_ms(self._clock), self._max_attempts])
+        reply = self._sweep([_ms(self._clock), self._max_attempts])
         return {agent.decode() for agent in reply}
 
     @translate_redis_errors
     def reap(self, holder: str) -> set[str]:
         """Give a dead process's leases back (to the front of their queues, or ``failed``
         after ``max_attempts``); return the agents whose queues got requests back."""
-        reply = self._reap(keys=[], args=[holder, _ms(self._clock), self._max_attempts])
+        reply = self._reap([holder, _ms(self._clock), self._max_attempts])
         return {agent.decode() for agent in reply}
 
     @translate_redis_errors
     def get(self, agent_id: str, request_id: str, *, with_body: bool = True) -> dict[str, Any]:
-        raw = self._redis.hgetall(f"{PREFIX}req:{request_id}")
+        raw = self._redis.hgetall(request_key(request_id))
         if not raw or raw.get(b"agent", b"").decode() != agent_id:
             raise NotFound(f"request {request_id!r} not found for agent {agent_id}",
                            code="request_not_found")
@@ -308,11 +322,11 @@ class Journal:
     def page(self, agent_id: str, *, status: RequestStatus | None = None, offset: int = 0,
              limit: int = 50) -> tuple[list[dict[str, Any]], int]:
         """Return a page of the agent's requests (newest first) and the total listed."""
-        index = f"{PREFIX}reqs:{agent_id}"
+        index = requests_key(agent_id)
         # NOTE: Redis takes signed 64-bit indexes; the API allows offsets up to 2^63 - 1
         last = min(offset + limit, 2 ** 63 - 1) - 1
         if status is RequestStatus.QUEUED:
-            queue = f"{PREFIX}queue:{agent_id}"
+            queue = queue_key(agent_id)
             ids, total = self._redis.lrange(queue, offset, last), self._redis.llen(queue)
             return self._summaries(ids), total
         if status is None:
@@ -326,14 +340,14 @@ class Journal:
     def _summaries(self, ids: Iterable[bytes]) -> list[dict[str, Any]]:
         with self._redis.pipeline(transaction=False) as pipe:
             for rid in ids:
-                pipe.hmget(f"{PREFIX}req:{rid.decode()}", *SUMMARY_FIELDS)
+                pipe.hmget(request_key(rid.decode()), *SUMMARY_FIELDS)
             rows = pipe.execute()
         return [_decode(dict(zip((f.encode() for f in SUMMARY_FIELDS), row)), with_body=False)
                 for row in rows if row[0] is not None]
 
     @translate_redis_errors
     def queue_length(self, agent_id: str) -> int:
-        return self._redis.llen(f"{PREFIX}queue:{agent_id}")
+        return self._redis.llen(queue_key(agent_id))
 
     @translate_redis_errors
     def agents_with_queues(self) -> list[str]:
@@ -342,7 +356,7 @@ class Journal:
         PERF: a set kept by the scripts that queue requests, not a keyspace scan; agents
         whose queues have emptied are dropped from it here.
         """
-        return [agent.decode() for agent in self._prune(keys=[], args=[])]
+        return [agent.decode() for agent in self._prune([])]
 
     @translate_redis_errors
     def cancel(self, agent_id: str, request_id: str) -> None:
@@ -365,7 +379,7 @@ class Journal:
         self._apply_change(agent_id, request_id, "requeue")
 
     def _apply_change(self, agent_id: str, request_id: str, action: str) -> None:
-        result = self._change(keys=[], args=[request_id, agent_id, action, _ms(self._clock),
+        result = self._change([request_id, agent_id, action, _ms(self._clock),
                                              self._queue_limit, self._queue_max_bytes]).decode()
         if result == "missing":
             raise NotFound(f"request {request_id!r} not found for agent {agent_id}",
@@ -384,7 +398,7 @@ class Journal:
         Queued and in-flight requests are never dropped.
         """
         cutoff = _ms(self._clock) - self._retention * 1000
-        return int(self._trim(keys=[], args=[agent_id, cutoff, self._history_limit]))
+        return int(self._trim([agent_id, cutoff, self._history_limit]))
 
     @translate_redis_errors
     def drop_bodies(self, *, batch: int = 1000, batches: int = 10) -> int:
@@ -393,7 +407,7 @@ class Journal:
         cutoff = _ms(self._clock) - int(self._body_retention * 1000)
         dropped = 0
         for _ in range(batches):
-            done = int(self._drop_bodies(keys=[], args=[cutoff, batch]))
+            done = int(self._drop_bodies([cutoff, batch]))
             dropped += done
             if done < batch:
                 break
@@ -407,24 +421,24 @@ class Journal:
     @translate_redis_errors
     def purge(self, agent_id: str) -> None:
         """Delete every record, queue entry, lease and key of a removed agent."""
-        index = f"{PREFIX}reqs:{agent_id}"
+        index = requests_key(agent_id)
         ids = [rid.decode() for rid in self._redis.zrange(index, 0, -1)]
-        ids += [rid.decode() for rid in self._redis.lrange(f"{PREFIX}queue:{agent_id}", 0, -1)]
-        idem = list(self._redis.scan_iter(match=f"{PREFIX}idem:{agent_id}:*", count=500))
+        ids += [rid.decode() for rid in self._redis.lrange(queue_key(agent_id), 0, -1)]
+        idem = list(self._redis.scan_iter(match=idempotency_pattern(agent_id), count=500))
         ids = sorted(set(ids))
         with self._redis.pipeline(transaction=False) as pipe:
             for rid in ids:
-                pipe.hget(f"{PREFIX}req:{rid}", "size")
+                pipe.hget(request_key(rid), "size")
             sizes = pipe.execute()
         with self._redis.pipeline() as pipe:
             for rid in ids:
-                pipe.delete(f"{PREFIX}req:{rid}")
-                pipe.zrem(PREFIX + "leases", rid)
-                pipe.zrem(PREFIX + "bodies", rid)
+                pipe.delete(request_key(rid))
+                pipe.zrem(LEASES, rid)
+                pipe.zrem(BODIES, rid)
             pipe.decrby(JOURNAL_BYTES, sum(int(size or 0) for size in sizes))
             pipe.hdel(QUEUE_BYTES, agent_id)
-            pipe.delete(index, f"{PREFIX}queue:{agent_id}", f"{PREFIX}ticket:{agent_id}", *idem)
-            pipe.srem(PREFIX + "queued", agent_id)
+            pipe.delete(index, queue_key(agent_id), ticket_key(agent_id), *idem)
+            pipe.srem(QUEUED, agent_id)
             pipe.execute()
 
 

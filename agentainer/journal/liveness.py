@@ -8,7 +8,7 @@ drain claims, lifecycle locks and name reservations name their holder; once a ho
 heartbeat has expired, the janitor takes back what it held (:mod:`agentainer.journal.janitor`),
 within seconds rather than when a lease's deadline passes.
 
-Keys (under ``agentainer:``):
+Keys (under :data:`agentainer.keys.PREFIX`, named in :mod:`agentainer.keys`):
     holders          SET    every holder that may hold something
     alive:{holder}   STRING the heartbeat, expiring ``timeout`` after the last beat
 
@@ -21,9 +21,9 @@ import socket
 
 import redis
 
-from agentainer.agents.store import PREFIX, translate_redis_errors
+from agentainer.agents.store import translate_redis_errors
+from agentainer.keys import HOLDERS, alive_key
 
-HOLDERS = PREFIX + "holders"
 BEATS_PER_TIMEOUT = 5
 
 
@@ -31,10 +31,6 @@ def new_holder(kind: str) -> str:
     """Return a fresh holder ID for this process: kind, host, PID and a random part."""
     # NOTE: it is the RQ worker's name too, so no ':' (RQ's key separator)
     return f"{kind}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-def _alive_key(holder: str) -> str:
-    return f"{PREFIX}alive:{holder}"
 
 
 class Liveness:
@@ -53,7 +49,7 @@ class Liveness:
     def beat(self, holder: str) -> None:
         """Say that ``holder`` lives, for ``timeout`` more seconds."""
         with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(_alive_key(holder), "1", px=self._timeout_ms)
+            pipe.set(alive_key(holder), "1", px=self._timeout_ms)
             pipe.sadd(HOLDERS, holder)
             pipe.execute()
 
@@ -63,7 +59,7 @@ class Liveness:
         holders = sorted(raw.decode() for raw in self._redis.smembers(HOLDERS))
         with self._redis.pipeline(transaction=False) as pipe:
             for holder in holders:
-                pipe.exists(_alive_key(holder))
+                pipe.exists(alive_key(holder))
             alive = pipe.execute()
         return [holder for holder, up in zip(holders, alive) if not up]
 

@@ -9,7 +9,7 @@ A job works for one time slice (:data:`DRAIN_SLICE`), then hands what is left to
 job under the same claim: a warm shutdown waits for at most one slice plus one delivery,
 and a busy agent does not keep a worker from the others.
 
-Keys (under ``agentainer:``):
+Keys (under :data:`agentainer.keys.PREFIX`, named in :mod:`agentainer.keys`):
     drain:{aid}      HASH  the claim of the agent's pending or running drain: ``token``, a
                            random value that only the jobs it was made for (the first, and
                            those it hands off to) renew or release, and ``holder``, the
@@ -27,7 +27,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import redis
@@ -36,13 +36,16 @@ import urllib3
 from rq.serializers import JSONSerializer
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
+from agentainer.backoff import backoff
 from agentainer.errors import AgentNotFound, InvalidInput
 from agentainer.journal.journal import Journal
 from agentainer.journal.upstream import (
-    CHUNK, RENEW_EVERY, AgentDown, AgentFailed, Capture, Upstream, relayable, replay_headers,
+    RENEW_EVERY, AgentDown, AgentFailed, Capture, Renewal, Upstream, read_captured, relayable,
+    replay_headers,
 )
 from agentainer.agents.statuses import AgentStatus
-from agentainer.agents.store import PREFIX, AgentStore, translate_redis_errors
+from agentainer.agents.store import AgentStore, translate_redis_errors
+from agentainer.keys import CLAIM_PREFIX, claim_key, claims_key
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +87,13 @@ if redis.call('hget', KEYS[1], 'token') ~= ARGV[1] then return 0 end
 return redis.call('del', KEYS[1])
 """
 
-# Free the claims of a dead holder: KEYS its claims; ARGV holder. Returns their agents.
+# Free the claims of a dead holder: KEYS its claims; ARGV holder, the claim keys' prefix
+# (keys.CLAIM_PREFIX: the script builds each claim's key from an agent ID it reads).
+# Returns their agents.
 _REAP = """
 local freed = {}
 for _, aid in ipairs(redis.call('smembers', KEYS[1])) do
-  local claim = 'agentainer:drain:'..aid
+  local claim = ARGV[2]..aid
   if redis.call('hget', claim, 'holder') == ARGV[1] then
     redis.call('del', claim)
     freed[#freed + 1] = aid
@@ -97,12 +102,6 @@ end
 redis.call('del', KEYS[1])
 return freed
 """
-
-
-def backoff(attempt: int, *, base: float, cap: float, rand: Callable[[], float] = random.random
-            ) -> float:
-    """Return the delay before retry number ``attempt`` (1-based): full jitter, capped."""
-    return min(cap, base * 2 ** (attempt - 1)) * (0.5 + rand() / 2)
 
 
 @dataclass(frozen=True)
@@ -143,7 +142,7 @@ class ReplayScheduler:
         """
         claim = secrets.token_hex(8)
         try:
-            if self._claim(keys=[_claim_key(agent_id)], args=[claim, int(PENDING_TTL * 1000)]):
+            if self._claim(keys=[claim_key(agent_id)], args=[claim, int(PENDING_TTL * 1000)]):
                 self._enqueue(agent_id, claim, state)
         except redis.RedisError as ex:
             logger.warning("agent %s: cannot schedule its replay now (%s)", agent_id, ex)
@@ -179,18 +178,19 @@ class ReplayScheduler:
     def hold(self, agent_id: str, claim: str, holder: str) -> bool:
         """Take or renew the agent's drain claim for ``claim`` and the worker ``holder``;
         False if another drain holds it."""
-        return bool(self._hold(keys=[_claim_key(agent_id), _claims_key(holder)],
+        return bool(self._hold(keys=[claim_key(agent_id), claims_key(holder)],
                                args=[claim, holder, self._ttl_ms, agent_id]))
 
     def release(self, agent_id: str, claim: str, holder: str) -> None:
         """Drop the agent's drain claim if ``claim`` still holds it."""
-        self._release(keys=[_claim_key(agent_id), _claims_key(holder)], args=[claim, agent_id])
+        self._release(keys=[claim_key(agent_id), claims_key(holder)], args=[claim, agent_id])
 
     @translate_redis_errors
     def reap(self, holder: str) -> set[str]:
         """Free a dead worker's drain claims and drop its abandoned RQ jobs; return the
         agents whose drains were freed (to schedule again)."""
-        freed = {aid.decode() for aid in self._reap(keys=[_claims_key(holder)], args=[holder])}
+        reply = self._reap(keys=[claims_key(holder)], args=[holder, CLAIM_PREFIX])
+        freed = {aid.decode() for aid in reply}
         registry = rq.registry.StartedJobRegistry(QUEUE, connection=self._redis)
         for job_id in registry.get_job_ids(cleanup=False):
             try:
@@ -208,14 +208,6 @@ class ReplayScheduler:
         return freed
 
 
-def _claims_key(holder: str) -> str:
-    return f"{PREFIX}claims:{holder}"
-
-
-def _claim_key(agent_id: str) -> str:
-    return f"{PREFIX}drain:{agent_id}"
-
-
 class _Stop(Exception):
     """The drain ends early: its agent is not running, or another drain holds the claim."""
 
@@ -230,7 +222,7 @@ class _Job:
     state: DrainState
     delivered: int = 0
     holding: bool = False
-    renewed: float = float("-inf")
+    renewal: Renewal = field(default_factory=Renewal)
 
 
 @dataclass
@@ -354,9 +346,8 @@ class Drainer:
         """
         capture = Capture(self.capture_limit)
         try:
-            while chunk := response.read1(CHUNK, decode_content=False):
-                capture.add(chunk)
-                self._keep(job, record)
+            for _ in read_captured(response, capture, lambda: self._keep(job, record)):
+                pass
         except HTTPError as ex:
             response.close()
             raise AgentFailed(f"the agent failed mid-response: {ex}",
@@ -367,10 +358,8 @@ class Drainer:
 
     def _keep(self, job: _Job, record: dict[str, Any] | None = None) -> None:
         """Renew the claim (and the record's lease) when a renewal is due."""
-        now = self.clock()
-        if now - job.renewed < RENEW_EVERY:
+        if not job.renewal.due(self.clock()):
             return
-        job.renewed = now
         if record is not None:
             self.journal.renew(record["id"], lease=record["lease"])
         job.holding = self.scheduler.hold(job.agent_id, job.claim, self.holder)

@@ -2,10 +2,16 @@
 
 Redis runs a script without interleaving any other command, so a record is never
 half-updated, a request is never both queued and leased, and the lease fence (the record's
-``lease`` counter) is checked and acted on in one step. Key names are spelled in Lua under
-the same ``agentainer:`` prefix as :data:`agentainer.agents.store.PREFIX`; every script takes its
-inputs as ARGV (no KEYS), documented above each one. :class:`agentainer.journal.journal.Journal`
-registers and calls them.
+``lease`` counter) is checked and acted on in one step.
+:class:`agentainer.journal.journal.Journal` registers and calls them.
+
+Keys: most scripts derive the keys they touch from data they read (a request ID popped
+from a queue, an agent ID in a record), so they cannot be listed as KEYS before the call.
+Those scripts share :data:`_LUA_PRELUDE` and take the key prefix
+(:data:`agentainer.keys.PREFIX`) as ARGV[1]: the prelude takes it off ARGV and builds every
+key from it, with the same names :mod:`agentainer.keys` gives them; the ARGV documented
+above each script are the ones after the prefix. :data:`RENEW`, whose keys are known
+before the call, takes them as KEYS instead.
 
 Every script may run twice for one call (the Redis client resends a command whose reply a
 restart cut off), so each is safe to repeat: admission is keyed by the request ID, leasing
@@ -17,9 +23,17 @@ Byte accounting: a record's ``size`` (what Redis allocates for it, see
 agent's field of ``queue_bytes``.
 """
 
-# NOTE: shared Lua prelude: key names, leases, queues and byte accounting.
-_LUA_PRELUDE = """
-local P = 'agentainer:'
+# Shared by the scripts that build their keys: the lease fence check.
+_LUA_HELD = """
+local function held(r, lease)
+  return r[1] == 'in_flight' and r[3] == lease
+end
+"""
+
+# NOTE: shared Lua prelude: key names (from the prefix passed as ARGV[1], which it takes off
+# ARGV), leases, queues and byte accounting.
+_LUA_PRELUDE = _LUA_HELD + """
+local P = table.remove(ARGV, 1)
 local BYTES, QBYTES = P..'journal_bytes', P..'queue_bytes'
 local function size_of(rkey)
   return tonumber(redis.call('hget', rkey, 'size') or '0')
@@ -38,9 +52,6 @@ local function release(rid)
   local holder = redis.call('hget', P..'req:'..rid, 'holder')
   redis.call('zrem', P..'leases', rid)
   if holder then redis.call('srem', P..'held:'..holder, rid) end
-end
-local function held(r, lease)
-  return r[1] == 'in_flight' and r[3] == lease
 end
 -- Queue a request; return its position (1 = next to be delivered).
 local function enqueue(aid, rid, front)
@@ -270,11 +281,12 @@ redis.call('del', P..'held:'..holder)
 return agents
 """
 
-# Push a held lease's deadline forward: ARGV rid, lease, deadline_ms.
-RENEW = _LUA_PRELUDE + """
-local r = redis.call('hmget', P..'req:'..ARGV[1], 'status', 'agent', 'lease')
+# Push a held lease's deadline forward: KEYS the request's record, leases; ARGV rid, lease,
+# deadline_ms. (No key prefix: its keys are known before the call.)
+RENEW = _LUA_HELD + """
+local r = redis.call('hmget', KEYS[1], 'status', 'agent', 'lease')
 if not held(r, ARGV[2]) then return 0 end
-redis.call('zadd', P..'leases', 'XX', ARGV[3], ARGV[1])
+redis.call('zadd', KEYS[2], 'XX', ARGV[3], ARGV[1])
 return 1
 """
 

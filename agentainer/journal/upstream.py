@@ -332,6 +332,40 @@ class Capture:
             self.truncated = True
 
 
+class Renewal:
+    """Paces lease renewals: one is due :data:`RENEW_EVERY` seconds after the last."""
+
+    __slots__ = ("last",)
+
+    def __init__(self, last: float = float("-inf")) -> None:
+        self.last = last
+
+    def due(self, now: float) -> bool:
+        """Tell whether a renewal is due at ``now``; if so, count it as made then."""
+        if now - self.last < RENEW_EVERY:
+            return False
+        self.last = now
+        return True
+
+
+def read_captured(response: urllib3.BaseHTTPResponse, capture: Capture | None,
+                  keep: Callable[[], None]) -> Iterator[bytes]:
+    """Yield the response's body as it arrives, in reads of up to :data:`CHUNK` bytes.
+
+    With a ``capture`` (the response is journaled), each chunk is added to it and then
+    ``keep`` is called, to renew what the reader holds when a renewal is due
+    (:class:`Renewal`). The proxy's :class:`Relay` and replay's drain both read so.
+
+    Raises:
+        HTTPError: the response broke off or went silent for the read timeout.
+    """
+    while chunk := response.read1(CHUNK, decode_content=False):
+        if capture is not None:
+            capture.add(chunk)
+            keep()
+        yield chunk
+
+
 class Relay:
     """Iterates over an agent's response as it arrives, teeing it into the journal.
 
@@ -362,7 +396,7 @@ class Relay:
         self._capture = Capture(capture_limit)
         self._on_failure = on_failure
         self._clock = clock
-        self._renewed = arrived
+        self._renewal = Renewal(arrived)
         self._chunks = self._read()
         self._outcome: str | None = None
         if journal is not None:
@@ -384,25 +418,20 @@ class Relay:
             pass
 
     def _read(self) -> Iterator[bytes]:
-        upstream = self._upstream
         try:
-            while True:
-                chunk = upstream.read1(CHUNK, decode_content=False)
-                if not chunk:
-                    break
-                if self._journal is not None:
-                    self._capture.add(chunk)
-                    self._renew(self._clock())
-                yield chunk
+            capture = self._capture if self._journal is not None else None
+            yield from read_captured(self._upstream, capture, self._keep)
         except HTTPError as ex:
             self._finish("failed", f"the agent failed mid-response: {ex}")
             return
         self._finish("completed", "")
 
+    def _keep(self) -> None:
+        self._renew(self._clock())
+
     def _renew(self, now: float) -> None:
-        if now - self._renewed >= RENEW_EVERY:
+        if self._renewal.due(now):
             self._journal.renew(self._request_id, lease=self._lease)
-            self._renewed = now
 
     def close(self) -> None:
         self._finish("completed", "client disconnected before the end of the response")

@@ -1,10 +1,10 @@
 """Agent resource metrics (sampled into a bounded history) and control-plane counters.
 
-Keys: ``agentainer:metrics:{aid}`` ZSET sample JSON by Unix ms (written only while the
-agent's record exists, so a late sample never outlives a removed agent: the key goes
-with the record in :meth:`AgentStore.delete`); ``agentainer:counters``
-HASH of counters and latency-histogram buckets, written by the journal's Lua scripts and
-the monitor, so every process's work shows in one ``/metrics`` (any server answers it).
+Keys (:mod:`agentainer.keys`): ``metrics:{aid}`` ZSET sample JSON by Unix ms (written only
+while the agent's record exists, so a late sample never outlives a removed agent: the key
+goes with the record in :meth:`AgentStore.delete`); ``counters`` HASH of counters and
+latency-histogram buckets, written by the journal's Lua scripts and the monitor, so every
+process's work shows in one ``/metrics`` (any server answers it).
 """
 
 import json
@@ -18,9 +18,8 @@ from prometheus_client.core import (
 )
 
 from agentainer.journal.journal import LATENCY_BUCKETS
-from agentainer.agents.store import (
-    COUNTERS, AgentStore, agent_key, metrics_key, translate_redis_errors,
-)
+from agentainer.agents.store import AgentStore, translate_redis_errors
+from agentainer.keys import COUNTERS, agent_key, metrics_key
 
 HISTORY_SPAN = 24 * 3600.0
 HISTORY_MAX = 8640  # NOTE: a day of 10-second samples

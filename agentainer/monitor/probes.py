@@ -1,6 +1,6 @@
 """Per-agent HTTP health probes, their schedule and their results.
 
-Key: ``agentainer:health:{aid}`` HASH healthy ("1"/"0"), failures (consecutive),
+Key (:mod:`agentainer.keys`): ``health:{aid}`` HASH healthy ("1"/"0"), failures (consecutive),
 last_check (Unix ms), status_code, message. Written only while the agent's record exists,
 so a probe that ends after the agent was removed leaves nothing behind (the key goes with
 the record in :meth:`AgentStore.delete`); cleared at every start of the agent.
@@ -20,8 +20,9 @@ import urllib3
 
 from agentainer.agents.spec import Agent, HealthCheck
 from agentainer.agents.statuses import AgentStatus
-from agentainer.agents.store import AgentStore, agent_key, health_key, translate_redis_errors
+from agentainer.agents.store import AgentStore, translate_redis_errors
 from agentainer.errors import AgentainerError, AgentNotFound
+from agentainer.keys import agent_key, health_key
 
 logger = logging.getLogger(__name__)
 

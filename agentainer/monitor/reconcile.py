@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from agentainer.agents.service import AgentService
 from agentainer.errors import AgentainerError, AgentNotFound, MountRefused, Unavailable
@@ -46,15 +47,31 @@ ORPHAN_GRACE = 60.0    # a container younger than this may belong to a deploy in
 OOM_WINDOW = 10.0      # an oom event labels a die within this long as out of memory
 
 
+@dataclass(frozen=True)
+class MonitorSettings:
+    """The monitor's pace and seams.
+
+    ``reconcile_interval`` and ``metrics_interval`` are seconds between reconciliations
+    and between metrics samples; ``workers`` how many probes (and samples) run at once;
+    ``clock`` (monotonic) times backoffs and probes, ``wall_clock`` compares with
+    Docker's timestamps; ``prober`` runs one health probe. Tests pass fakes for the last
+    three.
+    """
+
+    reconcile_interval: float
+    metrics_interval: float
+    workers: int = POOL_SIZE
+    clock: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], float] = time.time
+    prober: Prober = probe
+
+
 class Monitor:
     """Watches this installation's agents; see the module docstring."""
 
     def __init__(self, agents: AgentService, store: AgentStore, runtime: Runtime,
                  health: HealthRecords, history: MetricsHistory, janitor: Janitor,
-                 policy: RestartPolicy, *, reconcile_interval: float, metrics_interval: float,
-                 clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time, prober: Prober = probe,
-                 workers: int = POOL_SIZE) -> None:
+                 policy: RestartPolicy, settings: MonitorSettings) -> None:
         self._agents = agents
         self._store = store
         self._runtime = runtime
@@ -62,13 +79,13 @@ class Monitor:
         self._history = history
         self._janitor = janitor
         self._policy = policy
-        self._reconcile_interval = reconcile_interval
-        self._metrics_interval = metrics_interval
-        self._clock = clock
-        self._wall_clock = wall_clock
-        self._watch = HealthWatch(health, store, self._unhealthy_agent, clock=clock,
-                                  prober=prober, workers=workers)
-        self._samplers = Lanes(workers, "metrics")
+        self._reconcile_interval = settings.reconcile_interval
+        self._metrics_interval = settings.metrics_interval
+        self._clock = settings.clock
+        self._wall_clock = settings.wall_clock
+        self._watch = HealthWatch(health, store, self._unhealthy_agent, clock=settings.clock,
+                                  prober=settings.prober, workers=settings.workers)
+        self._samplers = Lanes(settings.workers, "metrics")
         self._instance = ""
         # NOTE: these are shared by the events, control and probe threads: guard with _lock.
         self._due: dict[str, tuple[float, str, bool]] = {}  # when, reason, for failed probes

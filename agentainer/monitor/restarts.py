@@ -2,8 +2,9 @@
 
 Every restart *attempt* counts, whether or not the start succeeds: a start that keeps
 failing (image gone, bind mount missing) backs off and ends ``failed`` like a crash loop.
-The n-th attempt within ``window`` waits ``min(cap, base * 2**(n-1))``, jittered to
-50-100 %; once ``limit`` attempts fall within the window the policy gives up.
+The n-th attempt within ``window`` waits :func:`agentainer.backoff.backoff` of ``n``
+(``min(cap, base * 2**(n-1))``, jittered to 50-100 %); once ``limit`` attempts fall
+within the window the policy gives up.
 """
 
 import random
@@ -12,6 +13,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from agentainer.backoff import backoff
 
 
 @dataclass
@@ -34,7 +37,7 @@ class RestartPolicy:
             attempts = len(self._recent(agent_id))
         if attempts >= self.limit:
             return None
-        return min(self.cap, self.base * 2 ** attempts) * (0.5 + self.rand() / 2)
+        return backoff(attempts + 1, base=self.base, cap=self.cap, rand=self.rand)
 
     def attempted(self, agent_id: str) -> None:
         """Count a restart attempt made now (before it runs, so a quick crash sees it)."""

@@ -1,4 +1,4 @@
-"""``agentainer-monitor``: the monitor (monitoring.py) as a program, until TERM.
+"""``agentainer-monitor``: the monitor (monitor/reconcile.py) as a program, until TERM.
 
 Its collaborators, the monitor itself included, come from the composition root (wiring.py),
 built once from its own ``--config``.

@@ -17,8 +17,7 @@ from pathlib import Path
 import requests
 
 from agentainer.config import REDIS_PASSWORD_FILE
-from agentainer.redis_password import with_password
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, wait_for, with_password
 from tests.stack import BIN, Api
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ import redis
 import rq
 from rq.serializers import JSONSerializer
 
-from agentainer.agents.store import PREFIX
+from agentainer.keys import PREFIX
 from agentainer.journal.journal import FIRST_LEASE, STALE, IncomingRequest, Journal, new_request_id
 from agentainer.journal.replay import QUEUE, DrainState, ReplayScheduler
 

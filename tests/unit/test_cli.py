@@ -1,3 +1,4 @@
+import argparse
 import io
 import json
 import socket
@@ -8,6 +9,7 @@ import pytest
 from agentainer.cli import client
 from agentainer.cli import commands as cli
 from agentainer.cli import output
+from agentainer.cli.parser import make_parser
 from agentainer.errors import Unauthorized
 from agentainer.exit_codes import ExitStatus
 
@@ -82,7 +84,9 @@ MINIMAL_ARGS = {
 
 
 def test_every_subcommand_has_a_handler():
-    assert set(cli.HANDLERS) == set(MINIMAL_ARGS)
+    subcommands = next(action for action in make_parser()._actions
+                       if isinstance(action, argparse._SubParsersAction)).choices
+    assert set(cli.HANDLERS) == set(MINIMAL_ARGS) == set(subcommands)
 
 
 RAW_OUTPUT = {"logs"}  # NOTE: the container's own bytes; no JSON form to offer
@@ -91,16 +95,15 @@ RAW_OUTPUT = {"logs"}  # NOTE: the container's own bytes; no JSON form to offer
 @pytest.mark.parametrize("command", sorted(set(MINIMAL_ARGS) - RAW_OUTPUT))
 @pytest.mark.parametrize("json_flag", [[], ["--json"]])
 def test_subcommands_accept_json(command, json_flag):
-    args = cli.make_parser().parse_args([command, *MINIMAL_ARGS[command], *json_flag])
+    args = make_parser().parse_args([command, *MINIMAL_ARGS[command], *json_flag])
     assert args.command == command
-    assert args.handler is cli.HANDLERS[command]
     assert args.json is bool(json_flag)
 
 
 @pytest.mark.parametrize("command", sorted(RAW_OUTPUT))
 def test_raw_output_commands_do_not_offer_json(command, capsys):
     with pytest.raises(SystemExit):
-        cli.make_parser().parse_args([command, *MINIMAL_ARGS[command], "--json"])
+        make_parser().parse_args([command, *MINIMAL_ARGS[command], "--json"])
     assert "unrecognized arguments: --json" in capsys.readouterr().err
 
 
@@ -145,13 +148,13 @@ def test_token_json(tmp_path, capsys, monkeypatch, flags, printed):
     (["--may-call", "a,b"], "may_call", "a,b"),
 ])
 def test_deploy_flags(flags, attribute, value):
-    args = cli.make_parser().parse_args(["deploy", *MINIMAL_ARGS["deploy"], *flags])
+    args = make_parser().parse_args(["deploy", *MINIMAL_ARGS["deploy"], *flags])
     assert (args.name, args.image) == ("web", "nginx")
     assert getattr(args, attribute) == value
 
 
 def test_deploy_token_does_not_clobber_the_api_token():
-    args = cli.make_parser().parse_args(
+    args = make_parser().parse_args(
         ["--token", "admin", "deploy", *MINIMAL_ARGS["deploy"], "--token", "agent"])
     assert (args.token, args.agent_token) == ("admin", "agent")
 
@@ -168,7 +171,7 @@ def test_deploy_token_does_not_clobber_the_api_token():
 ])
 def test_usage_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as caught:
-        cli.make_parser().parse_args(argv)
+        make_parser().parse_args(argv)
     assert caught.value.code == ExitStatus.USAGE == 2
     assert "usage:" in capsys.readouterr().err
 
@@ -214,7 +217,7 @@ def local_conf(tmp_path) -> dict[str, str]:
 
 
 def server_of(argv: list[str], environ: dict[str, str]) -> tuple[str, str | None]:
-    return client.find_server(cli.make_parser().parse_args(argv), environ)
+    return client.find_server(make_parser().parse_args(argv), environ)
 
 
 @pytest.mark.parametrize("url", [None, "http://127.0.0.1:8081", "http://localhost:8081/",

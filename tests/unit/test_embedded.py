@@ -15,6 +15,7 @@ from agentainer.errors import InvalidConfig
 from agentainer.exit_codes import ExitStatus
 from agentainer.programs.redis_server import is_embedded, main, make_private, redis_command, redis_config
 from agentainer.wiring import redis_client
+from tests.helpers import with_password
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -141,7 +142,7 @@ def test_the_client_authenticates_with_the_file_or_the_urls_password(tmp_path):
     ("redis://127.0.0.1:6380/0", None, "redis://127.0.0.1:6380/0"),
 ])
 def test_urls_are_built_with_the_password(url, password, expected):
-    built = redis_password.with_password(url, password)
+    built = with_password(url, password)
     assert built == expected
     if password:
         assert redis.connection.parse_url(built)["password"] == password

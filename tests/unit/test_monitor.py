@@ -15,7 +15,7 @@ from agentainer.agents.spec import Agent, AgentSpec, HealthCheck, Volume, new_ag
 from agentainer.agents.statuses import AgentStatus, Desired
 from agentainer.errors import AgentainerError, AgentNotFound, InvalidInput, Unavailable
 from agentainer.monitor.probes import Lanes, ProbeResult
-from agentainer.monitor.reconcile import ORPHAN_GRACE, Monitor
+from agentainer.monitor.reconcile import ORPHAN_GRACE, Monitor, MonitorSettings
 from agentainer.monitor.restarts import RestartPolicy
 
 S = AgentStatus
@@ -247,8 +247,9 @@ class World:
         self.healthy = False
         self.monitor = Monitor(
             self.agents, self.store, self.runtime, self.health, self.history, self.janitor,
-            self.policy, reconcile_interval=10.0, metrics_interval=10.0, clock=self.clock,
-            wall_clock=self.wall, prober=prober or self._probe)
+            self.policy, MonitorSettings(reconcile_interval=10.0, metrics_interval=10.0,
+                                         clock=self.clock, wall_clock=self.wall,
+                                         prober=prober or self._probe))
 
     def _probe(self, http, route: str, check: HealthCheck) -> ProbeResult:
         return ProbeResult(self.healthy, 200 if self.healthy else 500,

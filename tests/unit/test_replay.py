@@ -1,4 +1,4 @@
-"""Replay: backoff, and a drain job's deliveries, failures, time slice and claim (fakes, no Redis)."""
+"""Replay: a drain job's deliveries, failures, time slice and claim (fakes, no Redis)."""
 
 import socket
 import threading
@@ -9,15 +9,8 @@ import urllib3
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from agentainer.agents.statuses import AgentStatus
-from agentainer.journal.replay import LEASE_GRACE, DrainState, Drainer, backoff
+from agentainer.journal.replay import LEASE_GRACE, DrainState, Drainer
 from agentainer.journal.upstream import RENEW_EVERY, AgentDown
-
-
-@pytest.mark.parametrize("attempt, expected", [(1, 1.0), (2, 2.0), (3, 4.0), (7, 60.0),
-                                               (30, 60.0)])
-def test_backoff_doubles_up_to_the_cap(attempt, expected):
-    assert backoff(attempt, base=1, cap=60, rand=lambda: 1.0) == expected
-    assert backoff(attempt, base=1, cap=60, rand=lambda: 0.0) == expected / 2
 
 
 def test_renewals_come_well_within_a_lease():

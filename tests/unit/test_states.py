@@ -1,3 +1,5 @@
+import argparse
+
 import pytest
 
 from agentainer.agents.statuses import OPERATIONS, AgentStatus, observed
@@ -48,3 +50,14 @@ def test_observed_gone_or_stopped_container(recorded, docker_status):
 @pytest.mark.parametrize("recorded", AgentStatus)
 def test_observed_passes_live_statuses_through(recorded, docker_status):
     assert observed(recorded, docker_status) is docker_status
+
+
+def test_every_operation_is_a_service_method_and_a_command():
+    from agentainer.agents.service import AgentService
+    from agentainer.cli.parser import make_parser
+
+    subcommands = next(action for action in make_parser()._actions
+                       if isinstance(action, argparse._SubParsersAction)).choices
+    for name in OPERATIONS:
+        assert callable(getattr(AgentService, name))
+        assert subcommands[name].description == OPERATIONS[name].summary
