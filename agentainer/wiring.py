@@ -23,6 +23,7 @@ from agentainer import redis_password
 from agentainer.agents.callers import Callers
 from agentainer.agents.docker_runtime import DockerRuntime
 from agentainer.agents.mounts import MountPolicy
+from agentainer.agents.observations import HealthRecords, MetricsHistory
 from agentainer.agents.runtime import Runtime
 from agentainer.agents.service import AgentService, Networks
 from agentainer.agents.store import AgentStore
@@ -32,8 +33,6 @@ from agentainer.journal.journal import Journal
 from agentainer.journal.liveness import Liveness, new_holder
 from agentainer.journal.replay import LEASE_GRACE, QUEUE, Drainer, ReplayScheduler, job_class
 from agentainer.journal.upstream import Upstream
-from agentainer.monitor.metrics import MetricsHistory
-from agentainer.monitor.probes import HealthRecords
 from agentainer.monitor.reconcile import Monitor, MonitorSettings
 from agentainer.monitor.restarts import RestartPolicy
 from agentainer.periodic import Periodic

@@ -25,7 +25,7 @@ from agentainer.agents.runtime import (
     EVENT_ACTIONS, ContainerGone, ContainerState, RuntimeEvent, Stream,
 )
 from agentainer.agents.spec import Agent
-from agentainer.agents.statuses import AgentStatus
+from agentainer.statuses import AgentStatus
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ Every method may raise the Agentainer error tree (``Unavailable`` when the backe
 be reached, ``Conflict``, ``InvalidInput``, ``RuntimeFailure``) and, where it names a
 container, :class:`ContainerGone` when that container no longer exists. No backend's own
 exception or type crosses the seam: only the types below, :class:`~agentainer.agents.spec.Agent`,
-:class:`~agentainer.agents.statuses.AgentStatus` and the mount data of
+:class:`~agentainer.statuses.AgentStatus` and the mount data of
 :mod:`agentainer.agents.mounts`.
 
 What a backend must provide, and guarantee:
@@ -63,7 +63,7 @@ from typing import Any, Protocol, TypeVar
 
 from agentainer.agents.mounts import MountSpec, VolumeInfo
 from agentainer.agents.spec import Agent
-from agentainer.agents.statuses import AgentStatus
+from agentainer.statuses import AgentStatus
 
 T_co = TypeVar("T_co", covariant=True)
 

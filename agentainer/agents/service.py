@@ -8,9 +8,9 @@ from typing import Literal, overload
 from agentainer.agents.mounts import MountPolicy, MountSpec
 from agentainer.agents.runtime import ContainerGone, ContainerState, Runtime, Stream
 from agentainer.agents.spec import Agent, AgentSpec, new_agent_id, now
-from agentainer.agents.statuses import OPERATIONS, AgentStatus, Desired, observed
 from agentainer.agents.store import AgentStore
 from agentainer.errors import AgentainerError, InvalidTransition, NotFound
+from agentainer.statuses import OPERATIONS, AgentStatus, Desired, observed
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from agentainer import units
-from agentainer.agents.statuses import AgentStatus, Desired
 from agentainer.errors import Conflict, InvalidInput, InvalidTransition
 from agentainer.names import ENV_KEY_RE, ID_RE, IMAGE_MAX, IMAGE_RE, NAME_RE, VOLUME_NAME_RE
+from agentainer.statuses import AgentStatus, Desired
 from agentainer.tokens import hash_token
 
 RESERVED_ENV = ("AGENT_ID", "AGENT_NAME", "AGENTAINER_PROXY_URL")
@@ -375,7 +375,7 @@ def _health_check(value: Any) -> HealthCheck:
         retries=units.parse_positive_int(value.get("retries", 3)),
     )
     # NOTE: a timeout past the interval is allowed, as Docker allows it: one agent's
-    # probes never overlap (health.Lanes), so the next one just starts later
+    # probes never overlap (monitor.lanes.Lanes), so the next one just starts later
     if check.interval < 1 or check.timeout <= 0:
         raise ValueError("need interval >= 1s and timeout > 0")
     return check

@@ -33,7 +33,7 @@ from agentainer.errors import (
     AgentNotFound, Busy, Conflict, JournalFull, NameTaken, Unavailable,
 )
 from agentainer.agents.spec import Agent, AgentSpec, TokenScope, now
-from agentainer.agents.statuses import AgentStatus, Desired
+from agentainer.statuses import AgentStatus, Desired
 from agentainer.keys import (
     AGENTS, COUNTERS, INSTANCE, NAMES, RESERVED, TOKENS, agent_key, health_key, lock_key,
     locks_key, metrics_key,
@@ -232,6 +232,13 @@ class AgentStore:
             pipe.hincrby(agent_key(agent_id), "restarts", 1)
             pipe.hincrby(COUNTERS, "restarts", 1)
             pipe.execute()
+
+    @translate_redis_errors
+    def counters(self) -> dict[str, str]:
+        """Return the shared counters and latency buckets (the journal's scripts and
+        :meth:`count_restart` write them)."""
+        return {key.decode(): value.decode()
+                for key, value in self._redis.hgetall(COUNTERS).items()}
 
     @translate_redis_errors
     def instance(self) -> str:

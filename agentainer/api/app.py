@@ -6,11 +6,11 @@ from collections.abc import Callable, Iterable
 
 import falcon
 
-from agentainer.agents.statuses import OPERATIONS
 from agentainer.api import http_errors as errors, openapi
 from agentainer.api.auth import AuthMiddleware
 from agentainer.api.lifecycle import AgentResource, AgentsResource, LifecycleResource
 from agentainer.api.logs import LogsResource
+from agentainer.statuses import OPERATIONS
 from agentainer.api.observability import (
     AgentHealthResource, AgentMetricsResource, PrometheusResource,
 )
@@ -53,8 +53,7 @@ def create_app(config: Config, components: Components, *, admin_token: str) -> f
         ("/agents/{agent_id}/health", AgentHealthResource(c.agents, c.health)),
         ("/agents/{agent_id}/metrics", metrics),
         ("/metrics", PrometheusResource(
-            ControlPlaneCollector(c.redis, c.store, c.journal.queue_length,
-                                  c.journal.stored_bytes))),
+            ControlPlaneCollector(c.store, c.journal.queue_length, c.journal.stored_bytes))),
         ("/agents/{agent_id}/requests", RequestsResource(c.agents, c.journal, redactor)),
         ("/agents/{agent_id}/requests/{request_id}",
          RequestResource(c.agents, c.journal, redactor)),

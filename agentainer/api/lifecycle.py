@@ -8,9 +8,9 @@ import falcon
 from agentainer import units
 from agentainer.agents.service import AgentService
 from agentainer.agents.spec import parse_deploy, parse_empty
-from agentainer.agents.statuses import AgentStatus
 from agentainer.api.envelope import ok
 from agentainer.errors import InvalidInput
+from agentainer.statuses import AgentStatus
 
 MAX_BODY = 1024 * 1024
 _NO_BODY = object()

@@ -4,11 +4,11 @@ import falcon
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agentainer import units
+from agentainer.agents.observations import HealthRecords, MetricsHistory
 from agentainer.agents.service import AgentService
 from agentainer.api.envelope import ok
 from agentainer.api.lifecycle import param
-from agentainer.monitor.metrics import ControlPlaneCollector, MetricsHistory
-from agentainer.monitor.probes import HealthRecords
+from agentainer.monitor.metrics import ControlPlaneCollector
 
 MAX_HISTORY = 24 * 3600.0
 

@@ -10,10 +10,9 @@ from typing import Any
 
 from agentainer import __version__, units
 from agentainer.agents.spec import ANY_AGENT, MAX_ENV, MAX_MAY_CALL, MAX_TOKEN, MAX_VOLUMES
-from agentainer.agents.statuses import OPERATIONS, AgentStatus
 from agentainer.api.lifecycle import MAX_COUNT  # NOTE: whole_number's bound
-from agentainer.journal.journal import RequestStatus
 from agentainer.names import IMAGE_MAX, IMAGE_PATTERN
+from agentainer.statuses import OPERATIONS, AgentStatus, RequestStatus
 
 # NOTE: patterns are the validators' (agents/spec.py, units.py) with full-match anchors
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"

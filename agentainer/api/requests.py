@@ -8,9 +8,10 @@ import falcon
 from agentainer.agents.service import AgentService
 from agentainer.api.envelope import ok
 from agentainer.api.lifecycle import param, refuse_body, whole_number
-from agentainer.journal.journal import Journal, RequestStatus
+from agentainer.journal.journal import Journal
 from agentainer.journal.redaction import Redactor
 from agentainer.journal.replay import ReplayScheduler
+from agentainer.statuses import RequestStatus
 
 MAX_PAGE = 500
 

@@ -11,12 +11,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from agentainer import __version__, config as configuration, tokens, units
-from agentainer.agents.statuses import OPERATIONS
 from agentainer.cli.client import ApiError, Client, find_server
-from agentainer.cli.parser import make_parser
 from agentainer.cli.output import Output, cut, human_bytes, show_record, utc_time, yes_no
+from agentainer.cli.parser import make_parser
 from agentainer.errors import AgentainerError, Unauthorized
 from agentainer.exit_codes import ExitStatus
+from agentainer.statuses import OPERATIONS
 
 
 # -- commands -------------------------------------------------------------------------

@@ -7,8 +7,8 @@ Makefile's ``MAN_PROGRAMS``). The parsed ``command`` names the subcommand;
 
 import argparse
 
-from agentainer.agents.statuses import OPERATIONS, AgentStatus
 from agentainer.cli.output import PROG
+from agentainer.statuses import OPERATIONS, AgentStatus, RequestStatus
 
 AGENT_HELP = "agent ID or name"
 
@@ -149,10 +149,8 @@ def _add_requests(commands: _Subcommands) -> None:
                                         "or cancel one")
     requests.add_argument("target", nargs="+", metavar="ARG",
                           help="AGENT (list), or show|replay|cancel AGENT REQUEST_ID")
-    # NOTE: the journal's RequestStatus values (agentainer.journal.journal, which the
-    # client does not import: it would load the Redis client)
-    requests.add_argument("--status", choices=("queued", "in_flight", "completed", "failed",
-                                                "cancelled"), help="only requests in this status")
+    requests.add_argument("--status", choices=[status.value for status in RequestStatus],
+                          help="only requests in this status")
     requests.add_argument("--limit", type=int, default=50, help="how many (newest first)")
     requests.add_argument("--offset", type=int, default=0, help="skip this many")
 

@@ -3,12 +3,12 @@ drains, trim listings and drop old bodies."""
 
 import logging
 
-from agentainer.agents.statuses import AgentStatus
 from agentainer.agents.store import AgentStore
 from agentainer.errors import AgentainerError
 from agentainer.journal.journal import Journal
 from agentainer.journal.liveness import Liveness
 from agentainer.journal.replay import ReplayScheduler
+from agentainer.statuses import AgentStatus
 
 logger = logging.getLogger(__name__)
 

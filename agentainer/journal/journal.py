@@ -39,7 +39,6 @@ records are deleted after ``retention`` (or beyond ``history_limit``), and compl
 lose their bodies after ``body_retention``.
 """
 
-import enum
 import json
 import secrets
 import time
@@ -52,18 +51,11 @@ import redis
 from agentainer.agents.store import translate_redis_errors
 from agentainer.errors import Conflict, NotFound, QueueFull
 from agentainer.journal import scripts
+from agentainer.statuses import RequestStatus
 from agentainer.keys import (
     BODIES, JOURNAL_BYTES, LEASES, PREFIX, QUEUE_BYTES, QUEUED, idempotency_pattern, queue_key,
     request_key, requests_key, ticket_key,
 )
-
-
-class RequestStatus(str, enum.Enum):
-    QUEUED = "queued"
-    IN_FLIGHT = "in_flight"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
 
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -43,9 +43,9 @@ from agentainer.journal.upstream import (
     RENEW_EVERY, AgentDown, AgentFailed, Capture, Renewal, Upstream, read_captured, relayable,
     replay_headers,
 )
-from agentainer.agents.statuses import AgentStatus
 from agentainer.agents.store import AgentStore, translate_redis_errors
 from agentainer.keys import CLAIM_PREFIX, claim_key, claims_key
+from agentainer.statuses import AgentStatus
 
 logger = logging.getLogger(__name__)
 

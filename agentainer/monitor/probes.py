@@ -1,52 +1,24 @@
-"""Per-agent HTTP health probes, their schedule and their results.
-
-Key (:mod:`agentainer.keys`): ``health:{aid}`` HASH healthy ("1"/"0"), failures (consecutive),
-last_check (Unix ms), status_code, message. Written only while the agent's record exists,
-so a probe that ends after the agent was removed leaves nothing behind (the key goes with
-the record in :meth:`AgentStore.delete`); cleared at every start of the agent.
-"""
+"""Per-agent HTTP health probes and their schedule; the results are kept by
+:class:`~agentainer.agents.observations.HealthRecords`."""
 
 import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
 
-import redis
 import urllib3
 
+from agentainer.agents.observations import HealthRecords, ProbeResult
 from agentainer.agents.spec import Agent, HealthCheck
-from agentainer.agents.statuses import AgentStatus
-from agentainer.agents.store import AgentStore, translate_redis_errors
-from agentainer.errors import AgentainerError, AgentNotFound
-from agentainer.keys import agent_key, health_key
+from agentainer.agents.store import AgentStore
+from agentainer.errors import AgentNotFound
+from agentainer.monitor.lanes import Lanes
+from agentainer.statuses import AgentStatus
 
 logger = logging.getLogger(__name__)
 
 POOL_SIZE = 8
-
-# KEYS: health, agent record; ARGV: healthy, counted, last_check, status_code, message.
-_RECORD = """
-if redis.call('exists', KEYS[2]) == 0 then return 0 end
-if ARGV[1] == '1' then
-  redis.call('hset', KEYS[1], 'failures', 0)
-elseif ARGV[2] == '1' then
-  redis.call('hincrby', KEYS[1], 'failures', 1)
-end
-redis.call('hset', KEYS[1], 'healthy', ARGV[1], 'last_check', ARGV[3],
-           'status_code', ARGV[4], 'message', ARGV[5])
-return tonumber(redis.call('hget', KEYS[1], 'failures') or '0')
-"""
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    healthy: bool
-    status_code: int | None
-    message: str
 
 
 def probe(http: urllib3.PoolManager, route: str, check: HealthCheck) -> ProbeResult:
@@ -60,89 +32,7 @@ def probe(http: urllib3.PoolManager, route: str, check: HealthCheck) -> ProbeRes
     return ProbeResult(healthy, reply.status, "ok" if healthy else f"HTTP {reply.status}")
 
 
-class HealthRecords:
-    """Keeps each agent's latest probe result and its run of consecutive failures."""
-
-    def __init__(self, client: redis.Redis, *, clock: Callable[[], float] = time.time) -> None:
-        self._redis = client
-        self._clock = clock
-        self._record = client.register_script(_RECORD)
-
-    @translate_redis_errors
-    def record(self, agent_id: str, result: ProbeResult, *, counted: bool = True) -> int:
-        """Store a probe result; return the number of consecutive failures.
-
-        Args:
-            counted: False for a failure that does not count (the agent is still starting).
-
-        Returns:
-            The consecutive failures; 0 when the agent no longer exists (nothing is stored).
-        """
-        keys = [health_key(agent_id), agent_key(agent_id)]
-        return int(self._record(keys=keys, args=[
-            "1" if result.healthy else "0", "1" if counted else "0",
-            int(self._clock() * 1000), result.status_code or "", result.message]))
-
-    @translate_redis_errors
-    def get(self, agent_id: str) -> dict[str, Any] | None:
-        raw = self._redis.hgetall(health_key(agent_id))
-        if not raw:
-            return None
-        data = {key.decode(): value.decode() for key, value in raw.items()}
-        return {"healthy": data.get("healthy") == "1", "failures": int(data.get("failures", 0)),
-                "last_check": int(data["last_check"]) if data.get("last_check") else None,
-                "status_code": int(data["status_code"]) if data.get("status_code") else None,
-                "message": data.get("message", "")}
-
-    @translate_redis_errors
-    def reset(self, agent_id: str) -> None:
-        """Forget the agent's probe results (it started again)."""
-        self._redis.delete(health_key(agent_id))
-
-
 Prober = Callable[[urllib3.PoolManager, str, HealthCheck], ProbeResult]
-
-
-class Lanes:
-    """A bounded thread pool that runs at most one task per agent at a time."""
-
-    def __init__(self, workers: int, name: str) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
-        self._busy: set[str] = set()
-        self._closed = False
-        self._lock = threading.Lock()
-
-    def submit(self, agent_id: str, task: Callable[[], None]) -> bool:
-        """Queue ``task`` unless the agent's previous one still runs or the lanes were shut
-        down; return True if queued."""
-        with self._lock:
-            if self._closed or agent_id in self._busy:
-                return False
-            self._busy.add(agent_id)
-        try:
-            self._pool.submit(self._run, agent_id, task)
-        except RuntimeError:  # NOTE: shut down meanwhile (the monitor is ending)
-            with self._lock:
-                self._busy.discard(agent_id)
-            return False
-        return True
-
-    def shutdown(self) -> None:
-        """Drop the queued tasks and take no more; the running ones end on their own."""
-        with self._lock:
-            self._closed = True
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def _run(self, agent_id: str, task: Callable[[], None]) -> None:
-        try:
-            task()
-        except AgentainerError as ex:
-            logger.warning("agent %s: %s", agent_id, ex.message)
-        except Exception:  # noqa: BLE001 - one agent's failure must not end the pool
-            logger.exception("agent %s: task failed", agent_id)
-        finally:
-            with self._lock:
-                self._busy.discard(agent_id)
 
 
 class HealthWatch:

@@ -26,18 +26,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agentainer.agents.service import AgentService
-from agentainer.errors import AgentainerError, AgentNotFound, MountRefused, Unavailable
-from agentainer.monitor.probes import (
-    POOL_SIZE, HealthRecords, HealthWatch, Lanes, Prober, ProbeResult, probe,
-)
+from agentainer.agents.observations import HealthRecords, MetricsHistory, ProbeResult
 from agentainer.agents.runtime import ContainerGone, Runtime, RuntimeEvent
+from agentainer.agents.service import AgentService
 from agentainer.agents.spec import Agent
-from agentainer.agents.statuses import AgentStatus, Desired
 from agentainer.agents.store import AgentStore
+from agentainer.errors import AgentainerError, AgentNotFound, MountRefused, Unavailable
 from agentainer.journal.janitor import Janitor
-from agentainer.monitor.metrics import MetricsHistory
+from agentainer.monitor.lanes import Lanes
+from agentainer.monitor.probes import POOL_SIZE, HealthWatch, Prober, probe
 from agentainer.monitor.restarts import RestartPolicy
+from agentainer.statuses import AgentStatus, Desired
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ import pytest
 
 from agentainer.agents.callers import STRANGER_TTL, Callers
 from agentainer.agents.spec import Agent, AgentSpec
-from agentainer.agents.statuses import AgentStatus, Desired
 from agentainer.errors import AgentNotFound, CallNotAllowed, NotAnAgent
+from agentainer.statuses import AgentStatus, Desired
 
 
 def agent(agent_id: str, name: str, **spec) -> Agent:

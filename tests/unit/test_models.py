@@ -7,7 +7,7 @@ from agentainer.errors import Conflict, InvalidInput
 from agentainer.agents.spec import (
     Agent, AgentSpec, DeployOptions, HealthCheck, TokenScope, Volume, parse_deploy, parse_empty,
 )
-from agentainer.agents.statuses import AgentStatus, Desired
+from agentainer.statuses import AgentStatus, Desired
 from agentainer.tokens import hash_token
 
 TOKEN = "s3cret-agent-token-0123"

@@ -9,14 +9,15 @@ import pytest
 from tests.helpers import wait_for
 
 from agentainer.agents.mounts import MountPolicy, MountSpec, VolumeInfo
+from agentainer.agents.observations import ProbeResult
 from agentainer.agents.runtime import ContainerGone, ContainerState, RuntimeEvent
 from agentainer.agents.service import AgentService, Networks
 from agentainer.agents.spec import Agent, AgentSpec, HealthCheck, Volume, new_agent_id, now
-from agentainer.agents.statuses import AgentStatus, Desired
 from agentainer.errors import AgentainerError, AgentNotFound, InvalidInput, Unavailable
-from agentainer.monitor.probes import Lanes, ProbeResult
+from agentainer.monitor.lanes import Lanes
 from agentainer.monitor.reconcile import ORPHAN_GRACE, Monitor, MonitorSettings
 from agentainer.monitor.restarts import RestartPolicy
+from agentainer.statuses import AgentStatus, Desired
 
 S = AgentStatus
 WALL = 1_700_000_000.0

@@ -8,9 +8,9 @@ import pytest
 import urllib3
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
-from agentainer.agents.statuses import AgentStatus
 from agentainer.journal.replay import LEASE_GRACE, DrainState, Drainer
 from agentainer.journal.upstream import RENEW_EVERY, AgentDown
+from agentainer.statuses import AgentStatus
 
 
 def test_renewals_come_well_within_a_lease():

@@ -2,7 +2,7 @@ import argparse
 
 import pytest
 
-from agentainer.agents.statuses import OPERATIONS, AgentStatus, observed
+from agentainer.statuses import OPERATIONS, AgentStatus, observed
 
 S = AgentStatus
 ACT, NOOP, CONFLICT = "act", "no-op", "conflict"

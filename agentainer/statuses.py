@@ -1,4 +1,5 @@
-"""Agent statuses and the lifecycle table, as data (stdlib only)."""
+"""The statuses the API, the CLI and the services share: agents', requests' and the
+lifecycle table, as data (stdlib only)."""
 
 import enum
 from dataclasses import dataclass
@@ -12,6 +13,16 @@ class AgentStatus(str, enum.Enum):
     PAUSED = "paused"
     STOPPED = "stopped"
     FAILED = "failed"
+
+
+class RequestStatus(str, enum.Enum):
+    """Where a journaled request is: queued, in flight, or in one terminal state."""
+
+    QUEUED = "queued"
+    IN_FLIGHT = "in_flight"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class Desired(str, enum.Enum):
