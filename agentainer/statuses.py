@@ -5,7 +5,7 @@ import enum
 from dataclasses import dataclass
 
 
-class AgentStatus(str, enum.Enum):
+class AgentStatus(enum.StrEnum):
     """What Docker says the agent's container is doing."""
 
     CREATED = "created"
@@ -15,7 +15,7 @@ class AgentStatus(str, enum.Enum):
     FAILED = "failed"
 
 
-class RequestStatus(str, enum.Enum):
+class RequestStatus(enum.StrEnum):
     """Where a journaled request is: queued, in flight, or in one terminal state."""
 
     QUEUED = "queued"
@@ -25,7 +25,7 @@ class RequestStatus(str, enum.Enum):
     CANCELLED = "cancelled"
 
 
-class Desired(str, enum.Enum):
+class Desired(enum.StrEnum):
     """What the user asked the agent to be; the monitor converges toward it."""
 
     RUNNING = "running"

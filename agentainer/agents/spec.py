@@ -23,7 +23,7 @@ MAX_MAY_CALL = 100
 ANY_AGENT = "*"
 
 
-class TokenScope(str, enum.Enum):
+class TokenScope(enum.StrEnum):
     """What one of an agent's tokens grants on that agent (see api/auth.py, README "Auth")."""
 
     INVOKE = "invoke"   # the proxy: /agent/<id>/... (required there when the agent is private)

@@ -16,8 +16,11 @@ from agentainer.errors import (
     Unavailable, Unprocessable,
 )
 from agentainer.api.inflight import InflightLimit
-from agentainer.journal.journal import FULL, Admission, IncomingRequest, Journal, new_request_id
+from agentainer.journal.journal import (
+    Admission, IncomingRequest, Journal, Outcome, Retry, new_request_id,
+)
 from agentainer.names import ID_RE
+from agentainer.statuses import AgentStatus, RequestStatus
 from agentainer.tokens import hash_token
 from agentainer.journal.upstream import (
     OWN_PREFIX, AgentDown, AgentFailed, BadResponse, Relay, Upstream, forward_headers,
@@ -70,9 +73,9 @@ class ProxySink:
                  rest: str | None = None) -> None:
         arrival = self._arrive(req, resp)
         admission = self._admit(agent_ref, arrival)
-        if admission.outcome == "idempotent":
+        if admission.outcome is Outcome.IDEMPOTENT:
             self._idempotent_reply(resp, admission, arrival.incoming)
-        elif admission.outcome == "queued":
+        elif admission.outcome is Outcome.QUEUED:
             self._queued_reply(resp, admission, arrival.request_id, admission.position)
         else:
             self._forward_within_limit(req, resp, agent_ref, admission, arrival)
@@ -115,26 +118,27 @@ class ProxySink:
                                         request_id=arrival.request_id,
                                         request=arrival.incoming)
         outcome = admission.outcome
-        if outcome == "missing":
+        if outcome is Outcome.MISSING:
             raise AgentNotFound(agent_ref)
-        if outcome == "forbidden":
+        if outcome is Outcome.FORBIDDEN:
             raise Unauthorized("this agent is private: send its invoke token as "
                                "'Authorization: Bearer <token>'")
-        if outcome == "over":
+        if outcome is Outcome.OVER:
             raise JournalFull("the request journal is at its byte budget (journal_max_bytes); "
                               "retry later")
-        if outcome == "full":
+        if outcome is Outcome.FULL:
             raise QueueFull(agent_ref)
-        if outcome == "direct" and admission.status != "running":
-            raise Unavailable(f"agent {agent_ref} is {admission.status} and does not journal "
-                              "requests (--no-persist); retry later", code="agent_unavailable")
+        status = admission.agent_status
+        if outcome is Outcome.DIRECT and status is not AgentStatus.RUNNING:
+            raise Unavailable(f"agent {agent_ref} is {status} and does not journal requests "
+                              "(--no-persist); retry later", code="agent_unavailable")
         return admission
 
     def _forward_within_limit(self, req: falcon.Request, resp: falcon.Response,
                               agent_ref: str, admission: Admission, arrival: _Arrival) -> None:
         """Forward while holding one of the agent's in-flight slots (until the answer's
         end), or queue the request instead when the agent has none free."""
-        journaled = admission.outcome == "forward"
+        journaled = admission.journaled
         agent_id = admission.agent_id
         if not self._inflight.enter(agent_id):
             if not journaled:
@@ -165,7 +169,7 @@ class ProxySink:
     def _forward(self, req: falcon.Request, resp: falcon.Response, agent_ref: str,
                  admission: Admission, arrival: _Arrival) -> None:
         """Send the request to the running agent and relay its answer, or the failure."""
-        journaled = admission.outcome == "forward"
+        journaled = admission.journaled
         request_id = arrival.request_id
         # APPSEC: no Agentainer token (admin or agent) ever reaches an agent
         strip = admission.strip_authorization or arrival.admin
@@ -209,7 +213,7 @@ class ProxySink:
                admission: Admission, request_id: str, arrived: float) -> None:
         """Answer with the agent's response: status, the headers passed on, and its body
         streamed as it arrives (and journaled, when the request is)."""
-        journaled = admission.outcome == "forward"
+        journaled = admission.journaled
         relay = Relay(
             upstream, journal=self._journal if journaled else None, request_id=request_id,
             headers=passed, capture_limit=self._capture_limit, arrived=arrived,
@@ -247,7 +251,7 @@ class ProxySink:
         status, _ = self._journal.retry(request_id, error, lease=lease)
         logger.info("request %s: attempt on agent %s failed (%s); now %s", request_id,
                     agent_id, error, status)
-        if status == "queued":
+        if status is Retry.QUEUED:
             self._schedule(agent_id)
 
     def _queue_instead(self, resp: falcon.Response, admission: Admission, request_id: str,
@@ -259,7 +263,7 @@ class ProxySink:
         """
         status, position = self._journal.retry(request_id, error, attempted=False,
                                                 lease=admission.lease)
-        if status == FULL:
+        if status is Retry.FULL:
             raise QueueFull(agent_ref)
         self._schedule(admission.agent_id)
         self._queued_reply(resp, admission, request_id, position, why)
@@ -268,7 +272,7 @@ class ProxySink:
                       position: int, why: str = "the agent is not running") -> None:
         resp.location = f"/agents/{admission.agent_id}/requests/{request_id}"
         ok(resp, f"{why}; the request is queued and will be delivered when it can be",
-           {"request_id": request_id, "status": "queued", "position": position},
+           {"request_id": request_id, "status": RequestStatus.QUEUED, "position": position},
            falcon.HTTP_202)
 
     def _idempotent_reply(self, resp: falcon.Response, admission: Admission,
@@ -277,8 +281,9 @@ class ProxySink:
         if admission.fingerprint != incoming.fingerprint:
             raise Unprocessable("this Idempotency-Key was used with another method, path, "
                                 "query or body", code="idempotency_mismatch")
-        if admission.status != "completed":
-            raise Conflict(f"the request with this Idempotency-Key is {admission.status}; "
+        status = admission.request_status
+        if status is not RequestStatus.COMPLETED:
+            raise Conflict(f"the request with this Idempotency-Key is {status}; "
                            f"see /agents/{admission.agent_id}/requests/{admission.request_id}",
                            code="idempotency_in_progress")
         record = self._journal.get(admission.agent_id, admission.request_id)

@@ -39,6 +39,7 @@ records are deleted after ``retention`` (or beyond ``history_limit``), and compl
 lose their bodies after ``body_retention``.
 """
 
+import enum
 import json
 import secrets
 import time
@@ -51,35 +52,70 @@ import redis
 from agentainer.agents.store import translate_redis_errors
 from agentainer.errors import Conflict, NotFound, QueueFull
 from agentainer.journal import scripts
-from agentainer.statuses import RequestStatus
 from agentainer.keys import (
     BODIES, JOURNAL_BYTES, LEASES, PREFIX, QUEUE_BYTES, QUEUED, idempotency_pattern, queue_key,
     request_key, requests_key, ticket_key,
 )
+from agentainer.statuses import AgentStatus, RequestStatus
 
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 FIRST_LEASE = 1  # NOTE: the lease a forwarded admission holds (a new record's first)
-STALE = "stale"  # complete/retry: the caller no longer holds the request's lease
-FULL = "full"    # retry: the agent's queue had no room; the request was taken back
 RECORD_OVERHEAD = 512  # NOTE: bytes counted per record beyond its payload (fields, index)
 SUMMARY_FIELDS = ("id", "agent", "method", "path", "query", "status", "attempts",
                   "created_at", "updated_at", "error", "resp_status", "idempotency_key")
+
+
+class Outcome(enum.StrEnum):
+    """What admission decided for a proxied request (see :meth:`Journal.admit`)."""
+
+    FORWARD = "forward"        # journaled in flight: forward it now
+    QUEUED = "queued"          # journaled in the agent's queue
+    DIRECT = "direct"          # persistence off: forward it, journal nothing
+    IDEMPOTENT = "idempotent"  # an earlier request with the same key answers for it
+    OVER = "over"              # refused: the journal is at its byte budget
+    FULL = "full"              # refused: the agent's queue is full
+    FORBIDDEN = "forbidden"    # refused: a private agent, without its invoke token
+    MISSING = "missing"        # refused: no such agent
+
+
+class Completion(enum.StrEnum):
+    """What :meth:`Journal.complete` recorded."""
+
+    COMPLETED = "completed"  # the response is the request's terminal state
+    STALE = "stale"          # nothing: another lease was taken since, or it had ended
+    MISSING = "missing"      # nothing: the record is gone
+
+
+class Retry(enum.StrEnum):
+    """Where :meth:`Journal.retry` left a request."""
+
+    QUEUED = "queued"    # back in its queue
+    FAILED = "failed"    # out of attempts: failed (dead letter)
+    STALE = "stale"      # untouched: the caller's lease is not the current one
+    FULL = "full"        # a new arrival found no room in its queue: taken back, unjournaled
+    MISSING = "missing"  # the record is gone
 
 
 @dataclass(frozen=True)
 class Admission:
     """What the proxy must do with a request (see :meth:`Journal.admit`)."""
 
-    outcome: str            # missing forbidden direct idempotent over full forward queued
+    outcome: Outcome
     agent_id: str = ""
     route: str = ""         # "ip:port" of a running agent's app
-    status: str = ""        # the agent's status (direct) or the earlier request's (idempotent)
+    agent_status: AgentStatus | None = None      # the agent's (DIRECT)
+    request_status: RequestStatus | None = None  # the earlier request's (IDEMPOTENT)
     request_id: str = ""
     position: int = 0
-    fingerprint: str = ""   # the earlier request's (idempotent)
+    fingerprint: str = ""   # the earlier request's (IDEMPOTENT)
     strip_authorization: bool = False
     lease: int = 0          # the lease a forwarded request holds (FIRST_LEASE)
+
+    @property
+    def journaled(self) -> bool:
+        """Whether the request is journaled in flight (and must end in the journal)."""
+        return self.outcome is Outcome.FORWARD
 
 
 @dataclass(frozen=True)
@@ -192,20 +228,7 @@ class Journal:
             request.idempotency_key, request.fingerprint, now + int(self._lease * 1000),
             self._retention, self._holder, size, self._max_bytes, self._queue_max_bytes,
             *fields, "bodies_size", bodies])
-        outcome, *rest = [part.decode() for part in reply]
-        if outcome in ("missing", "forbidden", "over", "full"):
-            return Admission(outcome, agent_id=rest[0] if rest else "")
-        if outcome == "direct":
-            return Admission(outcome, rest[0], route=rest[2], status=rest[1],
-                             strip_authorization=rest[3] == "1")
-        if outcome == "idempotent":
-            return Admission(outcome, rest[0], request_id=rest[1], status=rest[2],
-                             fingerprint=rest[3], strip_authorization=rest[4] == "1")
-        if outcome == "forward":
-            return Admission(outcome, rest[0], route=rest[1], request_id=rid,
-                             strip_authorization=rest[2] == "1", lease=FIRST_LEASE)
-        return Admission(outcome, rest[0], request_id=rid, position=int(rest[1]),
-                         strip_authorization=rest[2] == "1")
+        return _admission(rid, [part.decode() for part in reply])
 
     @translate_redis_errors
     def complete(self, request_id: str, *, status: int, headers: list[tuple[str, str]],
@@ -224,7 +247,7 @@ class Journal:
         ``failed``), as long as nobody has leased it since.
 
         Returns:
-            ``completed``; :data:`STALE` (nothing recorded) when another lease was taken
+            ``COMPLETED``; ``STALE`` (nothing recorded) when another lease was taken
             since, or the request is already ``completed`` or ``cancelled``; ``missing``
             when the record is gone.
         """
@@ -237,11 +260,11 @@ class Journal:
             "resp_status", status,
             "resp_headers", stored, "resp_body", body,
             "resp_truncated", "1" if truncated else "0", "note", error])
-        return reply.decode()
+        return Completion(reply.decode())
 
     @translate_redis_errors
     def retry(self, request_id: str, error: str, *, attempted: bool = True,
-              from_queue: bool = False, lease: int) -> tuple[str, int]:
+              from_queue: bool = False, lease: int) -> tuple[Retry, int]:
         """Return a leased request to its queue (or fail it after ``max_attempts``).
 
         Args:
@@ -253,8 +276,8 @@ class Journal:
             lease: the lease the caller holds (see :meth:`complete`).
 
         Returns:
-            The new status (``queued``, ``failed``, :data:`STALE` when the caller's lease
-            is not the current one or the request is not in flight, :data:`FULL` when a
+            A :class:`Retry` (``QUEUED``, ``FAILED``, ``STALE`` when the caller's lease
+            is not the current one or the request is not in flight, ``FULL`` when a
             new arrival found no room in its queue and was taken back as if never admitted,
             or ``missing``) and, when queued, the queue position.
         """
@@ -263,7 +286,7 @@ class Journal:
                                            self._max_attempts, mode, lease, self._queue_limit,
                                            self._queue_max_bytes])
         parts = [part.decode() for part in reply]
-        return parts[0], int(parts[2]) if len(parts) > 2 else 0
+        return Retry(parts[0]), int(parts[2]) if len(parts) > 2 else 0
 
     @translate_redis_errors
     def renew(self, request_id: str, *, lease: int) -> bool:
@@ -376,7 +399,7 @@ class Journal:
         if result == "missing":
             raise NotFound(f"request {request_id!r} not found for agent {agent_id}",
                            code="request_not_found")
-        if result == FULL:
+        if result == Retry.FULL.value:
             raise QueueFull(agent_id)
         if result != "ok":
             raise Conflict(f"request {request_id} is {result}; cannot {action} it",
@@ -432,6 +455,25 @@ class Journal:
             pipe.delete(index, queue_key(agent_id), ticket_key(agent_id), *idem)
             pipe.srem(QUEUED, agent_id)
             pipe.execute()
+
+
+def _admission(request_id: str, reply: list[str]) -> Admission:
+    """Decode the ADMIT script's reply (its layout is documented above the script)."""
+    outcome, rest = Outcome(reply[0]), reply[1:]
+    if outcome is Outcome.DIRECT:
+        return Admission(outcome, rest[0], route=rest[2], agent_status=AgentStatus(rest[1]),
+                         strip_authorization=rest[3] == "1")
+    if outcome is Outcome.IDEMPOTENT:
+        return Admission(outcome, rest[0], request_id=rest[1],
+                         request_status=RequestStatus(rest[2]), fingerprint=rest[3],
+                         strip_authorization=rest[4] == "1")
+    if outcome is Outcome.FORWARD:
+        return Admission(outcome, rest[0], route=rest[1], request_id=request_id,
+                         strip_authorization=rest[2] == "1", lease=FIRST_LEASE)
+    if outcome is Outcome.QUEUED:
+        return Admission(outcome, rest[0], request_id=request_id, position=int(rest[1]),
+                         strip_authorization=rest[2] == "1")
+    return Admission(outcome, agent_id=rest[0] if rest else "")
 
 
 def _decode(raw: dict[bytes, bytes], *, with_body: bool) -> dict[str, Any]:

@@ -36,14 +36,14 @@ import urllib3
 from rq.serializers import JSONSerializer
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
+from agentainer.agents.store import AgentStore, translate_redis_errors
 from agentainer.backoff import backoff
 from agentainer.errors import AgentNotFound, InvalidInput
-from agentainer.journal.journal import Journal
+from agentainer.journal.journal import Completion, Journal
 from agentainer.journal.upstream import (
     RENEW_EVERY, AgentDown, AgentFailed, Capture, Renewal, Upstream, read_captured, relayable,
     replay_headers,
 )
-from agentainer.agents.store import AgentStore, translate_redis_errors
 from agentainer.keys import CLAIM_PREFIX, claim_key, claims_key
 from agentainer.statuses import AgentStatus
 
@@ -328,7 +328,7 @@ class Drainer:
         outcome = self.journal.complete(rid, status=response.status,
                                         headers=passed, body=body,
                                         truncated=truncated, replayed=True, lease=lease)
-        if outcome == "completed":
+        if outcome is Completion.COMPLETED:
             job.delivered += 1
         else:
             logger.warning("agent %s: %s was answered after its lease was lost; not recorded "

@@ -17,6 +17,7 @@ from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, Re
 
 from agentainer.journal.journal import Journal
 from agentainer.journal.redaction import REDACTED
+from agentainer.statuses import RequestStatus
 from agentainer.units import HEADER_NAME as _TOKEN
 
 logger = logging.getLogger(__name__)
@@ -398,7 +399,7 @@ class Relay:
         self._clock = clock
         self._renewal = Renewal(arrived)
         self._chunks = self._read()
-        self._outcome: str | None = None
+        self._outcome: RequestStatus | None = None
         if journal is not None:
             self._renew(now)  # NOTE: the answer's headers may have been long in coming
 
@@ -422,9 +423,9 @@ class Relay:
             capture = self._capture if self._journal is not None else None
             yield from read_captured(self._upstream, capture, self._keep)
         except HTTPError as ex:
-            self._finish("failed", f"the agent failed mid-response: {ex}")
+            self._finish(RequestStatus.FAILED, f"the agent failed mid-response: {ex}")
             return
-        self._finish("completed", "")
+        self._finish(RequestStatus.COMPLETED, "")
 
     def _keep(self) -> None:
         self._renew(self._clock())
@@ -434,21 +435,21 @@ class Relay:
             self._journal.renew(self._request_id, lease=self._lease)
 
     def close(self) -> None:
-        self._finish("completed", "client disconnected before the end of the response")
+        self._finish(RequestStatus.COMPLETED, "client disconnected before the end of the response")
         self._chunks.close()
 
-    def _finish(self, outcome: str, note: str) -> None:
+    def _finish(self, outcome: RequestStatus, note: str) -> None:
         if self._outcome is not None:
             return
         self._outcome = outcome
-        if outcome == "completed" and not note:
+        if outcome is RequestStatus.COMPLETED and not note:
             self._upstream.release_conn()
         else:
             self._upstream.close()
             self._upstream.release_conn()
         if self._journal is None:
             return
-        if outcome == "failed":
+        if outcome is RequestStatus.FAILED:
             self._on_failure(note)
             return
         self._journal.complete(self._request_id, status=self._upstream.status,

@@ -8,7 +8,8 @@ import urllib3
 from agentainer.api import http_errors as errors
 from agentainer.api.inflight import InflightLimit
 from agentainer.api.proxy import PATTERN, REQUEST_ID_HEADER, ProxySink
-from agentainer.journal.journal import FIRST_LEASE, Admission
+from agentainer.journal.journal import FIRST_LEASE, Admission, Completion, Outcome, Retry
+from agentainer.statuses import AgentStatus
 
 AGENT = "a1b2c3d4e5f6"
 
@@ -16,23 +17,24 @@ AGENT = "a1b2c3d4e5f6"
 class FakeJournal:
     """Admits every request as forwarded (or direct) and records how each one ended."""
 
-    def __init__(self, outcome: str = "forward") -> None:
+    def __init__(self, outcome: Outcome = Outcome.FORWARD) -> None:
         self.outcome = outcome
         self.ended: list[tuple] = []
 
     def admit(self, ref, *, by_id, token_hash, request_id, request) -> Admission:
-        if self.outcome == "direct":
-            return Admission("direct", AGENT, route="127.0.0.1:9", status="running")
-        return Admission("forward", AGENT, route="127.0.0.1:9", request_id=request_id,
+        if self.outcome is Outcome.DIRECT:
+            return Admission(Outcome.DIRECT, AGENT, route="127.0.0.1:9",
+                             agent_status=AgentStatus.RUNNING)
+        return Admission(Outcome.FORWARD, AGENT, route="127.0.0.1:9", request_id=request_id,
                          lease=FIRST_LEASE)
 
-    def retry(self, request_id, error, *, attempted=True, lease) -> tuple[str, int]:
+    def retry(self, request_id, error, *, attempted=True, lease) -> tuple[Retry, int]:
         self.ended.append(("retry", request_id, error, attempted, lease))
-        return "queued", 1
+        return Retry.QUEUED, 1
 
-    def complete(self, request_id, **fields) -> str:
+    def complete(self, request_id, **fields) -> Completion:
         self.ended.append(("complete", request_id, fields))
-        return "completed"
+        return Completion.COMPLETED
 
     def renew(self, request_id, *, lease) -> bool:
         return True
@@ -124,7 +126,7 @@ def test_a_bodiless_answer_completes_its_record_before_it_is_sent(method, status
 
 
 def test_a_bodiless_answer_of_a_direct_request_releases_its_connection():
-    journal = FakeJournal("direct")
+    journal = FakeJournal(Outcome.DIRECT)
     answer = FakeResponse(200, ("Content-Length", "5"))
     result = client(journal, answer).simulate_head(f"/agent/{AGENT}/x")
     assert result.status_code == 200 and journal.ended == [] and answer.released
@@ -157,7 +159,7 @@ def test_a_journaled_request_over_agent_max_inflight_is_queued_not_forwarded():
 def test_a_direct_request_over_agent_max_inflight_is_503_with_retry_after():
     inflight = InflightLimit(1)
     assert inflight.enter(AGENT)
-    result = client(FakeJournal("direct"), FakeResponse(200, body=b"x"),
+    result = client(FakeJournal(Outcome.DIRECT), FakeResponse(200, body=b"x"),
                     inflight=inflight).simulate_get(f"/agent/{AGENT}/x")
     assert result.status_code == 503 and result.json["error"] == "agent_overloaded"
     assert result.headers["Retry-After"] == "5"

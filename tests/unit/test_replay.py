@@ -8,6 +8,7 @@ import pytest
 import urllib3
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
+from agentainer.journal.journal import Completion, Retry
 from agentainer.journal.replay import LEASE_GRACE, DrainState, Drainer
 from agentainer.journal.upstream import RENEW_EVERY, AgentDown
 from agentainer.statuses import AgentStatus
@@ -93,11 +94,11 @@ class Journal:
         self.calls.append(("retry", request_id, attempted, from_queue, lease))
         self.queue.insert(0, {"id": request_id, "path": "/again", "query": "",
                               "method": "POST", "headers": [], "body": b""})
-        return "queued", 1
+        return Retry.QUEUED, 1
 
     def complete(self, request_id, *, status, headers, body, truncated, replayed, lease):
         self.calls.append(("complete", request_id, body, truncated, lease))
-        return "completed"
+        return Completion.COMPLETED
 
     def renew(self, request_id, *, lease):
         self.calls.append(("renew", request_id, lease))
