@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, cast
 
 import falcon
 import urllib3
@@ -69,8 +70,9 @@ class ProxySink:
         self._capture_limit = capture_limit
         self._inflight = inflight
 
-    def __call__(self, req: falcon.Request, resp: falcon.Response, agent_ref: str,
-                 rest: str | None = None) -> None:
+    def __call__(self, req: falcon.Request, resp: falcon.Response, **route: Any) -> None:
+        """Proxy one request; ``route`` holds PATTERN's groups (``agent_ref``, ``rest``)."""
+        agent_ref: str = route["agent_ref"]
         arrival = self._arrive(req, resp)
         admission = self._admit(agent_ref, arrival)
         if admission.outcome is Outcome.IDEMPOTENT:
@@ -163,8 +165,9 @@ class ProxySink:
             raise
         if resp.stream is None:
             self._inflight.leave(agent_id)
-        else:
-            resp.stream = Releasing(resp.stream, lambda: self._inflight.leave(agent_id))
+        else:  # NOTE: the Relay _relay set
+            relay = cast(Iterable[bytes], resp.stream)
+            resp.stream = Releasing(relay, lambda: self._inflight.leave(agent_id))
 
     def _forward(self, req: falcon.Request, resp: falcon.Response, agent_ref: str,
                  admission: Admission, arrival: _Arrival) -> None:
