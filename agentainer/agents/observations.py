@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from agentainer.agents.store import translate_redis_errors
+from agentainer.agents.store import members, text_hash, translate_redis_errors
 from agentainer.keys import agent_key, health_key, metrics_key
 
 HISTORY_SPAN = 24 * 3600.0
@@ -86,7 +86,7 @@ class HealthRecords:
         raw = self._redis.hgetall(health_key(agent_id))
         if not raw:
             return None
-        data = {key.decode(): value.decode() for key, value in raw.items()}
+        data = text_hash(raw)
         return {"healthy": data.get("healthy") == "1", "failures": int(data.get("failures", 0)),
                 "last_check": int(data["last_check"]) if data.get("last_check") else None,
                 "status_code": int(data["status_code"]) if data.get("status_code") else None,
@@ -117,5 +117,5 @@ class MetricsHistory:
     @translate_redis_errors
     def since(self, agent_id: str, seconds: float) -> list[dict[str, Any]]:
         start = int((self._clock() - seconds) * 1000)
-        rows = self._redis.zrangebyscore(metrics_key(agent_id), start, "+inf")
+        rows = members(self._redis.zrangebyscore(metrics_key(agent_id), start, "+inf"))
         return [json.loads(row) for row in rows]

@@ -23,11 +23,12 @@ import functools
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from agentainer.errors import (
     AgentNotFound, Busy, Conflict, JournalFull, NameTaken, Unavailable,
@@ -75,6 +76,26 @@ def translate_redis_errors(func: F) -> F:
                 raise JournalFull(f"Redis is at its maxmemory and refuses writes: {ex}") from ex
             raise
     return wrapper  # type: ignore[return-value]
+
+
+# NOTE: redis-py types each reply as what any client could return (``bytes | str``, and
+# for ZRANGE also the WITHSCORES pairs), whatever the client's ``decode_responses``.
+# wiring.redis_client builds every client with the default decode_responses=False, and no
+# caller asks for scores, so a reply is bytes: these casts narrow the type only, and are
+# the one place that does.
+def text(reply: bytes | str) -> str:
+    """Return one reply of the client (bytes) as text."""
+    return cast(bytes, reply).decode()
+
+
+def text_hash(reply: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    """Return an HGETALL reply of the client (bytes to bytes) as text to text."""
+    return {text(key): text(value) for key, value in reply.items()}
+
+
+def members(reply: Sequence[object]) -> Sequence[bytes]:
+    """Return a ZRANGE (or ZRANGEBYSCORE) reply without scores as the members it holds."""
+    return cast(Sequence[bytes], reply)
 
 
 class AgentStore:
@@ -140,13 +161,13 @@ class AgentStore:
         """Release the reservations of a dead process's unfinished deploys; return the
         names freed."""
         freed = []
-        for agent_id, raw in self._redis.hgetall(RESERVED).items():
+        for agent_id, raw in text_hash(self._redis.hgetall(RESERVED)).items():
             entry = json.loads(raw)
-            if entry["holder"] != holder or self._redis.exists(agent_key(agent_id.decode())):
+            if entry["holder"] != holder or self._redis.exists(agent_key(agent_id)):
                 continue
             # NOTE: "token_hash" (one token) in a reservation written before the split
             hashes = entry.get("token_hashes", [entry.get("token_hash", "")])
-            self.release(agent_id.decode(), entry["name"], hashes)
+            self.release(agent_id, entry["name"], hashes)
             freed.append(entry["name"])
         return freed
 
@@ -164,7 +185,7 @@ class AgentStore:
         data = self._redis.hgetall(agent_key(agent_id))
         if not data:
             raise AgentNotFound(agent_id)
-        return _from_hash(agent_id, data)
+        return _from_hash(agent_id, text_hash(data))
 
     @translate_redis_errors
     def routing(self, agent_id: str) -> tuple[AgentStatus, str]:
@@ -172,7 +193,7 @@ class AgentStore:
         status, route = self._redis.hmget(agent_key(agent_id), "status", "route")
         if status is None:
             raise AgentNotFound(agent_id)
-        return AgentStatus(status.decode()), (route or b"").decode()
+        return AgentStatus(text(status)), text(route or b"")
 
     @translate_redis_errors
     def resolve(self, ref: str) -> str:
@@ -183,17 +204,17 @@ class AgentStore:
         else:
             agent_id = self._redis.hget(NAMES, ref)
             if agent_id:
-                return agent_id.decode()
+                return text(agent_id)
         raise AgentNotFound(ref)
 
     @translate_redis_errors
     def all(self) -> list[Agent]:
-        ids = [raw.decode() for raw in self._redis.zrange(AGENTS, 0, -1)]
+        ids = [raw.decode() for raw in members(self._redis.zrange(AGENTS, 0, -1))]
         with self._redis.pipeline(transaction=False) as pipe:
             for agent_id in ids:
                 pipe.hgetall(agent_key(agent_id))
             rows = pipe.execute()
-        return [_from_hash(agent_id, row) for agent_id, row in zip(ids, rows) if row]
+        return [_from_hash(agent_id, text_hash(row)) for agent_id, row in zip(ids, rows) if row]
 
     @translate_redis_errors
     def update(self, agent_id: str, *, status: AgentStatus | None = None,
@@ -237,20 +258,21 @@ class AgentStore:
     def counters(self) -> dict[str, str]:
         """Return the shared counters and latency buckets (the journal's scripts and
         :meth:`count_restart` write them)."""
-        return {key.decode(): value.decode()
-                for key, value in self._redis.hgetall(COUNTERS).items()}
+        return text_hash(self._redis.hgetall(COUNTERS))
 
     @translate_redis_errors
     def instance(self) -> str:
         """Return this installation's ID, created on first use (labels its containers)."""
         self._redis.set(INSTANCE, secrets.token_hex(6), nx=True)
-        return self._redis.get(INSTANCE).decode()
+        instance = self._redis.get(INSTANCE)
+        assert instance is not None  # NOTE: set just above (NX keeps the first one)
+        return text(instance)
 
     @translate_redis_errors
     def agent_for_token(self, token_hash: str) -> str | None:
         """Return the ID of the agent holding the token (in either scope), if any."""
         agent_id = self._redis.hget(TOKENS, token_hash)
-        return agent_id.decode() if agent_id else None
+        return text(agent_id) if agent_id else None
 
     @translate_redis_errors
     def token_grant(self, token_hash: str) -> tuple[str, frozenset[TokenScope]] | None:
@@ -310,13 +332,14 @@ class AgentStore:
         freed = 0
         for name in self._redis.smembers(locks_key(holder)):
             value = self._redis.get(name)
-            if value and value.decode().startswith(holder + " "):
+            if value and text(value).startswith(holder + " "):
                 freed += self._redis.delete(name)
         self._redis.delete(locks_key(holder))
         return freed
 
 
-def _to_hash(agent: Agent) -> dict[str, str]:
+def _to_hash(agent: Agent) -> dict[FieldT, EncodableT]:
+    """Return the agent's record as its hash's fields (text to text)."""
     return {
         "spec": json.dumps(agent.spec.to_dict(), separators=(",", ":")),
         "status": agent.status.value, "desired": agent.desired.value,
@@ -329,12 +352,11 @@ def _to_hash(agent: Agent) -> dict[str, str]:
     }
 
 
-def _from_hash(agent_id: str, data: dict[bytes, bytes]) -> Agent:
-    text = {key.decode(): value.decode() for key, value in data.items()}
+def _from_hash(agent_id: str, fields: dict[str, str]) -> Agent:
     return Agent(
-        id=agent_id, spec=AgentSpec.from_dict(json.loads(text["spec"])),
-        status=AgentStatus(text["status"]), desired=Desired(text["desired"]),
-        container_id=text.get("container_id") or None, created_at=text["created_at"],
-        updated_at=text["updated_at"], last_error=text.get("last_error") or None,
-        restarts=int(text.get("restarts") or 0),
+        id=agent_id, spec=AgentSpec.from_dict(json.loads(fields["spec"])),
+        status=AgentStatus(fields["status"]), desired=Desired(fields["desired"]),
+        container_id=fields.get("container_id") or None, created_at=fields["created_at"],
+        updated_at=fields["updated_at"], last_error=fields.get("last_error") or None,
+        restarts=int(fields.get("restarts") or 0),
     )

@@ -21,7 +21,7 @@ import socket
 
 import redis
 
-from agentainer.agents.store import translate_redis_errors
+from agentainer.agents.store import text, translate_redis_errors
 from agentainer.keys import HOLDERS, alive_key
 
 BEATS_PER_TIMEOUT = 5
@@ -56,7 +56,7 @@ class Liveness:
     @translate_redis_errors
     def dead(self) -> list[str]:
         """Return the holders whose heartbeat has expired."""
-        holders = sorted(raw.decode() for raw in self._redis.smembers(HOLDERS))
+        holders = sorted(text(raw) for raw in self._redis.smembers(HOLDERS))
         with self._redis.pipeline(transaction=False) as pipe:
             for holder in holders:
                 pipe.exists(alive_key(holder))

@@ -9,7 +9,7 @@ import http.client
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import urllib3
 from urllib3.connection import HTTPConnection
@@ -92,13 +92,15 @@ class _FinalResponse(http.client.HTTPResponse):
     """
 
     def _read_status(self) -> tuple[str, int, str]:
-        version, status, reason = super()._read_status()
-        while 100 <= status < 200 and status != 101:
+        while True:
+            # NOTE: typeshed's stub leaves out http.client's private _read_status (and
+            # _read_headers below), which this overrides
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if not 100 <= status < 200 or status == 101:
+                return version, status, reason
             # NOTE: the interim answer's headers (e.g. Early Hints' Link) are not relayed:
             # WSGI has no way to send an interim response
             http.client._read_headers(self.fp)  # type: ignore[attr-defined]
-            version, status, reason = super()._read_status()
-        return version, status, reason
 
     def begin(self) -> None:
         super().begin()
@@ -400,8 +402,7 @@ class Relay:
         self._renewal = Renewal(arrived)
         self._chunks = self._read()
         self._outcome: RequestStatus | None = None
-        if journal is not None:
-            self._renew(now)  # NOTE: the answer's headers may have been long in coming
+        self._renew(now)  # NOTE: the answer's headers may have been long in coming
 
     def __iter__(self) -> "Relay":
         return self
@@ -418,7 +419,7 @@ class Relay:
         for _ in self._chunks:
             pass
 
-    def _read(self) -> Iterator[bytes]:
+    def _read(self) -> Generator[bytes, None, None]:
         try:
             capture = self._capture if self._journal is not None else None
             yield from read_captured(self._upstream, capture, self._keep)
@@ -431,7 +432,8 @@ class Relay:
         self._renew(self._clock())
 
     def _renew(self, now: float) -> None:
-        if self._renewal.due(now):
+        """Renew the lease when a renewal is due (a journaled request's only)."""
+        if self._journal is not None and self._renewal.due(now):
             self._journal.renew(self._request_id, lease=self._lease)
 
     def close(self) -> None:

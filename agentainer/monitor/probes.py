@@ -104,13 +104,15 @@ class HealthWatch:
 
     def probe(self, agent: Agent) -> None:
         """Probe one agent now and record the result."""
+        check = agent.spec.health_check
+        if check is None:
+            return  # NOTE: tick() probes only the agents with a health check
         try:
             _, route = self._store.routing(agent.id)
         except AgentNotFound:
             return  # NOTE: removed meanwhile; its health record went with it
         if not route:
             return
-        check = agent.spec.health_check
         result = self._prober(self._http, route, check)
         counted = not self._in_grace(agent.id, result.healthy)  # NOTE: healthy ends it
         failures = self._records.record(agent.id, result, counted=counted)
