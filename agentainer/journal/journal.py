@@ -45,11 +45,11 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
-from agentainer.agents.store import translate_redis_errors
+from agentainer.agents.store import members, text, translate_redis_errors
 from agentainer.errors import Conflict, NotFound, QueueFull
 from agentainer.journal import scripts
 from agentainer.keys import (
@@ -327,7 +327,8 @@ class Journal:
 
     @translate_redis_errors
     def get(self, agent_id: str, request_id: str, *, with_body: bool = True) -> dict[str, Any]:
-        raw = self._redis.hgetall(request_key(request_id))
+        # NOTE: bytes to bytes, as agents.store.text says; the bodies stay bytes
+        raw = cast(dict[bytes, bytes], self._redis.hgetall(request_key(request_id)))
         if not raw or raw.get(b"agent", b"").decode() != agent_id:
             raise NotFound(f"request {request_id!r} not found for agent {agent_id}",
                            code="request_not_found")
@@ -342,13 +343,13 @@ class Journal:
         last = min(offset + limit, 2 ** 63 - 1) - 1
         if status is RequestStatus.QUEUED:
             queue = queue_key(agent_id)
-            ids, total = self._redis.lrange(queue, offset, last), self._redis.llen(queue)
+            ids, total = members(self._redis.lrange(queue, offset, last)), self._redis.llen(queue)
             return self._summaries(ids), total
         if status is None:
-            ids = self._redis.zrevrange(index, offset, last)
+            ids = members(self._redis.zrevrange(index, offset, last))
             return self._summaries(ids), self._redis.zcard(index)
         # NOTE: other statuses are filtered from the bounded index (history_limit).
-        matching = [s for s in self._summaries(self._redis.zrevrange(index, 0, -1))
+        matching = [s for s in self._summaries(members(self._redis.zrevrange(index, 0, -1)))
                     if s["status"] == status.value]
         return matching[offset:offset + limit], len(matching)
 
@@ -437,8 +438,8 @@ class Journal:
     def purge(self, agent_id: str) -> None:
         """Delete every record, queue entry, lease and key of a removed agent."""
         index = requests_key(agent_id)
-        ids = [rid.decode() for rid in self._redis.zrange(index, 0, -1)]
-        ids += [rid.decode() for rid in self._redis.lrange(queue_key(agent_id), 0, -1)]
+        ids = [text(rid) for rid in members(self._redis.zrange(index, 0, -1))]
+        ids += [text(rid) for rid in self._redis.lrange(queue_key(agent_id), 0, -1)]
         idem = list(self._redis.scan_iter(match=idempotency_pattern(agent_id), count=500))
         ids = sorted(set(ids))
         with self._redis.pipeline(transaction=False) as pipe:
@@ -478,9 +479,9 @@ def _admission(request_id: str, reply: list[str]) -> Admission:
 
 def _decode(raw: dict[bytes, bytes], *, with_body: bool) -> dict[str, Any]:
     """Turn a stored record into the API's view (bodies as text, or base64 if binary)."""
-    text = {key.decode(): value for key, value in raw.items() if value is not None}
+    fields = {key.decode(): value for key, value in raw.items() if value is not None}
     record: dict[str, Any] = {}
-    for key, value in text.items():
+    for key, value in fields.items():
         if key in ("body", "resp_body"):
             continue
         record[key] = value.decode() if isinstance(value, bytes) else value
@@ -499,6 +500,6 @@ def _decode(raw: dict[bytes, bytes], *, with_body: bool) -> dict[str, Any]:
     record.pop("fingerprint", None)
     record.pop("lease", None)
     if with_body:
-        record["body"] = text.get("body", b"")
-        record["resp_body"] = text.get("resp_body", b"") if record.get("resp_status") else None
+        record["body"] = fields.get("body", b"")
+        record["resp_body"] = fields.get("resp_body", b"") if record.get("resp_status") else None
     return record
