@@ -13,7 +13,9 @@ import rq
 from rq.serializers import JSONSerializer
 
 from agentainer.keys import PREFIX
-from agentainer.journal.journal import FIRST_LEASE, STALE, IncomingRequest, Journal, new_request_id
+from agentainer.journal.journal import (
+    FIRST_LEASE, Completion, IncomingRequest, Journal, Outcome, Retry, new_request_id,
+)
 from agentainer.journal.replay import QUEUE, DrainState, ReplayScheduler
 
 DB = 15  # NOTE: the test stack uses database 0 of the same server
@@ -111,7 +113,7 @@ def test_untried_new_arrival_joins_the_back(journal: Journal, client, agent: str
     earlier = queued(journal, agent, 2)
     set_status(client, agent, "running")
     admission = admit(journal, agent, "/fresh")
-    assert admission.outcome == "forward" and admission.lease == FIRST_LEASE
+    assert admission.outcome is Outcome.FORWARD and admission.lease == FIRST_LEASE
     status, position = journal.retry(admission.request_id, "refused", attempted=False,
                                      lease=admission.lease)
     assert (status, position) == ("queued", 3)
@@ -132,13 +134,13 @@ def test_a_stale_holder_cannot_touch_a_request_leased_again(journal: Journal, cl
     assert not journal.renew(rid, lease=admission.lease)
     leased = journal.lease_next(agent)
     assert leased["id"] == rid and leased["lease"] == 2
-    assert complete(journal, rid, lease=admission.lease) == STALE
-    assert journal.retry(rid, "late", lease=admission.lease) == (STALE, 0)
+    assert complete(journal, rid, lease=admission.lease) == Completion.STALE
+    assert journal.retry(rid, "late", lease=admission.lease) == (Retry.STALE, 0)
     assert journal.get(agent, rid)["status"] == "in_flight"
     assert journal.renew(rid, lease=2)
     assert complete(journal, rid, lease=2) == "completed"
-    assert complete(journal, rid, lease=2) == STALE
-    assert journal.retry(rid, "again", lease=2) == (STALE, 0)
+    assert complete(journal, rid, lease=2) == Completion.STALE
+    assert journal.retry(rid, "again", lease=2) == (Retry.STALE, 0)
     assert "lease" not in journal.get(agent, rid)
 
 
@@ -155,7 +157,7 @@ def test_a_late_answer_completes_a_swept_request_nobody_leased(journal: Journal,
     assert queue_ids(client, agent) == waiting  # it leaves its queue: not delivered again
     assert journal.lease_next(agent)["id"] == waiting[0]
     assert journal.lease_next(agent) is None
-    assert complete(journal, rid) == STALE  # completed once
+    assert complete(journal, rid) == Completion.STALE  # completed once
 
 
 def test_a_late_answer_completes_a_request_swept_to_failed(journal: Journal, clock: Clock,
@@ -168,7 +170,7 @@ def test_a_late_answer_completes_a_request_swept_to_failed(journal: Journal, clo
     clock.now += 60
     journal.sweep()  # the third attempt's lease expired: failed
     assert journal.get(agent, rid)["status"] == "failed"
-    assert complete(journal, rid, lease=2) == STALE
+    assert complete(journal, rid, lease=2) == Completion.STALE
     assert complete(journal, rid, lease=3) == "completed"
     assert journal.get(agent, rid)["status"] == "completed"
 
@@ -176,7 +178,7 @@ def test_a_late_answer_completes_a_request_swept_to_failed(journal: Journal, clo
 def test_a_cancelled_request_is_never_completed(journal: Journal, agent: str):
     [rid] = queued(journal, agent, 1)
     journal.cancel(agent, rid)
-    assert complete(journal, rid, lease=0) == STALE
+    assert complete(journal, rid, lease=0) == Completion.STALE
     assert journal.get(agent, rid)["status"] == "cancelled"
 
 
@@ -192,7 +194,7 @@ def test_a_cancelled_key_admits_a_new_request(journal: Journal, agent: str):
     first = admit(journal, agent, key="k1")
     assert first.outcome == "queued"
     repeat = admit(journal, agent, key="k1")
-    assert (repeat.outcome, repeat.request_id, repeat.status) == (
+    assert (repeat.outcome, repeat.request_id, repeat.request_status) == (
         "idempotent", first.request_id, "queued")
     journal.cancel(agent, first.request_id)
     fresh = admit(journal, agent, key="k1")

@@ -15,7 +15,7 @@ from agentainer.keys import PREFIX
 from agentainer.errors import Conflict, QueueFull
 from agentainer.journal import scripts
 from agentainer.journal.janitor import Janitor
-from agentainer.journal.journal import FULL, IncomingRequest, Journal, allocated, new_request_id
+from agentainer.journal.journal import IncomingRequest, Journal, Retry, allocated, new_request_id
 from agentainer.journal.liveness import Liveness
 from agentainer.journal.replay import ReplayScheduler
 from agentainer.periodic import Periodic
@@ -219,7 +219,7 @@ def test_queue_limit_holds_for_a_forwarded_request_that_found_the_agent_down(cli
     admission = admit(journal, agent, "/late", key="k1")
     before = stored(client)
     assert journal.retry(admission.request_id, "refused", attempted=False,
-                         lease=admission.lease) == (FULL, 0)
+                         lease=admission.lease) == (Retry.FULL, 0)
     assert not client.exists(f"{PREFIX}req:{admission.request_id}")
     assert stored(client) < before and len(queue_ids(client, agent)) == 2
     assert admit(journal, agent, "/late", key="k1").outcome == "forward"  # key released
