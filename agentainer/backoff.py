@@ -1,7 +1,8 @@
 """Capped, jittered exponential backoff: the one delay formula for retries.
 
-Replay (a failed delivery waits before the next) and the monitor's auto-restart (a crashed
-agent waits before the next start) both use :func:`backoff`.
+Replay (a failed delivery waits before the next), the monitor's auto-restart (a crashed
+agent waits before the next start), the monitor's own loops (one that broke waits
+before it runs again) and a drain polling a starting app all use :func:`backoff`.
 """
 
 import random

@@ -53,6 +53,7 @@ QUEUE = "agentainer-replay"
 DRAIN_JOB = "agentainer.journal.replay.drain"
 DRAIN_SLICE = 10.0  # seconds a drain job delivers before a fresh job takes over
 PENDING_TTL = 30.0  # NOTE: a claim whose job has not started yet: a later schedule retries
+APP_POLL_BASE, APP_POLL_CAP = 0.05, 1.0  # a starting app: polled from 50 ms, doubling to 1 s
 # NOTE: leases and held drain claims live connect + read timeout + LEASE_GRACE from their
 # last renewal, and a holder renews at most RENEW_EVERY (proxy) apart before it may block
 # for up to connect + read timeout: RENEW_EVERY < LEASE_GRACE keeps both alive meanwhile.
@@ -383,7 +384,7 @@ class Drainer:
         Raises:
             _Stop: the agent is not running (any more).
         """
-        delay = 0.05
+        polls = 0
         while True:
             try:
                 status, route = self.store.routing(job.agent_id)
@@ -397,8 +398,9 @@ class Drainer:
             if left <= 0:
                 return None
             self._check(job)
-            self.sleep(min(delay, left))
-            delay = min(delay * 2, 1.0)
+            polls += 1
+            self.sleep(min(backoff(polls, base=APP_POLL_BASE, cap=APP_POLL_CAP, rand=self.rand),
+                           left))
 
 
 def _accepts(route: str) -> bool:

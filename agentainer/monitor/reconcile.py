@@ -31,6 +31,7 @@ from agentainer.agents.runtime import ContainerGone, Runtime, RuntimeEvent
 from agentainer.agents.service import AgentService
 from agentainer.agents.spec import Agent
 from agentainer.agents.store import AgentStore
+from agentainer.backoff import backoff
 from agentainer.errors import AgentainerError, AgentNotFound, MountRefused, Unavailable
 from agentainer.journal.janitor import Janitor
 from agentainer.monitor.lanes import Lanes
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 TICK = 0.25
 STABLE_RUN = 10.0      # a loop that ran this long before failing retries after 1 s again
+GUARD_BASE, GUARD_CAP = 1.0, 30.0  # a broken loop's restarts: 1 s doubling to 30 s, jittered
 ORPHAN_GRACE = 60.0    # a container younger than this may belong to a deploy in progress
 OOM_WINDOW = 10.0      # an oom event labels a die within this long as out of memory
 
@@ -120,21 +122,23 @@ class Monitor:
 
     def _guard(self, loop: Callable[[], None]) -> None:
         """Run a loop forever: log what breaks it, back off, start it again."""
-        delay = 1.0
+        failures = 0
         while not self._stop.is_set():
             began = self._clock()
             try:
                 loop()
             except Exception as ex:  # noqa: BLE001 - the monitor must outlive any one failure
                 if self._clock() - began >= STABLE_RUN:
-                    delay = 1.0  # NOTE: it ran well for a while: not part of a failure streak
+                    failures = 0  # NOTE: it ran well for a while: not part of a failure streak
+                failures += 1
+                delay = backoff(failures, base=GUARD_BASE, cap=GUARD_CAP,
+                                rand=self._policy.rand)
                 if isinstance(ex, AgentainerError):
-                    logger.warning("%s: %s; retrying in %.0fs", loop.__name__, ex.message,
+                    logger.warning("%s: %s; retrying in %.1fs", loop.__name__, ex.message,
                                    delay)
                 else:
-                    logger.exception("%s failed; retrying in %.0fs", loop.__name__, delay)
+                    logger.exception("%s failed; retrying in %.1fs", loop.__name__, delay)
                 self._stop.wait(delay)
-                delay = min(delay * 2, 30.0)
 
     # -- events -----------------------------------------------------------------------
 

@@ -645,7 +645,7 @@ def test_a_loop_that_ran_well_for_a_while_retries_after_one_second_again(world, 
         raise InvalidInput("the Docker event stream ended")
 
     world.monitor._guard(events_loop)
-    assert [line.split("retrying in ")[1] for line in caplog.messages] == ["1s", "2s", "1s"]
+    assert [line.split("retrying in ")[1] for line in caplog.messages] == ["1.0s", "2.0s", "1.0s"]
 
 
 def test_lanes_run_one_task_per_agent_at_a_time():
