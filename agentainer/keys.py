@@ -3,12 +3,24 @@
 All keys live under :data:`PREFIX`. What each key holds is documented by the module that
 owns it: agents (:mod:`agentainer.agents.store`), the request journal
 (:mod:`agentainer.journal.journal`, whose Lua scripts in :mod:`agentainer.journal.scripts`
-get the prefix as an argument), process liveness (:mod:`agentainer.journal.liveness`),
+get these names through :func:`lua_names`), process liveness (:mod:`agentainer.journal.liveness`),
 drain claims (:mod:`agentainer.journal.replay`), and the monitor's health and metrics
-(:mod:`agentainer.monitor.probes`, :mod:`agentainer.monitor.metrics`).
+(:mod:`agentainer.agents.observations`).
 """
 
 PREFIX = "agentainer:"
+
+# Key families: a family's key is its prefix followed by an ID (``REQUEST + rid``). The
+# journal's Lua scripts, which build keys from IDs they read, get these names through
+# :func:`lua_names`, so no script spells one.
+AGENT = PREFIX + "agent:"
+REQUEST = PREFIX + "req:"
+QUEUE = PREFIX + "queue:"
+REQUESTS = PREFIX + "reqs:"
+TICKET = PREFIX + "ticket:"
+IDEMPOTENCY = PREFIX + "idem:"
+HELD = PREFIX + "held:"
+CLAIM = PREFIX + "drain:"
 
 # Agents (agents/store.py)
 AGENTS = PREFIX + "agents"
@@ -21,7 +33,7 @@ COUNTERS = PREFIX + "counters"  # NOTE: shared with the journal's scripts and /m
 
 def agent_key(agent_id: str) -> str:
     """The agent's record (HASH)."""
-    return f"{PREFIX}agent:{agent_id}"
+    return AGENT + agent_id
 
 
 def health_key(agent_id: str) -> str:
@@ -44,7 +56,7 @@ def locks_key(holder: str) -> str:
     return f"{PREFIX}locks:{holder}"
 
 
-# The request journal (journal/journal.py; its scripts build the same names from PREFIX)
+# The request journal (journal/journal.py)
 JOURNAL_BYTES = PREFIX + "journal_bytes"
 QUEUE_BYTES = PREFIX + "queue_bytes"
 LEASES = PREFIX + "leases"
@@ -54,27 +66,27 @@ QUEUED = PREFIX + "queued"
 
 def request_key(request_id: str) -> str:
     """One journaled request's record (HASH)."""
-    return f"{PREFIX}req:{request_id}"
+    return REQUEST + request_id
 
 
 def queue_key(agent_id: str) -> str:
     """The agent's queued request IDs, oldest first (LIST)."""
-    return f"{PREFIX}queue:{agent_id}"
+    return QUEUE + agent_id
 
 
 def requests_key(agent_id: str) -> str:
     """Every listed request ID of the agent, by arrival (ZSET)."""
-    return f"{PREFIX}reqs:{agent_id}"
+    return REQUESTS + agent_id
 
 
 def ticket_key(agent_id: str) -> str:
     """The agent's last replay lease ticket (STRING)."""
-    return f"{PREFIX}ticket:{agent_id}"
+    return TICKET + agent_id
 
 
 def idempotency_pattern(agent_id: str) -> str:
     """A SCAN pattern matching every idempotency key of the agent (STRINGs)."""
-    return f"{PREFIX}idem:{agent_id}:*"
+    return f"{IDEMPOTENCY}{agent_id}:*"
 
 
 # Process liveness (journal/liveness.py)
@@ -87,14 +99,23 @@ def alive_key(holder: str) -> str:
 
 
 # Drain claims (journal/replay.py)
-CLAIM_PREFIX = PREFIX + "drain:"  # NOTE: passed to the reap script, which adds agent IDs
-
-
 def claim_key(agent_id: str) -> str:
     """The claim of the agent's pending or running drain (HASH)."""
-    return CLAIM_PREFIX + agent_id
+    return CLAIM + agent_id
 
 
 def claims_key(holder: str) -> str:
     """The agents whose drain claims a worker holds (SET)."""
     return f"{PREFIX}claims:{holder}"
+
+
+def lua_names() -> str:
+    """Return Lua that defines ``K``: every key and key family a script may touch, by a
+    short name (``K.req .. rid``, ``K.leases``), as this module names them."""
+    names = {"agent": AGENT, "req": REQUEST, "queue": QUEUE, "reqs": REQUESTS,
+             "ticket": TICKET, "idem": IDEMPOTENCY, "held": HELD, "claim": CLAIM,
+             "names": NAMES, "tokens": TOKENS, "counters": COUNTERS, "holders": HOLDERS,
+             "journal_bytes": JOURNAL_BYTES, "queue_bytes": QUEUE_BYTES, "leases": LEASES,
+             "bodies": BODIES, "queued": QUEUED}
+    fields = ", ".join(f"{name} = '{value}'" for name, value in names.items())
+    return f"local K = {{{fields}}}\n"

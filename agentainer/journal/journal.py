@@ -53,7 +53,7 @@ from agentainer.agents.store import members, text, translate_redis_errors
 from agentainer.errors import Conflict, NotFound, QueueFull
 from agentainer.journal import scripts
 from agentainer.keys import (
-    BODIES, JOURNAL_BYTES, LEASES, PREFIX, QUEUE_BYTES, QUEUED, idempotency_pattern, queue_key,
+    BODIES, JOURNAL_BYTES, LEASES, QUEUE_BYTES, QUEUED, idempotency_pattern, queue_key,
     request_key, requests_key, ticket_key,
 )
 from agentainer.statuses import AgentStatus, RequestStatus
@@ -152,15 +152,15 @@ def _ms(clock: Callable[[], float]) -> int:
     return int(clock() * 1000)
 
 
-class _PrefixedScript:
-    """A journal script that builds its own keys: called with the key prefix as its first
-    ARGV, then ``args`` (see :mod:`agentainer.journal.scripts`)."""
+class _Script:
+    """A journal script that builds its own keys: called with its ARGV only (see
+    :mod:`agentainer.journal.scripts`)."""
 
     def __init__(self, client: redis.Redis, source: str) -> None:
         self._script = client.register_script(source)
 
     def __call__(self, args: list[Any]) -> Any:
-        return self._script(keys=[], args=[PREFIX, *args])
+        return self._script(keys=[], args=args)
 
 
 class Journal:
@@ -182,17 +182,17 @@ class Journal:
         self._lease = lease
         self._history_limit = history_limit
         self._clock = clock
-        self._admit = _PrefixedScript(client, scripts.ADMIT)
-        self._retry = _PrefixedScript(client, scripts.RETRY)
-        self._complete = _PrefixedScript(client, scripts.COMPLETE)
-        self._lease_script = _PrefixedScript(client, scripts.LEASE)
-        self._sweep = _PrefixedScript(client, scripts.SWEEP)
-        self._reap = _PrefixedScript(client, scripts.REAP)
-        self._drop_bodies = _PrefixedScript(client, scripts.DROP_BODIES)
+        self._admit = _Script(client, scripts.ADMIT)
+        self._retry = _Script(client, scripts.RETRY)
+        self._complete = _Script(client, scripts.COMPLETE)
+        self._lease_script = _Script(client, scripts.LEASE)
+        self._sweep = _Script(client, scripts.SWEEP)
+        self._reap = _Script(client, scripts.REAP)
+        self._drop_bodies = _Script(client, scripts.DROP_BODIES)
         self._renew = client.register_script(scripts.RENEW)
-        self._trim = _PrefixedScript(client, scripts.TRIM)
-        self._change = _PrefixedScript(client, scripts.CHANGE)
-        self._prune = _PrefixedScript(client, scripts.PRUNE)
+        self._trim = _Script(client, scripts.TRIM)
+        self._change = _Script(client, scripts.CHANGE)
+        self._prune = _Script(client, scripts.PRUNE)
 
     @translate_redis_errors
     def admit(self, ref: str, *, by_id: bool, token_hash: str, request_id: str,

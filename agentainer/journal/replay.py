@@ -36,6 +36,7 @@ import urllib3
 from rq.serializers import JSONSerializer
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
+from agentainer import keys
 from agentainer.agents.store import AgentStore, translate_redis_errors
 from agentainer.backoff import backoff
 from agentainer.errors import AgentNotFound, InvalidInput
@@ -44,7 +45,7 @@ from agentainer.journal.upstream import (
     RENEW_EVERY, AgentDown, AgentFailed, Capture, Renewal, Upstream, read_captured, relayable,
     replay_headers,
 )
-from agentainer.keys import CLAIM_PREFIX, claim_key, claims_key
+from agentainer.keys import claim_key, claims_key
 from agentainer.statuses import AgentStatus
 
 logger = logging.getLogger(__name__)
@@ -88,13 +89,12 @@ if redis.call('hget', KEYS[1], 'token') ~= ARGV[1] then return 0 end
 return redis.call('del', KEYS[1])
 """
 
-# Free the claims of a dead holder: KEYS its claims; ARGV holder, the claim keys' prefix
-# (keys.CLAIM_PREFIX: the script builds each claim's key from an agent ID it reads).
-# Returns their agents.
-_REAP = """
+# Free the claims of a dead holder: KEYS its claims; ARGV holder (each claim's key is built
+# from an agent ID the script reads: K.claim, keys.lua_names). Returns their agents.
+_REAP = keys.lua_names() + """
 local freed = {}
 for _, aid in ipairs(redis.call('smembers', KEYS[1])) do
-  local claim = ARGV[2]..aid
+  local claim = K.claim..aid
   if redis.call('hget', claim, 'holder') == ARGV[1] then
     redis.call('del', claim)
     freed[#freed + 1] = aid
@@ -190,7 +190,7 @@ class ReplayScheduler:
     def reap(self, holder: str) -> set[str]:
         """Free a dead worker's drain claims and drop its abandoned RQ jobs; return the
         agents whose drains were freed (to schedule again)."""
-        reply = self._reap(keys=[claims_key(holder)], args=[holder, CLAIM_PREFIX])
+        reply = self._reap(keys=[claims_key(holder)], args=[holder])
         freed = {aid.decode() for aid in reply}
         registry = rq.registry.StartedJobRegistry(QUEUE, connection=self._redis)
         for job_id in registry.get_job_ids(cleanup=False):

@@ -7,11 +7,10 @@ half-updated, a request is never both queued and leased, and the lease fence (th
 
 Keys: most scripts derive the keys they touch from data they read (a request ID popped
 from a queue, an agent ID in a record), so they cannot be listed as KEYS before the call.
-Those scripts share :data:`_LUA_PRELUDE` and take the key prefix
-(:data:`agentainer.keys.PREFIX`) as ARGV[1]: the prelude takes it off ARGV and builds every
-key from it, with the same names :mod:`agentainer.keys` gives them; the ARGV documented
-above each script are the ones after the prefix. :data:`RENEW`, whose keys are known
-before the call, takes them as KEYS instead.
+Those scripts share :data:`_LUA_PRELUDE`, which starts with :func:`agentainer.keys.lua_names`:
+a table ``K`` of every key and key family, as :mod:`agentainer.keys` names them, so a
+script writes ``K.req..rid``, never a key name of its own. :data:`RENEW`, whose keys are
+known before the call, takes them as KEYS instead.
 
 Every script may run twice for one call (the Redis client resends a command whose reply a
 restart cut off), so each is safe to repeat: admission is keyed by the request ID, leasing
@@ -23,6 +22,8 @@ Byte accounting: a record's ``size`` (what Redis allocates for it, see
 agent's field of ``queue_bytes``.
 """
 
+from agentainer import keys
+
 # Shared by the scripts that build their keys: the lease fence check.
 _LUA_HELD = """
 local function held(r, lease)
@@ -30,50 +31,48 @@ local function held(r, lease)
 end
 """
 
-# NOTE: shared Lua prelude: key names (from the prefix passed as ARGV[1], which it takes off
-# ARGV), leases, queues and byte accounting.
-_LUA_PRELUDE = _LUA_HELD + """
-local P = table.remove(ARGV, 1)
-local BYTES, QBYTES = P..'journal_bytes', P..'queue_bytes'
+# NOTE: shared Lua prelude: key names (agentainer.keys), leases, queues and byte accounting.
+_LUA_PRELUDE = keys.lua_names() + _LUA_HELD + """
+local BYTES, QBYTES = K.journal_bytes, K.queue_bytes
 local function size_of(rkey)
   return tonumber(redis.call('hget', rkey, 'size') or '0')
 end
 local function count(name)
-  redis.call('hincrby', P..'counters', name, 1)
+  redis.call('hincrby', K.counters, name, 1)
 end
 -- Lease a request to a holder (a live process, see agentainer.journal.liveness) until deadline.
 local function take(rid, holder, deadline)
-  redis.call('hset', P..'req:'..rid, 'holder', holder)
-  redis.call('zadd', P..'leases', deadline, rid)
-  redis.call('sadd', P..'held:'..holder, rid)
-  redis.call('sadd', P..'holders', holder)
+  redis.call('hset', K.req..rid, 'holder', holder)
+  redis.call('zadd', K.leases, deadline, rid)
+  redis.call('sadd', K.held..holder, rid)
+  redis.call('sadd', K.holders, holder)
 end
 local function release(rid)
-  local holder = redis.call('hget', P..'req:'..rid, 'holder')
-  redis.call('zrem', P..'leases', rid)
-  if holder then redis.call('srem', P..'held:'..holder, rid) end
+  local holder = redis.call('hget', K.req..rid, 'holder')
+  redis.call('zrem', K.leases, rid)
+  if holder then redis.call('srem', K.held..holder, rid) end
 end
 -- Queue a request; return its position (1 = next to be delivered).
 local function enqueue(aid, rid, front)
-  redis.call('sadd', P..'queued', aid)
-  redis.call('hincrby', QBYTES, aid, size_of(P..'req:'..rid))
-  if not front then return redis.call('rpush', P..'queue:'..aid, rid) end
-  redis.call('lpush', P..'queue:'..aid, rid)
+  redis.call('sadd', K.queued, aid)
+  redis.call('hincrby', QBYTES, aid, size_of(K.req..rid))
+  if not front then return redis.call('rpush', K.queue..aid, rid) end
+  redis.call('lpush', K.queue..aid, rid)
   return 1
 end
 local function unqueue(aid, rid)
-  if redis.call('lrem', P..'queue:'..aid, 0, rid) > 0 then
-    redis.call('hincrby', QBYTES, aid, -size_of(P..'req:'..rid))
+  if redis.call('lrem', K.queue..aid, 0, rid) > 0 then
+    redis.call('hincrby', QBYTES, aid, -size_of(K.req..rid))
   end
 end
 -- Say whether one more request of `size` bytes fits the agent's queue.
 local function room(aid, size, limit, max_bytes)
-  return redis.call('llen', P..'queue:'..aid) < limit
+  return redis.call('llen', K.queue..aid) < limit
     and tonumber(redis.call('hget', QBYTES, aid) or '0') + size <= max_bytes
 end
 -- Send a leased request back to the front of its queue, or fail it after max_attempts.
 local function give_back(rid, aid, attempts, max_attempts, error, now)
-  local rkey = P..'req:'..rid
+  local rkey = K.req..rid
   release(rid)
   if attempts >= max_attempts then
     redis.call('hset', rkey, 'status', 'failed', 'error', error, 'updated_at', now)
@@ -96,21 +95,21 @@ end
 ADMIT = _LUA_PRELUDE + """
 local ref, by_id, token_hash, rid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local aid = ref
-if by_id == '0' then aid = redis.call('hget', P..'names', ref) end
+if by_id == '0' then aid = redis.call('hget', K.names, ref) end
 if not aid then return {'missing'} end
-local a = redis.call('hmget', P..'agent:'..aid, 'status', 'route', 'persist', 'private_hash')
+local a = redis.call('hmget', K.agent..aid, 'status', 'route', 'persist', 'private_hash')
 if not a[1] then return {'missing'} end
 local status, route, persist, private_hash = a[1], a[2] or '', a[3], a[4] or ''
 if private_hash ~= '' and private_hash ~= token_hash then return {'forbidden', aid} end
 local strip = '0'
 if token_hash ~= '' and (token_hash == private_hash
-    or redis.call('hexists', P..'tokens', token_hash) == 1) then strip = '1' end
+    or redis.call('hexists', K.tokens, token_hash) == 1) then strip = '1' end
 if persist == '0' then
   if status == 'running' then count('proxied') end
   return {'direct', aid, status, route, strip}
 end
-local rkey = P..'req:'..rid
-local qkey = P..'queue:'..aid
+local rkey = K.req..rid
+local qkey = K.queue..aid
 -- NOTE: this admission ran already and its reply was lost: answer as it was decided
 local prior = redis.call('hmget', rkey, 'status', 'lease')
 if prior[1] == 'in_flight' and prior[2] == '1' then return {'forward', aid, route, strip} end
@@ -118,11 +117,11 @@ if prior[1] == 'queued' then
   return {'queued', aid, tostring((redis.call('lpos', qkey, rid) or 0) + 1), strip}
 end
 local idem = ARGV[7]
-local ikey = P..'idem:'..aid..':'..idem
+local ikey = K.idem..aid..':'..idem
 if idem ~= '' then
   local existing = redis.call('get', ikey)
   if existing then
-    local r = redis.call('hmget', P..'req:'..existing, 'status', 'fingerprint')
+    local r = redis.call('hmget', K.req..existing, 'status', 'fingerprint')
     -- NOTE: a failed or cancelled request's key admits a new request (the client retries)
     if r[1] and r[1] ~= 'failed' and r[1] ~= 'cancelled' then
       return {'idempotent', aid, existing, r[1], r[2], strip}
@@ -142,7 +141,7 @@ redis.call('hset', rkey, 'id', rid, 'agent', aid, 'lease', 0, 'size', size, unpa
 -- APPSEC: an Agentainer token is never journaled (nor, so, replayed to the agent)
 if strip == '1' then redis.call('hdel', rkey, 'authorization') end
 redis.call('incrby', BYTES, size)
-redis.call('zadd', P..'reqs:'..aid, ARGV[5], rid)
+redis.call('zadd', K.reqs..aid, ARGV[5], rid)
 if running then
   redis.call('hset', rkey, 'status', 'in_flight', 'attempts', 1, 'lease', 1)
   take(rid, ARGV[11], ARGV[9])
@@ -163,7 +162,7 @@ return {'queued', aid, tostring(enqueue(aid, rid, false)), strip}
 # if not, it is taken back as if never admitted ('full': record, key and bytes dropped).
 RETRY = _LUA_PRELUDE + """
 local rid, mode = ARGV[1], ARGV[5]
-local rkey = P..'req:'..rid
+local rkey = K.req..rid
 local r = redis.call('hmget', rkey, 'status', 'agent', 'lease', 'attempts', 'idempotency_key')
 if not r[1] then return {'missing'} end
 if not held(r, ARGV[6]) then return {'stale'} end
@@ -179,9 +178,9 @@ end
 local size = size_of(rkey)
 if not room(aid, size, tonumber(ARGV[7]), tonumber(ARGV[8])) then
   release(rid)
-  local ikey = P..'idem:'..aid..':'..(r[5] or '')
+  local ikey = K.idem..aid..':'..(r[5] or '')
   if r[5] and r[5] ~= '' and redis.call('get', ikey) == rid then redis.call('del', ikey) end
-  redis.call('zrem', P..'reqs:'..aid, rid)
+  redis.call('zrem', K.reqs..aid, rid)
   redis.call('decrby', BYTES, size)
   redis.call('del', rkey)
   return {'full', aid}
@@ -198,7 +197,7 @@ return {'queued', aid, tostring(enqueue(aid, rid, false))}
 # failed): it saves a redelivery. A completed or cancelled request is stale.
 COMPLETE = _LUA_PRELUDE + """
 local rid = ARGV[1]
-local rkey = P..'req:'..rid
+local rkey = K.req..rid
 local r = redis.call('hmget', rkey, 'status', 'agent', 'lease')
 if not r[1] then return 'missing' end
 if r[3] ~= ARGV[6] or r[1] == 'completed' or r[1] == 'cancelled' then return 'stale' end
@@ -209,11 +208,11 @@ redis.call('hset', rkey, 'status', 'completed', 'updated_at', ARGV[2], 'error', 
 redis.call('hincrby', rkey, 'bodies_size', ARGV[7])
 redis.call('hincrby', rkey, 'size', ARGV[7] + ARGV[8])
 redis.call('incrby', BYTES, ARGV[7] + ARGV[8])
-redis.call('zadd', P..'bodies', ARGV[2], rid)
+redis.call('zadd', K.bodies, ARGV[2], rid)
 if ARGV[3] ~= '' then count(ARGV[3]) end
 if ARGV[4] ~= '' then
   count(ARGV[4])
-  redis.call('hincrbyfloat', P..'counters', 'latency_sum', ARGV[5])
+  redis.call('hincrbyfloat', K.counters, 'latency_sum', ARGV[5])
 end
 return 'completed'
 """
@@ -222,18 +221,18 @@ return 'completed'
 # holder, ticket. A call repeated with its ticket gets the request the first one leased.
 LEASE = _LUA_PRELUDE + """
 local aid, holder, ticket = ARGV[1], ARGV[4], ARGV[5]
-local tkey = P..'ticket:'..aid
+local tkey = K.ticket..aid
 local last = redis.call('get', tkey)
 if last and string.sub(last, 1, #ticket + 1) == ticket..' ' then
-  local rkey = P..'req:'..string.sub(last, #ticket + 2)
+  local rkey = K.req..string.sub(last, #ticket + 2)
   local r = redis.call('hmget', rkey, 'status', 'holder')
   if r[1] == 'in_flight' and r[2] == holder then return redis.call('hgetall', rkey) end
 end
-local qkey = P..'queue:'..aid
+local qkey = K.queue..aid
 while true do
   local rid = redis.call('lpop', qkey)
   if not rid then return false end
-  local rkey = P..'req:'..rid
+  local rkey = K.req..rid
   redis.call('hincrby', QBYTES, aid, -size_of(rkey))
   if redis.call('hget', rkey, 'status') == 'queued' then
     redis.call('hset', rkey, 'status', 'in_flight', 'updated_at', ARGV[2])
@@ -250,8 +249,8 @@ end
 # NOTE: the backstop for a holder that lives but never finished (liveness covers the dead).
 SWEEP = _LUA_PRELUDE + """
 local agents = {}
-for _, rid in ipairs(redis.call('zrangebyscore', P..'leases', '-inf', ARGV[1], 'LIMIT', 0, 200)) do
-  local r = redis.call('hmget', P..'req:'..rid, 'status', 'agent', 'attempts')
+for _, rid in ipairs(redis.call('zrangebyscore', K.leases, '-inf', ARGV[1], 'LIMIT', 0, 200)) do
+  local r = redis.call('hmget', K.req..rid, 'status', 'agent', 'attempts')
   if r[1] == 'in_flight' then
     if give_back(rid, r[2], tonumber(r[3]), tonumber(ARGV[2]), 'lease expired', ARGV[1]) then
       agents[#agents + 1] = r[2]
@@ -268,8 +267,8 @@ return agents
 REAP = _LUA_PRELUDE + """
 local holder = ARGV[1]
 local agents = {}
-for _, rid in ipairs(redis.call('smembers', P..'held:'..holder)) do
-  local r = redis.call('hmget', P..'req:'..rid, 'status', 'agent', 'attempts', 'holder')
+for _, rid in ipairs(redis.call('smembers', K.held..holder)) do
+  local r = redis.call('hmget', K.req..rid, 'status', 'agent', 'attempts', 'holder')
   if r[1] == 'in_flight' and r[4] == holder then
     if give_back(rid, r[2], tonumber(r[3]), tonumber(ARGV[3]),
                  'its server or worker died mid-request', ARGV[2]) then
@@ -277,12 +276,12 @@ for _, rid in ipairs(redis.call('smembers', P..'held:'..holder)) do
     end
   end
 end
-redis.call('del', P..'held:'..holder)
+redis.call('del', K.held..holder)
 return agents
 """
 
 # Push a held lease's deadline forward: KEYS the request's record, leases; ARGV rid, lease,
-# deadline_ms. (No key prefix: its keys are known before the call.)
+# deadline_ms. (No K table: its keys are known before the call.)
 RENEW = _LUA_HELD + """
 local r = redis.call('hmget', KEYS[1], 'status', 'agent', 'lease')
 if not held(r, ARGV[2]) then return 0 end
@@ -293,7 +292,7 @@ return 1
 # Drop an agent's listed requests older than cutoff or beyond the newest `limit`, deleting
 # their records; queued and in-flight ones stay. ARGV aid, cutoff_ms, limit.
 TRIM = _LUA_PRELUDE + """
-local index = P..'reqs:'..ARGV[1]
+local index = K.reqs..ARGV[1]
 local drop = redis.call('zrangebyscore', index, '-inf', ARGV[2])
 local over = redis.call('zcard', index) - tonumber(ARGV[3])
 if over > 0 then
@@ -301,11 +300,11 @@ if over > 0 then
 end
 local removed = 0
 for _, rid in ipairs(drop) do
-  local rkey = P..'req:'..rid
+  local rkey = K.req..rid
   local status = redis.call('hget', rkey, 'status')
   if status ~= 'queued' and status ~= 'in_flight' then
     redis.call('decrby', BYTES, size_of(rkey))
-    redis.call('zrem', P..'bodies', rid)
+    redis.call('zrem', K.bodies, rid)
     redis.call('del', rkey)
     removed = removed + redis.call('zrem', index, rid)
   end
@@ -316,9 +315,9 @@ return removed
 # Drop the request and response bodies of requests completed before cutoff (their records
 # stay, marked truncated): ARGV cutoff_ms, batch. Returns how many were dropped.
 DROP_BODIES = _LUA_PRELUDE + """
-local done = redis.call('zrangebyscore', P..'bodies', '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local done = redis.call('zrangebyscore', K.bodies, '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, rid in ipairs(done) do
-  local rkey = P..'req:'..rid
+  local rkey = K.req..rid
   if redis.call('hget', rkey, 'status') == 'completed' then
     local freed = tonumber(redis.call('hget', rkey, 'bodies_size') or '0')
     redis.call('hdel', rkey, 'body', 'resp_body')
@@ -327,7 +326,7 @@ for _, rid in ipairs(done) do
     redis.call('hincrby', rkey, 'size', -freed)
     redis.call('decrby', BYTES, freed)
   end
-  redis.call('zrem', P..'bodies', rid)
+  redis.call('zrem', K.bodies, rid)
 end
 return #done
 """
@@ -336,7 +335,7 @@ return #done
 # queue_limit, queue_max_bytes. Returns 'ok', 'missing', 'full' or the blocking status.
 CHANGE = _LUA_PRELUDE + """
 local rid, aid, action = ARGV[1], ARGV[2], ARGV[3]
-local rkey = P..'req:'..rid
+local rkey = K.req..rid
 local status = redis.call('hget', rkey, 'status')
 if not status or redis.call('hget', rkey, 'agent') ~= aid then return 'missing' end
 if action == 'cancel' then
@@ -358,9 +357,9 @@ return 'ok'
 # Return agents with queued requests, dropping those whose queues are empty.
 PRUNE = _LUA_PRELUDE + """
 local busy = {}
-for _, aid in ipairs(redis.call('smembers', P..'queued')) do
-  if redis.call('llen', P..'queue:'..aid) > 0 then busy[#busy + 1] = aid
-  else redis.call('srem', P..'queued', aid) end
+for _, aid in ipairs(redis.call('smembers', K.queued)) do
+  if redis.call('llen', K.queue..aid) > 0 then busy[#busy + 1] = aid
+  else redis.call('srem', K.queued, aid) end
 end
 return busy
 """

@@ -161,10 +161,10 @@ def test_admitting_a_request_id_again_stores_nothing_more(client, clock, agent):
 def test_a_lease_repeated_with_its_ticket_gets_the_same_request(client, clock, agent):
     queued(make_journal(client, clock), agent, 2)
     lease = client.register_script(scripts.LEASE)
-    args = [PREFIX, agent, 1, 30_000, HOLDER, "ticket-1"]
+    args = [agent, 1, 30_000, HOLDER, "ticket-1"]
     first, again = lease(keys=[], args=args), lease(keys=[], args=args)
     assert first == again
-    other = lease(keys=[], args=[PREFIX, agent, 1, 30_000, HOLDER, "ticket-2"])
+    other = lease(keys=[], args=[agent, 1, 30_000, HOLDER, "ticket-2"])
     assert dict(zip(other[::2], other[1::2]))[b"id"] != dict(zip(first[::2], first[1::2]))[b"id"]
 
 
