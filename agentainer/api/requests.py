@@ -54,7 +54,7 @@ class RequestResource:
         refuse_body(req, "cancel request")
         self._journal.cancel(self._agents.resolve(agent_id), request_id)
         ok(resp, f"request {request_id} cancelled", {"request_id": request_id,
-                                                      "status": "cancelled"})
+                                                      "status": RequestStatus.CANCELLED})
 
 
 class ReplayResource:
@@ -73,7 +73,7 @@ class ReplayResource:
         self._journal.requeue(agent_id, request_id)
         self._scheduler.schedule(agent_id)
         ok(resp, f"request {request_id} queued for replay",
-           {"request_id": request_id, "status": "queued"})
+           {"request_id": request_id, "status": RequestStatus.QUEUED})
 
 
 def public_record(record: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from prometheus_client.core import (
 
 from agentainer.agents.store import AgentStore
 from agentainer.journal.journal import LATENCY_BUCKETS
+from agentainer.statuses import AgentStatus
 
 COUNTER_HELP = (
     ("proxied", "agentainer_proxied_requests", "requests forwarded live to a running agent"),
@@ -38,8 +39,8 @@ class ControlPlaneCollector:
             yield CounterMetricFamily(name, help_text, value=float(raw.get(key, 0)))
         agents = self._store.all()
         by_status = GaugeMetricFamily("agentainer_agents", "agents by status", labels=["status"])
-        for status in ("created", "running", "paused", "stopped", "failed"):
-            by_status.add_metric([status], sum(1 for a in agents if a.status.value == status))
+        for status in AgentStatus:
+            by_status.add_metric([status], sum(1 for a in agents if a.status is status))
         yield by_status
         depth = GaugeMetricFamily("agentainer_queue_depth", "queued requests per agent",
                                   labels=["agent"])
