@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
+from redis.typing import EncodableT
 
 from agentainer.agents.store import members, text, translate_redis_errors
 from agentainer.errors import Conflict, NotFound, QueueFull
@@ -152,17 +153,6 @@ def _ms(clock: Callable[[], float]) -> int:
     return int(clock() * 1000)
 
 
-class _Script:
-    """A journal script that builds its own keys: called with its ARGV only (see
-    :mod:`agentainer.journal.scripts`)."""
-
-    def __init__(self, client: redis.Redis, source: str) -> None:
-        self._script = client.register_script(source)
-
-    def __call__(self, args: list[Any]) -> Any:
-        return self._script(keys=[], args=args)
-
-
 class Journal:
     """Journal operations; each is one Redis round trip."""
 
@@ -182,17 +172,17 @@ class Journal:
         self._lease = lease
         self._history_limit = history_limit
         self._clock = clock
-        self._admit = _Script(client, scripts.ADMIT)
-        self._retry = _Script(client, scripts.RETRY)
-        self._complete = _Script(client, scripts.COMPLETE)
-        self._lease_script = _Script(client, scripts.LEASE)
-        self._sweep = _Script(client, scripts.SWEEP)
-        self._reap = _Script(client, scripts.REAP)
-        self._drop_bodies = _Script(client, scripts.DROP_BODIES)
+        self._admit = client.register_script(scripts.ADMIT)
+        self._retry = client.register_script(scripts.RETRY)
+        self._complete = client.register_script(scripts.COMPLETE)
+        self._lease_script = client.register_script(scripts.LEASE)
+        self._sweep = client.register_script(scripts.SWEEP)
+        self._reap = client.register_script(scripts.REAP)
+        self._drop_bodies = client.register_script(scripts.DROP_BODIES)
         self._renew = client.register_script(scripts.RENEW)
-        self._trim = _Script(client, scripts.TRIM)
-        self._change = _Script(client, scripts.CHANGE)
-        self._prune = _Script(client, scripts.PRUNE)
+        self._trim = client.register_script(scripts.TRIM)
+        self._change = client.register_script(scripts.CHANGE)
+        self._prune = client.register_script(scripts.PRUNE)
 
     @translate_redis_errors
     def admit(self, ref: str, *, by_id: bool, token_hash: str, request_id: str,
@@ -217,13 +207,12 @@ class Journal:
         bodies = allocated(len(request.body))
         size = (bodies + allocated(len(headers)) + len(request.path) + len(request.query)
                 + len(request.authorization) + RECORD_OVERHEAD)
-        fields = ["method", request.method, "path", request.path, "query", request.query,
-                  "headers", headers, "authorization", request.authorization,
-                  "body", request.body,
-                  "fingerprint", request.fingerprint,
-                  "idempotency_key", request.idempotency_key,
-                  "created_at", now, "updated_at", now, "error", ""]
-        reply = self._admit([
+        fields: list[EncodableT] = [
+            "method", request.method, "path", request.path, "query", request.query,
+            "headers", headers, "authorization", request.authorization, "body", request.body,
+            "fingerprint", request.fingerprint, "idempotency_key", request.idempotency_key,
+            "created_at", now, "updated_at", now, "error", ""]
+        reply = self._admit(args=[
             ref, "1" if by_id else "0", token_hash, rid, now, self._queue_limit,
             request.idempotency_key, request.fingerprint, now + int(self._lease * 1000),
             self._retention, self._holder, size, self._max_bytes, self._queue_max_bytes,
@@ -254,7 +243,7 @@ class Journal:
         bucket = "" if latency is None else "latency_le_" + next(
             (str(bound) for bound in LATENCY_BUCKETS if latency <= bound), "inf")
         stored = json.dumps(headers)
-        reply = self._complete([
+        reply = self._complete(args=[
             request_id, _ms(self._clock), "replayed" if replayed else "",
             bucket, latency or 0, lease, allocated(len(body)), allocated(len(stored)),
             "resp_status", status,
@@ -282,9 +271,9 @@ class Journal:
             or ``missing``) and, when queued, the queue position.
         """
         mode = "attempted" if attempted else "untried" if from_queue else "new"
-        reply = self._retry([request_id, _ms(self._clock), error[:500],
-                                           self._max_attempts, mode, lease, self._queue_limit,
-                                           self._queue_max_bytes])
+        reply = self._retry(args=[request_id, _ms(self._clock), error[:500],
+                                  self._max_attempts, mode, lease, self._queue_limit,
+                                  self._queue_max_bytes])
         parts = [part.decode() for part in reply]
         return Retry(parts[0]), int(parts[2]) if len(parts) > 2 else 0
 
@@ -305,8 +294,8 @@ class Journal:
         rather than lease a second one.
         """
         now = _ms(self._clock)
-        reply = self._lease_script([agent_id, now, now + int(self._lease * 1000),
-                                                  self._holder, secrets.token_hex(8)])
+        reply = self._lease_script(args=[agent_id, now, now + int(self._lease * 1000),
+                                         self._holder, secrets.token_hex(8)])
         if not reply:
             return None
         raw = dict(zip(reply[::2], reply[1::2]))
@@ -315,14 +304,14 @@ class Journal:
     @translate_redis_errors
     def sweep(self) -> set[str]:
         """Requeue expired leases; return the agents whose queues got requests back."""
-        reply = self._sweep([_ms(self._clock), self._max_attempts])
+        reply = self._sweep(args=[_ms(self._clock), self._max_attempts])
         return {agent.decode() for agent in reply}
 
     @translate_redis_errors
     def reap(self, holder: str) -> set[str]:
         """Give a dead process's leases back (to the front of their queues, or ``failed``
         after ``max_attempts``); return the agents whose queues got requests back."""
-        reply = self._reap([holder, _ms(self._clock), self._max_attempts])
+        reply = self._reap(args=[holder, _ms(self._clock), self._max_attempts])
         return {agent.decode() for agent in reply}
 
     @translate_redis_errors
@@ -372,7 +361,7 @@ class Journal:
         PERF: a set kept by the scripts that queue requests, not a keyspace scan; agents
         whose queues have emptied are dropped from it here.
         """
-        return [agent.decode() for agent in self._prune([])]
+        return [agent.decode() for agent in self._prune(args=[])]
 
     @translate_redis_errors
     def cancel(self, agent_id: str, request_id: str) -> None:
@@ -395,8 +384,8 @@ class Journal:
         self._apply_change(agent_id, request_id, "requeue")
 
     def _apply_change(self, agent_id: str, request_id: str, action: str) -> None:
-        result = self._change([request_id, agent_id, action, _ms(self._clock),
-                                             self._queue_limit, self._queue_max_bytes]).decode()
+        result = self._change(args=[request_id, agent_id, action, _ms(self._clock),
+                                    self._queue_limit, self._queue_max_bytes]).decode()
         if result == "missing":
             raise NotFound(f"request {request_id!r} not found for agent {agent_id}",
                            code="request_not_found")
@@ -414,7 +403,7 @@ class Journal:
         Queued and in-flight requests are never dropped.
         """
         cutoff = _ms(self._clock) - self._retention * 1000
-        return int(self._trim([agent_id, cutoff, self._history_limit]))
+        return int(self._trim(args=[agent_id, cutoff, self._history_limit]))
 
     @translate_redis_errors
     def drop_bodies(self, *, batch: int = 1000, batches: int = 10) -> int:
@@ -423,7 +412,7 @@ class Journal:
         cutoff = _ms(self._clock) - int(self._body_retention * 1000)
         dropped = 0
         for _ in range(batches):
-            done = int(self._drop_bodies([cutoff, batch]))
+            done = int(self._drop_bodies(args=[cutoff, batch]))
             dropped += done
             if done < batch:
                 break

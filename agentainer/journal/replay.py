@@ -36,7 +36,6 @@ import urllib3
 from rq.serializers import JSONSerializer
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
-from agentainer import keys
 from agentainer.agents.store import AgentStore, translate_redis_errors
 from agentainer.backoff import backoff
 from agentainer.errors import AgentNotFound, InvalidInput
@@ -45,7 +44,7 @@ from agentainer.journal.upstream import (
     RENEW_EVERY, AgentDown, AgentFailed, Capture, Renewal, Upstream, read_captured, relayable,
     replay_headers,
 )
-from agentainer.keys import claim_key, claims_key
+from agentainer.keys import claim_key, claims_key, lua_names
 from agentainer.statuses import AgentStatus
 
 logger = logging.getLogger(__name__)
@@ -90,8 +89,8 @@ return redis.call('del', KEYS[1])
 """
 
 # Free the claims of a dead holder: KEYS its claims; ARGV holder (each claim's key is built
-# from an agent ID the script reads: K.claim, keys.lua_names). Returns their agents.
-_REAP = keys.lua_names() + """
+# from an agent ID the script reads: K.claim, from keys.lua_names). Returns their agents.
+_REAP = lua_names() + """
 local freed = {}
 for _, aid in ipairs(redis.call('smembers', KEYS[1])) do
   local claim = K.claim..aid
