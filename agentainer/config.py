@@ -196,6 +196,13 @@ class Config:
     follow_limit: int = setting(
         units.parse_positive_int, "8",
         "logs?follow=true streams per server process (fewer than api_threads)")
+    hold: float = setting(
+        units.parse_duration, "30s",
+        "how long a proxied request that must queue holds its connection for the agent's "
+        "answer before it gets 202 (an agent's hold, or Prefer: wait=N, overrides it)")
+    hold_limit: int = setting(
+        units.parse_positive_int, "64",
+        "held proxied requests per server process; past it a queued request gets 202 at once")
     connect_timeout: float = setting(
         units.parse_duration, "3s",
         "proxy: time to connect to an agent before it counts as down")

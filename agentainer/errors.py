@@ -181,6 +181,24 @@ class TooManyFollows(Unavailable):
                          "retry later")
 
 
+class TooManyRequests(AgentainerError):
+    """The caller must slow down: a limit of the target, not of Agentainer (HTTP 429, with
+    Retry-After)."""
+
+    code = "too_many_requests"
+    retry_after = 1
+
+
+class AgentAtCapacity(TooManyRequests):
+    """The agent has ``max_concurrency`` requests in flight and its ``on_busy`` is reject."""
+
+    code = "agent_at_capacity"
+
+    def __init__(self, agent: str) -> None:
+        super().__init__(f"agent {agent} has its max_concurrency requests in flight and "
+                         "refuses more (on_busy reject); retry later")
+
+
 class InsufficientStorage(AgentainerError):
     """A storage budget is used up (HTTP 507, with Retry-After)."""
 

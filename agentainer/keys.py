@@ -21,6 +21,7 @@ TICKET = PREFIX + "ticket:"
 IDEMPOTENCY = PREFIX + "idem:"
 HELD = PREFIX + "held:"
 CLAIM = PREFIX + "drain:"
+FLYING = PREFIX + "flying:"
 
 # Agents (agents/store.py)
 AGENTS = PREFIX + "agents"
@@ -79,6 +80,11 @@ def requests_key(agent_id: str) -> str:
     return REQUESTS + agent_id
 
 
+def flying_key(agent_id: str) -> str:
+    """The agent's in-flight request IDs, forwarded or replayed (SET; max_concurrency)."""
+    return FLYING + agent_id
+
+
 def ticket_key(agent_id: str) -> str:
     """The agent's last replay lease ticket (STRING)."""
     return TICKET + agent_id
@@ -113,7 +119,7 @@ def lua_names() -> str:
     """Return Lua that defines ``K``: every key and key family a script may touch, by a
     short name (``K.req .. rid``, ``K.leases``), as this module names them."""
     names = {"agent": AGENT, "req": REQUEST, "queue": QUEUE, "reqs": REQUESTS,
-             "ticket": TICKET, "idem": IDEMPOTENCY, "held": HELD, "claim": CLAIM,
+             "ticket": TICKET, "idem": IDEMPOTENCY, "held": HELD, "claim": CLAIM, "flying": FLYING,
              "names": NAMES, "tokens": TOKENS, "counters": COUNTERS, "holders": HOLDERS,
              "journal_bytes": JOURNAL_BYTES, "queue_bytes": QUEUE_BYTES, "leases": LEASES,
              "bodies": BODIES, "queued": QUEUED}

@@ -25,6 +25,13 @@ class RequestStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+class OnBusy(enum.StrEnum):
+    """What the proxy does with a request to an agent at its ``max_concurrency``."""
+
+    QUEUE = "queue"    # journal it in the agent's queue, in order (held or 202)
+    REJECT = "reject"  # refuse it: 429 agent_at_capacity + Retry-After
+
+
 class Desired(enum.StrEnum):
     """What the user asked the agent to be; the monitor converges toward it."""
 

@@ -108,6 +108,17 @@ def parse_port(value: str | int) -> int:
     return port
 
 
+def parse_count(value: str | int) -> int:
+    """Return a whole number of at least 0."""
+    try:
+        number = _whole(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a whole number") from None
+    if number < 0:
+        raise ValueError(f"{value!r} must be at least 0")
+    return number
+
+
 def parse_positive_int(value: str | int) -> int:
     """Return a whole number of at least 1."""
     try:

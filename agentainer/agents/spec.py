@@ -12,7 +12,7 @@ from typing import Any
 from agentainer import units
 from agentainer.errors import Conflict, InvalidInput, InvalidTransition
 from agentainer.names import ENV_KEY_RE, ID_RE, IMAGE_MAX, IMAGE_RE, NAME_RE, VOLUME_NAME_RE
-from agentainer.statuses import AgentStatus, Desired
+from agentainer.statuses import AgentStatus, Desired, OnBusy
 from agentainer.tokens import hash_token
 
 RESERVED_ENV = ("AGENT_ID", "AGENT_NAME", "AGENTAINER_PROXY_URL")
@@ -81,6 +81,10 @@ class AgentSpec:
     private: bool = False
     persist: bool = True
     may_call: tuple[str, ...] | None = None  # None: the default, see calls_allowed
+    ordered: bool = True         # a new request waits behind the agent's backlog
+    max_concurrency: int = 0     # requests in flight to the agent at once (0: no limit)
+    on_busy: OnBusy = OnBusy.QUEUE
+    hold: float | None = None    # seconds a queued request is held (None: the hold setting)
 
     @property
     def calls_allowed(self) -> tuple[str, ...]:
@@ -126,6 +130,8 @@ class AgentSpec:
             data["health_check"] = HealthCheck(**data["health_check"])
         if data.get("may_call") is not None:
             data["may_call"] = tuple(data["may_call"])
+        if "on_busy" in data:
+            data["on_busy"] = OnBusy(data["on_busy"])
         return cls(**data)
 
 
@@ -183,8 +189,9 @@ class DeployOptions:
 DEPLOY_FIELDS = frozenset({
     "name", "image", "env_vars", "cpu_limit", "memory_limit", "pids_limit", "auto_restart",
     "token", "manage_token", "volumes", "health_check", "app_port", "egress", "private",
-    "persist", "start", "pull", "may_call",
+    "persist", "start", "pull", "may_call", "ordered", "max_concurrency", "on_busy", "hold",
 })
+MAX_CONCURRENCY = 10_000
 
 
 def parse_deploy(body: Any) -> tuple[AgentSpec, DeployOptions]:
@@ -223,6 +230,10 @@ def parse_deploy(body: Any) -> tuple[AgentSpec, DeployOptions]:
         private=_field(body, "private", _strict_bool, False),
         persist=_field(body, "persist", _strict_bool, True),
         may_call=_field(body, "may_call", _may_call, None),
+        ordered=_field(body, "ordered", _strict_bool, True),
+        max_concurrency=_field(body, "max_concurrency", _concurrency, 0),
+        on_busy=_field(body, "on_busy", _on_busy, OnBusy.QUEUE),
+        hold=_field(body, "hold", units.parse_duration, None),
     )
     if token is not None and not spec.private:
         # NOTE: token is the invoke token, which only a private agent's proxy path asks
@@ -235,6 +246,11 @@ def parse_deploy(body: Any) -> tuple[AgentSpec, DeployOptions]:
     if token is not None and token == manage_token:
         raise Conflict("token and manage_token must differ (one calls the agent, the "
                        "other manages it)", code="token_in_use")
+    if spec.max_concurrency and not spec.persist:
+        # NOTE: the limit is kept in the journal (its in-flight set), which a --no-persist
+        # agent's requests never enter
+        raise Conflict("max_concurrency needs persist: the journal counts the requests in "
+                       "flight", code="concurrency_needs_persist")
     targets = [volume.container_path for volume in spec.volumes]
     if len(set(targets)) != len(targets):
         raise Conflict("two volumes share a container_path", code="volume_conflict")
@@ -292,6 +308,19 @@ def _strict_bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{value!r} is not true or false")
     return value
+
+
+def _concurrency(value: Any) -> int:
+    number = units.parse_count(value)
+    if number > MAX_CONCURRENCY:
+        raise ValueError(f"{value!r} is over {MAX_CONCURRENCY}")
+    return number
+
+
+def _on_busy(value: Any) -> OnBusy:
+    if value not in tuple(OnBusy):
+        raise ValueError(f"{value!r} is not one of {', '.join(OnBusy)}")
+    return OnBusy(value)
 
 
 def _may_call(value: Any) -> tuple[str, ...]:

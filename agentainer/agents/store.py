@@ -3,7 +3,9 @@
 Keys (all under :data:`agentainer.keys.PREFIX`, named in :mod:`agentainer.keys`):
     agent:{id}   HASH  spec (JSON, immutable), status, desired, container_id,
                        created_at, updated_at, last_error, restarts, and for the proxy:
-                       route ("ip:port" of the app), persist ("1"/"0"), private_hash
+                       route ("ip:port" of the app), persist ("1"/"0"), private_hash,
+                       ordered ("1"/"0"), max_concurrency, on_busy, hold (seconds, ''
+                       for the setting)
     instance     STRING this installation's ID (labels its containers)
     agents       ZSET  id -> creation time (listing order)
     names        HASH  name -> id (uniqueness)
@@ -347,6 +349,11 @@ def _to_hash(agent: Agent) -> dict[FieldT, EncodableT]:
         "updated_at": agent.updated_at, "last_error": agent.last_error or "",
         "restarts": str(agent.restarts), "route": "",
         "persist": "1" if agent.spec.persist else "0",
+        # NOTE: read by the journal's ADMIT and LEASE (order, concurrency, hold)
+        "ordered": "1" if agent.spec.ordered else "0",
+        "max_concurrency": str(agent.spec.max_concurrency),
+        "on_busy": agent.spec.on_busy.value,
+        "hold": "" if agent.spec.hold is None else str(agent.spec.hold),
         # NOTE: the proxy (journal_scripts.ADMIT) admits only the invoke token here
         "private_hash": (agent.spec.invoke_token_hash or "") if agent.spec.private else "",
     }

@@ -18,6 +18,7 @@ from agentainer.api.envelope import failure
 from agentainer.api.proxy import (
     PATTERN, REQUEST_ID_HEADER, RETRY_AFTER, ProxySink, Releasing,
 )
+from agentainer.api.hold import HoldLimit
 from agentainer.api.inflight import InflightLimit
 from agentainer.api.requests import ReplayResource, RequestResource, RequestsResource
 from agentainer.api.system import HealthResource, OpenAPIResource
@@ -67,7 +68,9 @@ def create_app(config: Config, components: Components, *, admin_token: str) -> f
                            on_down=c.agents.reconcile, admin_token=admin_token,
                            max_body=config.max_body,
                            capture_limit=config.capture_limit,
-                           inflight=InflightLimit(config.agent_max_inflight)),
+                           inflight=InflightLimit(config.agent_max_inflight),
+                           follower=None, hold=config.hold,
+                           holds=HoldLimit(config.hold_limit)),
                  PATTERN)
     return app
 

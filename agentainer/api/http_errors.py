@@ -9,7 +9,7 @@ import falcon
 from agentainer.api.envelope import failure
 from agentainer.errors import (
     AgentainerError, Conflict, Forbidden, InsufficientStorage, InvalidInput, Misdirected,
-    NotFound, Unauthorized, Unavailable, Unprocessable,
+    NotFound, TooManyRequests, Unauthorized, Unavailable, Unprocessable,
 )
 
 logger = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ STATUS_BY_ERROR: tuple[tuple[type[AgentainerError], str], ...] = (
     (Conflict, falcon.HTTP_409),
     (Misdirected, falcon.HTTP_421),
     (Unprocessable, falcon.HTTP_422),
+    (TooManyRequests, falcon.HTTP_429),
     (Unavailable, falcon.HTTP_503),
     (InsufficientStorage, falcon.HTTP_507),
 )

@@ -9,10 +9,12 @@ describes.
 from typing import Any
 
 from agentainer import __version__, units
-from agentainer.agents.spec import ANY_AGENT, MAX_ENV, MAX_MAY_CALL, MAX_TOKEN, MAX_VOLUMES
+from agentainer.agents.spec import (
+    ANY_AGENT, MAX_CONCURRENCY, MAX_ENV, MAX_MAY_CALL, MAX_TOKEN, MAX_VOLUMES,
+)
 from agentainer.api.lifecycle import MAX_COUNT  # NOTE: whole_number's bound
 from agentainer.names import IMAGE_MAX, IMAGE_PATTERN
-from agentainer.statuses import OPERATIONS, AgentStatus, RequestStatus
+from agentainer.statuses import OPERATIONS, AgentStatus, OnBusy, RequestStatus
 
 # NOTE: patterns are the validators' (agents/spec.py, units.py) with full-match anchors
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -157,6 +159,20 @@ _DEPLOY = {
                            "Default: any, or none when egress is false. Others get 403 "
                            "call_not_allowed"}),
         "persist": _nullable({"type": "boolean", "default": True}),
+        "ordered": _nullable({"type": "boolean", "default": True,
+                              "description": "a new request waits behind the agent's "
+                                             "queued backlog; false lets it overtake"}),
+        "max_concurrency": _nullable({
+            "type": "integer", "minimum": 0, "maximum": MAX_CONCURRENCY, "default": 0,
+            "description": "requests in flight to the agent at once (0: no limit); "
+                           "needs persist (409 concurrency_needs_persist)"}),
+        "on_busy": _nullable({"type": "string", "enum": list(OnBusy), "default": "queue",
+                              "description": "at max_concurrency: queue, or reject with "
+                                             "429 agent_at_capacity"}),
+        "hold": _nullable({**_duration(DURATION, {"minimum": 0}),
+                           "description": "seconds (or 30s, 500ms...) a queued request "
+                                          "holds its connection for the answer before "
+                                          "202; default: the hold setting"}),
         "start": _nullable({"type": "boolean", "default": False}),
         "pull": _nullable({"type": "boolean", "default": False,
                            "description": "pull the image from its registry first (even "

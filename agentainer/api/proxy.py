@@ -13,12 +13,13 @@ import urllib3
 
 from agentainer.api.envelope import failure, ok
 from agentainer.errors import (
-    AgentNotFound, AgentOverloaded, Conflict, InvalidInput, JournalFull, QueueFull, Unauthorized,
+    AgentAtCapacity, AgentNotFound, AgentOverloaded, Conflict, InvalidInput, JournalFull, QueueFull, Unauthorized,
     Unavailable, Unprocessable,
 )
+from agentainer.api.hold import MAX_WAIT, HoldLimit, decide, parse_prefer
 from agentainer.api.inflight import InflightLimit
 from agentainer.journal.journal import (
-    Admission, IncomingRequest, Journal, Outcome, Retry, new_request_id,
+    Admission, IncomingRequest, Journal, Outcome, Retry, Wait, new_request_id,
 )
 from agentainer.names import ID_RE
 from agentainer.statuses import AgentStatus, RequestStatus
@@ -37,6 +38,9 @@ CALLER_ENV = "agentainer.caller"
 RETRY_AFTER = "5"
 # RFC 9110 §9.2.2: sending these twice has the effect of sending them once.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+WAITING = {Wait.DOWN: "the agent is not running",
+           Wait.BACKLOG: "the agent has requests queued before this one",
+           Wait.BUSY: "the agent has its max_concurrency requests in flight"}
 # NOTE: Falcon (app.py, _BODILESS_STATUS_CODES) answers these, and HEAD, with an empty
 # body and never reads nor closes resp.stream; 1xx never gets here (see proxy.relayable).
 BODILESS = frozenset({204, 304})
@@ -60,7 +64,8 @@ class ProxySink:
 
     def __init__(self, journal: Journal, upstream: Upstream, *, schedule: Callable[[str], None],
                  on_down: Callable[[str], object], admin_token: str, max_body: int,
-                 capture_limit: int, inflight: InflightLimit) -> None:
+                 capture_limit: int, inflight: InflightLimit, follower: Any,
+                 hold: float, holds: HoldLimit) -> None:
         self._admin_hash = hash_token(admin_token)
         self._journal = journal
         self._upstream = upstream
@@ -69,6 +74,9 @@ class ProxySink:
         self._max_body = max_body
         self._capture_limit = capture_limit
         self._inflight = inflight
+        self._follower = follower
+        self._hold = hold
+        self._holds = holds
 
     def __call__(self, req: falcon.Request, resp: falcon.Response, **route: Any) -> None:
         """Proxy one request; ``route`` holds PATTERN's groups (``agent_ref``, ``rest``)."""
@@ -78,7 +86,11 @@ class ProxySink:
         if admission.outcome is Outcome.IDEMPOTENT:
             self._idempotent_reply(resp, admission, arrival.incoming)
         elif admission.outcome is Outcome.QUEUED:
-            self._queued_reply(resp, admission, arrival.request_id, admission.position)
+            if admission.agent_status is AgentStatus.RUNNING:
+                # NOTE: queued behind a backlog or at max_concurrency: replay delivers it
+                self._schedule(admission.agent_id)
+            self._answer_queued(req, resp, admission, arrival.request_id, admission.position,
+                                WAITING[admission.wait or Wait.DOWN])
         else:
             self._forward_within_limit(req, resp, agent_ref, admission, arrival)
 
@@ -130,6 +142,8 @@ class ProxySink:
                               "retry later")
         if outcome is Outcome.FULL:
             raise QueueFull(agent_ref)
+        if outcome is Outcome.BUSY:
+            raise AgentAtCapacity(agent_ref)
         status = admission.agent_status
         if outcome is Outcome.DIRECT and status is not AgentStatus.RUNNING:
             raise Unavailable(f"agent {agent_ref} is {status} and does not journal requests "
@@ -146,7 +160,7 @@ class ProxySink:
             if not journaled:
                 raise AgentOverloaded(agent_ref)
             # APPSEC: one slow agent cannot hold every proxy thread: the rest wait in its queue
-            self._queue_instead(resp, admission, arrival.request_id, agent_ref,
+            self._queue_instead(req, resp, admission, arrival.request_id, agent_ref,
                                 f"{self._inflight.limit} requests already in flight to the "
                                 "agent (agent_max_inflight)", "the agent is at its limit "
                                 "of requests in flight")
@@ -192,7 +206,7 @@ class ProxySink:
             if not journaled:
                 raise Unavailable(f"agent {agent_ref} is not reachable; retry later",
                                   code="agent_unavailable") from ex
-            self._queue_instead(resp, admission, request_id, agent_ref, str(ex),
+            self._queue_instead(req, resp, admission, request_id, agent_ref, str(ex),
                                 "the agent is not running")
             return
         except BadResponse as ex:  # NOTE: the agent is up: no on_down
@@ -257,9 +271,10 @@ class ProxySink:
         if status is Retry.QUEUED:
             self._schedule(agent_id)
 
-    def _queue_instead(self, resp: falcon.Response, admission: Admission, request_id: str,
-                       agent_ref: str, error: str, why: str) -> None:
-        """Send a forwarded request, not attempted, to its agent's queue; answer 202.
+    def _queue_instead(self, req: falcon.Request, resp: falcon.Response, admission: Admission,
+                       request_id: str, agent_ref: str, error: str, why: str) -> None:
+        """Send a forwarded request, not attempted, to its agent's queue; hold it or answer
+        202 (:meth:`_answer_queued`).
 
         Raises:
             QueueFull: the queue has no room for it.
@@ -269,10 +284,34 @@ class ProxySink:
         if status is Retry.FULL:
             raise QueueFull(agent_ref)
         self._schedule(admission.agent_id)
-        self._queued_reply(resp, admission, request_id, position, why)
+        self._answer_queued(req, resp, admission, request_id, position, why)
 
-    def _queued_reply(self, resp: falcon.Response, admission: Admission, request_id: str,
-                      position: int, why: str = "the agent is not running") -> None:
+    def _answer_queued(self, req: falcon.Request, resp: falcon.Response,
+                       admission: Admission, request_id: str, position: int,
+                       why: str) -> None:
+        """Hold the connection for the agent's answer (see hold.py), or answer 202."""
+        preference = parse_prefer(req.get_header("Prefer"), max_wait=MAX_WAIT)
+        decision = decide(preference, admission, self._hold)
+        if decision.applied:
+            resp.set_header("Preference-Applied", decision.applied)
+        if decision.seconds > 0 and self._holds.enter():
+            try:
+                followed = self._follower.open(admission.agent_id, request_id,
+                                               wait_until=time.monotonic() + decision.seconds)
+            except BaseException:
+                self._holds.leave()
+                raise
+            if followed is not None:
+                resp.status = followed.status
+                for name, value in followed.headers:
+                    resp.append_header(name, value)
+                resp.stream = Releasing(followed.chunks, self._holds.leave)
+                return
+            self._holds.leave()
+            why += f"; it was held {decision.seconds:g} s"
+        elif decision.seconds > 0:
+            resp.delete_header("Preference-Applied")
+            why += f"; {self._holds.limit} requests are held already (hold_limit)"
         resp.location = f"/agents/{admission.agent_id}/requests/{request_id}"
         ok(resp, f"{why}; the request is queued and will be delivered when it can be",
            {"request_id": request_id, "status": RequestStatus.QUEUED, "position": position},

@@ -28,7 +28,8 @@ def cmd_deploy(client: Client, args: argparse.Namespace, out: Output) -> int:
     optional = {"cpu_limit": args.cpu, "memory_limit": args.memory,
                 "pids_limit": args.pids_limit, "token": args.agent_token,
                 "manage_token": args.manage_token,
-                "app_port": args.app_port}
+                "app_port": args.app_port, "max_concurrency": args.max_concurrency,
+                "on_busy": args.on_busy, "hold": args.hold}
     body.update({key: value for key, value in optional.items() if value is not None})
     flags = {"auto_restart": args.auto_restart, "private": args.private, "start": args.start,
              "pull": args.pull}
@@ -37,6 +38,8 @@ def cmd_deploy(client: Client, args: argparse.Namespace, out: Output) -> int:
         body["egress"] = False
     if args.no_persist:
         body["persist"] = False
+    if args.unordered:
+        body["ordered"] = False
     if args.may_call is not None:
         body["may_call"] = [ref.strip() for ref in args.may_call.split(",") if ref.strip()]
     health = {"endpoint": args.health_endpoint, "interval": args.health_interval,

@@ -107,6 +107,20 @@ def _add_deploy_access(deploy: argparse.ArgumentParser) -> None:
                         help="require the agent's invoke token (--token) on its proxy path")
     deploy.add_argument("--no-persist", action="store_true",
                         help="do not journal requests to this agent")
+    traffic = deploy.add_argument_group("traffic")
+    traffic.add_argument("--unordered", action="store_true",
+                         help="let live requests overtake the agent's queued backlog "
+                              "(default: a new request waits behind it)")
+    traffic.add_argument("--max-concurrency", metavar="N",
+                         help="at most N requests in flight to the agent (default: 0, no "
+                              "limit); the rest wait in its queue, in order")
+    traffic.add_argument("--on-busy", choices=["queue", "reject"],
+                         help="at --max-concurrency: queue (default) or reject with 429 "
+                              "and Retry-After")
+    traffic.add_argument("--hold", metavar="D",
+                         help="how long a request that must queue holds its connection for "
+                              "the answer before it gets 202 (e.g. 30s, 0: at once; "
+                              "default: the server's hold setting)")
 
 
 def _add_lifecycle(commands: _Subcommands) -> None:

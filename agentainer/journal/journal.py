@@ -10,6 +10,7 @@ Keys (all under :data:`agentainer.keys.PREFIX`, named in :mod:`agentainer.keys`)
     queued             SET    agents whose queue may hold requests (the janitor's worklist)
     idem:{aid}:{key}   STRING idempotency key -> request ID
     ticket:{aid}       STRING the last replay lease's ticket and request ID (repeats)
+    flying:{aid}       SET    in-flight request IDs of one agent (``max_concurrency``)
     journal_bytes      STRING bytes of every record (``journal_max_bytes``)
     queue_bytes        HASH   agent -> bytes of its queued requests (``queue_max_bytes``)
     bodies             ZSET   completed request IDs that still hold bodies -> completion (ms)
@@ -54,10 +55,10 @@ from agentainer.agents.store import members, text, translate_redis_errors
 from agentainer.errors import Conflict, NotFound, QueueFull
 from agentainer.journal import scripts
 from agentainer.keys import (
-    BODIES, JOURNAL_BYTES, LEASES, QUEUE_BYTES, QUEUED, idempotency_pattern, queue_key,
-    request_key, requests_key, ticket_key,
+    BODIES, JOURNAL_BYTES, LEASES, QUEUE_BYTES, QUEUED, flying_key, idempotency_pattern,
+    queue_key, request_key, requests_key, ticket_key,
 )
-from agentainer.statuses import AgentStatus, RequestStatus
+from agentainer.statuses import AgentStatus, Desired, RequestStatus
 
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -76,8 +77,21 @@ class Outcome(enum.StrEnum):
     IDEMPOTENT = "idempotent"  # an earlier request with the same key answers for it
     OVER = "over"              # refused: the journal is at its byte budget
     FULL = "full"              # refused: the agent's queue is full
+    BUSY = "busy"              # refused: at max_concurrency, and on_busy is reject
     FORBIDDEN = "forbidden"    # refused: a private agent, without its invoke token
     MISSING = "missing"        # refused: no such agent
+
+
+class Wait(enum.StrEnum):
+    """Why an admitted request waits in its agent's queue (a QUEUED admission)."""
+
+    DOWN = "down"        # the agent is not running
+    BACKLOG = "backlog"  # it is, but requests queued before this one come first (ordered)
+    BUSY = "busy"        # it is, but has max_concurrency requests in flight
+
+
+class AtCapacity(Exception):
+    """The agent has ``max_concurrency`` requests in flight: nothing was leased."""
 
 
 class Completion(enum.StrEnum):
@@ -105,7 +119,10 @@ class Admission:
     outcome: Outcome
     agent_id: str = ""
     route: str = ""         # "ip:port" of a running agent's app
-    agent_status: AgentStatus | None = None      # the agent's (DIRECT)
+    agent_status: AgentStatus | None = None      # the agent's (DIRECT, QUEUED)
+    desired: Desired | None = None               # the agent's (QUEUED)
+    wait: Wait | None = None                     # why it is queued (QUEUED)
+    hold: float | None = None                    # the agent's hold; None: the setting
     request_status: RequestStatus | None = None  # the earlier request's (IDEMPOTENT)
     request_id: str = ""
     position: int = 0
@@ -191,7 +208,9 @@ class Journal:
 
         Returns an :class:`Admission` whose ``outcome`` is ``forward`` (journaled
         in_flight; the agent runs at ``route``), ``queued`` (journaled; ``position`` in its
-        agent's queue), ``direct`` (persistence off: not journaled), ``idempotent`` (an
+        agent's queue, ``wait`` says why: the agent is down, has a backlog that an ordered
+        agent's new request waits behind, or is at ``max_concurrency``), ``busy`` (at
+        ``max_concurrency`` with ``on_busy`` reject: nothing stored), ``direct`` (persistence off: not journaled), ``idempotent`` (an
         earlier request with the same key is queued, in flight or completed; a failed or
         cancelled one's key admits this request instead), ``over`` (the journal's byte
         budget is used up), ``full`` (the agent's queue is: ``queue_limit`` requests or
@@ -290,6 +309,9 @@ class Journal:
         """Lease the agent's oldest queued request to this process; return its record (with
         the ``lease`` the caller now holds), or None.
 
+        Raises:
+            AtCapacity: the agent has ``max_concurrency`` requests in flight.
+
         NOTE: a ticket makes a resend of this call (its reply lost) return the same request
         rather than lease a second one.
         """
@@ -298,6 +320,8 @@ class Journal:
                                          self._holder, secrets.token_hex(8)])
         if not reply:
             return None
+        if reply == b"busy":
+            raise AtCapacity(agent_id)
         raw = dict(zip(reply[::2], reply[1::2]))
         return {**_decode(raw, with_body=True), "lease": int(raw[b"lease"])}
 
@@ -442,7 +466,8 @@ class Journal:
                 pipe.zrem(BODIES, rid)
             pipe.decrby(JOURNAL_BYTES, sum(int(size or 0) for size in sizes))
             pipe.hdel(QUEUE_BYTES, agent_id)
-            pipe.delete(index, queue_key(agent_id), ticket_key(agent_id), *idem)
+            pipe.delete(index, queue_key(agent_id), ticket_key(agent_id), flying_key(agent_id),
+                        *idem)
             pipe.srem(QUEUED, agent_id)
             pipe.execute()
 
@@ -462,7 +487,9 @@ def _admission(request_id: str, reply: list[str]) -> Admission:
                          strip_authorization=rest[2] == "1", lease=FIRST_LEASE)
     if outcome is Outcome.QUEUED:
         return Admission(outcome, rest[0], request_id=request_id, position=int(rest[1]),
-                         strip_authorization=rest[2] == "1")
+                         strip_authorization=rest[2] == "1", agent_status=AgentStatus(rest[3]),
+                         wait=Wait(rest[4]), hold=float(rest[5]) if rest[5] else None,
+                         desired=Desired(rest[6]) if rest[6] else None)
     return Admission(outcome, agent_id=rest[0] if rest else "")
 
 

@@ -39,7 +39,7 @@ from urllib3.exceptions import HTTPError, ReadTimeoutError
 from agentainer.agents.store import AgentStore, translate_redis_errors
 from agentainer.backoff import backoff
 from agentainer.errors import AgentNotFound, InvalidInput
-from agentainer.journal.journal import Completion, Journal
+from agentainer.journal.journal import AtCapacity, Completion, Journal
 from agentainer.journal.upstream import (
     RENEW_EVERY, AgentDown, AgentFailed, Capture, Renewal, Upstream, read_captured, relayable,
     replay_headers,
@@ -54,6 +54,8 @@ DRAIN_JOB = "agentainer.journal.replay.drain"
 DRAIN_SLICE = 10.0  # seconds a drain job delivers before a fresh job takes over
 PENDING_TTL = 30.0  # NOTE: a claim whose job has not started yet: a later schedule retries
 APP_POLL_BASE, APP_POLL_CAP = 0.05, 1.0  # a starting app: polled from 50 ms, doubling to 1 s
+# an agent at max_concurrency: polled for room from 20 ms, doubling to 500 ms
+ROOM_POLL_BASE, ROOM_POLL_CAP = 0.02, 0.5
 # NOTE: leases and held drain claims live connect + read timeout + LEASE_GRACE from their
 # last renewal, and a holder renews at most RENEW_EVERY (proxy) apart before it may block
 # for up to connect + read timeout: RENEW_EVERY < LEASE_GRACE keeps both alive meanwhile.
@@ -222,6 +224,8 @@ class _Job:
     state: DrainState
     delivered: int = 0
     holding: bool = False
+    emptied: bool = False    # it ended on an empty queue
+    full_polls: int = 0      # leases refused in a row: the agent at max_concurrency
     renewal: Renewal = field(default_factory=Renewal)
 
 
@@ -268,6 +272,10 @@ class Drainer:
             logger.info("agent %s: replayed %d request(s)", agent_id, job.delivered)
         if handoff is None:
             self.scheduler.release(agent_id, claim, self.holder)
+            if job.emptied and self.journal.queue_length(agent_id):
+                # NOTE: a request queued behind this drain's claim (an ordered agent's
+                # backlog) after its last lease found the queue empty: drain it now
+                self.scheduler.schedule(agent_id)
         elif self.scheduler.hand_off(agent_id, claim, self.holder, handoff):
             logger.info("agent %s: time slice used; a fresh job carries on", agent_id)
         else:
@@ -294,8 +302,16 @@ class Drainer:
             elif self.clock() >= job.slice_end:
                 return state if self.journal.queue_length(job.agent_id) else None
             self._check(job)
-            record = self.journal.lease_next(job.agent_id)
+            try:
+                record = self.journal.lease_next(job.agent_id)
+            except AtCapacity:
+                job.full_polls += 1
+                self._sleep_until(job, min(job.slice_end, self.clock() + backoff(
+                    job.full_polls, base=ROOM_POLL_BASE, cap=ROOM_POLL_CAP, rand=self.rand)))
+                continue
+            job.full_polls = 0
             if record is None:
+                job.emptied = True
                 return None
             if not self._deliver(job, route, record):
                 route = None

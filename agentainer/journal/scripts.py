@@ -40,17 +40,25 @@ end
 local function count(name)
   redis.call('hincrby', K.counters, name, 1)
 end
--- Lease a request to a holder (a live process, see agentainer.journal.liveness) until deadline.
-local function take(rid, holder, deadline)
+-- Lease a request of agent aid to a holder (a live process, see
+-- agentainer.journal.liveness) until deadline; it counts as in flight to the agent.
+local function take(rid, aid, holder, deadline)
   redis.call('hset', K.req..rid, 'holder', holder)
   redis.call('zadd', K.leases, deadline, rid)
   redis.call('sadd', K.held..holder, rid)
   redis.call('sadd', K.holders, holder)
+  redis.call('sadd', K.flying..aid, rid)
 end
 local function release(rid)
-  local holder = redis.call('hget', K.req..rid, 'holder')
+  local r = redis.call('hmget', K.req..rid, 'holder', 'agent')
   redis.call('zrem', K.leases, rid)
-  if holder then redis.call('srem', K.held..holder, rid) end
+  if r[1] then redis.call('srem', K.held..r[1], rid) end
+  if r[2] then redis.call('srem', K.flying..r[2], rid) end
+end
+-- Say whether the agent has max_concurrency (> 0) requests in flight.
+local function at_capacity(aid, max_concurrency)
+  local limit = tonumber(max_concurrency or '0') or 0
+  return limit > 0 and redis.call('scard', K.flying..aid) >= limit
 end
 -- Queue a request; return its position (1 = next to be delivered).
 local function enqueue(aid, rid, front)
@@ -88,18 +96,26 @@ end
 # Admit one proxied request: resolve the agent, check a private agent's invoke token
 # (private_hash; the tokens hash holds invoke and manage tokens alike, so either is stripped),
 # apply the idempotency key and the byte budgets, then journal it as in_flight (agent running,
-# leased to the holder) or queued.
+# leased to the holder) or queued: the agent is not running, or it is but has a backlog (an
+# ordered agent: queued requests, or a drain claim, see replay.py) or max_concurrency
+# requests in flight (on_busy 'queue'; 'reject' refuses it: 'busy').
 # ARGV: ref, by_id, token_hash, rid, now_ms, queue_limit, idem_key, fingerprint,
 #       lease_deadline_ms, idem_ttl_s, holder, size, journal_max_bytes, queue_max_bytes,
 #       then record field/value pairs.
+# A 'queued' reply is {'queued', aid, position, strip, agent status, why ('down', 'backlog'
+# or 'busy'), the agent's hold ('' for the setting), its desired state}.
 ADMIT = _LUA_PRELUDE + """
 local ref, by_id, token_hash, rid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local aid = ref
 if by_id == '0' then aid = redis.call('hget', K.names, ref) end
 if not aid then return {'missing'} end
-local a = redis.call('hmget', K.agent..aid, 'status', 'route', 'persist', 'private_hash')
+local a = redis.call('hmget', K.agent..aid, 'status', 'route', 'persist', 'private_hash',
+                     'ordered', 'max_concurrency', 'on_busy', 'hold', 'desired')
 if not a[1] then return {'missing'} end
 local status, route, persist, private_hash = a[1], a[2] or '', a[3], a[4] or ''
+local function queued(position, strip, why)
+  return {'queued', aid, tostring(position), strip, status, why, a[8] or '', a[9] or ''}
+end
 if private_hash ~= '' and private_hash ~= token_hash then return {'forbidden', aid} end
 local strip = '0'
 if token_hash ~= '' and (token_hash == private_hash
@@ -114,7 +130,7 @@ local qkey = K.queue..aid
 local prior = redis.call('hmget', rkey, 'status', 'lease')
 if prior[1] == 'in_flight' and prior[2] == '1' then return {'forward', aid, route, strip} end
 if prior[1] == 'queued' then
-  return {'queued', aid, tostring((redis.call('lpos', qkey, rid) or 0) + 1), strip}
+  return queued((redis.call('lpos', qkey, rid) or 0) + 1, strip, 'down')
 end
 local idem = ARGV[7]
 local ikey = K.idem..aid..':'..idem
@@ -132,8 +148,15 @@ local size = tonumber(ARGV[12])
 if tonumber(redis.call('get', BYTES) or '0') + size > tonumber(ARGV[13]) then
   return {'over', aid}
 end
-local running = status == 'running' and route ~= ''
-if not running and not room(aid, size, tonumber(ARGV[6]), tonumber(ARGV[14])) then
+local why = ''
+if status ~= 'running' or route == '' then why = 'down'
+elseif a[5] ~= '0' and (redis.call('llen', qkey) > 0
+                        or redis.call('exists', K.claim..aid) == 1) then why = 'backlog'
+elseif at_capacity(aid, a[6]) then
+  if a[7] == 'reject' then return {'busy', aid} end
+  why = 'busy'
+end
+if why ~= '' and not room(aid, size, tonumber(ARGV[6]), tonumber(ARGV[14])) then
   return {'full', aid}
 end
 if idem ~= '' then redis.call('set', ikey, rid, 'EX', tonumber(ARGV[10])) end
@@ -142,15 +165,15 @@ redis.call('hset', rkey, 'id', rid, 'agent', aid, 'lease', 0, 'size', size, unpa
 if strip == '1' then redis.call('hdel', rkey, 'authorization') end
 redis.call('incrby', BYTES, size)
 redis.call('zadd', K.reqs..aid, ARGV[5], rid)
-if running then
+if why == '' then
   redis.call('hset', rkey, 'status', 'in_flight', 'attempts', 1, 'lease', 1)
-  take(rid, ARGV[11], ARGV[9])
+  take(rid, aid, ARGV[11], ARGV[9])
   count('proxied')
   return {'forward', aid, route, strip}
 end
 redis.call('hset', rkey, 'status', 'queued', 'attempts', 0)
 count('queued')
-return {'queued', aid, tostring(enqueue(aid, rid, false)), strip}
+return queued(enqueue(aid, rid, false), strip, why)
 """
 
 # Put a leased request back: ARGV rid, now_ms, error, max_attempts, mode, lease,
@@ -219,6 +242,7 @@ return 'completed'
 
 # Lease the oldest queued request of an agent to a holder: ARGV aid, now_ms, deadline_ms,
 # holder, ticket. A call repeated with its ticket gets the request the first one leased.
+# 'busy' when the agent has max_concurrency requests in flight (nothing leased).
 LEASE = _LUA_PRELUDE + """
 local aid, holder, ticket = ARGV[1], ARGV[4], ARGV[5]
 local tkey = K.ticket..aid
@@ -228,6 +252,7 @@ if last and string.sub(last, 1, #ticket + 1) == ticket..' ' then
   local r = redis.call('hmget', rkey, 'status', 'holder')
   if r[1] == 'in_flight' and r[2] == holder then return redis.call('hgetall', rkey) end
 end
+if at_capacity(aid, redis.call('hget', K.agent..aid, 'max_concurrency')) then return 'busy' end
 local qkey = K.queue..aid
 while true do
   local rid = redis.call('lpop', qkey)
@@ -238,7 +263,7 @@ while true do
     redis.call('hset', rkey, 'status', 'in_flight', 'updated_at', ARGV[2])
     redis.call('hincrby', rkey, 'attempts', 1)
     redis.call('hincrby', rkey, 'lease', 1)
-    take(rid, holder, ARGV[3])
+    take(rid, aid, holder, ARGV[3])
     redis.call('set', tkey, ticket..' '..rid, 'PX', 60000)
     return redis.call('hgetall', rkey)
   end

@@ -14,7 +14,8 @@ from rq.serializers import JSONSerializer
 
 from agentainer.keys import PREFIX
 from agentainer.journal.journal import (
-    FIRST_LEASE, Completion, IncomingRequest, Journal, Outcome, Retry, new_request_id,
+    FIRST_LEASE, AtCapacity, Completion, IncomingRequest, Journal, Outcome, Retry, Wait,
+    new_request_id,
 )
 from agentainer.journal.replay import QUEUE, DrainState, ReplayScheduler
 
@@ -55,10 +56,16 @@ def journal(client: redis.Redis, clock: Clock) -> Journal:
 
 @pytest.fixture
 def agent(client: redis.Redis) -> str:
-    """A stopped agent with persistence on; ``set_status`` starts it."""
+    """A stopped, unordered agent with persistence on; ``set_status`` starts it.
+
+    NOTE: unordered, so a running agent's new request is forwarded past what is queued:
+    these tests take leases and queue requests by hand; test_ordered_* and
+    test_traffic.py test the order itself.
+    """
     agent_id = secrets.token_hex(6)
     client.hset(f"{PREFIX}agent:{agent_id}",
-                mapping={"status": "stopped", "route": "", "persist": "1", "private_hash": ""})
+                mapping={"status": "stopped", "route": "", "persist": "1", "private_hash": "",
+                         "ordered": "0"})
     return agent_id
 
 
@@ -308,3 +315,39 @@ def test_a_hand_off_keeps_the_claim(client: redis.Redis, agent: str):
     client.hset(f"{PREFIX}drain:{agent}", "token", "someone-else")
     assert not scheduler.hand_off(agent, claim, "worker-a", handoff)  # another holds it
     assert len(scheduled_claims(client)) == 2
+
+
+def test_ordered_admission_waits_behind_the_queue_and_the_drain(journal: Journal, client,
+                                                                 agent: str):
+    client.hset(f"{PREFIX}agent:{agent}", "ordered", "1")
+    backlog = queued(journal, agent, 1)
+    set_status(client, agent, "running")
+    behind = admit(journal, agent)
+    assert (behind.outcome, behind.wait, behind.position) == (Outcome.QUEUED, Wait.BACKLOG, 2)
+    assert queue_ids(client, agent) == [*backlog, behind.request_id]
+    # NOTE: a drain claim (pending or running) is a backlog too: a replay may be in flight
+    client.delete(f"{PREFIX}queue:{agent}")
+    client.hset(f"{PREFIX}drain:{agent}", "token", "t")
+    assert admit(journal, agent).wait is Wait.BACKLOG
+    client.delete(f"{PREFIX}drain:{agent}", f"{PREFIX}queue:{agent}")
+    assert admit(journal, agent).outcome is Outcome.FORWARD
+
+
+def test_max_concurrency_counts_forwarded_and_leased_requests(journal: Journal, client,
+                                                              agent: str):
+    client.hset(f"{PREFIX}agent:{agent}", "max_concurrency", "2")
+    early = queued(journal, agent, 1)
+    set_status(client, agent, "running")
+    first = admit(journal, agent)
+    leased = journal.lease_next(agent)
+    assert (first.outcome, leased["id"]) == (Outcome.FORWARD, early[0])
+    third = admit(journal, agent)
+    assert (third.outcome, third.wait) == (Outcome.QUEUED, Wait.BUSY)
+    with pytest.raises(AtCapacity):
+        journal.lease_next(agent)
+    assert complete(journal, first.request_id) == Completion.COMPLETED
+    assert journal.lease_next(agent)["id"] == third.request_id
+    client.hset(f"{PREFIX}agent:{agent}", "on_busy", "reject")
+    assert admit(journal, agent).outcome is Outcome.BUSY
+    journal.purge(agent)
+    assert not client.exists(f"{PREFIX}flying:{agent}")

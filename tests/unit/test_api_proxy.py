@@ -6,6 +6,7 @@ import pytest
 import urllib3
 
 from agentainer.api import http_errors as errors
+from agentainer.api.hold import HoldLimit
 from agentainer.api.inflight import InflightLimit
 from agentainer.api.proxy import PATTERN, REQUEST_ID_HEADER, ProxySink
 from agentainer.journal.journal import FIRST_LEASE, Admission, Completion, Outcome, Retry
@@ -79,7 +80,8 @@ def client(journal: FakeJournal, answer: FakeResponse | Exception,
                            on_down=(down if down is not None else []).append,
                            admin_token="admin-token-for-tests", max_body=1024,
                            capture_limit=1024,
-                           inflight=inflight or InflightLimit(8)), PATTERN)
+                           inflight=inflight or InflightLimit(8), follower=None, hold=0,
+                           holds=HoldLimit(4)), PATTERN)
     return falcon.testing.TestClient(app)
 
 

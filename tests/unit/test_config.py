@@ -65,6 +65,8 @@ def test_defaults(conf):
         "body_min_rate": 1024,
         "agent_max_inflight": 128,
         "follow_limit": 8,
+        "hold": 30.0,
+        "hold_limit": 64,
         "connect_timeout": 3.0,
         "read_timeout": 300.0,
         "max_body": 10 * 1024 * 1024,

@@ -33,6 +33,8 @@ STATUS = {
     errors.QueueFull: falcon.HTTP_503,
     errors.AgentOverloaded: falcon.HTTP_503,
     errors.TooManyFollows: falcon.HTTP_503,
+    errors.TooManyRequests: falcon.HTTP_429,
+    errors.AgentAtCapacity: falcon.HTTP_429,
     errors.InsufficientStorage: falcon.HTTP_507,
     errors.JournalFull: falcon.HTTP_507,
 }
@@ -52,7 +54,8 @@ def test_status_of(cls):
 
 
 @pytest.mark.parametrize("cls", [errors.Unavailable, errors.QueueFull, errors.AgentOverloaded,
-                                 errors.TooManyFollows, errors.JournalFull],
+                                 errors.TooManyFollows, errors.JournalFull,
+                                 errors.AgentAtCapacity],
                          ids=lambda cls: cls.__name__)
 def test_refusals_for_now_say_when_to_retry(cls):
     assert cls("x").retry_after > 0

@@ -7,7 +7,7 @@ from agentainer.errors import Conflict, InvalidInput
 from agentainer.agents.spec import (
     Agent, AgentSpec, DeployOptions, HealthCheck, TokenScope, Volume, parse_deploy, parse_empty,
 )
-from agentainer.statuses import AgentStatus, Desired
+from agentainer.statuses import AgentStatus, Desired, OnBusy
 from agentainer.tokens import hash_token
 
 TOKEN = "s3cret-agent-token-0123"
@@ -440,3 +440,27 @@ def test_public_view_shows_the_effective_may_call():
 ])
 def test_bad_may_call_is_refused(value, message):
     assert message in refused(may_call=value)
+
+
+def test_traffic_fields_and_their_defaults():
+    spec, _ = deploy()
+    assert (spec.ordered, spec.max_concurrency, spec.on_busy, spec.hold) == (
+        True, 0, OnBusy.QUEUE, None)
+    spec, _ = deploy(ordered=False, max_concurrency=4.0, on_busy="reject", hold="1500ms")
+    assert (spec.ordered, spec.max_concurrency, spec.on_busy, spec.hold) == (
+        False, 4, OnBusy.REJECT, 1.5)
+    assert AgentSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"ordered": "yes"}, "ordered"), ({"max_concurrency": -1}, "at least 0"),
+    ({"max_concurrency": 1.5}, "whole number"), ({"max_concurrency": 10_001}, "over 10000"),
+    ({"on_busy": "drop"}, "queue, reject"), ({"on_busy": ["queue"]}, "on_busy"),
+    ({"hold": "soon"}, "not a duration"), ({"hold": -1}, "non-negative"),
+])
+def test_bad_traffic_fields_are_refused(fields, message):
+    assert message in refused(**fields)
+
+
+def test_max_concurrency_needs_persist():
+    conflicting("concurrency_needs_persist", max_concurrency=2, persist=False)

@@ -8,8 +8,8 @@ import pytest
 import urllib3
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
-from agentainer.journal.journal import Completion, Retry
-from agentainer.journal.replay import LEASE_GRACE, DrainState, Drainer
+from agentainer.journal.journal import AtCapacity, Completion, Retry
+from agentainer.journal.replay import LEASE_GRACE, ROOM_POLL_CAP, DrainState, Drainer
 from agentainer.journal.upstream import RENEW_EVERY, AgentDown
 from agentainer.statuses import AgentStatus
 
@@ -353,3 +353,57 @@ def test_a_stopped_agent_ends_the_drain(route):
     job.store.status = AgentStatus.STOPPED
     assert job.drain("a1", "claim-1") == 0
     assert scheduler.events == [("release", "claim-1")] and journal.queue
+
+
+class BusyJournal(Journal):
+    """An agent at max_concurrency for the first ``busy`` leases."""
+
+    def __init__(self, paths: list[str], busy: int) -> None:
+        super().__init__(paths)
+        self.busy = busy
+
+    def lease_next(self, agent_id):
+        if self.busy:
+            self.busy -= 1
+            raise AtCapacity(agent_id)
+        return super().lease_next(agent_id)
+
+
+def test_an_agent_at_capacity_is_polled_for_room_with_backoff(route):
+    clock = Clock()
+    journal = BusyJournal(["/a"], busy=8)
+    job, scheduler = drainer(route, journal, Upstream([ok(clock)]), clock)
+    start = clock.now
+    assert job.drain("a1", "claim-1") == 1
+    waited = clock.now - start
+    assert ROOM_POLL_CAP * 3 < waited < ROOM_POLL_CAP * 8  # NOTE: doubling from 20 ms, capped
+    assert scheduler.events[-1] == ("release", "claim-1")
+
+
+def test_an_agent_at_capacity_for_the_whole_slice_hands_off(route):
+    clock = Clock()
+    journal = BusyJournal(["/a"], busy=10_000)
+    job, scheduler = drainer(route, journal, Upstream([]), clock, time_slice=5.0)
+    assert job.drain("a1", "claim-1") == 0
+    assert scheduler.events[-1][:2] == ("hand_off", "claim-1")
+
+
+def test_a_request_queued_behind_the_claim_after_the_last_lease_is_drained_next(route):
+    """An ordered agent's new request queues while a drain holds the claim; if it lands
+    after the drain found the queue empty, the drain schedules another as it lets go."""
+    clock = Clock()
+    journal = Journal(["/a"])
+    real_lease = journal.lease_next
+
+    def lease_then_arrive(agent_id):
+        record = real_lease(agent_id)
+        if record is None and not journal.calls[-1][0] == "arrived":
+            journal.calls.append(("arrived",))
+            journal.queue.append({"id": "req-late", "path": "/late", "query": "",
+                                  "method": "POST", "headers": [], "body": b""})
+        return record
+
+    journal.lease_next = lease_then_arrive
+    job, scheduler = drainer(route, journal, Upstream([ok(clock)]), clock)
+    assert job.drain("a1", "claim-1") == 1
+    assert [event[0] for event in scheduler.events[-2:]] == ["release", "schedule"]
