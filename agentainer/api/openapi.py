@@ -268,12 +268,20 @@ PATHS["/agents"]["post"]["responses"]["201"]["links"] = _deployed_links()
 # The proxy is a sink, not a route; it is described here for readers of the document.
 PROXY = {
     "/agent/{agent_id}/{path}": {method: _op(
-        "the proxy: forwarded to the agent, or queued (202) when it cannot take it",
+        "the proxy: forwarded to the agent, or queued when it cannot take it now (the "
+        "agent is down, has a backlog, or is at max_concurrency): then held for the "
+        "answer (Prefer: wait=N, or the agent's hold) or answered 202 + Location "
+        "(Prefer: respond-async, or when the hold runs out); Preference-Applied says which",
         params=(_AGENT_ID, {"name": "path", "in": "path", "required": True,
-                            "schema": {"type": "string"}}),
+                            "schema": {"type": "string"}},
+                {"name": "Prefer", "in": "header", "required": False,
+                 "schema": {"type": "string", "examples": ["wait=10", "respond-async"]},
+                 "description": "RFC 7240: wait=N holds a queued request up to N seconds "
+                                "(at most 3600) for the agent's answer; respond-async asks "
+                                "for the 202 at once"}),
         success="200",
-        errors=("202", "400", "401", "403", "404", "409", "413", "422", "502", "503", "504",
-                "507"),
+        errors=("202", "400", "401", "403", "404", "409", "413", "422", "429", "502", "503",
+                "504", "507"),
         public=True, content="*/*")
         for method in ("get", "post", "put", "patch", "delete", "head", "options")},
 }
