@@ -21,6 +21,7 @@ TICKET = PREFIX + "ticket:"
 IDEMPOTENCY = PREFIX + "idem:"
 HELD = PREFIX + "held:"
 CLAIM = PREFIX + "drain:"
+FLYING = PREFIX + "flying:"
 
 # Agents (agents/store.py)
 AGENTS = PREFIX + "agents"
@@ -56,6 +57,11 @@ def locks_key(holder: str) -> str:
     return f"{PREFIX}locks:{holder}"
 
 
+def waking_key(agent_id: str) -> str:
+    """The claim of the one wake of an idle agent under way (STRING, expiring)."""
+    return f"{PREFIX}waking:{agent_id}"
+
+
 # The request journal (journal/journal.py)
 JOURNAL_BYTES = PREFIX + "journal_bytes"
 QUEUE_BYTES = PREFIX + "queue_bytes"
@@ -77,6 +83,11 @@ def queue_key(agent_id: str) -> str:
 def requests_key(agent_id: str) -> str:
     """Every listed request ID of the agent, by arrival (ZSET)."""
     return REQUESTS + agent_id
+
+
+def flying_key(agent_id: str) -> str:
+    """The agent's in-flight request IDs (SET): leased to a server or a worker."""
+    return FLYING + agent_id
 
 
 def ticket_key(agent_id: str) -> str:
@@ -116,6 +127,6 @@ def lua_names() -> str:
              "ticket": TICKET, "idem": IDEMPOTENCY, "held": HELD, "claim": CLAIM,
              "names": NAMES, "tokens": TOKENS, "counters": COUNTERS, "holders": HOLDERS,
              "journal_bytes": JOURNAL_BYTES, "queue_bytes": QUEUE_BYTES, "leases": LEASES,
-             "bodies": BODIES, "queued": QUEUED}
+             "bodies": BODIES, "queued": QUEUED, "flying": FLYING}
     fields = ", ".join(f"{name} = '{value}'" for name, value in names.items())
     return f"local K = {{{fields}}}\n"

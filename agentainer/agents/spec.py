@@ -12,7 +12,7 @@ from typing import Any
 from agentainer import units
 from agentainer.errors import Conflict, InvalidInput, InvalidTransition
 from agentainer.names import ENV_KEY_RE, ID_RE, IMAGE_MAX, IMAGE_RE, NAME_RE, VOLUME_NAME_RE
-from agentainer.statuses import AgentStatus, Desired
+from agentainer.statuses import AgentStatus, Desired, Idle, IdleAction
 from agentainer.tokens import hash_token
 
 RESERVED_ENV = ("AGENT_ID", "AGENT_NAME", "AGENTAINER_PROXY_URL")
@@ -81,6 +81,8 @@ class AgentSpec:
     private: bool = False
     persist: bool = True
     may_call: tuple[str, ...] | None = None  # None: the default, see calls_allowed
+    idle_timeout: float = 0.0   # seconds without a request before the idle rule acts; 0: never
+    idle_action: IdleAction = IdleAction.STOP
 
     @property
     def calls_allowed(self) -> tuple[str, ...]:
@@ -126,6 +128,8 @@ class AgentSpec:
             data["health_check"] = HealthCheck(**data["health_check"])
         if data.get("may_call") is not None:
             data["may_call"] = tuple(data["may_call"])
+        if "idle_action" in data:
+            data["idle_action"] = IdleAction(data["idle_action"])
         return cls(**data)
 
 
@@ -142,6 +146,7 @@ class Agent:
     updated_at: str
     last_error: str | None = None
     restarts: int = 0
+    idle: Idle = Idle.NONE
 
     @property
     def name(self) -> str:
@@ -169,6 +174,8 @@ class Agent:
                 "status": self.status.value, "desired": self.desired.value,
                 "container_id": self.container_id, "last_error": self.last_error,
                 "restarts": self.restarts,
+                # NOTE: stopped or paused by the idle rule (a request wakes it), not its user
+                "idle": self.idle in (Idle.STOPPED, Idle.PAUSED),
                 "created_at": self.created_at, "updated_at": self.updated_at}
 
 
@@ -183,7 +190,7 @@ class DeployOptions:
 DEPLOY_FIELDS = frozenset({
     "name", "image", "env_vars", "cpu_limit", "memory_limit", "pids_limit", "auto_restart",
     "token", "manage_token", "volumes", "health_check", "app_port", "egress", "private",
-    "persist", "start", "pull", "may_call",
+    "persist", "start", "pull", "may_call", "idle_timeout", "idle_action",
 })
 
 
@@ -223,6 +230,8 @@ def parse_deploy(body: Any) -> tuple[AgentSpec, DeployOptions]:
         private=_field(body, "private", _strict_bool, False),
         persist=_field(body, "persist", _strict_bool, True),
         may_call=_field(body, "may_call", _may_call, None),
+        idle_timeout=_field(body, "idle_timeout", units.parse_duration, 0.0),
+        idle_action=_field(body, "idle_action", _idle_action, IdleAction.STOP),
     )
     if token is not None and not spec.private:
         # NOTE: token is the invoke token, which only a private agent's proxy path asks
@@ -235,6 +244,11 @@ def parse_deploy(body: Any) -> tuple[AgentSpec, DeployOptions]:
     if token is not None and token == manage_token:
         raise Conflict("token and manage_token must differ (one calls the agent, the "
                        "other manages it)", code="token_in_use")
+    # NOTE: the idle rule reads the journal (requests in flight, queued, last admitted),
+    # which sees nothing of a --no-persist agent's requests
+    if spec.idle_timeout and not spec.persist:
+        raise Conflict("idle_timeout needs a persistent agent: the idle rule sees only "
+                       "journaled requests (drop persist: false)", code="idle_needs_persist")
     targets = [volume.container_path for volume in spec.volumes]
     if len(set(targets)) != len(targets):
         raise Conflict("two volumes share a container_path", code="volume_conflict")
@@ -305,6 +319,12 @@ def _may_call(value: Any) -> tuple[str, ...]:
     if ANY_AGENT in value and len(value) > 1:
         raise ValueError(f"{ANY_AGENT!r} (any agent) goes alone")
     return tuple(dict.fromkeys(value))
+
+
+def _idle_action(value: Any) -> IdleAction:
+    if value not in tuple(IdleAction):
+        raise ValueError(f"{value!r} is not one of {', '.join(IdleAction)}")
+    return IdleAction(value)
 
 
 def _image(value: Any) -> str:

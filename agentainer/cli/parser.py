@@ -8,7 +8,7 @@ Makefile's ``MAN_PROGRAMS``). The parsed ``command`` names the subcommand;
 import argparse
 
 from agentainer.cli.output import PROG
-from agentainer.statuses import OPERATIONS, AgentStatus, RequestStatus
+from agentainer.statuses import OPERATIONS, AgentStatus, IdleAction, RequestStatus
 
 AGENT_HELP = "agent ID or name"
 
@@ -107,6 +107,13 @@ def _add_deploy_access(deploy: argparse.ArgumentParser) -> None:
                         help="require the agent's invoke token (--token) on its proxy path")
     deploy.add_argument("--no-persist", action="store_true",
                         help="do not journal requests to this agent")
+    deploy.add_argument("--idle-timeout", metavar="D",
+                        help="stop or pause (--idle-action) the agent after D (30s, 5m, 1h) "
+                             "with no request; a request wakes it (default 0: never; needs "
+                             "journaling)")
+    deploy.add_argument("--idle-action", choices=list(IdleAction),
+                        help="what --idle-timeout does: stop (default; a request starts it) "
+                             "or pause (a request unpauses it, quicker)")
 
 
 def _add_lifecycle(commands: _Subcommands) -> None:

@@ -13,6 +13,7 @@ Keys (all under :data:`agentainer.keys.PREFIX`, named in :mod:`agentainer.keys`)
     journal_bytes      STRING bytes of every record (``journal_max_bytes``)
     queue_bytes        HASH   agent -> bytes of its queued requests (``queue_max_bytes``)
     bodies             ZSET   completed request IDs that still hold bodies -> completion (ms)
+    flying:{aid}       SET    in-flight request IDs of one agent (the idle rule)
 
 Statuses: ``queued`` -> ``in_flight`` -> ``completed`` | back to ``queued`` | ``failed``;
 ``queued`` -> ``cancelled``; ``queued`` | ``failed`` -> ``completed`` (a late answer, see
@@ -54,8 +55,8 @@ from agentainer.agents.store import members, text, translate_redis_errors
 from agentainer.errors import Conflict, NotFound, QueueFull
 from agentainer.journal import scripts
 from agentainer.keys import (
-    BODIES, JOURNAL_BYTES, LEASES, QUEUE_BYTES, QUEUED, idempotency_pattern, queue_key,
-    request_key, requests_key, ticket_key,
+    BODIES, JOURNAL_BYTES, LEASES, QUEUE_BYTES, QUEUED, flying_key, idempotency_pattern,
+    queue_key, request_key, requests_key, ticket_key,
 )
 from agentainer.statuses import AgentStatus, RequestStatus
 
@@ -112,6 +113,7 @@ class Admission:
     fingerprint: str = ""   # the earlier request's (IDEMPOTENT)
     strip_authorization: bool = False
     lease: int = 0          # the lease a forwarded request holds (FIRST_LEASE)
+    idle: bool = False      # the idle rule stopped or paused the agent: wake it (QUEUED)
 
     @property
     def journaled(self) -> bool:
@@ -183,6 +185,7 @@ class Journal:
         self._trim = client.register_script(scripts.TRIM)
         self._change = client.register_script(scripts.CHANGE)
         self._prune = client.register_script(scripts.PRUNE)
+        self._idle = client.register_script(scripts.IDLE)
 
     @translate_redis_errors
     def admit(self, ref: str, *, by_id: bool, token_hash: str, request_id: str,
@@ -276,6 +279,16 @@ class Journal:
                                   self._queue_max_bytes])
         parts = [part.decode() for part in reply]
         return Retry(parts[0]), int(parts[2]) if len(parts) > 2 else 0
+
+    @translate_redis_errors
+    def mark_idle(self, agent_id: str, idle_timeout: float) -> bool:
+        """Mark the agent idle (``pending``) if it has been for ``idle_timeout`` seconds:
+        running as its user wants, nothing in flight, queued or draining, and no request
+        admitted nor answered meanwhile. True if marked: the caller stops or pauses it.
+
+        NOTE: from the mark on, its requests queue and wake it (see scripts.IDLE).
+        """
+        return bool(self._idle(args=[agent_id, _ms(self._clock), int(idle_timeout * 1000)]))
 
     @translate_redis_errors
     def renew(self, request_id: str, *, lease: int) -> bool:
@@ -442,7 +455,8 @@ class Journal:
                 pipe.zrem(BODIES, rid)
             pipe.decrby(JOURNAL_BYTES, sum(int(size or 0) for size in sizes))
             pipe.hdel(QUEUE_BYTES, agent_id)
-            pipe.delete(index, queue_key(agent_id), ticket_key(agent_id), *idem)
+            pipe.delete(index, queue_key(agent_id), ticket_key(agent_id), flying_key(agent_id),
+                        *idem)
             pipe.srem(QUEUED, agent_id)
             pipe.execute()
 
@@ -462,7 +476,7 @@ def _admission(request_id: str, reply: list[str]) -> Admission:
                          strip_authorization=rest[2] == "1", lease=FIRST_LEASE)
     if outcome is Outcome.QUEUED:
         return Admission(outcome, rest[0], request_id=request_id, position=int(rest[1]),
-                         strip_authorization=rest[2] == "1")
+                         strip_authorization=rest[2] == "1", idle=rest[3] != "")
     return Admission(outcome, agent_id=rest[0] if rest else "")
 
 

@@ -41,16 +41,23 @@ local function count(name)
   redis.call('hincrby', K.counters, name, 1)
 end
 -- Lease a request to a holder (a live process, see agentainer.journal.liveness) until deadline.
+-- NOTE: flying:{aid} holds the agent's leased requests, which keep it from going idle.
 local function take(rid, holder, deadline)
   redis.call('hset', K.req..rid, 'holder', holder)
   redis.call('zadd', K.leases, deadline, rid)
   redis.call('sadd', K.held..holder, rid)
   redis.call('sadd', K.holders, holder)
+  redis.call('sadd', K.flying..redis.call('hget', K.req..rid, 'agent'), rid)
 end
-local function release(rid)
-  local holder = redis.call('hget', K.req..rid, 'holder')
+-- End a lease at now (ms): the agent was last active then (the idle rule).
+local function release(rid, now)
+  local r = redis.call('hmget', K.req..rid, 'holder', 'agent')
   redis.call('zrem', K.leases, rid)
-  if holder then redis.call('srem', K.held..holder, rid) end
+  if r[1] then redis.call('srem', K.held..r[1], rid) end
+  if r[2] and redis.call('srem', K.flying..r[2], rid) == 1
+      and redis.call('exists', K.agent..r[2]) == 1 then
+    redis.call('hset', K.agent..r[2], 'last_active', now)
+  end
 end
 -- Queue a request; return its position (1 = next to be delivered).
 local function enqueue(aid, rid, front)
@@ -73,7 +80,7 @@ end
 -- Send a leased request back to the front of its queue, or fail it after max_attempts.
 local function give_back(rid, aid, attempts, max_attempts, error, now)
   local rkey = K.req..rid
-  release(rid)
+  release(rid, now)
   if attempts >= max_attempts then
     redis.call('hset', rkey, 'status', 'failed', 'error', error, 'updated_at', now)
     count('failed')
@@ -97,9 +104,11 @@ local ref, by_id, token_hash, rid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local aid = ref
 if by_id == '0' then aid = redis.call('hget', K.names, ref) end
 if not aid then return {'missing'} end
-local a = redis.call('hmget', K.agent..aid, 'status', 'route', 'persist', 'private_hash')
+local a = redis.call('hmget', K.agent..aid, 'status', 'route', 'persist', 'private_hash',
+                     'idle')
 if not a[1] then return {'missing'} end
 local status, route, persist, private_hash = a[1], a[2] or '', a[3], a[4] or ''
+local idle = a[5] or ''
 if private_hash ~= '' and private_hash ~= token_hash then return {'forbidden', aid} end
 local strip = '0'
 if token_hash ~= '' and (token_hash == private_hash
@@ -114,7 +123,7 @@ local qkey = K.queue..aid
 local prior = redis.call('hmget', rkey, 'status', 'lease')
 if prior[1] == 'in_flight' and prior[2] == '1' then return {'forward', aid, route, strip} end
 if prior[1] == 'queued' then
-  return {'queued', aid, tostring((redis.call('lpos', qkey, rid) or 0) + 1), strip}
+  return {'queued', aid, tostring((redis.call('lpos', qkey, rid) or 0) + 1), strip, idle}
 end
 local idem = ARGV[7]
 local ikey = K.idem..aid..':'..idem
@@ -132,7 +141,9 @@ local size = tonumber(ARGV[12])
 if tonumber(redis.call('get', BYTES) or '0') + size > tonumber(ARGV[13]) then
   return {'over', aid}
 end
-local running = status == 'running' and route ~= ''
+-- NOTE: an agent the idle rule marked (going or gone idle) takes no request: it queues
+-- and the proxy wakes the agent (see IDLE)
+local running = status == 'running' and route ~= '' and idle == ''
 if not running and not room(aid, size, tonumber(ARGV[6]), tonumber(ARGV[14])) then
   return {'full', aid}
 end
@@ -142,6 +153,7 @@ redis.call('hset', rkey, 'id', rid, 'agent', aid, 'lease', 0, 'size', size, unpa
 if strip == '1' then redis.call('hdel', rkey, 'authorization') end
 redis.call('incrby', BYTES, size)
 redis.call('zadd', K.reqs..aid, ARGV[5], rid)
+redis.call('hset', K.agent..aid, 'last_active', ARGV[5])
 if running then
   redis.call('hset', rkey, 'status', 'in_flight', 'attempts', 1, 'lease', 1)
   take(rid, ARGV[11], ARGV[9])
@@ -150,7 +162,29 @@ if running then
 end
 redis.call('hset', rkey, 'status', 'queued', 'attempts', 0)
 count('queued')
-return {'queued', aid, tostring(enqueue(aid, rid, false)), strip}
+return {'queued', aid, tostring(enqueue(aid, rid, false)), strip, idle}
+"""
+
+# Decide whether an agent is idle and, if so, mark it (its ``idle`` field 'pending') in the
+# same step: ARGV aid, now_ms, idle_timeout_ms. Idle: running as its user wants, not
+# marked, nothing in flight (flying:{aid}), nothing queued, no drain claimed, and no
+# admission nor lease release for idle_timeout (``last_active``; a start sets it too).
+# NOTE: one script, so an admission either comes before it (and keeps the agent running)
+# or after it, and finds the mark: it queues and wakes the agent (ADMIT).
+IDLE = _LUA_PRELUDE + """
+local aid, now = ARGV[1], tonumber(ARGV[2])
+local akey = K.agent..aid
+local a = redis.call('hmget', akey, 'status', 'desired', 'idle', 'last_active')
+if a[1] ~= 'running' or a[2] ~= 'running' or (a[3] or '') ~= '' then return 0 end
+if not a[4] then
+  redis.call('hset', akey, 'last_active', now)  -- NOTE: a record older than the idle rule
+  return 0
+end
+if redis.call('scard', K.flying..aid) > 0 or redis.call('llen', K.queue..aid) > 0
+    or redis.call('exists', K.claim..aid) == 1 then return 0 end
+if now - tonumber(a[4]) < tonumber(ARGV[3]) then return 0 end
+redis.call('hset', akey, 'idle', 'pending')
+return 1
 """
 
 # Put a leased request back: ARGV rid, now_ms, error, max_attempts, mode, lease,
@@ -177,7 +211,7 @@ if mode ~= 'new' then
 end
 local size = size_of(rkey)
 if not room(aid, size, tonumber(ARGV[7]), tonumber(ARGV[8])) then
-  release(rid)
+  release(rid, ARGV[2])
   local ikey = K.idem..aid..':'..(r[5] or '')
   if r[5] and r[5] ~= '' and redis.call('get', ikey) == rid then redis.call('del', ikey) end
   redis.call('zrem', K.reqs..aid, rid)
@@ -185,7 +219,7 @@ if not room(aid, size, tonumber(ARGV[7]), tonumber(ARGV[8])) then
   redis.call('del', rkey)
   return {'full', aid}
 end
-release(rid)
+release(rid, ARGV[2])
 redis.call('hset', rkey, 'status', 'queued', 'error', ARGV[3], 'updated_at', ARGV[2])
 return {'queued', aid, tostring(enqueue(aid, rid, false))}
 """
@@ -202,7 +236,7 @@ local r = redis.call('hmget', rkey, 'status', 'agent', 'lease')
 if not r[1] then return 'missing' end
 if r[3] ~= ARGV[6] or r[1] == 'completed' or r[1] == 'cancelled' then return 'stale' end
 unqueue(r[2], rid)
-release(rid)
+release(rid, ARGV[2])
 redis.call('hset', rkey, 'status', 'completed', 'updated_at', ARGV[2], 'error', '',
            unpack(ARGV, 9))
 redis.call('hincrby', rkey, 'bodies_size', ARGV[7])
@@ -256,7 +290,7 @@ for _, rid in ipairs(redis.call('zrangebyscore', K.leases, '-inf', ARGV[1], 'LIM
       agents[#agents + 1] = r[2]
     end
   else
-    release(rid)
+    release(rid, ARGV[1])
   end
 end
 return agents

@@ -77,6 +77,7 @@ def client(journal: FakeJournal, answer: FakeResponse | Exception,
     app.add_sink(ProxySink(journal, FakeUpstream(answer),
                            schedule=(scheduled if scheduled is not None else []).append,
                            on_down=(down if down is not None else []).append,
+                           wake=lambda agent_id: None,
                            admin_token="admin-token-for-tests", max_body=1024,
                            capture_limit=1024,
                            inflight=inflight or InflightLimit(8)), PATTERN)

@@ -17,7 +17,7 @@ from agentainer.errors import AgentainerError, AgentNotFound, InvalidInput, Unav
 from agentainer.monitor.lanes import Lanes
 from agentainer.monitor.reconcile import ORPHAN_GRACE, Monitor, MonitorSettings
 from agentainer.monitor.restarts import RestartPolicy
-from agentainer.statuses import AgentStatus, Desired
+from agentainer.statuses import AgentStatus, Desired, Idle, IdleAction
 
 S = AgentStatus
 WALL = 1_700_000_000.0
@@ -166,11 +166,11 @@ class FakeStore:
         return [*self.ghosts, *self.agents.values()]
 
     def update(self, agent_id: str, *, status=None, desired=None, container_id=None,
-               route=None, last_error=None) -> bool:
+               route=None, last_error=None, idle=None, active=False) -> bool:
         if agent_id not in self.agents:
             return False
         changes = {"status": status, "desired": desired, "container_id": container_id,
-                   "last_error": last_error}
+                   "last_error": last_error, "idle": idle}
         self.agents[agent_id] = replace(self.agents[agent_id], **{
             key: value for key, value in changes.items() if value is not None})
         if route is not None:
@@ -191,6 +191,12 @@ class FakeStore:
     @contextmanager
     def lock(self, agent_id: str, *, wait: bool = True):
         yield True
+
+    def claim_wake(self, agent_id: str, ttl: float) -> bool:
+        return True
+
+    def end_wake(self, agent_id: str) -> None:
+        pass
 
 
 class FakeHealth:
@@ -231,6 +237,20 @@ class FakeJanitor:
         self.runs += 1
 
 
+class FakeJournal:
+    """The idle decision, scripted: ``idle`` holds the agents found idle (and marked)."""
+
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
+        self.idle: set[str] = set()
+
+    def mark_idle(self, agent_id: str, idle_timeout: float) -> bool:
+        if agent_id not in self.idle:
+            return False
+        self.store.update(agent_id, idle=Idle.PENDING)
+        return True
+
+
 class World:
     """A monitor over fakes, with a hand-moved clock and scripted probe results."""
 
@@ -239,6 +259,7 @@ class World:
         self.store, self.runtime = FakeStore(), FakeRuntime()
         self.health, self.history = FakeHealth(self.store), FakeHistory()
         self.janitor = FakeJanitor()
+        self.journal = FakeJournal(self.store)
         self.agents = AgentService(self.store, self.runtime,
                                    purge_requests=lambda agent_id: None,
                                    networks=Networks("net", "internal", 8080), mounts=mounts,
@@ -248,7 +269,7 @@ class World:
         self.healthy = False
         self.monitor = Monitor(
             self.agents, self.store, self.runtime, self.health, self.history, self.janitor,
-            self.policy, MonitorSettings(reconcile_interval=10.0, metrics_interval=10.0,
+            self.journal, self.policy, MonitorSettings(reconcile_interval=10.0, metrics_interval=10.0,
                                          clock=self.clock, wall_clock=self.wall,
                                          prober=prober or self._probe))
 
