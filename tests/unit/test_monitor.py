@@ -800,3 +800,69 @@ def test_a_monitor_started_before_docker_brings_agents_up_once_it_is_reached(wor
     with pytest.raises(AgentainerError, match="event stream ended"):
         world.monitor._events_loop()
     assert world.agent(agent_id).status is S.RUNNING
+
+
+# -- the idle rule ----------------------------------------------------------------------
+
+def idle_agent(world: World, action: IdleAction = IdleAction.STOP) -> str:
+    agent_id = world.add(auto_restart=True)
+    agent = world.store.agents[agent_id]
+    world.store.agents[agent_id] = replace(
+        agent, spec=replace(agent.spec, idle_timeout=2.0, idle_action=action))
+    return agent_id
+
+
+@pytest.mark.parametrize("action, status", [(IdleAction.STOP, S.STOPPED),
+                                            (IdleAction.PAUSE, S.PAUSED)])
+def test_an_agent_found_idle_is_stopped_or_paused_and_marked(action, status):
+    world = World()
+    agent_id = idle_agent(world, action)
+    world.monitor.idle_pass()
+    assert world.store.agents[agent_id].status is S.RUNNING  # NOTE: not idle yet
+    world.journal.idle.add(agent_id)
+    world.monitor.idle_pass()
+    wait_for(lambda: world.store.agents[agent_id].status is status, timeout=5,
+             message=f"the agent {status}")
+    agent = world.store.agents[agent_id]
+    assert agent.idle == Idle(status.value) and agent.desired.value == status.value
+    assert world.agents.get(agent_id).public()["idle"] is True
+
+
+def test_an_idle_stopped_agent_is_not_restarted_and_a_wake_starts_it():
+    world = World()
+    agent_id = idle_agent(world)
+    world.journal.idle.add(agent_id)
+    world.monitor.idle_pass()
+    wait_for(lambda: world.store.agents[agent_id].status is S.STOPPED, timeout=5,
+             message="the idle stop")
+    world.monitor.reconcile()
+    world.clock.now += 60
+    world.monitor.restart_due()
+    assert world.store.agents[agent_id].status is S.STOPPED and not world.monitor._due
+    assert world.agents.wake(agent_id)
+    agent = world.store.agents[agent_id]
+    assert agent.status is S.RUNNING and agent.desired is Desired.RUNNING
+    assert agent.idle is Idle.NONE
+    assert not world.agents.wake(agent_id)  # NOTE: no longer idle: nothing to wake
+
+
+def test_a_users_stop_clears_the_mark_and_is_not_woken():
+    world = World()
+    agent_id = idle_agent(world, IdleAction.PAUSE)
+    world.journal.idle.add(agent_id)
+    world.monitor.idle_pass()
+    wait_for(lambda: world.store.agents[agent_id].status is S.PAUSED, timeout=5,
+             message="the idle pause")
+    world.agents.stop(agent_id)
+    assert world.store.agents[agent_id].idle is Idle.NONE
+    assert not world.agents.wake(agent_id)
+    assert world.store.agents[agent_id].status is S.STOPPED
+
+
+def test_a_wake_before_the_stop_keeps_the_agent_running():
+    world = World()
+    agent_id = idle_agent(world)
+    world.store.update(agent_id, idle=Idle.PENDING)  # NOTE: marked; the stop not yet run
+    assert world.agents.wake(agent_id)  # NOTE: running already: only the mark goes
+    assert not world.agents.go_idle(agent_id, IdleAction.STOP)
+    assert world.store.agents[agent_id].status is S.RUNNING
