@@ -1,6 +1,6 @@
 """The monitor: keeps Redis true to Docker and agents running as their users asked.
 
-Four loops on their own threads, so a slow one never holds up another:
+Five loops on their own threads, so a slow one never holds up another:
 - events: Docker's die/oom/start/pause/unpause/destroy for this installation's
   containers, recorded at once; the stream is reopened when it drops;
 - control: due auto-restarts, periodic reconciliation (drift, containers removed behind

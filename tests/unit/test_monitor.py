@@ -269,9 +269,9 @@ class World:
         self.healthy = False
         self.monitor = Monitor(
             self.agents, self.store, self.runtime, self.health, self.history, self.janitor,
-            self.journal, self.policy, MonitorSettings(reconcile_interval=10.0, metrics_interval=10.0,
-                                         clock=self.clock, wall_clock=self.wall,
-                                         prober=prober or self._probe))
+            self.journal, self.policy,
+            MonitorSettings(reconcile_interval=10.0, metrics_interval=10.0, clock=self.clock,
+                            wall_clock=self.wall, prober=prober or self._probe))
 
     def _probe(self, http, route: str, check: HealthCheck) -> ProbeResult:
         return ProbeResult(self.healthy, 200 if self.healthy else 500,
