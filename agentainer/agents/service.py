@@ -265,15 +265,22 @@ class AgentService:
         """
         if not self._store.claim_wake(agent_id, WAKE_TTL):
             return False
+        down: list[AgentStatus] = []  # NOTE: empty when found running (its stop not yet run)
+
+        def resume(agent: Agent, status: AgentStatus) -> str | None:
+            down.append(status)
+            return self._resume(agent, status)
+
         try:
-            agent = self._run(agent_id, "resume", self._resume, mark=Idle.NONE, only=MARKED)
+            agent = self._run(agent_id, "resume", resume, mark=Idle.NONE, only=MARKED)
         finally:
             self._store.end_wake(agent_id)
         if agent is None:
             return False
-        logger.info("agent %s: woken by a request", agent_id)
-        # NOTE: the agent.woken event's one call site
-        self._on_woken(agent_id)
+        if down:
+            logger.info("agent %s: woken by a request (was %s)", agent_id, down[0].value)
+            # NOTE: the agent.woken event's one call site
+            self._on_woken(agent_id)
         return True
 
     def _transition(self, ref: str, name: str,

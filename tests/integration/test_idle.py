@@ -48,7 +48,7 @@ def send(api: Api, ref: str, **headers: str):
 
 def woken_lines(stack: Stack, agent_id: str) -> int:
     return (stack.data_dir / "server.log").read_text(errors="replace").count(
-        f"agent {agent_id}: woken by a request")
+        f"agent {agent_id}: woken by a request (was stopped)")
 
 
 @pytest.mark.parametrize("action, status", [("stop", "stopped"), ("pause", "paused")])

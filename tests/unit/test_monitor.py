@@ -260,10 +260,13 @@ class World:
         self.health, self.history = FakeHealth(self.store), FakeHistory()
         self.janitor = FakeJanitor()
         self.journal = FakeJournal(self.store)
+        self.events: list[tuple] = []  # NOTE: the agent.idle and agent.woken hooks' calls
         self.agents = AgentService(self.store, self.runtime,
                                    purge_requests=lambda agent_id: None,
                                    networks=Networks("net", "internal", 8080), mounts=mounts,
-                                   on_running=lambda agent_id: None)
+                                   on_running=lambda agent_id: None,
+                                   on_idle=lambda *call: self.events.append(("idle", *call)),
+                                   on_woken=lambda *call: self.events.append(("woken", *call)))
         self.policy = RestartPolicy(base=1.0, cap=60.0, limit=3, window=300.0,
                                     clock=self.clock, rand=lambda: 1.0)  # NOTE: no jitter
         self.healthy = False
@@ -844,6 +847,7 @@ def test_an_idle_stopped_agent_is_not_restarted_and_a_wake_starts_it():
     assert agent.status is S.RUNNING and agent.desired is Desired.RUNNING
     assert agent.idle is Idle.NONE
     assert not world.agents.wake(agent_id)  # NOTE: no longer idle: nothing to wake
+    assert world.events == [("idle", agent_id, IdleAction.STOP), ("woken", agent_id)]
 
 
 def test_a_users_stop_clears_the_mark_and_is_not_woken():
@@ -866,3 +870,4 @@ def test_a_wake_before_the_stop_keeps_the_agent_running():
     assert world.agents.wake(agent_id)  # NOTE: running already: only the mark goes
     assert not world.agents.go_idle(agent_id, IdleAction.STOP)
     assert world.store.agents[agent_id].status is S.RUNNING
+    assert world.events == []  # NOTE: it never went down
