@@ -57,6 +57,11 @@ def locks_key(holder: str) -> str:
     return f"{PREFIX}locks:{holder}"
 
 
+def waking_key(agent_id: str) -> str:
+    """The claim of the one wake of an idle agent under way (STRING, expiring)."""
+    return f"{PREFIX}waking:{agent_id}"
+
+
 # The request journal (journal/journal.py)
 JOURNAL_BYTES = PREFIX + "journal_bytes"
 QUEUE_BYTES = PREFIX + "queue_bytes"
@@ -81,7 +86,8 @@ def requests_key(agent_id: str) -> str:
 
 
 def flying_key(agent_id: str) -> str:
-    """The agent's in-flight request IDs, forwarded or replayed (SET; max_concurrency)."""
+    """The agent's in-flight request IDs, leased to a server or a worker (SET):
+    ``max_concurrency`` counts them, and the idle rule waits until there are none."""
     return FLYING + agent_id
 
 
@@ -119,9 +125,9 @@ def lua_names() -> str:
     """Return Lua that defines ``K``: every key and key family a script may touch, by a
     short name (``K.req .. rid``, ``K.leases``), as this module names them."""
     names = {"agent": AGENT, "req": REQUEST, "queue": QUEUE, "reqs": REQUESTS,
-             "ticket": TICKET, "idem": IDEMPOTENCY, "held": HELD, "claim": CLAIM, "flying": FLYING,
+             "ticket": TICKET, "idem": IDEMPOTENCY, "held": HELD, "claim": CLAIM,
              "names": NAMES, "tokens": TOKENS, "counters": COUNTERS, "holders": HOLDERS,
              "journal_bytes": JOURNAL_BYTES, "queue_bytes": QUEUE_BYTES, "leases": LEASES,
-             "bodies": BODIES, "queued": QUEUED}
+             "bodies": BODIES, "queued": QUEUED, "flying": FLYING}
     fields = ", ".join(f"{name} = '{value}'" for name, value in names.items())
     return f"local K = {{{fields}}}\n"

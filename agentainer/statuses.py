@@ -40,6 +40,22 @@ class Desired(enum.StrEnum):
     STOPPED = "stopped"
 
 
+class Idle(enum.StrEnum):
+    """What the idle rule (deploy's ``idle_timeout``) did to the agent: its ``idle`` mark."""
+
+    NONE = ""             # nothing: the agent is as its user left it
+    PENDING = "pending"   # found idle; being stopped or paused (its requests queue)
+    STOPPED = "stopped"   # stopped for idleness: a request starts it
+    PAUSED = "paused"     # paused for idleness: a request unpauses it
+
+
+class IdleAction(enum.StrEnum):
+    """What the idle rule does to an idle agent (deploy's ``idle_action``)."""
+
+    STOP = "stop"
+    PAUSE = "pause"
+
+
 S = AgentStatus
 
 

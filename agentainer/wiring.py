@@ -134,7 +134,7 @@ def build(config: Config, *, kind: str) -> Components:
 def monitor(config: Config, components: Components) -> Monitor:
     """Return the monitor over ``components`` (built with ``kind="monitor"``)."""
     c = components
-    return Monitor(c.agents, c.store, c.runtime, c.health, c.history, c.janitor,
+    return Monitor(c.agents, c.store, c.runtime, c.health, c.history, c.janitor, c.journal,
                    RestartPolicy(base=config.restart_base, cap=config.restart_cap,
                                  limit=config.restart_limit, window=config.restart_window),
                    MonitorSettings(reconcile_interval=config.reconcile_interval,

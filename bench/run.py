@@ -11,6 +11,8 @@ deploys agents through the REST API, measures
   b. SSE time to first token and the gap between tokens, direct vs proxied;
   c. /health latency while 200 SSE streams are held open through the proxy;
   d. the replay drain rate of 2000 queued requests;
+  e. wake from idle: a request to an echo agent the idle rule paused, then stopped, until
+     its first byte and its answer (bench/wake.py);
 
 prints a markdown table and writes it into README.md between ``<!-- bench:start -->``
 and ``<!-- bench:end -->``. Everything it created is removed at the end, whatever happens.
@@ -48,6 +50,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.readme import README, git_commit, machine, write_block  # noqa: E402
+from bench import wake  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BIN = ROOT / "bin"
@@ -771,6 +774,7 @@ def render(results: dict, quick: bool) -> str:
         f"| {rps(replay['drain_rps'])} req/s ({replay['wall_seconds']:.1f} s from start call "
         f"to all completed: {rps(replay['wall_rps'])} req/s) "
         f"| ≥ {rps(TARGET_REPLAY_RPS)} req/s | {verdict(replay['drain_rps'] >= TARGET_REPLAY_RPS)} |",
+        *wake.rows(results["wake"], ms, verdict),
     ]
     durations = "c=1: 5 s, c=16 and c=64: 10 s" if not quick else "QUICK RUN (short durations)"
     notes = [
@@ -808,6 +812,12 @@ def render(results: dict, quick: bool) -> str:
         "16 client threads, every one 202), then the agent started; the drain rate is "
         "first to last delivery from the journal's timestamps (one drain job per agent, so "
         "one worker delivers them in order).",
+        f"- Wake rows: `agentainer/echo-agent` deployed with `idle_timeout` "
+        f"{wake.IDLE_TIMEOUT} and `idle_action` pause, then stop; each run waits until the "
+        "monitor has paused (stopped) it, then times one proxied request sent with "
+        "`Prefer: wait=10` on a fresh connection: the first byte, and the answer (the first "
+        "byte when the server holds the request; else it answers 202 at once and the "
+        "answer is the journal's completion time of the replayed request).",
         redis_note(results.get("redis")),
     ]
     return "\n".join(notes)
@@ -902,6 +912,11 @@ def run(args: argparse.Namespace) -> dict:
         log(f"d. replay drain of {args.replay} queued requests")
         results["replay"] = measure_replay(api, replay_agent, args.replay, timeout=180)
         log(f"replay: {results['replay']}")
+
+        log("e. wake from idle-paused and idle-stopped")
+        results["wake"] = wake.measure_wake(stack.url, stack.token, api.deploy, name,
+                                            runs=5 if args.quick else wake.RUNS)
+        log(f"wake: {results['wake']}")
         results["redis"] = redis_stats(stack.redis_url)
         log(f"redis: {results['redis']}")
         results["other_cpu"] = meter.other_share()

@@ -1,7 +1,7 @@
 """AgentService: the lifecycle state machine over the store and the runtime."""
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Literal, overload
 
@@ -10,9 +10,13 @@ from agentainer.agents.runtime import ContainerGone, ContainerState, Runtime, St
 from agentainer.agents.spec import Agent, AgentSpec, new_agent_id, now
 from agentainer.agents.store import AgentStore
 from agentainer.errors import AgentainerError, InvalidTransition, NotFound
-from agentainer.statuses import OPERATIONS, AgentStatus, Desired, observed
+from agentainer.statuses import OPERATIONS, AgentStatus, Desired, Idle, IdleAction, observed
 
 logger = logging.getLogger(__name__)
+
+# NOTE: a wake whose process died mid-way frees the next one after this long at most
+WAKE_TTL = 60.0
+MARKED = frozenset({Idle.PENDING, Idle.STOPPED, Idle.PAUSED})
 
 
 @dataclass(frozen=True)
@@ -31,16 +35,23 @@ class AgentService:
     what the runtime says now, not from what Redis last recorded. Whenever an agent ends up
     running, ``on_running`` is called with its ID (the replay of its queued requests);
     ``purge_requests`` drops a removed agent's queued and recorded requests (the journal's).
+    ``on_idle(agent_id, action)`` is called once the idle rule stopped or paused an agent,
+    ``on_woken(agent_id)`` once a request woke it (the ``agent.idle`` and ``agent.woken``
+    events).
     """
 
     def __init__(self, store: AgentStore, runtime: Runtime, *,
                  purge_requests: Callable[[str], None], networks: Networks,
                  mounts: MountPolicy, on_running: Callable[[str], None],
+                 on_idle: Callable[[str, IdleAction], None] = lambda agent_id, action: None,
+                 on_woken: Callable[[str], None] = lambda agent_id: None,
                  default_app_port: int = 8000, stop_timeout: float = 10.0) -> None:
         self._store = store
         self._runtime = runtime
         self._purge_requests = purge_requests
         self._on_running = on_running
+        self._on_idle = on_idle
+        self._on_woken = on_woken
         self._networks = networks
         self._mounts = mounts
         self._default_app_port = default_app_port
@@ -105,6 +116,11 @@ class AgentService:
             if status is not agent.status:
                 logger.info("agent %s: found %s (recorded %s)", agent_id, status.value,
                             agent.status.value)
+            if status is AgentStatus.RUNNING and agent.idle in (Idle.STOPPED, Idle.PAUSED):
+                # NOTE: started or unpaused behind our back: running as if woken
+                agent = replace(agent, idle=Idle.NONE, desired=Desired.RUNNING)
+                self._store.update(agent_id, idle=Idle.NONE, desired=Desired.RUNNING,
+                                   active=True)
             self._store.update(agent_id, status=status, route=route)
         if status is AgentStatus.RUNNING and agent.status is not AgentStatus.RUNNING:
             self._on_running(agent_id)
@@ -214,12 +230,75 @@ class AgentService:
     def resume(self, ref: str) -> Agent:
         return self._transition(ref, "resume", self._resume)
 
+    # -- the idle rule ------------------------------------------------------------------
+
+    def go_idle(self, agent_id: str, action: IdleAction) -> bool:
+        """Stop or pause the agent the journal marked idle (``pending``); False if the mark
+        was cleared meanwhile (a request woke it, or its user acted).
+
+        Its desired state follows (stopped or paused), so it is not restarted; its
+        ``idle`` mark says why it is down.
+        """
+        stop = action is IdleAction.STOP
+        try:
+            agent = self._run(agent_id, "stop" if stop else "pause",
+                              self._stop if stop else self._pause,
+                              mark=Idle.STOPPED if stop else Idle.PAUSED,
+                              only={Idle.PENDING})
+        except AgentainerError:
+            self._store.update(agent_id, idle=Idle.NONE)  # NOTE: it stays as it is
+            raise
+        if agent is None:
+            return False
+        logger.info("agent %s: idle for %.0fs; %s", agent_id, agent.spec.idle_timeout,
+                    "stopped" if stop else "paused")
+        # NOTE: the agent.idle event's one call site
+        self._on_idle(agent_id, action)
+        return True
+
+    def wake(self, agent_id: str) -> bool:
+        """Bring back an agent the idle rule stopped or paused (or is stopping): unpause
+        or start it; False if it was not (another wake runs, or it is not marked idle).
+
+        One wake at a time (``waking:{id}``), so a burst of requests starts it once; the
+        requests they queued are delivered by the drain its start schedules.
+        """
+        if not self._store.claim_wake(agent_id, WAKE_TTL):
+            return False
+        down: list[AgentStatus] = []  # NOTE: empty when found running (its stop not yet run)
+
+        def resume(agent: Agent, status: AgentStatus) -> str | None:
+            down.append(status)
+            return self._resume(agent, status)
+
+        try:
+            agent = self._run(agent_id, "resume", resume, mark=Idle.NONE, only=MARKED)
+        finally:
+            self._store.end_wake(agent_id)
+        if agent is None:
+            return False
+        if down:
+            logger.info("agent %s: woken by a request (was %s)", agent_id, down[0].value)
+            # NOTE: the agent.woken event's one call site
+            self._on_woken(agent_id)
+        return True
+
     def _transition(self, ref: str, name: str,
                     action: Callable[[Agent, AgentStatus], str | None]) -> Agent:
+        """Run a user's operation; it clears any idle mark (a stopped agent stays down)."""
+        agent = self._run(self._store.resolve(ref), name, action, mark=Idle.NONE)
+        assert agent is not None  # NOTE: only a run limited to some marks is skipped
+        return agent
+
+    def _run(self, agent_id: str, name: str, action: Callable[[Agent, AgentStatus], str | None],
+             *, mark: Idle, only: Collection[Idle] | None = None) -> Agent | None:
+        """Run one lifecycle operation under the agent's lock, leaving ``mark`` as its idle
+        mark; with ``only``, just if its mark is one of those (None if not)."""
         operation = OPERATIONS[name]
-        agent_id = self._store.resolve(ref)
         with self._store.lock(agent_id):
             agent = self._store.get(agent_id)
+            if only is not None and agent.idle not in only:
+                return None
             status, _ = self._observe(agent)
             try:
                 must_act = operation.check(status)
@@ -238,11 +317,13 @@ class AgentService:
             agent = replace(agent, container_id=container_id)
             final, address = self._observe(agent)
             route = f"{address}:{agent.spec.app_port}" if address else ""
+            running = final is AgentStatus.RUNNING
             self._store.update(agent.id, status=final, desired=operation.desired,
-                               container_id=container_id, route=route)
-        if final is AgentStatus.RUNNING:
+                               container_id=container_id, route=route, idle=mark,
+                               active=running)
+        if running:
             self._on_running(agent.id)
-        return replace(agent, status=final, desired=operation.desired)
+        return replace(agent, status=final, desired=operation.desired, idle=mark)
 
     def _start(self, agent: Agent, status: AgentStatus) -> str:
         container_id = agent.container_id

@@ -12,7 +12,7 @@ from typing import Any
 from agentainer import units
 from agentainer.errors import Conflict, InvalidInput, InvalidTransition
 from agentainer.names import ENV_KEY_RE, ID_RE, IMAGE_MAX, IMAGE_RE, NAME_RE, VOLUME_NAME_RE
-from agentainer.statuses import AgentStatus, Desired, OnBusy
+from agentainer.statuses import AgentStatus, Desired, Idle, IdleAction, OnBusy
 from agentainer.tokens import hash_token
 
 RESERVED_ENV = ("AGENT_ID", "AGENT_NAME", "AGENTAINER_PROXY_URL")
@@ -85,6 +85,8 @@ class AgentSpec:
     max_concurrency: int = 0     # requests in flight to the agent at once (0: no limit)
     on_busy: OnBusy = OnBusy.QUEUE
     hold: float | None = None    # seconds a queued request is held (None: the hold setting)
+    idle_timeout: float = 0.0   # seconds without a request before the idle rule acts; 0: never
+    idle_action: IdleAction = IdleAction.STOP
 
     @property
     def calls_allowed(self) -> tuple[str, ...]:
@@ -132,6 +134,8 @@ class AgentSpec:
             data["may_call"] = tuple(data["may_call"])
         if "on_busy" in data:
             data["on_busy"] = OnBusy(data["on_busy"])
+        if "idle_action" in data:
+            data["idle_action"] = IdleAction(data["idle_action"])
         return cls(**data)
 
 
@@ -148,6 +152,7 @@ class Agent:
     updated_at: str
     last_error: str | None = None
     restarts: int = 0
+    idle: Idle = Idle.NONE
 
     @property
     def name(self) -> str:
@@ -175,6 +180,8 @@ class Agent:
                 "status": self.status.value, "desired": self.desired.value,
                 "container_id": self.container_id, "last_error": self.last_error,
                 "restarts": self.restarts,
+                # NOTE: stopped or paused by the idle rule (a request wakes it), not its user
+                "idle": self.idle in (Idle.STOPPED, Idle.PAUSED),
                 "created_at": self.created_at, "updated_at": self.updated_at}
 
 
@@ -190,6 +197,7 @@ DEPLOY_FIELDS = frozenset({
     "name", "image", "env_vars", "cpu_limit", "memory_limit", "pids_limit", "auto_restart",
     "token", "manage_token", "volumes", "health_check", "app_port", "egress", "private",
     "persist", "start", "pull", "may_call", "ordered", "max_concurrency", "on_busy", "hold",
+    "idle_timeout", "idle_action",
 })
 MAX_CONCURRENCY = 10_000
 
@@ -234,6 +242,8 @@ def parse_deploy(body: Any) -> tuple[AgentSpec, DeployOptions]:
         max_concurrency=_field(body, "max_concurrency", _concurrency, 0),
         on_busy=_field(body, "on_busy", _on_busy, OnBusy.QUEUE),
         hold=_field(body, "hold", units.parse_duration, None),
+        idle_timeout=_field(body, "idle_timeout", units.parse_duration, 0.0),
+        idle_action=_field(body, "idle_action", _idle_action, IdleAction.STOP),
     )
     if token is not None and not spec.private:
         # NOTE: token is the invoke token, which only a private agent's proxy path asks
@@ -251,6 +261,11 @@ def parse_deploy(body: Any) -> tuple[AgentSpec, DeployOptions]:
         # agent's requests never enter
         raise Conflict("max_concurrency needs persist: the journal counts the requests in "
                        "flight", code="concurrency_needs_persist")
+    # NOTE: the idle rule reads the journal (requests in flight, queued, last admitted),
+    # which sees nothing of a --no-persist agent's requests
+    if spec.idle_timeout and not spec.persist:
+        raise Conflict("idle_timeout needs a persistent agent: the idle rule sees only "
+                       "journaled requests (drop persist: false)", code="idle_needs_persist")
     targets = [volume.container_path for volume in spec.volumes]
     if len(set(targets)) != len(targets):
         raise Conflict("two volumes share a container_path", code="volume_conflict")
@@ -334,6 +349,12 @@ def _may_call(value: Any) -> tuple[str, ...]:
     if ANY_AGENT in value and len(value) > 1:
         raise ValueError(f"{ANY_AGENT!r} (any agent) goes alone")
     return tuple(dict.fromkeys(value))
+
+
+def _idle_action(value: Any) -> IdleAction:
+    if value not in tuple(IdleAction):
+        raise ValueError(f"{value!r} is not one of {', '.join(IdleAction)}")
+    return IdleAction(value)
 
 
 def _image(value: Any) -> str:

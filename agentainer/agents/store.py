@@ -5,7 +5,10 @@ Keys (all under :data:`agentainer.keys.PREFIX`, named in :mod:`agentainer.keys`)
                        created_at, updated_at, last_error, restarts, and for the proxy:
                        route ("ip:port" of the app), persist ("1"/"0"), private_hash,
                        ordered ("1"/"0"), max_concurrency, on_busy, hold (seconds, ''
-                       for the setting)
+                       for the setting); for the idle rule: idle (statuses.Idle: '' |
+                       pending | stopped | paused) and last_active (epoch ms: the last
+                       admission, lease release or start; the journal's scripts write it too)
+    waking:{id}  STRING the one wake of an idle agent under way (expiring)
     instance     STRING this installation's ID (labels its containers)
     agents       ZSET  id -> creation time (listing order)
     names        HASH  name -> id (uniqueness)
@@ -36,10 +39,10 @@ from agentainer.errors import (
     AgentNotFound, Busy, Conflict, JournalFull, NameTaken, Unavailable,
 )
 from agentainer.agents.spec import Agent, AgentSpec, TokenScope, now
-from agentainer.statuses import AgentStatus, Desired
+from agentainer.statuses import AgentStatus, Desired, Idle
 from agentainer.keys import (
     AGENTS, COUNTERS, INSTANCE, NAMES, RESERVED, TOKENS, agent_key, health_key, lock_key,
-    locks_key, metrics_key,
+    locks_key, metrics_key, waking_key,
 )
 from agentainer.names import ID_RE
 
@@ -221,9 +224,17 @@ class AgentStore:
     @translate_redis_errors
     def update(self, agent_id: str, *, status: AgentStatus | None = None,
                desired: Desired | None = None, container_id: str | None = None,
-               route: str | None = None, last_error: str | None = None) -> bool:
-        """Set some mutable fields; return False if the agent no longer exists."""
+               route: str | None = None, last_error: str | None = None,
+               idle: Idle | None = None, active: bool = False) -> bool:
+        """Set some mutable fields; return False if the agent no longer exists.
+
+        ``active`` sets ``last_active`` to now: the idle rule counts from it.
+        """
         fields: dict[str, str] = {"updated_at": now()}
+        if idle is not None:
+            fields["idle"] = idle.value
+        if active:
+            fields["last_active"] = str(int(self._clock() * 1000))
         if status is not None:
             fields["status"] = status.value
         if desired is not None:
@@ -236,6 +247,16 @@ class AgentStore:
             fields["last_error"] = last_error
         args = [item for pair in fields.items() for item in pair]
         return bool(self._update(keys=[agent_key(agent_id)], args=args))
+
+    @translate_redis_errors
+    def claim_wake(self, agent_id: str, ttl: float) -> bool:
+        """Take the agent's one wake under way (for ``ttl`` at most); False if taken."""
+        return bool(self._redis.set(waking_key(agent_id), self._holder, nx=True,
+                                    px=int(ttl * 1000)))
+
+    @translate_redis_errors
+    def end_wake(self, agent_id: str) -> None:
+        self._redis.delete(waking_key(agent_id))
 
     @translate_redis_errors
     def delete(self, agent: Agent) -> None:
@@ -365,5 +386,5 @@ def _from_hash(agent_id: str, fields: dict[str, str]) -> Agent:
         status=AgentStatus(fields["status"]), desired=Desired(fields["desired"]),
         container_id=fields.get("container_id") or None, created_at=fields["created_at"],
         updated_at=fields["updated_at"], last_error=fields.get("last_error") or None,
-        restarts=int(fields.get("restarts") or 0),
+        restarts=int(fields.get("restarts") or 0), idle=Idle(fields.get("idle", "")),
     )

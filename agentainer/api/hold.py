@@ -64,15 +64,16 @@ def decide(preference: Preference, admission: Admission, default: float) -> Hold
 
     ``wait=N`` is honoured as asked (and says so); ``respond-async`` alone gets the 202 at
     once. Without either, the agent's hold (or ``default``) applies, except to an agent
-    nothing will start: one a user stopped or paused (``desired``), or a ``failed`` one
-    (its crash-loop rule gave up): holding would only delay the 202.
+    nothing will start: one a user stopped or paused (``desired``; an agent the idle rule
+    stopped or paused is woken, so it is held), or a ``failed`` one (its crash-loop rule
+    gave up): holding would only delay the 202.
     """
     if preference.wait is not None:
         return HoldDecision(preference.wait, f"{WAIT}={preference.wait:g}")
     if preference.respond_async:
         return HoldDecision(0.0, RESPOND_ASYNC)
-    if admission.agent_status is AgentStatus.FAILED or admission.desired in (
-            Desired.STOPPED, Desired.PAUSED):
+    if not admission.idle and (admission.agent_status is AgentStatus.FAILED or
+                               admission.desired in (Desired.STOPPED, Desired.PAUSED)):
         return HoldDecision(0.0, "")
     return HoldDecision(default if admission.hold is None else admission.hold, "")
 

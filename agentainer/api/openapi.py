@@ -14,7 +14,7 @@ from agentainer.agents.spec import (
 )
 from agentainer.api.lifecycle import MAX_COUNT  # NOTE: whole_number's bound
 from agentainer.names import IMAGE_MAX, IMAGE_PATTERN
-from agentainer.statuses import OPERATIONS, AgentStatus, OnBusy, RequestStatus
+from agentainer.statuses import OPERATIONS, AgentStatus, IdleAction, OnBusy, RequestStatus
 
 # NOTE: patterns are the validators' (agents/spec.py, units.py) with full-match anchors
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -173,6 +173,13 @@ _DEPLOY = {
                            "description": "seconds (or 30s, 500ms...) a queued request "
                                           "holds its connection for the answer before "
                                           "202; default: the hold setting"}),
+        "idle_timeout": _nullable({
+            **_duration(DURATION, {"minimum": 0}),
+            "description": "stop or pause the agent (idle_action) after this long with no "
+                           "request in flight or queued; a request wakes it. 0: never. "
+                           "Needs persist (else 409 idle_needs_persist)"}),
+        "idle_action": _nullable({"type": "string", "enum": list(IdleAction),
+                                  "default": IdleAction.STOP.value}),
         "start": _nullable({"type": "boolean", "default": False}),
         "pull": _nullable({"type": "boolean", "default": False,
                            "description": "pull the image from its registry first (even "

@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -63,14 +64,16 @@ class ProxySink:
     """Forwards to the agent, or queues the request when the agent cannot take it."""
 
     def __init__(self, journal: Journal, upstream: Upstream, *, schedule: Callable[[str], None],
-                 on_down: Callable[[str], object], admin_token: str, max_body: int,
-                 capture_limit: int, inflight: InflightLimit, follower: Any,
-                 hold: float, holds: HoldLimit) -> None:
+                 on_down: Callable[[str], object], wake: Callable[[str], object],
+                 admin_token: str, max_body: int, capture_limit: int,
+                 inflight: InflightLimit, follower: Any, hold: float,
+                 holds: HoldLimit) -> None:
         self._admin_hash = hash_token(admin_token)
         self._journal = journal
         self._upstream = upstream
         self._schedule = schedule
         self._on_down = on_down
+        self._wake = wake
         self._max_body = max_body
         self._capture_limit = capture_limit
         self._inflight = inflight
@@ -86,7 +89,9 @@ class ProxySink:
         if admission.outcome is Outcome.IDEMPOTENT:
             self._idempotent_reply(resp, admission, arrival.incoming)
         elif admission.outcome is Outcome.QUEUED:
-            if admission.agent_status is AgentStatus.RUNNING:
+            if admission.idle:
+                self._wake_soon(admission.agent_id)
+            elif admission.wait is not Wait.DOWN:
                 # NOTE: queued behind a backlog or at max_concurrency: replay delivers it
                 self._schedule(admission.agent_id)
             self._answer_queued(req, resp, admission, arrival.request_id, admission.position,
@@ -244,6 +249,21 @@ class ProxySink:
             relay.drain()  # NOTE: completes the record now, before the answer is sent
         else:
             resp.stream = relay
+
+    def _wake_soon(self, agent_id: str) -> None:
+        """Wake the agent the idle rule stopped or paused, on a thread of its own.
+
+        PERF: the request does not wait for the start; its agent's drain delivers it. A
+        burst of requests starts one wake (the others return at once: AgentService.wake).
+        """
+        threading.Thread(target=self._wake_quietly, args=(agent_id,), daemon=True,
+                         name=f"wake-{agent_id}").start()
+
+    def _wake_quietly(self, agent_id: str) -> None:
+        try:
+            self._wake(agent_id)
+        except Exception:  # noqa: BLE001 - the next request tries again
+            logger.exception("agent %s: wake failed", agent_id)
 
     def _agent_down(self, agent_id: str) -> None:
         """Record the unreachable agent's state now, so the next requests queue at once."""

@@ -29,7 +29,8 @@ def cmd_deploy(client: Client, args: argparse.Namespace, out: Output) -> int:
                 "pids_limit": args.pids_limit, "token": args.agent_token,
                 "manage_token": args.manage_token,
                 "app_port": args.app_port, "max_concurrency": args.max_concurrency,
-                "on_busy": args.on_busy, "hold": args.hold}
+                "on_busy": args.on_busy, "hold": args.hold, "idle_timeout": args.idle_timeout,
+                "idle_action": args.idle_action}
     body.update({key: value for key, value in optional.items() if value is not None})
     flags = {"auto_restart": args.auto_restart, "private": args.private, "start": args.start,
              "pull": args.pull}
@@ -77,9 +78,14 @@ def cmd_list(client: Client, args: argparse.Namespace, out: Output) -> int:
         out.line("no agents")
     else:
         out.table(("ID", "NAME", "IMAGE", "STATUS", "RESTARTS", "CREATED", "LAST FAILURE"),
-                  [(a["id"], a["name"], a["image"], a["status"], str(a["restarts"]),
+                  [(a["id"], a["name"], a["image"], _status(a), str(a["restarts"]),
                     a["created_at"][:19], cut(a["last_error"] or "-", 40)) for a in agents])
     return ExitStatus.SUCCESS
+
+
+def _status(agent: dict[str, Any]) -> str:
+    """The agent's status, and ``(idle)`` when the idle rule (not its user) put it there."""
+    return agent["status"] + (" (idle)" if agent.get("idle") else "")
 
 
 def cmd_inspect(client: Client, args: argparse.Namespace, out: Output) -> int:

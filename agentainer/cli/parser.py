@@ -8,7 +8,7 @@ Makefile's ``MAN_PROGRAMS``). The parsed ``command`` names the subcommand;
 import argparse
 
 from agentainer.cli.output import PROG
-from agentainer.statuses import OPERATIONS, AgentStatus, RequestStatus
+from agentainer.statuses import OPERATIONS, AgentStatus, IdleAction, OnBusy, RequestStatus
 
 AGENT_HELP = "agent ID or name"
 
@@ -114,13 +114,20 @@ def _add_deploy_access(deploy: argparse.ArgumentParser) -> None:
     traffic.add_argument("--max-concurrency", metavar="N",
                          help="at most N requests in flight to the agent (default: 0, no "
                               "limit); the rest wait in its queue, in order")
-    traffic.add_argument("--on-busy", choices=["queue", "reject"],
+    traffic.add_argument("--on-busy", choices=list(OnBusy),
                          help="at --max-concurrency: queue (default) or reject with 429 "
                               "and Retry-After")
     traffic.add_argument("--hold", metavar="D",
                          help="how long a request that must queue holds its connection for "
                               "the answer before it gets 202 (e.g. 30s, 0: at once; "
                               "default: the server's hold setting)")
+    traffic.add_argument("--idle-timeout", metavar="D",
+                         help="stop or pause (--idle-action) the agent after D (30s, 5m, 1h) "
+                              "with no request; a request wakes it (default 0: never; needs "
+                              "journaling)")
+    traffic.add_argument("--idle-action", choices=list(IdleAction),
+                         help="what --idle-timeout does: stop (default; a request starts it) "
+                              "or pause (a request unpauses it, quicker)")
 
 
 def _add_lifecycle(commands: _Subcommands) -> None:

@@ -14,6 +14,7 @@ Keys (all under :data:`agentainer.keys.PREFIX`, named in :mod:`agentainer.keys`)
     journal_bytes      STRING bytes of every record (``journal_max_bytes``)
     queue_bytes        HASH   agent -> bytes of its queued requests (``queue_max_bytes``)
     bodies             ZSET   completed request IDs that still hold bodies -> completion (ms)
+    flying:{aid}       SET    in-flight request IDs of one agent (the idle rule)
 
 Statuses: ``queued`` -> ``in_flight`` -> ``completed`` | back to ``queued`` | ``failed``;
 ``queued`` -> ``cancelled``; ``queued`` | ``failed`` -> ``completed`` (a late answer, see
@@ -129,6 +130,7 @@ class Admission:
     fingerprint: str = ""   # the earlier request's (IDEMPOTENT)
     strip_authorization: bool = False
     lease: int = 0          # the lease a forwarded request holds (FIRST_LEASE)
+    idle: bool = False      # the idle rule stopped or paused the agent: wake it (QUEUED)
 
     @property
     def journaled(self) -> bool:
@@ -200,6 +202,7 @@ class Journal:
         self._trim = client.register_script(scripts.TRIM)
         self._change = client.register_script(scripts.CHANGE)
         self._prune = client.register_script(scripts.PRUNE)
+        self._idle = client.register_script(scripts.IDLE)
 
     @translate_redis_errors
     def admit(self, ref: str, *, by_id: bool, token_hash: str, request_id: str,
@@ -295,6 +298,16 @@ class Journal:
                                   self._queue_max_bytes])
         parts = [part.decode() for part in reply]
         return Retry(parts[0]), int(parts[2]) if len(parts) > 2 else 0
+
+    @translate_redis_errors
+    def mark_idle(self, agent_id: str, idle_timeout: float) -> bool:
+        """Mark the agent idle (``pending``) if it has been for ``idle_timeout`` seconds:
+        running as its user wants, nothing in flight, queued or draining, and no request
+        admitted nor answered meanwhile. True if marked: the caller stops or pauses it.
+
+        NOTE: from the mark on, its requests queue and wake it (see scripts.IDLE).
+        """
+        return bool(self._idle(args=[agent_id, _ms(self._clock), int(idle_timeout * 1000)]))
 
     @translate_redis_errors
     def renew(self, request_id: str, *, lease: int) -> bool:
@@ -489,7 +502,7 @@ def _admission(request_id: str, reply: list[str]) -> Admission:
         return Admission(outcome, rest[0], request_id=request_id, position=int(rest[1]),
                          strip_authorization=rest[2] == "1", agent_status=AgentStatus(rest[3]),
                          wait=Wait(rest[4]), hold=float(rest[5]) if rest[5] else None,
-                         desired=Desired(rest[6]) if rest[6] else None)
+                         desired=Desired(rest[6]) if rest[6] else None, idle=rest[7] != "")
     return Admission(outcome, agent_id=rest[0] if rest else "")
 
 

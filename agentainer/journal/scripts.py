@@ -42,6 +42,8 @@ local function count(name)
 end
 -- Lease a request of agent aid to a holder (a live process, see
 -- agentainer.journal.liveness) until deadline; it counts as in flight to the agent.
+-- NOTE: flying:{aid} holds the agent's leased requests: max_concurrency counts them, and
+-- they keep it from going idle.
 local function take(rid, aid, holder, deadline)
   redis.call('hset', K.req..rid, 'holder', holder)
   redis.call('zadd', K.leases, deadline, rid)
@@ -49,11 +51,15 @@ local function take(rid, aid, holder, deadline)
   redis.call('sadd', K.holders, holder)
   redis.call('sadd', K.flying..aid, rid)
 end
-local function release(rid)
+-- End a lease at now (ms): the agent was last active then (the idle rule).
+local function release(rid, now)
   local r = redis.call('hmget', K.req..rid, 'holder', 'agent')
   redis.call('zrem', K.leases, rid)
   if r[1] then redis.call('srem', K.held..r[1], rid) end
-  if r[2] then redis.call('srem', K.flying..r[2], rid) end
+  if r[2] and redis.call('srem', K.flying..r[2], rid) == 1
+      and redis.call('exists', K.agent..r[2]) == 1 then
+    redis.call('hset', K.agent..r[2], 'last_active', now)
+  end
 end
 -- Say whether the agent has max_concurrency (> 0) requests in flight.
 local function at_capacity(aid, max_concurrency)
@@ -81,7 +87,7 @@ end
 -- Send a leased request back to the front of its queue, or fail it after max_attempts.
 local function give_back(rid, aid, attempts, max_attempts, error, now)
   local rkey = K.req..rid
-  release(rid)
+  release(rid, now)
   if attempts >= max_attempts then
     redis.call('hset', rkey, 'status', 'failed', 'error', error, 'updated_at', now)
     count('failed')
@@ -110,11 +116,12 @@ local aid = ref
 if by_id == '0' then aid = redis.call('hget', K.names, ref) end
 if not aid then return {'missing'} end
 local a = redis.call('hmget', K.agent..aid, 'status', 'route', 'persist', 'private_hash',
-                     'ordered', 'max_concurrency', 'on_busy', 'hold', 'desired')
+                     'ordered', 'max_concurrency', 'on_busy', 'hold', 'desired', 'idle')
 if not a[1] then return {'missing'} end
 local status, route, persist, private_hash = a[1], a[2] or '', a[3], a[4] or ''
+local idle = a[10] or ''
 local function queued(position, strip, why)
-  return {'queued', aid, tostring(position), strip, status, why, a[8] or '', a[9] or ''}
+  return {'queued', aid, tostring(position), strip, status, why, a[8] or '', a[9] or '', idle}
 end
 if private_hash ~= '' and private_hash ~= token_hash then return {'forbidden', aid} end
 local strip = '0'
@@ -149,7 +156,9 @@ if tonumber(redis.call('get', BYTES) or '0') + size > tonumber(ARGV[13]) then
   return {'over', aid}
 end
 local why = ''
-if status ~= 'running' or route == '' then why = 'down'
+-- NOTE: an agent the idle rule marked (going or gone idle) takes no request: it queues
+-- and the proxy wakes the agent (see IDLE)
+if status ~= 'running' or route == '' or idle ~= '' then why = 'down'
 elseif a[5] ~= '0' and (redis.call('llen', qkey) > 0
                         or redis.call('exists', K.claim..aid) == 1) then why = 'backlog'
 elseif at_capacity(aid, a[6]) then
@@ -165,6 +174,7 @@ redis.call('hset', rkey, 'id', rid, 'agent', aid, 'lease', 0, 'size', size, unpa
 if strip == '1' then redis.call('hdel', rkey, 'authorization') end
 redis.call('incrby', BYTES, size)
 redis.call('zadd', K.reqs..aid, ARGV[5], rid)
+redis.call('hset', K.agent..aid, 'last_active', ARGV[5])
 if why == '' then
   redis.call('hset', rkey, 'status', 'in_flight', 'attempts', 1, 'lease', 1)
   take(rid, aid, ARGV[11], ARGV[9])
@@ -174,6 +184,28 @@ end
 redis.call('hset', rkey, 'status', 'queued', 'attempts', 0)
 count('queued')
 return queued(enqueue(aid, rid, false), strip, why)
+"""
+
+# Decide whether an agent is idle and, if so, mark it (its ``idle`` field 'pending') in the
+# same step: ARGV aid, now_ms, idle_timeout_ms. Idle: running as its user wants, not
+# marked, nothing in flight (flying:{aid}), nothing queued, no drain claimed, and no
+# admission nor lease release for idle_timeout (``last_active``; a start sets it too).
+# NOTE: one script, so an admission either comes before it (and keeps the agent running)
+# or after it, and finds the mark: it queues and wakes the agent (ADMIT).
+IDLE = _LUA_PRELUDE + """
+local aid, now = ARGV[1], tonumber(ARGV[2])
+local akey = K.agent..aid
+local a = redis.call('hmget', akey, 'status', 'desired', 'idle', 'last_active')
+if a[1] ~= 'running' or a[2] ~= 'running' or (a[3] or '') ~= '' then return 0 end
+if not a[4] then
+  redis.call('hset', akey, 'last_active', now)  -- NOTE: a record older than the idle rule
+  return 0
+end
+if redis.call('scard', K.flying..aid) > 0 or redis.call('llen', K.queue..aid) > 0
+    or redis.call('exists', K.claim..aid) == 1 then return 0 end
+if now - tonumber(a[4]) < tonumber(ARGV[3]) then return 0 end
+redis.call('hset', akey, 'idle', 'pending')
+return 1
 """
 
 # Put a leased request back: ARGV rid, now_ms, error, max_attempts, mode, lease,
@@ -200,7 +232,7 @@ if mode ~= 'new' then
 end
 local size = size_of(rkey)
 if not room(aid, size, tonumber(ARGV[7]), tonumber(ARGV[8])) then
-  release(rid)
+  release(rid, ARGV[2])
   local ikey = K.idem..aid..':'..(r[5] or '')
   if r[5] and r[5] ~= '' and redis.call('get', ikey) == rid then redis.call('del', ikey) end
   redis.call('zrem', K.reqs..aid, rid)
@@ -208,7 +240,7 @@ if not room(aid, size, tonumber(ARGV[7]), tonumber(ARGV[8])) then
   redis.call('del', rkey)
   return {'full', aid}
 end
-release(rid)
+release(rid, ARGV[2])
 redis.call('hset', rkey, 'status', 'queued', 'error', ARGV[3], 'updated_at', ARGV[2])
 return {'queued', aid, tostring(enqueue(aid, rid, false))}
 """
@@ -225,7 +257,7 @@ local r = redis.call('hmget', rkey, 'status', 'agent', 'lease')
 if not r[1] then return 'missing' end
 if r[3] ~= ARGV[6] or r[1] == 'completed' or r[1] == 'cancelled' then return 'stale' end
 unqueue(r[2], rid)
-release(rid)
+release(rid, ARGV[2])
 redis.call('hset', rkey, 'status', 'completed', 'updated_at', ARGV[2], 'error', '',
            unpack(ARGV, 9))
 redis.call('hincrby', rkey, 'bodies_size', ARGV[7])
@@ -281,7 +313,7 @@ for _, rid in ipairs(redis.call('zrangebyscore', K.leases, '-inf', ARGV[1], 'LIM
       agents[#agents + 1] = r[2]
     end
   else
-    release(rid)
+    release(rid, ARGV[1])
   end
 end
 return agents

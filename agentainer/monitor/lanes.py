@@ -20,7 +20,7 @@ class Lanes:
         self._closed = False
         self._lock = threading.Lock()
 
-    def submit(self, agent_id: str, task: Callable[[], None]) -> bool:
+    def submit(self, agent_id: str, task: Callable[[], object]) -> bool:
         """Queue ``task`` unless the agent's previous one still runs or the lanes were shut
         down; return True if queued."""
         with self._lock:
@@ -41,7 +41,7 @@ class Lanes:
             self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _run(self, agent_id: str, task: Callable[[], None]) -> None:
+    def _run(self, agent_id: str, task: Callable[[], object]) -> None:
         try:
             task()
         except AgentainerError as ex:

@@ -1,13 +1,17 @@
 """The monitor: keeps Redis true to Docker and agents running as their users asked.
 
-Four loops on their own threads, so a slow one never holds up another:
+Five loops on their own threads, so a slow one never holds up another:
 - events: Docker's die/oom/start/pause/unpause/destroy for this installation's
   containers, recorded at once; the stream is reopened when it drops;
 - control: due auto-restarts, periodic reconciliation (drift, containers removed behind
   our back, orphans) and the journal's janitor;
 - probes: per-agent HTTP health checks (deploy's --health-* flags), each agent on its own
   schedule, run on a small thread pool so a hanging agent delays no other;
-- metrics: per-agent resource samples into a bounded history, on a pool likewise.
+- metrics: per-agent resource samples into a bounded history, on a pool likewise;
+- idle: the idle rule (deploy's ``idle_timeout``): an agent the journal finds idle is
+  marked so in the same step (:meth:`Journal.mark_idle`), then stopped or paused on a pool
+  like the probes (:meth:`AgentService.go_idle`); a request to it wakes it
+  (:meth:`AgentService.wake`, called by the proxy).
 
 Auto-restart agents are restarted as :class:`~agentainer.monitor.restarts.RestartPolicy` says. An
 agent paused behind our back (``docker pause``) is recorded as paused, not as a crash.
@@ -34,14 +38,16 @@ from agentainer.agents.store import AgentStore
 from agentainer.backoff import backoff
 from agentainer.errors import AgentainerError, AgentNotFound, MountRefused, Unavailable
 from agentainer.journal.janitor import Janitor
+from agentainer.journal.journal import Journal
 from agentainer.monitor.lanes import Lanes
 from agentainer.monitor.probes import POOL_SIZE, HealthWatch, Prober, probe
 from agentainer.monitor.restarts import RestartPolicy
-from agentainer.statuses import AgentStatus, Desired
+from agentainer.statuses import AgentStatus, Desired, Idle
 
 logger = logging.getLogger(__name__)
 
 TICK = 0.25
+IDLE_TICK = 0.5        # how often the idle rule looks (an agent idles within this late)
 STABLE_RUN = 10.0      # a loop that ran this long before failing retries after 1 s again
 GUARD_BASE, GUARD_CAP = 1.0, 30.0  # a broken loop's restarts: 1 s doubling to 30 s, jittered
 ORPHAN_GRACE = 60.0    # a container younger than this may belong to a deploy in progress
@@ -72,13 +78,14 @@ class Monitor:
 
     def __init__(self, agents: AgentService, store: AgentStore, runtime: Runtime,
                  health: HealthRecords, history: MetricsHistory, janitor: Janitor,
-                 policy: RestartPolicy, settings: MonitorSettings) -> None:
+                 journal: Journal, policy: RestartPolicy, settings: MonitorSettings) -> None:
         self._agents = agents
         self._store = store
         self._runtime = runtime
         self._health = health
         self._history = history
         self._janitor = janitor
+        self._journal = journal
         self._policy = policy
         self._reconcile_interval = settings.reconcile_interval
         self._metrics_interval = settings.metrics_interval
@@ -87,6 +94,7 @@ class Monitor:
         self._watch = HealthWatch(health, store, self._unhealthy_agent, clock=settings.clock,
                                   prober=settings.prober, workers=settings.workers)
         self._samplers = Lanes(settings.workers, "metrics")
+        self._idlers = Lanes(settings.workers, "idle")
         self._instance = ""
         # NOTE: these are shared by the events, control and probe threads: guard with _lock.
         self._due: dict[str, tuple[float, str, bool]] = {}  # when, reason, for failed probes
@@ -107,7 +115,8 @@ class Monitor:
             self._bring_up_due = True  # NOTE: done by the first pass that reaches Docker
         threads = [threading.Thread(target=self._guard, args=(loop,), name=loop.__name__,
                                     daemon=True)
-                   for loop in (self._events_loop, self._probes_loop, self._metrics_loop)]
+                   for loop in (self._events_loop, self._probes_loop, self._metrics_loop,
+                                self._idle_loop)]
         for thread in threads:
             thread.start()
         try:
@@ -115,6 +124,7 @@ class Monitor:
         finally:
             self._watch.shutdown()
             self._samplers.shutdown()
+            self._idlers.shutdown()
 
     def stop(self) -> None:
         """Ask every loop to end."""
@@ -480,6 +490,27 @@ class Monitor:
             for agent in self._store.all():
                 if agent.status is AgentStatus.RUNNING and agent.container_id:
                     self._samplers.submit(agent.id, functools.partial(self._sample, agent))
+
+    # -- the idle rule ------------------------------------------------------------------
+
+    def _idle_loop(self) -> None:
+        while not self._stop.wait(IDLE_TICK):
+            self.idle_pass()
+
+    def idle_pass(self) -> None:
+        """Stop or pause the running agents idle for their ``idle_timeout``.
+
+        An agent marked ``pending`` and not being stopped is one whose monitor died
+        between the mark and the stop: it is stopped now.
+        """
+        for agent in self._store.all():
+            timeout = agent.spec.idle_timeout
+            if not timeout or agent.status is not AgentStatus.RUNNING:
+                continue
+            if agent.idle is Idle.PENDING or (agent.idle is Idle.NONE
+                                              and self._journal.mark_idle(agent.id, timeout)):
+                self._idlers.submit(agent.id, functools.partial(
+                    self._agents.go_idle, agent.id, agent.spec.idle_action))
 
     def _sample(self, agent: Agent) -> None:
         try:

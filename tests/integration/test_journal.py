@@ -351,3 +351,73 @@ def test_max_concurrency_counts_forwarded_and_leased_requests(journal: Journal, 
     assert admit(journal, agent).outcome is Outcome.BUSY
     journal.purge(agent)
     assert not client.exists(f"{PREFIX}flying:{agent}")
+# The idle rule: the decision and its mark in one script (Journal.mark_idle).
+
+def idle_field(client: redis.Redis, agent_id: str, name: str) -> str:
+    return (client.hget(f"{PREFIX}agent:{agent_id}", name) or b"").decode()
+
+
+@pytest.fixture
+def serving(client: redis.Redis, agent: str) -> str:
+    """A running agent its user wants running, last active at the clock's start."""
+    set_status(client, agent, "running")
+    client.hset(f"{PREFIX}agent:{agent}", mapping={"desired": "running",
+                                                   "last_active": 1_700_000_000_000})
+    return agent
+
+
+def test_an_agent_is_idle_after_its_timeout_with_nothing_in_flight(
+        journal: Journal, client, clock: Clock, serving: str):
+    assert not journal.mark_idle(serving, 2.0)
+    clock.now += 2.5
+    assert journal.mark_idle(serving, 2.0)
+    assert idle_field(client, serving, "idle") == "pending"
+    assert not journal.mark_idle(serving, 2.0)  # NOTE: marked once
+
+
+def test_a_request_in_flight_or_queued_keeps_it_running(journal: Journal, client, clock: Clock,
+                                                       serving: str):
+    forwarded = admit(journal, serving)
+    assert forwarded.outcome is Outcome.FORWARD
+    assert client.smembers(f"{PREFIX}flying:{serving}") == {forwarded.request_id.encode()}
+    clock.now += 60
+    assert not journal.mark_idle(serving, 2.0)  # NOTE: a slow request, or an open stream
+    assert complete(journal, forwarded.request_id) == Completion.COMPLETED
+    assert not client.exists(f"{PREFIX}flying:{serving}")
+    released = int(idle_field(client, serving, "last_active"))
+    assert clock.now * 1000 - 5 < released <= clock.now * 1000
+    assert not journal.mark_idle(serving, 2.0)  # NOTE: active just now
+    clock.now += 3
+    set_status(client, serving, "stopped")
+    admit(journal, serving)  # NOTE: queued
+    set_status(client, serving, "running")
+    clock.now += 3
+    assert not journal.mark_idle(serving, 2.0)
+    client.delete(f"{PREFIX}queue:{serving}")
+    client.hset(f"{PREFIX}drain:{serving}", "claim", "c")
+    assert not journal.mark_idle(serving, 2.0)  # NOTE: a drain is under way
+    client.delete(f"{PREFIX}drain:{serving}")
+    assert journal.mark_idle(serving, 2.0)
+
+
+def test_a_request_after_the_mark_queues_and_says_wake(journal: Journal, client, clock: Clock,
+                                                       serving: str):
+    clock.now += 3
+    assert journal.mark_idle(serving, 2.0)
+    admission = admit(journal, serving)
+    assert admission.outcome is Outcome.QUEUED and admission.idle
+    client.hset(f"{PREFIX}agent:{serving}", "idle", "")
+    assert admit(journal, serving).outcome is Outcome.FORWARD
+
+
+def test_only_a_running_agent_its_user_wants_running_goes_idle(journal: Journal, client,
+                                                               clock: Clock, serving: str):
+    clock.now += 3
+    client.hset(f"{PREFIX}agent:{serving}", "desired", "paused")
+    assert not journal.mark_idle(serving, 2.0)
+    client.hset(f"{PREFIX}agent:{serving}", mapping={"desired": "running", "status": "paused"})
+    assert not journal.mark_idle(serving, 2.0)
+    client.hdel(f"{PREFIX}agent:{serving}", "last_active")
+    set_status(client, serving, "running")
+    assert not journal.mark_idle(serving, 2.0)  # NOTE: a record older than the rule: counts
+    assert idle_field(client, serving, "last_active")  # from now

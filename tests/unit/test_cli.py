@@ -146,6 +146,8 @@ def test_token_json(tmp_path, capsys, monkeypatch, flags, printed):
     (["--no-persist"], "no_persist", True),
     (["--pull"], "pull", True),
     (["--may-call", "a,b"], "may_call", "a,b"),
+    (["--idle-timeout", "5m"], "idle_timeout", "5m"),
+    (["--idle-action", "pause"], "idle_action", "pause"),
 ])
 def test_deploy_flags(flags, attribute, value):
     args = make_parser().parse_args(["deploy", *MINIMAL_ARGS["deploy"], *flags])
@@ -286,3 +288,9 @@ def test_logs_cut_off_mid_stream_is_a_clear_error(capsys, monkeypatch):
     assert captured.out.startswith("hello\n")
     assert "the stream from" in captured.err and "[stream_interrupted]" in captured.err
     assert "Traceback" not in captured.err
+
+
+def test_idle_action_is_stop_or_pause(capsys):
+    with pytest.raises(SystemExit):
+        make_parser().parse_args(["deploy", *MINIMAL_ARGS["deploy"], "--idle-action", "nap"])
+    assert "invalid choice" in capsys.readouterr().err

@@ -70,3 +70,9 @@ def test_hold_limit():
     assert not holds.enter()
     holds.leave()
     assert holds.enter()
+
+
+def test_an_idle_agent_is_held_by_default():
+    idle = Admission(Outcome.QUEUED, "a1", agent_status=AgentStatus.STOPPED,
+                     desired=Desired.STOPPED, wait=Wait.DOWN, idle=True)
+    assert decide(Preference(), idle, default=30).seconds == 30

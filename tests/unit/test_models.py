@@ -7,7 +7,7 @@ from agentainer.errors import Conflict, InvalidInput
 from agentainer.agents.spec import (
     Agent, AgentSpec, DeployOptions, HealthCheck, TokenScope, Volume, parse_deploy, parse_empty,
 )
-from agentainer.statuses import AgentStatus, Desired, OnBusy
+from agentainer.statuses import AgentStatus, Desired, IdleAction, OnBusy
 from agentainer.tokens import hash_token
 
 TOKEN = "s3cret-agent-token-0123"
@@ -464,3 +464,28 @@ def test_bad_traffic_fields_are_refused(fields, message):
 
 def test_max_concurrency_needs_persist():
     conflicting("concurrency_needs_persist", max_concurrency=2, persist=False)
+@pytest.mark.parametrize("value, seconds", [("2s", 2.0), ("500ms", 0.5), ("5m", 300.0),
+                                            (90, 90.0), (0, 0.0)])
+def test_idle_timeout_is_a_duration(value, seconds):
+    spec, _ = deploy(idle_timeout=value)
+    assert spec.idle_timeout == seconds and spec.idle_action is IdleAction.STOP
+
+
+def test_idle_action_is_stop_or_pause():
+    assert deploy(idle_timeout="1m", idle_action="pause")[0].idle_action is IdleAction.PAUSE
+    assert "idle_action" in refused(idle_action="sleep")
+    assert "idle_timeout" in refused(idle_timeout="soon")
+    assert "idle_timeout" in refused(idle_timeout=-1)
+
+
+def test_the_idle_rule_needs_a_persistent_agent():
+    assert "persist" in conflicting("idle_needs_persist", idle_timeout="30s", persist=False)
+    assert deploy(idle_timeout=0, persist=False)[0].persist is False
+
+
+def test_a_stored_spec_keeps_its_idle_rule_and_an_older_one_has_none():
+    spec, _ = deploy(idle_timeout="30s", idle_action="pause")
+    assert AgentSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    older = {key: value for key, value in spec.to_dict().items()
+             if not key.startswith("idle_")}
+    assert AgentSpec.from_dict(older).idle_timeout == 0.0

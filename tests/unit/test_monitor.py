@@ -17,7 +17,7 @@ from agentainer.errors import AgentainerError, AgentNotFound, InvalidInput, Unav
 from agentainer.monitor.lanes import Lanes
 from agentainer.monitor.reconcile import ORPHAN_GRACE, Monitor, MonitorSettings
 from agentainer.monitor.restarts import RestartPolicy
-from agentainer.statuses import AgentStatus, Desired
+from agentainer.statuses import AgentStatus, Desired, Idle, IdleAction
 
 S = AgentStatus
 WALL = 1_700_000_000.0
@@ -166,11 +166,11 @@ class FakeStore:
         return [*self.ghosts, *self.agents.values()]
 
     def update(self, agent_id: str, *, status=None, desired=None, container_id=None,
-               route=None, last_error=None) -> bool:
+               route=None, last_error=None, idle=None, active=False) -> bool:
         if agent_id not in self.agents:
             return False
         changes = {"status": status, "desired": desired, "container_id": container_id,
-                   "last_error": last_error}
+                   "last_error": last_error, "idle": idle}
         self.agents[agent_id] = replace(self.agents[agent_id], **{
             key: value for key, value in changes.items() if value is not None})
         if route is not None:
@@ -191,6 +191,12 @@ class FakeStore:
     @contextmanager
     def lock(self, agent_id: str, *, wait: bool = True):
         yield True
+
+    def claim_wake(self, agent_id: str, ttl: float) -> bool:
+        return True
+
+    def end_wake(self, agent_id: str) -> None:
+        pass
 
 
 class FakeHealth:
@@ -231,6 +237,20 @@ class FakeJanitor:
         self.runs += 1
 
 
+class FakeJournal:
+    """The idle decision, scripted: ``idle`` holds the agents found idle (and marked)."""
+
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
+        self.idle: set[str] = set()
+
+    def mark_idle(self, agent_id: str, idle_timeout: float) -> bool:
+        if agent_id not in self.idle:
+            return False
+        self.store.update(agent_id, idle=Idle.PENDING)
+        return True
+
+
 class World:
     """A monitor over fakes, with a hand-moved clock and scripted probe results."""
 
@@ -239,18 +259,22 @@ class World:
         self.store, self.runtime = FakeStore(), FakeRuntime()
         self.health, self.history = FakeHealth(self.store), FakeHistory()
         self.janitor = FakeJanitor()
+        self.journal = FakeJournal(self.store)
+        self.events: list[tuple] = []  # NOTE: the agent.idle and agent.woken hooks' calls
         self.agents = AgentService(self.store, self.runtime,
                                    purge_requests=lambda agent_id: None,
                                    networks=Networks("net", "internal", 8080), mounts=mounts,
-                                   on_running=lambda agent_id: None)
+                                   on_running=lambda agent_id: None,
+                                   on_idle=lambda *call: self.events.append(("idle", *call)),
+                                   on_woken=lambda *call: self.events.append(("woken", *call)))
         self.policy = RestartPolicy(base=1.0, cap=60.0, limit=3, window=300.0,
                                     clock=self.clock, rand=lambda: 1.0)  # NOTE: no jitter
         self.healthy = False
         self.monitor = Monitor(
             self.agents, self.store, self.runtime, self.health, self.history, self.janitor,
-            self.policy, MonitorSettings(reconcile_interval=10.0, metrics_interval=10.0,
-                                         clock=self.clock, wall_clock=self.wall,
-                                         prober=prober or self._probe))
+            self.journal, self.policy,
+            MonitorSettings(reconcile_interval=10.0, metrics_interval=10.0, clock=self.clock,
+                            wall_clock=self.wall, prober=prober or self._probe))
 
     def _probe(self, http, route: str, check: HealthCheck) -> ProbeResult:
         return ProbeResult(self.healthy, 200 if self.healthy else 500,
@@ -779,3 +803,71 @@ def test_a_monitor_started_before_docker_brings_agents_up_once_it_is_reached(wor
     with pytest.raises(AgentainerError, match="event stream ended"):
         world.monitor._events_loop()
     assert world.agent(agent_id).status is S.RUNNING
+
+
+# -- the idle rule ----------------------------------------------------------------------
+
+def idle_agent(world: World, action: IdleAction = IdleAction.STOP) -> str:
+    agent_id = world.add(auto_restart=True)
+    agent = world.store.agents[agent_id]
+    world.store.agents[agent_id] = replace(
+        agent, spec=replace(agent.spec, idle_timeout=2.0, idle_action=action))
+    return agent_id
+
+
+@pytest.mark.parametrize("action, status", [(IdleAction.STOP, S.STOPPED),
+                                            (IdleAction.PAUSE, S.PAUSED)])
+def test_an_agent_found_idle_is_stopped_or_paused_and_marked(action, status):
+    world = World()
+    agent_id = idle_agent(world, action)
+    world.monitor.idle_pass()
+    assert world.store.agents[agent_id].status is S.RUNNING  # NOTE: not idle yet
+    world.journal.idle.add(agent_id)
+    world.monitor.idle_pass()
+    wait_for(lambda: world.store.agents[agent_id].status is status, timeout=5,
+             message=f"the agent {status}")
+    agent = world.store.agents[agent_id]
+    assert agent.idle == Idle(status.value) and agent.desired.value == status.value
+    assert world.agents.get(agent_id).public()["idle"] is True
+
+
+def test_an_idle_stopped_agent_is_not_restarted_and_a_wake_starts_it():
+    world = World()
+    agent_id = idle_agent(world)
+    world.journal.idle.add(agent_id)
+    world.monitor.idle_pass()
+    wait_for(lambda: world.store.agents[agent_id].status is S.STOPPED, timeout=5,
+             message="the idle stop")
+    world.monitor.reconcile()
+    world.clock.now += 60
+    world.monitor.restart_due()
+    assert world.store.agents[agent_id].status is S.STOPPED and not world.monitor._due
+    assert world.agents.wake(agent_id)
+    agent = world.store.agents[agent_id]
+    assert agent.status is S.RUNNING and agent.desired is Desired.RUNNING
+    assert agent.idle is Idle.NONE
+    assert not world.agents.wake(agent_id)  # NOTE: no longer idle: nothing to wake
+    assert world.events == [("idle", agent_id, IdleAction.STOP), ("woken", agent_id)]
+
+
+def test_a_users_stop_clears_the_mark_and_is_not_woken():
+    world = World()
+    agent_id = idle_agent(world, IdleAction.PAUSE)
+    world.journal.idle.add(agent_id)
+    world.monitor.idle_pass()
+    wait_for(lambda: world.store.agents[agent_id].status is S.PAUSED, timeout=5,
+             message="the idle pause")
+    world.agents.stop(agent_id)
+    assert world.store.agents[agent_id].idle is Idle.NONE
+    assert not world.agents.wake(agent_id)
+    assert world.store.agents[agent_id].status is S.STOPPED
+
+
+def test_a_wake_before_the_stop_keeps_the_agent_running():
+    world = World()
+    agent_id = idle_agent(world)
+    world.store.update(agent_id, idle=Idle.PENDING)  # NOTE: marked; the stop not yet run
+    assert world.agents.wake(agent_id)  # NOTE: running already: only the mark goes
+    assert not world.agents.go_idle(agent_id, IdleAction.STOP)
+    assert world.store.agents[agent_id].status is S.RUNNING
+    assert world.events == []  # NOTE: it never went down
