@@ -21,6 +21,7 @@ TICKET = PREFIX + "ticket:"
 IDEMPOTENCY = PREFIX + "idem:"
 HELD = PREFIX + "held:"
 CLAIM = PREFIX + "drain:"
+RESPONSE_STREAM = PREFIX + "respstream:"
 
 # Agents (agents/store.py)
 AGENTS = PREFIX + "agents"
@@ -84,6 +85,12 @@ def ticket_key(agent_id: str) -> str:
     return TICKET + agent_id
 
 
+def response_stream_key(request_id: str) -> str:
+    """The live capture of one request's response while it is delivered (STREAM,
+    journal/live.py)."""
+    return RESPONSE_STREAM + request_id
+
+
 def idempotency_pattern(agent_id: str) -> str:
     """A SCAN pattern matching every idempotency key of the agent (STRINGs)."""
     return f"{IDEMPOTENCY}{agent_id}:*"
@@ -116,6 +123,6 @@ def lua_names() -> str:
              "ticket": TICKET, "idem": IDEMPOTENCY, "held": HELD, "claim": CLAIM,
              "names": NAMES, "tokens": TOKENS, "counters": COUNTERS, "holders": HOLDERS,
              "journal_bytes": JOURNAL_BYTES, "queue_bytes": QUEUE_BYTES, "leases": LEASES,
-             "bodies": BODIES, "queued": QUEUED}
+             "bodies": BODIES, "queued": QUEUED, "respstream": RESPONSE_STREAM}
     fields = ", ".join(f"{name} = '{value}'" for name, value in names.items())
     return f"local K = {{{fields}}}\n"

@@ -20,6 +20,7 @@ from agentainer.api.proxy import (
 )
 from agentainer.api.inflight import InflightLimit
 from agentainer.api.requests import ReplayResource, RequestResource, RequestsResource
+from agentainer.api.responses import ResponseResource
 from agentainer.api.system import HealthResource, OpenAPIResource
 from agentainer.config import Config
 from agentainer.journal.journal import new_request_id
@@ -59,6 +60,9 @@ def create_app(config: Config, components: Components, *, admin_token: str) -> f
          RequestResource(c.agents, c.journal, redactor)),
         ("/agents/{agent_id}/requests/{request_id}/replay",
          ReplayResource(c.agents, c.journal, c.scheduler)),
+        ("/agents/{agent_id}/requests/{request_id}/response",
+         ResponseResource(c.agents, c.journal, c.follower, admin_token=admin_token,
+                          follow_limit=config.follow_limit)),
     ]
     for path, resource in routes:
         app.add_route(path, resource)

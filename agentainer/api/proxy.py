@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import falcon
 import urllib3
@@ -22,7 +22,7 @@ from agentainer.journal.journal import (
 )
 from agentainer.names import ID_RE
 from agentainer.statuses import AgentStatus, RequestStatus
-from agentainer.tokens import hash_token
+from agentainer.tokens import RESUME_TOKEN_HEADER, hash_token, resume_token
 from agentainer.journal.upstream import (
     OWN_PREFIX, AgentDown, AgentFailed, BadResponse, Relay, Upstream, forward_headers,
     relayable, stored_headers,
@@ -62,6 +62,7 @@ class ProxySink:
                  on_down: Callable[[str], object], admin_token: str, max_body: int,
                  capture_limit: int, inflight: InflightLimit) -> None:
         self._admin_hash = hash_token(admin_token)
+        self._admin_token = admin_token  # NOTE: the key of the resume tokens it hands out
         self._journal = journal
         self._upstream = upstream
         self._schedule = schedule
@@ -165,9 +166,7 @@ class ProxySink:
             raise
         if resp.stream is None:
             self._inflight.leave(agent_id)
-        else:  # NOTE: the Relay _relay set
-            relay = cast(Iterable[bytes], resp.stream)
-            resp.stream = Releasing(relay, lambda: self._inflight.leave(agent_id))
+        # NOTE: else the Relay _relay set frees the slot when the agent's answer ends
 
     def _forward(self, req: falcon.Request, resp: falcon.Response, agent_ref: str,
                  admission: Admission, arrival: _Arrival) -> None:
@@ -222,10 +221,13 @@ class ProxySink:
             headers=passed, capture_limit=self._capture_limit, arrived=arrived,
             lease=admission.lease,
             on_failure=lambda note: self._requeue(request_id, admission.agent_id, note,
-                                                  admission.lease))
+                                                  admission.lease),
+            on_end=lambda: self._inflight.leave(admission.agent_id))
         resp.status = upstream.status
         for name, value in passed:
             resp.append_header(name, value)
+        if journaled:
+            self._resume_header(resp, request_id)
         if req.method == "HEAD" or upstream.status in BODILESS:
             relay.drain()  # NOTE: completes the record now, before the answer is sent
         else:
@@ -271,9 +273,15 @@ class ProxySink:
         self._schedule(admission.agent_id)
         self._queued_reply(resp, admission, request_id, position, why)
 
+    def _resume_header(self, resp: falcon.Response, request_id: str) -> None:
+        """Hand the caller the capability to read its own response again
+        (GET /agents/{id}/requests/{rid}/response, api/responses.py)."""
+        resp.set_header(RESUME_TOKEN_HEADER, resume_token(self._admin_token, request_id))
+
     def _queued_reply(self, resp: falcon.Response, admission: Admission, request_id: str,
                       position: int, why: str = "the agent is not running") -> None:
         resp.location = f"/agents/{admission.agent_id}/requests/{request_id}"
+        self._resume_header(resp, request_id)
         ok(resp, f"{why}; the request is queued and will be delivered when it can be",
            {"request_id": request_id, "status": RequestStatus.QUEUED, "position": position},
            falcon.HTTP_202)
@@ -301,6 +309,7 @@ class ProxySink:
             if name.lower() != "content-length" and not name.lower().startswith(OWN_PREFIX):
                 resp.append_header(name, value)
         resp.set_header("X-Agentainer-Idempotent-Replay", "true")
+        self._resume_header(resp, admission.request_id)
         resp.data = record["resp_body"]
 
 
