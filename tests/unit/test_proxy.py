@@ -14,6 +14,7 @@ from agentainer.journal.upstream import (
     HOP_BY_HOP, AgentFailed, BadResponse, Capture, Relay, StaleConnection, Upstream,
     forward_headers, relayable, replay_headers, response_headers, stored_headers,
 )
+from tests.helpers import FakeLive
 
 CLIENT = [("Host", "127.0.0.1:8081"), ("Connection", "keep-alive, X-Secret-Hop"),
           ("X-Secret-Hop", "1"), ("Keep-Alive", "timeout=5"), ("TE", "trailers"),
@@ -190,6 +191,10 @@ class FakeJournal:
         self.renewals += 1
         self.deadline = self.clock.now + LEASE
 
+    def live(self, request_id, **fields) -> FakeLive:
+        self.live_capture = FakeLive()
+        return self.live_capture
+
     def complete(self, request_id: str, **fields) -> None:
         assert not self.completed, "completed twice"
         self.completed = fields
@@ -197,6 +202,8 @@ class FakeJournal:
 
 class FakeResponse:
     """An upstream response whose chunks arrive after the given silences."""
+
+    length_remaining = None  # NOTE: as urllib3's for a chunked body
 
     status = 200
     headers = urllib3.HTTPHeaderDict({"Content-Type": "text/event-stream"})
