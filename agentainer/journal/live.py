@@ -40,7 +40,8 @@ class LiveCapture:
             caller follows every replayed response).
     """
 
-    __slots__ = ("_redis", "_key", "_ttl_ms", "_start", "_eager", "_state", "_size")
+    __slots__ = ("_redis", "_request_id", "_ttl_ms", "_lease", "_status", "_headers",
+                 "_eager", "_state", "_size")
 
     # NOTE: WAITING for the first chunk; ON publishing; CUT at capture_limit (only the end
     # is still published); OFF: nothing more (a body whole in one read, or a Redis error)
@@ -48,11 +49,11 @@ class LiveCapture:
 
     def __init__(self, client: redis.Redis, request_id: str, *, lease: int, status: int,
                  headers: list[tuple[str, str]], ttl: float, eager: bool = False) -> None:
+        # PERF: nothing built until something is published (most answers never are)
         self._redis = client
-        self._key = response_stream_key(request_id)
+        self._request_id = request_id
         self._ttl_ms = max(1000, int(ttl * 1000))
-        self._start = {"k": "start", "lease": lease, "status": status,
-                       "headers": json.dumps(headers)}
+        self._lease, self._status, self._headers = lease, status, headers
         self._eager = eager
         self._state = self._WAITING
         self._size = 0  # the captured bytes published so far
@@ -68,7 +69,7 @@ class LiveCapture:
             if done and not self._eager:
                 self._state = self._OFF
                 return
-            entries.append(self._start)
+            entries.append(self._start())
             self._state = self._ON
         if kept:
             entries.append({"k": "data", "at": self._size, "d": kept})
@@ -88,20 +89,25 @@ class LiveCapture:
         state = self._state
         if state == self._OFF or (state == self._WAITING and not self._eager):
             return
-        entries: list[dict] = [self._start] if state == self._WAITING else []
+        entries: list[dict] = [self._start()] if state == self._WAITING else []
         entries.append({"k": "end", "outcome": outcome, "size": size})
         self._state = self._OFF
         self._publish(entries)
 
+    def _start(self) -> dict:
+        return {"k": "start", "lease": self._lease, "status": self._status,
+                "headers": json.dumps(self._headers)}
+
     def _publish(self, entries: list[dict]) -> None:
         if not entries:
             return
+        key = response_stream_key(self._request_id)
         try:
             with self._redis.pipeline(transaction=False) as pipe:
                 for entry in entries:
-                    pipe.xadd(self._key, entry)
-                pipe.pexpire(self._key, self._ttl_ms)
+                    pipe.xadd(key, entry)
+                pipe.pexpire(key, self._ttl_ms)
                 pipe.execute()
         except redis.RedisError as ex:
-            logger.warning("the live capture of %s stops: %s", self._key, ex)
+            logger.warning("request %s: its live capture stops: %s", self._request_id, ex)
             self._state = self._OFF

@@ -6,6 +6,7 @@ from agentainer.errors import BeyondCapture, InvalidInput, NotFound
 from agentainer.journal.follow import ResponseFollower, _Attempt, event_end
 from agentainer.journal.live import LiveCapture
 from agentainer.journal.sse import EventScanner, is_event_stream
+from agentainer.statuses import RequestStatus
 
 SSE = [("Content-Type", "text/event-stream; charset=utf-8")]
 STREAM = b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n: comment\ndata: c\n\nid: 3\ndata: d\n\n"
@@ -130,3 +131,125 @@ def test_replay_publishes_even_a_small_or_empty_body():
     client, capture = live(eager=True)
     capture.end("failed", 0)
     assert client.sent == ["start", "end"]
+
+
+class Streams:
+    """A Redis holding one live capture, read with XREAD; ``steps`` run, one per empty
+    read, to change the world meanwhile (the clock moves a poll each read)."""
+
+    def __init__(self, clock: list[float], *steps) -> None:
+        self.entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+        self.clock, self.steps = clock, list(steps)
+
+    def publish(self, kind: str, **fields) -> None:
+        entry = {b"k": kind.encode(), **{k.encode(): v if isinstance(v, bytes)
+                                         else str(v).encode() for k, v in fields.items()}}
+        self.entries.append((f"{len(self.entries) + 1}-0".encode(), entry))
+
+    def start(self, lease: int, status: int = 200) -> None:
+        self.publish("start", lease=lease, status=status, headers='[["Content-Type", "x/y"]]')
+
+    def xread(self, streams: dict, count: int, block: int | None):
+        [(key, last)] = streams.items()
+        after = int(last.split("-")[0])
+        new = self.entries[after:]
+        self.clock[0] += 1.0
+        if not new and self.steps:
+            self.steps.pop(0)()
+        return [(key.encode(), new)] if new else []
+
+
+class Records:
+    def __init__(self, status: str = "in_flight", lease: int = 1) -> None:
+        self.status, self.lease, self.body = status, lease, b""
+
+    def get(self, agent_id, request_id, *, with_body=True) -> dict:
+        return {"status": self.status, "resp_status": 200, "resp_body": self.body,
+                "resp_headers": [["Content-Type", "x/y"]], "resp_truncated": False}
+
+    def progress(self, request_id):
+        return RequestStatus(self.status), self.lease
+
+
+def follower(streams: Streams, records: Records, clock: list[float]) -> ResponseFollower:
+    return ResponseFollower(streams, records, poll=1.0,  # type: ignore[arg-type]
+                            clock=lambda: clock[0])
+
+
+def test_a_live_attempt_is_followed_to_its_end():
+    clock = [0.0]
+    records = Records()
+    streams = Streams(clock, lambda: streams.publish("data", d=b"cd"),
+                      lambda: streams.publish("end", outcome="completed", size=4))
+    streams.start(1, status=201)
+    streams.publish("data", d=b"ab")
+    followed = follower(streams, records, clock).open("a", "req-1", offset=1)
+    assert followed is not None and followed.live and followed.status == 201
+    assert b"".join(followed.chunks) == b"bcd"
+    assert (followed.ended, followed.size, followed.truncated) == ("completed", 4, False)
+
+
+def test_a_failed_attempt_that_sent_nothing_gives_way_to_the_next():
+    clock = [0.0]
+    records = Records(lease=2)
+    streams = Streams(clock, lambda: streams.publish("end", outcome="completed", size=3))
+    streams.start(1, status=500)
+    streams.publish("data", d=b"ab")
+    streams.publish("end", outcome="failed", size=2)
+    streams.start(2)
+    streams.publish("data", d=b"xyz")
+    followed = follower(streams, records, clock).open("a", "req-1")
+    assert followed is not None and followed.status == 200
+    assert b"".join(followed.chunks) == b"xyz" and followed.ended == "completed"
+
+
+def test_a_redelivery_after_bytes_were_sent_ends_the_stream():
+    clock = [0.0]
+    records = Records()
+
+    def redelivered() -> None:
+        streams.publish("end", outcome="failed", size=2)
+        records.status = "queued"
+
+    streams = Streams(clock, redelivered)
+    streams.start(1)
+    streams.publish("data", d=b"ab")
+    followed = follower(streams, records, clock).open("a", "req-1")
+    assert followed is not None and b"".join(followed.chunks) == b"ab"
+    assert followed.ended == "redelivered"
+
+
+def test_a_dead_deliverer_is_noticed_by_polling_the_record():
+    clock = [0.0]
+    records = Records()
+    streams = Streams(clock, lambda: None, lambda: setattr(records, "lease", 2))
+    streams.start(1)
+    streams.publish("data", d=b"ab")
+    followed = follower(streams, records, clock).open("a", "req-1")
+    assert followed is not None
+    chunks = list(followed.chunks)
+    assert b"".join(chunks) == b"ab" and followed.ended == "redelivered"
+    assert b"" in chunks  # NOTE: the idle ticks, for the caller to check its client
+
+
+def test_a_completion_whose_stream_is_gone_is_read_from_the_record():
+    clock = [0.0]
+    records = Records()
+
+    def completed() -> None:
+        streams.entries.clear()
+        records.status, records.body = "completed", b"abcdef"
+
+    streams = Streams(clock, completed)
+    streams.start(1)
+    streams.publish("data", d=b"ab")
+    followed = follower(streams, records, clock).open("a", "req-1")
+    assert followed is not None and b"".join(followed.chunks) == b"abcdef"
+    assert followed.ended == "completed" and followed.size == 6
+
+
+def test_nothing_started_in_time_is_none():
+    clock = [0.0]
+    streams = Streams(clock)
+    assert follower(streams, Records(status="queued"), clock).open(
+        "a", "req-1", wait_until=3.0) is None
