@@ -98,23 +98,30 @@ def test_a_response_is_followed_live_while_in_flight(stack: Stack, api: Api, age
     rid = header(head, "X-Agentainer-Request-Id")
     followed: dict = {}
 
-    def follow() -> None:
-        reply = api.get(f"/agents/{agent}/requests/{rid}/response", stream=True)
-        followed["reply"] = reply
-        followed["body"] = b"".join(reply.iter_content(chunk_size=None))
+    def follow(headers: dict) -> None:
+        reply = api.get(f"/agents/{agent}/requests/{rid}/response", stream=True,
+                        headers=headers)
+        followed[reply.headers["X-Agentainer-Offset"]] = (
+            reply, b"".join(reply.iter_content(chunk_size=None)))
 
-    follower = threading.Thread(target=follow)
-    follower.start()
+    followers = [threading.Thread(target=follow, args=(headers,))
+                 for headers in ({}, {"Range": "bytes=10-"})]
+    for thread in followers:
+        thread.start()
     with sock:
         sock.settimeout(30)
         while b"0\r\n\r\n" not in head:  # NOTE: the caller reads its own stream to the end
             head += sock.recv(4096)
-    follower.join(timeout=30)
-    reply = followed["reply"]
-    assert reply.status_code == 200 and reply.headers["X-Agentainer-Response-Live"] == "true"
+    for thread in followers:
+        thread.join(timeout=30)
     stored = wait_for_status(api, agent, rid, "completed", timeout=10)
-    assert followed["body"] == stored["resp_body"].encode()
-    assert tokens(followed["body"]) == [f"tok{n}" for n in range(8)]
+    whole = stored["resp_body"].encode()
+    for offset, (reply, body) in followed.items():
+        # NOTE: live, the length is unknown: no 206 nor Content-Range, the agent's status
+        assert reply.status_code == 200 and reply.headers["X-Agentainer-Response-Live"] == "true"
+        assert "Content-Range" not in reply.headers and body == whole[int(offset):]
+    assert sorted(followed) == ["0", "10"]
+    assert tokens(followed["0"][1]) == [f"tok{n}" for n in range(8)]
 
 
 def test_a_range_resumes_a_completed_body(stack: Stack, api: Api, agent: str):
@@ -201,3 +208,29 @@ def test_cli_follows_a_response(stack: Stack, api: Api, agent: str):
     assert tokens(shown.stdout.encode()) == [f"tok{n}" for n in range(6)]
     stored = wait_for_status(api, agent, rid, "completed", timeout=10)
     assert shown.stdout == stored["resp_body"]
+
+
+def test_a_queued_requests_response_is_followed_as_replay_delivers_it(stack: Stack, api: Api,
+                                                                      agent: str):
+    assert api.post(f"/agents/{agent}/stop").status_code == 200
+    try:
+        queued = requests.post(f"{stack.url}/agent/{agent}{COMPLETIONS}",
+                               data=chat(stream=True, tokens=6, token_delay=0.2), timeout=30)
+        assert queued.status_code == 202, queued.text
+        rid, token = queued.headers["X-Agentainer-Request-Id"], queued.headers[TOKEN]
+        pending = response(stack, agent, rid, headers={TOKEN: token}, params={"wait": "200ms"})
+        assert pending.status_code == 409 and pending.json()["error"] == "response_pending"
+        assert pending.headers["Retry-After"]
+        followed: dict = {}
+        thread = threading.Thread(target=lambda: followed.update(reply=response(
+            stack, agent, rid, headers={TOKEN: token}, params={"wait": "60s"})))
+        thread.start()
+    finally:
+        assert api.post(f"/agents/{agent}/start").status_code == 200
+    thread.join(timeout=90)
+    reply = followed["reply"]
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["X-Agentainer-Response-Live"] == "true"  # NOTE: replay publishes it
+    assert tokens(reply.content) == [f"tok{n}" for n in range(6)]
+    stored = wait_for_status(api, agent, rid, "completed", timeout=10)
+    assert reply.content == stored["resp_body"].encode() and stored["attempts"] == 1
