@@ -195,7 +195,8 @@ class Config:
         "requests queue (202), others get 503")
     follow_limit: int = setting(
         units.parse_positive_int, "8",
-        "logs?follow=true streams per server process (fewer than api_threads)")
+        "logs?follow=true streams per server process (fewer than api_threads), and as "
+        "many live reads of responses (GET .../response)")
     connect_timeout: float = setting(
         units.parse_duration, "3s",
         "proxy: time to connect to an agent before it counts as down")

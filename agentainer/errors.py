@@ -189,13 +189,14 @@ class AgentOverloaded(Unavailable):
 
 
 class TooManyFollows(Unavailable):
-    """This server process already streams ``follow_limit`` ``logs?follow=true``."""
+    """This server process already streams ``follow_limit`` follows (``logs?follow=true``
+    and live reads of responses)."""
 
     code = "too_many_follows"
 
     def __init__(self, limit: int) -> None:
-        super().__init__(f"this server process already follows {limit} logs (follow_limit); "
-                         "retry later")
+        super().__init__(f"this server process already streams {limit} follows (logs or live "
+                         "responses; follow_limit); retry later")
 
 
 class InsufficientStorage(AgentainerError):

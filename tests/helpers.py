@@ -48,8 +48,8 @@ class FakeLive:
     def __init__(self) -> None:
         self.published: list[tuple] = []
 
-    def add(self, kept: bytes, *, cut: bool, done: bool) -> None:
-        self.published.append(("add", kept, cut, done))
+    def add(self, kept: bytes, *, cut: bool, left: int | None) -> None:
+        self.published.append(("add", kept, cut, left))
 
     def end(self, outcome: str, size: int) -> None:
         self.published.append(("end", outcome, size))

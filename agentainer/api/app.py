@@ -9,7 +9,7 @@ import falcon
 from agentainer.api import http_errors as errors, openapi
 from agentainer.api.auth import AuthMiddleware
 from agentainer.api.lifecycle import AgentResource, AgentsResource, LifecycleResource
-from agentainer.api.logs import LogsResource
+from agentainer.api.logs import FollowSlots, LogsResource
 from agentainer.statuses import OPERATIONS
 from agentainer.api.observability import (
     AgentHealthResource, AgentMetricsResource, PrometheusResource,
@@ -43,6 +43,7 @@ def create_app(config: Config, components: Components, *, admin_token: str) -> f
     app = falcon.App(middleware=[AuthMiddleware(admin_token, c.store)])
     metrics = AgentMetricsResource(c.agents, c.history)
     redactor = Redactor(config.redact_headers, config.redact_params)
+    follows = FollowSlots(config.follow_limit)
     errors.register(app)
     routes: list[tuple[str, object]] = [
         ("/health", HealthResource({"redis": c.store.ping, "docker": c.runtime.ping})),
@@ -50,7 +51,7 @@ def create_app(config: Config, components: Components, *, admin_token: str) -> f
         ("/agents", AgentsResource(c.agents)),
         ("/agents/{agent_id}", AgentResource(c.agents)),
         *[(f"/agents/{{agent_id}}/{op}", LifecycleResource(c.agents, op)) for op in OPERATIONS],
-        ("/agents/{agent_id}/logs", LogsResource(c.agents, config.follow_limit)),
+        ("/agents/{agent_id}/logs", LogsResource(c.agents, follows)),
         ("/agents/{agent_id}/health", AgentHealthResource(c.agents, c.health)),
         ("/agents/{agent_id}/metrics", metrics),
         ("/metrics", PrometheusResource(
@@ -62,7 +63,7 @@ def create_app(config: Config, components: Components, *, admin_token: str) -> f
          ReplayResource(c.agents, c.journal, c.scheduler)),
         ("/agents/{agent_id}/requests/{request_id}/response",
          ResponseResource(c.agents, c.journal, c.follower, admin_token=admin_token,
-                          follow_limit=config.follow_limit)),
+                          follows=follows)),
     ]
     for path, resource in routes:
         app.add_route(path, resource)

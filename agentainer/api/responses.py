@@ -13,7 +13,6 @@ EventSource cannot send headers): it grants one response, read-only.
 """
 
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -22,10 +21,9 @@ import falcon
 from agentainer import units
 from agentainer.agents.service import AgentService
 from agentainer.api.lifecycle import param
+from agentainer.api.logs import FollowSlots
 from agentainer.api.proxy import REQUEST_ID_HEADER, RETRY_AFTER, Releasing
-from agentainer.errors import (
-    Conflict, Forbidden, InvalidInput, RangeNotSatisfiable, TooManyFollows,
-)
+from agentainer.errors import Conflict, Forbidden, InvalidInput, RangeNotSatisfiable
 from agentainer.journal.follow import TERMINAL, Followed, ResponseFollower
 from agentainer.journal.journal import Journal
 from agentainer.journal.upstream import OWN_PREFIX
@@ -36,17 +34,17 @@ DEFAULT_WAIT, MAX_WAIT = 30.0, 300.0  # seconds a request waits for its response
 
 
 class ResponseResource:
-    """Answers a request's response; live ones take one of ``follow_limit`` slots."""
+    """Answers a request's response; one not ended yet takes one of the process's
+    :class:`FollowSlots` while it is read."""
 
     def __init__(self, agents: AgentService, journal: Journal, follower: ResponseFollower,
-                 *, admin_token: str, follow_limit: int,
+                 *, admin_token: str, follows: FollowSlots,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._agents = agents
         self._journal = journal
         self._follower = follower
         self._admin_token = admin_token
-        self._limit = follow_limit
-        self._follows = threading.BoundedSemaphore(follow_limit)
+        self._follows = follows
         self._clock = clock
 
     def capability(self, req: falcon.Request, params: dict) -> bool:
@@ -76,8 +74,8 @@ class ResponseResource:
         progress = self._journal.progress(request_id)
         # APPSEC: a follow holds a worker thread while the response comes
         slot = progress is not None and progress[0] not in TERMINAL
-        if slot and not self._follows.acquire(blocking=False):
-            raise TooManyFollows(self._limit)
+        if slot:
+            self._follows.take()
         try:
             followed = self._follower.open(agent_id, request_id, offset=offset or 0,
                                            last_event_id=event_id,

@@ -143,7 +143,8 @@ class ResponseFollower:
         that attempt answered with); one that ended is read from its record. A failed
         attempt that sent nothing at the position is not followed: the next one is
         waited for. A response whose whole body came in one read is not published by the
-        proxy: it is read from the record once completed.
+        proxy: it is read from the record once completed; nor is the first chunk of a body
+        of unknown length until a second one comes (:meth:`.live.LiveCapture.add`).
 
         Raises:
             InvalidInput: ``last_event_id`` for a response that is not an event stream.

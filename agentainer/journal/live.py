@@ -17,9 +17,10 @@ to the lease's length, so a dead deliverer's stream goes with its lease. A redel
 appends a new ``start`` (another lease) to the same stream.
 
 PERF: on the proxy's hot path, nothing is published for a response whose whole body came
-in its first read (``done``): its followers wait for the record instead. Each publish is
-one pipelined round trip (XADD, PEXPIRE). A Redis error turns the live capture off (the
-delivery itself goes on; followers fall back on the record).
+in its first read (a Content-Length body read to its end, or a first chunk the end
+follows): its followers wait for the record instead. Each publish is one pipelined round
+trip (XADD, PEXPIRE). A Redis error turns the live capture off (the delivery itself goes
+on; followers fall back on the record).
 """
 
 import json
@@ -41,11 +42,12 @@ class LiveCapture:
     """
 
     __slots__ = ("_redis", "_request_id", "_ttl_ms", "_lease", "_status", "_headers",
-                 "_eager", "_state", "_size")
+                 "_eager", "_state", "_size", "_held")
 
-    # NOTE: WAITING for the first chunk; ON publishing; CUT at capture_limit (only the end
-    # is still published); OFF: nothing more (a body whole in one read, or a Redis error)
-    _WAITING, _ON, _CUT, _OFF = range(4)
+    # NOTE: WAITING for the first chunk; HOLDING it (a body of unknown length: is there
+    # more?); ON publishing; CUT at capture_limit (only the end is still published); OFF:
+    # nothing more (a body whole in one read, or a Redis error)
+    _WAITING, _HOLDING, _ON, _CUT, _OFF = range(5)
 
     def __init__(self, client: redis.Redis, request_id: str, *, lease: int, status: int,
                  headers: list[tuple[str, str]], ttl: float, eager: bool = False) -> None:
@@ -57,37 +59,58 @@ class LiveCapture:
         self._eager = eager
         self._state = self._WAITING
         self._size = 0  # the captured bytes published so far
+        self._held: tuple[bytes, bool] = (b"", False)
 
-    def add(self, kept: bytes, *, cut: bool, done: bool) -> None:
+    def add(self, kept: bytes, *, cut: bool, left: int | None) -> None:
         """Publish a chunk's captured part (``kept``), and ``cut`` once capture_limit was
-        reached; ``done``: the body is known to end with this chunk."""
+        reached; ``left``: the body's bytes still to come when its length is known
+        (urllib3's ``length_remaining``: 0 when the body ends with this chunk), else None.
+
+        PERF: the first chunk of a body of unknown length (chunked, or up to the close) is
+        held until a second one comes: if the body ends with it, nothing is published. A
+        follower sees that first chunk late (with the second); one that resumes after it
+        waits for it rather than miss it (journal/follow.py waits for a start).
+        """
         state = self._state
         if state >= self._CUT:
             return
         entries: list[dict] = []
         if state == self._WAITING:
-            if done and not self._eager:
+            if not self._eager and left == 0:
                 self._state = self._OFF
                 return
+            if not self._eager and left is None:
+                self._held, self._state = (kept, cut), self._HOLDING
+                return
             entries.append(self._start())
+        elif state == self._HOLDING:
+            entries.append(self._start())
+            entries += self._data(*self._held)
+        if self._state != self._CUT:
             self._state = self._ON
+            entries += self._data(kept, cut)
+        self._publish(entries)
+
+    def _data(self, kept: bytes, cut: bool) -> list[dict]:
+        entries: list[dict] = []
         if kept:
             entries.append({"k": "data", "at": self._size, "d": kept})
             self._size += len(kept)
         if cut:
             entries.append({"k": "cut", "at": self._size})
             self._state = self._CUT
-        self._publish(entries)
+        return entries
 
     def end(self, outcome: str, size: int) -> None:
         """Publish the attempt's end (``completed`` or ``failed``), just before the record
         is completed or retried; ``size``: the body's bytes read, kept or not.
 
-        NOTE: an attempt that published nothing (no body, or one read) publishes no end
-        either, unless ``eager``: nobody follows it but through the record.
+        NOTE: an attempt that published nothing (no body, one read, or one chunk held)
+        publishes no end either, unless ``eager``: nobody follows it but through the record.
         """
         state = self._state
-        if state == self._OFF or (state == self._WAITING and not self._eager):
+        if state in (self._OFF, self._HOLDING) or (state == self._WAITING
+                                                   and not self._eager):
             return
         entries: list[dict] = [self._start()] if state == self._WAITING else []
         entries.append({"k": "end", "outcome": outcome, "size": size})

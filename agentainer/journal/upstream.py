@@ -372,9 +372,7 @@ def read_captured(response: urllib3.BaseHTTPResponse, capture: Capture | None,
         if capture is not None:
             kept = capture.add(chunk)
             if live is not None:
-                # NOTE: a Content-Length body read to its end (urllib3 counts it down)
-                live.add(kept, cut=capture.truncated,
-                         done=response.length_remaining == 0)
+                live.add(kept, cut=capture.truncated, left=response.length_remaining)
             keep()
         yield chunk
 
@@ -482,9 +480,12 @@ class Relay:
         except Exception:  # noqa: BLE001 - a thread of its own: nobody else would log it
             logger.exception("request %s: reading the rest of the response failed",
                              self._request_id)
-            self._upstream.close()
-            self._upstream.release_conn()
         finally:
+            if self._outcome is None:
+                # NOTE: the read broke off on an error of ours (Redis), here or before the
+                # client went: the record is left to its lease (a redelivery)
+                self._upstream.close()
+                self._upstream.release_conn()
             self._on_end()
 
     def _finish(self, outcome: RequestStatus, note: str) -> None:
