@@ -3,7 +3,8 @@
 All keys live under :data:`PREFIX`. What each key holds is documented by the module that
 owns it: agents (:mod:`agentainer.agents.store`), the request journal
 (:mod:`agentainer.journal.journal`, whose Lua scripts in :mod:`agentainer.journal.scripts`
-get these names through :func:`lua_names`), process liveness (:mod:`agentainer.journal.liveness`),
+get these names through :func:`lua_names`), live captures of responses
+(:mod:`agentainer.journal.live`), process liveness (:mod:`agentainer.journal.liveness`),
 drain claims (:mod:`agentainer.journal.replay`), and the monitor's health and metrics
 (:mod:`agentainer.agents.observations`).
 """

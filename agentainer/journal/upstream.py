@@ -461,8 +461,8 @@ class Relay:
 
     def close(self) -> None:
         if self._outcome is not None or self._journal is None:
-            self._finish(RequestStatus.COMPLETED,
-                         "client disconnected before the end of the response")
+            # NOTE: a direct answer's client went: its connection is closed (a note)
+            self._finish(RequestStatus.COMPLETED, "the client went")
             self._chunks.close()
             self._on_end()
             return
