@@ -300,7 +300,7 @@ class ProxySink:
         record = self._journal.get(admission.agent_id, admission.request_id)
         if record.get("resp_truncated"):
             raise Conflict("the response to the request with this Idempotency-Key was not kept "
-                           "whole (over capture_limit, or the first client went away); see "
+                           "whole (over capture_limit, or dropped after body_retention); see "
                            f"/agents/{admission.agent_id}/requests/{admission.request_id}",
                            code="idempotency_response_unavailable")
         resp.status = record["resp_status"]
