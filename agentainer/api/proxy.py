@@ -292,6 +292,9 @@ class ProxySink:
         if admission.fingerprint != incoming.fingerprint:
             raise Unprocessable("this Idempotency-Key was used with another method, path, "
                                 "query or body", code="idempotency_mismatch")
+        # NOTE: the same caller (keys are scoped by credential) may follow the earlier
+        # request's response, in flight or not
+        self._resume_header(resp, admission.request_id)
         status = admission.request_status
         if status is not RequestStatus.COMPLETED:
             raise Conflict(f"the request with this Idempotency-Key is {status}; "
@@ -309,7 +312,6 @@ class ProxySink:
             if name.lower() != "content-length" and not name.lower().startswith(OWN_PREFIX):
                 resp.append_header(name, value)
         resp.set_header("X-Agentainer-Idempotent-Replay", "true")
-        self._resume_header(resp, admission.request_id)
         resp.data = record["resp_body"]
 
 

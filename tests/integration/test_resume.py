@@ -234,3 +234,26 @@ def test_a_queued_requests_response_is_followed_as_replay_delivers_it(stack: Sta
     assert tokens(reply.content) == [f"tok{n}" for n in range(6)]
     stored = wait_for_status(api, agent, rid, "completed", timeout=10)
     assert reply.content == stored["resp_body"].encode() and stored["attempts"] == 1
+
+
+def test_a_resend_of_a_key_in_flight_gets_the_way_to_follow_it(stack: Stack, api: Api,
+                                                               agent: str):
+    key = f"resume-{secrets.token_hex(4)}"
+    body = chat(stream=True, tokens=6, token_delay=0.2)
+    host, port = stack.url.rsplit("/", 1)[1].split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    with sock:
+        sock.sendall(f"POST /agent/{agent}{COMPLETIONS} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     f"Idempotency-Key: {key}\r\nContent-Length: {len(body)}\r\n\r\n"
+                     .encode() + body)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+    rid = header(head, "X-Agentainer-Request-Id")
+    again = requests.post(f"{stack.url}/agent/{agent}{COMPLETIONS}", data=body,
+                          headers={"Idempotency-Key": key}, timeout=30)
+    assert again.status_code == 409 and again.json()["error"] == "idempotency_in_progress"
+    assert again.headers["X-Agentainer-Request-Id"] == rid
+    assert again.headers[TOKEN] == header(head, TOKEN)
+    followed = response(stack, agent, rid, headers={TOKEN: again.headers[TOKEN]})
+    assert tokens(followed.content) == [f"tok{n}" for n in range(6)]
