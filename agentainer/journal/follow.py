@@ -187,10 +187,18 @@ class ResponseFollower:
 
     def _read(self, key: str, last_id: str, block: int | None
               ) -> list[tuple[str, dict[bytes, bytes]]]:
-        reply = cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None,
-                     self._redis.xread({key: last_id}, count=READ_COUNT, block=block))
-        return [(entry_id.decode(), fields) for _, entries in reply or ()
-                for entry_id, fields in entries]
+        """Return the entries after ``last_id``, every one there is (waiting up to
+        ``block`` ms for the first)."""
+        read: list[tuple[str, dict[bytes, bytes]]] = []
+        while True:
+            reply = cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None,
+                         self._redis.xread({key: last_id}, count=READ_COUNT, block=block))
+            entries = [(entry_id.decode(), fields) for _, batch in reply or ()
+                       for entry_id, fields in batch]
+            read += entries
+            if len(entries) < READ_COUNT:
+                return read
+            last_id, block = entries[-1][0], None
 
     @staticmethod
     def _position(request_id: str, attempt: _Attempt, offset: int,
@@ -203,8 +211,8 @@ class ResponseFollower:
                 return end
             if attempt.cut:
                 raise BeyondCapture(request_id, attempt.kept)
-            # NOTE: a byte is published before it is relayed, so an event the caller got
-            # is in the stream already
+            # NOTE: a byte is published before it is relayed (a first chunk held back is
+            # published with the start), so an event the caller got is in the stream
             raise NotFound(f"no event with id {last_event_id!r} in the response to "
                            f"{request_id} (so far)", code="event_not_found")
         if attempt.kept > offset:
