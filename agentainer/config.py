@@ -195,7 +195,8 @@ class Config:
         "requests queue (202), others get 503")
     follow_limit: int = setting(
         units.parse_positive_int, "8",
-        "logs?follow=true streams per server process (fewer than api_threads)")
+        "logs?follow=true streams per server process (fewer than api_threads), and as "
+        "many live reads of responses (GET .../response)")
     hold: float = setting(
         units.parse_duration, "30s",
         "how long a proxied request that must queue holds its connection for the agent's "

@@ -123,6 +123,23 @@ class Conflict(AgentainerError):
     code = "conflict"
 
 
+class RangeNotSatisfiable(AgentainerError):
+    """A position in a response that it does not have, or was not kept (HTTP 416)."""
+
+    code = "range_not_satisfiable"
+
+
+class BeyondCapture(RangeNotSatisfiable):
+    """A position past the part of a response the journal kept (``capture_limit``)."""
+
+    code = "beyond_capture"
+
+    def __init__(self, request_id: str, kept: int) -> None:
+        super().__init__(f"the journal kept only the first {kept} bytes of the response to "
+                         f"{request_id} (capture_limit); it cannot resume past them")
+        self.kept = kept
+
+
 class NameTaken(Conflict):
     code = "name_taken"
 
@@ -172,13 +189,14 @@ class AgentOverloaded(Unavailable):
 
 
 class TooManyFollows(Unavailable):
-    """This server process already streams ``follow_limit`` ``logs?follow=true``."""
+    """This server process already streams ``follow_limit`` follows (``logs?follow=true``
+    and live reads of responses)."""
 
     code = "too_many_follows"
 
     def __init__(self, limit: int) -> None:
-        super().__init__(f"this server process already follows {limit} logs (follow_limit); "
-                         "retry later")
+        super().__init__(f"this server process already streams {limit} follows (logs or live "
+                         "responses; follow_limit); retry later")
 
 
 class TooManyRequests(AgentainerError):

@@ -3,7 +3,8 @@
 All keys live under :data:`PREFIX`. What each key holds is documented by the module that
 owns it: agents (:mod:`agentainer.agents.store`), the request journal
 (:mod:`agentainer.journal.journal`, whose Lua scripts in :mod:`agentainer.journal.scripts`
-get these names through :func:`lua_names`), process liveness (:mod:`agentainer.journal.liveness`),
+get these names through :func:`lua_names`), live captures of responses
+(:mod:`agentainer.journal.live`), process liveness (:mod:`agentainer.journal.liveness`),
 drain claims (:mod:`agentainer.journal.replay`), and the monitor's health and metrics
 (:mod:`agentainer.agents.observations`).
 """
@@ -22,6 +23,7 @@ IDEMPOTENCY = PREFIX + "idem:"
 HELD = PREFIX + "held:"
 CLAIM = PREFIX + "drain:"
 FLYING = PREFIX + "flying:"
+RESPONSE_STREAM = PREFIX + "respstream:"
 
 # Agents (agents/store.py)
 AGENTS = PREFIX + "agents"
@@ -96,6 +98,12 @@ def ticket_key(agent_id: str) -> str:
     return TICKET + agent_id
 
 
+def response_stream_key(request_id: str) -> str:
+    """The live capture of one request's response while it is delivered (STREAM,
+    journal/live.py)."""
+    return RESPONSE_STREAM + request_id
+
+
 def idempotency_pattern(agent_id: str) -> str:
     """A SCAN pattern matching every idempotency key of the agent (STRINGs)."""
     return f"{IDEMPOTENCY}{agent_id}:*"
@@ -128,6 +136,7 @@ def lua_names() -> str:
              "ticket": TICKET, "idem": IDEMPOTENCY, "held": HELD, "claim": CLAIM,
              "names": NAMES, "tokens": TOKENS, "counters": COUNTERS, "holders": HOLDERS,
              "journal_bytes": JOURNAL_BYTES, "queue_bytes": QUEUE_BYTES, "leases": LEASES,
-             "bodies": BODIES, "queued": QUEUED, "flying": FLYING}
+             "bodies": BODIES, "queued": QUEUED, "flying": FLYING,
+             "respstream": RESPONSE_STREAM}
     fields = ", ".join(f"{name} = '{value}'" for name, value in names.items())
     return f"local K = {{{fields}}}\n"

@@ -43,3 +43,26 @@ def read(path: Path) -> str | None:
 def matches(token: str, expected_hash: str) -> bool:
     """Compare a presented token with a stored hash in constant time."""
     return hmac.compare_digest(hash_token(token), expected_hash)
+
+
+# The header (and query parameter ``token``) carrying a resume token.
+RESUME_TOKEN_HEADER = "X-Agentainer-Resume-Token"
+_RESUME = b"agentainer resume token\0"
+
+
+def resume_token(admin_token: str, request_id: str) -> str:
+    """Return the capability to read one request's response (and no other's): an
+    HMAC-SHA256 of the request ID, keyed by the admin token, which every server process
+    of the stack shares (so any of them checks what another handed out).
+
+    NOTE: a new admin token voids the resume tokens handed out before it.
+    """
+    digest = hmac.new(admin_token.encode("utf-8"), _RESUME + request_id.encode("utf-8"),
+                      hashlib.sha256)
+    return digest.hexdigest()
+
+
+def resume_matches(token: str, admin_token: str, request_id: str) -> bool:
+    """Tell, in constant time, whether ``token`` is ``request_id``'s resume token."""
+    return hmac.compare_digest(token.encode("utf-8", "replace"),
+                               resume_token(admin_token, request_id).encode())

@@ -28,6 +28,7 @@ from agentainer.agents.runtime import Runtime
 from agentainer.agents.service import AgentService, Networks
 from agentainer.agents.store import AgentStore
 from agentainer.config import Config
+from agentainer.journal.follow import ResponseFollower
 from agentainer.journal.janitor import Janitor
 from agentainer.journal.journal import Journal
 from agentainer.journal.liveness import Liveness, new_holder
@@ -61,6 +62,7 @@ class Components:
                             # control loop runs them itself)
     drainer: Drainer
     callers: Callers     # who calls on the network gateways, and whom it may call
+    follower: ResponseFollower  # follows responses live (GET .../response, held callers)
 
 
 def redis_client(config: Config) -> redis.Redis:
@@ -128,7 +130,8 @@ def build(config: Config, *, kind: str) -> Components:
                                        lambda: liveness.beat(holder)),
                       janitor, Periodic("janitor", Janitor.INTERVAL, janitor.run_once),
                       drainer,
-                      Callers(store, runtime, (config.network, config.internal_network)))
+                      Callers(store, runtime, (config.network, config.internal_network)),
+                      ResponseFollower(client, journal))
 
 
 def monitor(config: Config, components: Components) -> Monitor:

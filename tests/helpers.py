@@ -40,3 +40,16 @@ def with_password(url: str, password: str | None) -> str:
     host = parts.netloc.rpartition("@")[2]
     user = quote(parts.username or "", safe="")
     return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
+
+
+class FakeLive:
+    """A live capture (journal/live.py) that records what it would publish."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple] = []
+
+    def add(self, kept: bytes, *, cut: bool, left: int | None) -> None:
+        self.published.append(("add", kept, cut, left))
+
+    def end(self, outcome: str, size: int) -> None:
+        self.published.append(("end", outcome, size))

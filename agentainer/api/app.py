@@ -9,7 +9,7 @@ import falcon
 from agentainer.api import http_errors as errors, openapi
 from agentainer.api.auth import AuthMiddleware
 from agentainer.api.lifecycle import AgentResource, AgentsResource, LifecycleResource
-from agentainer.api.logs import LogsResource
+from agentainer.api.logs import FollowSlots, LogsResource
 from agentainer.statuses import OPERATIONS
 from agentainer.api.observability import (
     AgentHealthResource, AgentMetricsResource, PrometheusResource,
@@ -21,6 +21,7 @@ from agentainer.api.proxy import (
 from agentainer.api.hold import HoldLimit
 from agentainer.api.inflight import InflightLimit
 from agentainer.api.requests import ReplayResource, RequestResource, RequestsResource
+from agentainer.api.responses import ResponseResource
 from agentainer.api.system import HealthResource, OpenAPIResource
 from agentainer.config import Config
 from agentainer.journal.journal import new_request_id
@@ -43,6 +44,7 @@ def create_app(config: Config, components: Components, *, admin_token: str) -> f
     app = falcon.App(middleware=[AuthMiddleware(admin_token, c.store)])
     metrics = AgentMetricsResource(c.agents, c.history)
     redactor = Redactor(config.redact_headers, config.redact_params)
+    follows = FollowSlots(config.follow_limit)
     errors.register(app)
     routes: list[tuple[str, object]] = [
         ("/health", HealthResource({"redis": c.store.ping, "docker": c.runtime.ping})),
@@ -50,7 +52,7 @@ def create_app(config: Config, components: Components, *, admin_token: str) -> f
         ("/agents", AgentsResource(c.agents)),
         ("/agents/{agent_id}", AgentResource(c.agents)),
         *[(f"/agents/{{agent_id}}/{op}", LifecycleResource(c.agents, op)) for op in OPERATIONS],
-        ("/agents/{agent_id}/logs", LogsResource(c.agents, config.follow_limit)),
+        ("/agents/{agent_id}/logs", LogsResource(c.agents, follows)),
         ("/agents/{agent_id}/health", AgentHealthResource(c.agents, c.health)),
         ("/agents/{agent_id}/metrics", metrics),
         ("/metrics", PrometheusResource(
@@ -60,6 +62,9 @@ def create_app(config: Config, components: Components, *, admin_token: str) -> f
          RequestResource(c.agents, c.journal, redactor)),
         ("/agents/{agent_id}/requests/{request_id}/replay",
          ReplayResource(c.agents, c.journal, c.scheduler)),
+        ("/agents/{agent_id}/requests/{request_id}/response",
+         ResponseResource(c.agents, c.journal, c.follower, admin_token=admin_token,
+                          follows=follows)),
     ]
     for path, resource in routes:
         app.add_route(path, resource)
@@ -70,7 +75,7 @@ def create_app(config: Config, components: Components, *, admin_token: str) -> f
                            max_body=config.max_body,
                            capture_limit=config.capture_limit,
                            inflight=InflightLimit(config.agent_max_inflight),
-                           follower=None, hold=config.hold,
+                           follower=c.follower, hold=config.hold,
                            holds=HoldLimit(config.hold_limit)),
                  PATTERN)
     return app

@@ -11,13 +11,15 @@ from agentainer.tokens import matches
 
 
 class AuthMiddleware:
-    """Checks ``Authorization: Bearer`` on every resource not marked ``public``.
+    """Checks ``Authorization: Bearer`` on every resource not marked ``public`` nor granted
+    by its own ``capability(req, params)``.
 
     Every resource is a management route; the proxy is a sink, which this never sees
     (the journal's ADMIT script checks a private agent's invoke token there).
 
     APPSEC: tokens are compared as hashes in constant time and never logged; a token in
-    the query string is not accepted (it would end up in access logs).
+    the query string is not accepted (it would end up in access logs), but for a request's
+    resume token, a read-only capability for one response (api/responses.py).
     """
 
     def __init__(self, admin_token: str, store: AgentStore) -> None:
@@ -27,6 +29,11 @@ class AuthMiddleware:
     def process_resource(self, req: falcon.Request, resp: falcon.Response,
                          resource: object, params: dict) -> None:
         if resource is None or getattr(resource, "public", False):
+            return
+        # NOTE: a resource may also be granted by a capability of its own, checked first
+        # (a request's resume token, api/responses.py); it raises Forbidden for a wrong one
+        capability = getattr(resource, "capability", None)
+        if capability is not None and capability(req, params):
             return
         token = _bearer(req.get_header("Authorization"))
         if token is None:

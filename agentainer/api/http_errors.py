@@ -9,7 +9,7 @@ import falcon
 from agentainer.api.envelope import failure
 from agentainer.errors import (
     AgentainerError, Conflict, Forbidden, InsufficientStorage, InvalidInput, Misdirected,
-    NotFound, TooManyRequests, Unauthorized, Unavailable, Unprocessable,
+    NotFound, RangeNotSatisfiable, TooManyRequests, Unauthorized, Unavailable, Unprocessable,
 )
 
 logger = logging.getLogger(__name__)
@@ -21,6 +21,7 @@ STATUS_BY_ERROR: tuple[tuple[type[AgentainerError], str], ...] = (
     (Forbidden, falcon.HTTP_403),
     (NotFound, falcon.HTTP_404),
     (Conflict, falcon.HTTP_409),
+    (RangeNotSatisfiable, falcon.HTTP_416),
     (Misdirected, falcon.HTTP_421),
     (Unprocessable, falcon.HTTP_422),
     (TooManyRequests, falcon.HTTP_429),

@@ -21,14 +21,34 @@ TICK = 1.0
 _END = object()
 
 
-class LogsResource:
-    """Streams logs; at most ``follow_limit`` follows at once in this process."""
+class FollowSlots:
+    """The follows one server process streams at once (``follow_limit``), each holding a
+    worker thread: ``logs?follow=true`` and live reads of responses (api/responses.py)."""
 
-    def __init__(self, agents: AgentService, follow_limit: int,
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def take(self) -> None:
+        """Take a slot.
+
+        Raises:
+            TooManyFollows: none is free.
+        """
+        if not self._slots.acquire(blocking=False):
+            raise TooManyFollows(self.limit)
+
+    def release(self) -> None:
+        self._slots.release()
+
+
+class LogsResource:
+    """Streams logs; a follow takes one of the process's :class:`FollowSlots`."""
+
+    def __init__(self, agents: AgentService, follows: FollowSlots,
                  clock: Callable[[], float] = time.time) -> None:
         self._agents = agents
-        self._limit = follow_limit
-        self._follows = threading.BoundedSemaphore(follow_limit)
+        self._follows = follows
         self._clock = clock
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
@@ -37,8 +57,8 @@ class LogsResource:
         follow = param(req, "follow", units.parse_bool) or False
         timestamps = param(req, "timestamps", units.parse_bool) or False
         # APPSEC: each follow holds a worker thread for as long as its client stays
-        if follow and not self._follows.acquire(blocking=False):
-            raise TooManyFollows(self._limit)
+        if follow:
+            self._follows.take()
         try:
             stream = self._agents.logs(agent_id, follow=follow, tail=tail, since=since,
                                        timestamps=timestamps)

@@ -191,6 +191,45 @@ _DEPLOY = {
 
 # Lifecycle operations, remove, cancel and replay take no fields: no body, or {}.
 _EMPTY = {"type": "object", "additionalProperties": False, "properties": {}}
+def _header(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": False, "description": description,
+            "schema": schema}
+
+
+def _response() -> dict[str, Any]:
+    """GET .../response (api/responses.py): the agent's status and body, or 206."""
+    operation = _op(
+        "the request's captured response, as the agent sent it: followed live while in "
+        "flight, then from the record; resumable", content="*/*",
+        params=(_AGENT_ID, _REQUEST_ID,
+                _header("Range", {"type": "string", "pattern": r"^bytes=[0-9]{1,18}-$"},
+                        "resume after the first N bytes (only bytes=N-): 206 with "
+                        "Content-Range once completed; live, the agent's status from N, "
+                        "with X-Agentainer-Offset (the length is not known yet)"),
+                _header("Last-Event-ID", {"type": "string"},
+                        "resume an event stream right after the event with this id "
+                        "(404 event_not_found; 400 not_event_stream)"),
+                _header("X-Agentainer-Resume-Token", {"type": "string"},
+                        "the request's resume token (from the proxy's answer)"),
+                _query("token", {"type": "string"}, "the resume token, for an EventSource"),
+                _query("wait", {"type": "string", "pattern": DURATION},
+                       "how long a queued request's response may take to start (default "
+                       "30s, at most 300s; then 409 response_pending)")),
+        errors=("400", *AGENT, "409", "416"))
+    ok = operation["responses"]["200"]
+    operation["responses"]["206"] = {"description": "the completed body from the Range",
+                                     "content": ok["content"]}
+    ok["headers"] = {name: {"description": description, "schema": {"type": "string"}}
+                     for name, description in (
+        ("X-Agentainer-Response-Status", "the agent's status"),
+        ("X-Agentainer-Request-Status", "the record's status as the answer began"),
+        ("X-Agentainer-Response-Live", "true: followed as the agent writes it"),
+        ("X-Agentainer-Offset", "the body position this answer starts at"),
+        ("X-Agentainer-Response-Truncated", "true: the kept body stops at capture_limit"))}
+    operation["security"] = [{"bearer": []}, {"resumeToken": []}, {"resumeTokenQuery": []}]
+    return operation
+
+
 _AGENT_PATHS = ("/agents/{agent_id}", *(f"/agents/{{agent_id}}/{verb}" for verb in (
     *OPERATIONS, "logs", "health", "metrics", "metrics/history", "requests")))
 
@@ -248,6 +287,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "put a queued, failed or cancelled request at the front of the queue and drain it",
         params=(_AGENT_ID, _REQUEST_ID), body="Empty", body_required=False,
         errors=(*BODY, *AGENT, "409"))},
+    "/agents/{agent_id}/requests/{request_id}/response": {"get": _response()},
     "/agents/{agent_id}/health": {"get": _op(
         "the monitor's last health probe, restarts and last failure", params=(_AGENT_ID,))},
     "/agents/{agent_id}/metrics": {"get": _op(
@@ -306,7 +346,12 @@ def document() -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": {**PATHS, **PROXY},
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                # NOTE: one request's response only (GET .../response)
+                "resumeToken": {"type": "apiKey", "in": "header",
+                                "name": "X-Agentainer-Resume-Token"},
+                "resumeTokenQuery": {"type": "apiKey", "in": "query", "name": "token"}},
             "schemas": {
                 "Deploy": _DEPLOY,
                 "Empty": _EMPTY,

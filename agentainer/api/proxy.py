@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import falcon
 import urllib3
@@ -19,12 +19,13 @@ from agentainer.errors import (
 )
 from agentainer.api.hold import MAX_WAIT, HoldLimit, decide, parse_prefer
 from agentainer.api.inflight import InflightLimit
+from agentainer.journal.follow import ResponseFollower
 from agentainer.journal.journal import (
     Admission, IncomingRequest, Journal, Outcome, Retry, Wait, new_request_id,
 )
 from agentainer.names import ID_RE
 from agentainer.statuses import AgentStatus, RequestStatus
-from agentainer.tokens import hash_token
+from agentainer.tokens import RESUME_TOKEN_HEADER, hash_token, resume_token
 from agentainer.journal.upstream import (
     OWN_PREFIX, AgentDown, AgentFailed, BadResponse, Relay, Upstream, forward_headers,
     relayable, stored_headers,
@@ -66,9 +67,10 @@ class ProxySink:
     def __init__(self, journal: Journal, upstream: Upstream, *, schedule: Callable[[str], None],
                  on_down: Callable[[str], object], wake: Callable[[str], object],
                  admin_token: str, max_body: int, capture_limit: int,
-                 inflight: InflightLimit, follower: Any, hold: float,
+                 inflight: InflightLimit, follower: ResponseFollower, hold: float,
                  holds: HoldLimit) -> None:
         self._admin_hash = hash_token(admin_token)
+        self._admin_token = admin_token  # NOTE: the key of the resume tokens it hands out
         self._journal = journal
         self._upstream = upstream
         self._schedule = schedule
@@ -171,7 +173,7 @@ class ProxySink:
                                 "of requests in flight")
             return
         try:
-            self._forward(req, resp, agent_ref, admission, arrival)
+            relaying = self._forward(req, resp, agent_ref, admission, arrival)
         except Exception as ex:
             self._inflight.leave(agent_id)
             # NOTE: on QueueFull the journal took the record back already
@@ -182,15 +184,13 @@ class ProxySink:
                 self._requeue(arrival.request_id, agent_id, f"the proxy failed: {ex!r}",
                               admission.lease)
             raise
-        if resp.stream is None:
+        if not relaying:  # NOTE: else the Relay frees the slot when the agent's answer ends
             self._inflight.leave(agent_id)
-        else:  # NOTE: the Relay _relay set
-            relay = cast(Iterable[bytes], resp.stream)
-            resp.stream = Releasing(relay, lambda: self._inflight.leave(agent_id))
 
     def _forward(self, req: falcon.Request, resp: falcon.Response, agent_ref: str,
-                 admission: Admission, arrival: _Arrival) -> None:
-        """Send the request to the running agent and relay its answer, or the failure."""
+                 admission: Admission, arrival: _Arrival) -> bool:
+        """Send the request to the running agent and relay its answer, or the failure;
+        return whether a :class:`Relay` streams the answer (it frees the in-flight slot)."""
         journaled = admission.journaled
         request_id = arrival.request_id
         # APPSEC: no Agentainer token (admin or agent) ever reaches an agent
@@ -213,13 +213,13 @@ class ProxySink:
                                   code="agent_unavailable") from ex
             self._queue_instead(req, resp, admission, request_id, agent_ref, str(ex),
                                 "the agent is not running")
-            return
+            return False
         except BadResponse as ex:  # NOTE: the agent is up: no on_down
             if journaled:
                 self._requeue(request_id, admission.agent_id, str(ex), admission.lease)
             _failed_reply(resp, falcon.HTTP_502, f"agent {agent_ref}: {ex}",
                           "agent_bad_response", request_id)
-            return
+            return False
         except AgentFailed as ex:
             self._agent_down(admission.agent_id)
             if journaled:
@@ -227,28 +227,33 @@ class ProxySink:
             _failed_reply(resp, falcon.HTTP_504 if ex.timeout else falcon.HTTP_502,
                           f"agent {agent_ref} failed: {ex}",
                           "agent_timeout" if ex.timeout else "agent_failed", request_id)
-            return
-        self._relay(req, resp, upstream, passed, admission, request_id, arrival.arrived)
+            return False
+        return self._relay(req, resp, upstream, passed, admission, request_id, arrival.arrived)
 
     def _relay(self, req: falcon.Request, resp: falcon.Response,
                upstream: urllib3.BaseHTTPResponse, passed: list[tuple[str, str]],
-               admission: Admission, request_id: str, arrived: float) -> None:
+               admission: Admission, request_id: str, arrived: float) -> bool:
         """Answer with the agent's response: status, the headers passed on, and its body
-        streamed as it arrives (and journaled, when the request is)."""
+        streamed as it arrives (and journaled, when the request is); return whether the
+        body is streamed (not for HEAD, 204 and 304)."""
         journaled = admission.journaled
         relay = Relay(
             upstream, journal=self._journal if journaled else None, request_id=request_id,
             headers=passed, capture_limit=self._capture_limit, arrived=arrived,
             lease=admission.lease,
             on_failure=lambda note: self._requeue(request_id, admission.agent_id, note,
-                                                  admission.lease))
+                                                  admission.lease),
+            on_end=lambda: self._inflight.leave(admission.agent_id))
         resp.status = upstream.status
         for name, value in passed:
             resp.append_header(name, value)
+        if journaled:
+            self._resume_header(resp, request_id)
         if req.method == "HEAD" or upstream.status in BODILESS:
             relay.drain()  # NOTE: completes the record now, before the answer is sent
-        else:
-            resp.stream = relay
+            return False
+        resp.stream = relay
+        return True
 
     def _wake_soon(self, agent_id: str) -> None:
         """Wake the agent the idle rule stopped or paused, on a thread of its own.
@@ -310,6 +315,7 @@ class ProxySink:
                        admission: Admission, request_id: str, position: int,
                        why: str) -> None:
         """Hold the connection for the agent's answer (see hold.py), or answer 202."""
+        self._resume_header(resp, request_id)
         preference = parse_prefer(req.get_header("Prefer"), max_wait=MAX_WAIT)
         decision = decide(preference, admission, self._hold)
         if decision.applied:
@@ -321,13 +327,19 @@ class ProxySink:
             except BaseException:
                 self._holds.leave()
                 raise
-            if followed is not None:
+            if followed is not None and followed.status is not None:
                 resp.status = followed.status
                 for name, value in followed.headers:
                     resp.append_header(name, value)
                 resp.stream = Releasing(followed.chunks, self._holds.leave)
                 return
             self._holds.leave()
+            if followed is not None:  # NOTE: it ended, failed or cancelled, while held
+                _failed_reply(resp, falcon.HTTP_502, f"the request ended {followed.request_status}"
+                              f" while held ({followed.error}); see /agents/"
+                              f"{admission.agent_id}/requests/{request_id}", "request_failed",
+                              request_id)
+                return
             why += f"; it was held {decision.seconds:g} s"
         elif decision.seconds > 0:
             resp.delete_header("Preference-Applied")
@@ -337,12 +349,20 @@ class ProxySink:
            {"request_id": request_id, "status": RequestStatus.QUEUED, "position": position},
            falcon.HTTP_202)
 
+    def _resume_header(self, resp: falcon.Response, request_id: str) -> None:
+        """Hand the caller the capability to read its own response again
+        (GET /agents/{id}/requests/{rid}/response, api/responses.py)."""
+        resp.set_header(RESUME_TOKEN_HEADER, resume_token(self._admin_token, request_id))
+
     def _idempotent_reply(self, resp: falcon.Response, admission: Admission,
                           incoming: IncomingRequest) -> None:
         resp.set_header(REQUEST_ID_HEADER, admission.request_id)
         if admission.fingerprint != incoming.fingerprint:
             raise Unprocessable("this Idempotency-Key was used with another method, path, "
                                 "query or body", code="idempotency_mismatch")
+        # NOTE: the same caller (keys are scoped by credential) may follow the earlier
+        # request's response, in flight or not
+        self._resume_header(resp, admission.request_id)
         status = admission.request_status
         if status is not RequestStatus.COMPLETED:
             raise Conflict(f"the request with this Idempotency-Key is {status}; "
@@ -351,7 +371,7 @@ class ProxySink:
         record = self._journal.get(admission.agent_id, admission.request_id)
         if record.get("resp_truncated"):
             raise Conflict("the response to the request with this Idempotency-Key was not kept "
-                           "whole (over capture_limit, or the first client went away); see "
+                           "whole (over capture_limit, or dropped after body_retention); see "
                            f"/agents/{admission.agent_id}/requests/{admission.request_id}",
                            code="idempotency_response_unavailable")
         resp.status = record["resp_status"]

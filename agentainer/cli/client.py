@@ -63,13 +63,15 @@ class Client:
                            code=payload.get("error", "http_error"))
         return payload.get("message", ""), payload.get("data")
 
-    def stream(self, path: str, params: dict[str, Any] | None = None) -> Iterator[bytes]:
-        """Yield a streamed plain-text reply chunk by chunk, as the server sends it.
+    def stream(self, path: str, params: dict[str, Any] | None = None,
+               headers: dict[str, str] | None = None) -> Iterator[bytes]:
+        """Yield a streamed reply chunk by chunk, as the server sends it.
 
         Raises:
             ApiError: an error reply, no reply, or a reply cut off mid-stream.
         """
-        response = self._send("GET", path, params=params, stream=True, timeout=(5.0, None))
+        response = self._send("GET", path, params=params, headers=headers, stream=True,
+                              timeout=(5.0, None))
         with response:
             if not response.ok:
                 payload = self._payload(response)

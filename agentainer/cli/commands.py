@@ -173,6 +173,7 @@ def cmd_metrics(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 
 REQUEST_ACTIONS = ("show", "replay", "cancel")
+FOLLOW_TRIES = 120  # NOTE: of a response that has not started: about an hour of waiting
 
 
 def cmd_requests(client: Client, args: argparse.Namespace, out: Output) -> int:
@@ -180,6 +181,10 @@ def cmd_requests(client: Client, args: argparse.Namespace, out: Output) -> int:
     if len(target) == 3 and target[0] in REQUEST_ACTIONS:
         action, agent, request_id = target
         path = f"/agents/{agent}/requests/{request_id}"
+        if action == "show" and args.follow:
+            return follow_response(client, path + "/response", out)
+        if args.follow:
+            raise ValueError("requests: --follow goes with 'requests show AGENT REQUEST_ID'")
         if action == "show":
             _, record = client.call("GET", path)
             show_record(record, out, as_json=args.json)
@@ -207,6 +212,26 @@ def cmd_requests(client: Client, args: argparse.Namespace, out: Output) -> int:
         if page["total"] > len(page["requests"]):
             out.line(f"({len(page['requests'])} of {page['total']}; --offset/--limit for more)")
     return ExitStatus.SUCCESS
+
+
+def follow_response(client: Client, path: str, out: Output) -> int:
+    """Print a request's response body as it comes (GET .../response), waiting while the
+    request is queued; resume where a broken stream stopped."""
+    received = 0
+    for _ in range(FOLLOW_TRIES):
+        headers = {"Range": f"bytes={received}-"} if received else None
+        try:
+            for chunk in client.stream(path, headers=headers):
+                received += len(chunk)
+                out.raw(chunk)
+            return ExitStatus.SUCCESS
+        except ApiError as ex:
+            # NOTE: the server waits 30 s for a queued request's response to start
+            if ex.code != "response_pending" and (ex.code != "stream_interrupted"
+                                                  or not received):
+                raise
+    raise ApiError(f"the response at {path} did not start after {FOLLOW_TRIES} tries",
+                   status=None, code="response_pending")
 
 
 def cmd_token(client: Client, args: argparse.Namespace, out: Output) -> int:

@@ -174,6 +174,9 @@ def _add_requests(commands: _Subcommands) -> None:
                           help="only requests in this status")
     requests.add_argument("--limit", type=int, default=50, help="how many (newest first)")
     requests.add_argument("--offset", type=int, default=0, help="skip this many")
+    requests.add_argument("--follow", "-f", action="store_true",
+                          help="with show: print the response's body instead, as the agent "
+                               "writes it, until the request ends")
 
 
 def _add_observation(commands: _Subcommands) -> None:

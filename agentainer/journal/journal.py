@@ -15,6 +15,8 @@ Keys (all under :data:`agentainer.keys.PREFIX`, named in :mod:`agentainer.keys`)
     queue_bytes        HASH   agent -> bytes of its queued requests (``queue_max_bytes``)
     bodies             ZSET   completed request IDs that still hold bodies -> completion (ms)
     flying:{aid}       SET    in-flight request IDs of one agent (the idle rule)
+    respstream:{rid}   STREAM the live capture of a response being delivered (live.py);
+                              COMPLETE deletes it, as the record then holds the body
 
 Statuses: ``queued`` -> ``in_flight`` -> ``completed`` | back to ``queued`` | ``failed``;
 ``queued`` -> ``cancelled``; ``queued`` | ``failed`` -> ``completed`` (a late answer, see
@@ -55,9 +57,10 @@ from redis.typing import EncodableT
 from agentainer.agents.store import members, text, translate_redis_errors
 from agentainer.errors import Conflict, NotFound, QueueFull
 from agentainer.journal import scripts
+from agentainer.journal.live import LiveCapture
 from agentainer.keys import (
     BODIES, JOURNAL_BYTES, LEASES, QUEUE_BYTES, QUEUED, flying_key, idempotency_pattern,
-    queue_key, request_key, requests_key, ticket_key,
+    queue_key, request_key, requests_key, response_stream_key, ticket_key,
 )
 from agentainer.statuses import AgentStatus, Desired, RequestStatus
 
@@ -299,6 +302,23 @@ class Journal:
         parts = [part.decode() for part in reply]
         return Retry(parts[0]), int(parts[2]) if len(parts) > 2 else 0
 
+    def live(self, request_id: str, *, lease: int, status: int,
+             headers: list[tuple[str, str]], eager: bool = False) -> LiveCapture:
+        """Return the live capture of one attempt's response (see :mod:`.live`), which
+        lives as long as a lease from its last write."""
+        return LiveCapture(self._redis, request_id, lease=lease, status=status,
+                           headers=headers, ttl=self._lease, eager=eager)
+
+    @translate_redis_errors
+    def progress(self, request_id: str) -> tuple[RequestStatus, int] | None:
+        """Return a request's status and current lease number, or None when it is gone
+        (what a follower polls: one HMGET)."""
+        status, lease = cast(list[bytes | None],
+                             self._redis.hmget(request_key(request_id), "status", "lease"))
+        if status is None:
+            return None
+        return RequestStatus(status.decode()), int(lease or 0)
+
     @translate_redis_errors
     def mark_idle(self, agent_id: str, idle_timeout: float) -> bool:
         """Mark the agent idle (``pending``) if it has been for ``idle_timeout`` seconds:
@@ -477,6 +497,7 @@ class Journal:
                 pipe.delete(request_key(rid))
                 pipe.zrem(LEASES, rid)
                 pipe.zrem(BODIES, rid)
+                pipe.delete(response_stream_key(rid))
             pipe.decrby(JOURNAL_BYTES, sum(int(size or 0) for size in sizes))
             pipe.hdel(QUEUE_BYTES, agent_id)
             pipe.delete(index, queue_key(agent_id), ticket_key(agent_id), flying_key(agent_id),

@@ -330,7 +330,7 @@ class Drainer:
             # NOTE: an answer the proxy could not pass on is a failed attempt here too (its
             # headers would break an Idempotency-Key replay of the stored response)
             passed = relayable(response)
-            body, truncated = self._read(job, record, response)
+            body, truncated = self._read(job, record, response, passed)
         except (AgentDown, AgentFailed) as ex:
             status, _ = self.journal.retry(rid, str(ex), attempted=not isinstance(ex, AgentDown),
                                            from_queue=True, lease=lease)
@@ -352,24 +352,33 @@ class Drainer:
         job.state = DrainState()
         return True
 
-    def _read(self, job: _Job, record: dict[str, Any], response: urllib3.BaseHTTPResponse
-              ) -> tuple[bytes, bool]:
+    def _read(self, job: _Job, record: dict[str, Any], response: urllib3.BaseHTTPResponse,
+              passed: list[tuple[str, str]]) -> tuple[bytes, bool]:
         """Read the response as it arrives, keeping up to ``capture_limit`` bytes; return
         them and whether more came. The lease and the claim are renewed meanwhile.
+
+        The response is published to its live capture as it comes, always (even a small
+        one, whole in one read): a caller may be following it (journal/follow.py).
 
         Raises:
             AgentFailed: the response broke off or went silent for the read timeout.
         """
         capture = Capture(self.capture_limit)
+        live = self.journal.live(record["id"], lease=record["lease"], status=response.status,
+                                 headers=passed, eager=True)
+        size = 0
         try:
-            for _ in read_captured(response, capture, lambda: self._keep(job, record)):
-                pass
+            for chunk in read_captured(response, capture, lambda: self._keep(job, record),
+                                       live):
+                size += len(chunk)
         except HTTPError as ex:
             response.close()
+            live.end("failed", size)
             raise AgentFailed(f"the agent failed mid-response: {ex}",
                               timeout=isinstance(ex, ReadTimeoutError)) from ex
         finally:
             response.release_conn()
+        live.end("completed", size)
         return bytes(capture.data), capture.truncated
 
     def _keep(self, job: _Job, record: dict[str, Any] | None = None) -> None:

@@ -264,6 +264,7 @@ redis.call('hincrby', rkey, 'bodies_size', ARGV[7])
 redis.call('hincrby', rkey, 'size', ARGV[7] + ARGV[8])
 redis.call('incrby', BYTES, ARGV[7] + ARGV[8])
 redis.call('zadd', K.bodies, ARGV[2], rid)
+redis.call('del', K.respstream..rid)
 if ARGV[3] ~= '' then count(ARGV[3]) end
 if ARGV[4] ~= '' then
   count(ARGV[4])

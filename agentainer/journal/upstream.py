@@ -8,6 +8,7 @@ chunk by chunk as the agent writes it; the journal capture is a bounded bytearra
 import http.client
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 
@@ -16,6 +17,7 @@ from urllib3.connection import HTTPConnection
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
 
 from agentainer.journal.journal import Journal
+from agentainer.journal.live import LiveCapture
 from agentainer.journal.redaction import REDACTED
 from agentainer.statuses import RequestStatus
 from agentainer.units import HEADER_NAME as _TOKEN
@@ -327,12 +329,14 @@ class Capture:
         self.limit = limit
         self.truncated = False
 
-    def add(self, chunk: bytes) -> None:
+    def add(self, chunk: bytes) -> bytes:
+        """Keep what fits of ``chunk``; return that part."""
         room = self.limit - len(self.data)
-        if room > 0:
-            self.data += chunk[:room]
+        kept = chunk[:room] if room > 0 else b""  # PERF: the chunk itself when it fits
+        self.data += kept
         if len(chunk) > room:
             self.truncated = True
+        return kept
 
 
 class Renewal:
@@ -352,19 +356,23 @@ class Renewal:
 
 
 def read_captured(response: urllib3.BaseHTTPResponse, capture: Capture | None,
-                  keep: Callable[[], None]) -> Iterator[bytes]:
+                  keep: Callable[[], None], live: LiveCapture | None = None
+                  ) -> Iterator[bytes]:
     """Yield the response's body as it arrives, in reads of up to :data:`CHUNK` bytes.
 
-    With a ``capture`` (the response is journaled), each chunk is added to it and then
-    ``keep`` is called, to renew what the reader holds when a renewal is due
-    (:class:`Renewal`). The proxy's :class:`Relay` and replay's drain both read so.
+    With a ``capture`` (the response is journaled), each chunk is added to it, published
+    to the ``live`` capture (before it is yielded: whoever got a byte can resume after
+    it), and then ``keep`` is called, to renew what the reader holds when a renewal is
+    due (:class:`Renewal`). The proxy's :class:`Relay` and replay's drain both read so.
 
     Raises:
         HTTPError: the response broke off or went silent for the read timeout.
     """
     while chunk := response.read1(CHUNK, decode_content=False):
         if capture is not None:
-            capture.add(chunk)
+            kept = capture.add(chunk)
+            if live is not None:
+                live.add(kept, cut=capture.truncated, left=response.length_remaining)
             keep()
         yield chunk
 
@@ -374,10 +382,17 @@ class Relay:
 
     The outcome is recorded exactly once: ``completed`` when the body has been read to
     its end, ``failed`` (``on_failure``, the failed-attempt rule) when the agent broke
-    off, or ``completed`` with a note and truncated by ``close()`` (called by the WSGI
-    server at the end, or when the client goes away: the agent did answer), which also
-    releases the upstream connection. A response the WSGI server never iterates nor
-    closes (Falcon answers HEAD, 204 and 304 with no body) is recorded by :meth:`drain`.
+    off. A journaled response is also published to its live capture (:mod:`.live`) as it
+    arrives, so that it can be followed and resumed (:mod:`.follow`).
+
+    ``close()`` (called by the WSGI server at the end, or when the client goes away)
+    before the end does not cut the agent off: a background thread reads the rest of a
+    journaled response, capturing and publishing it, and records it as it ends (a direct
+    one's connection is closed). ``on_end`` is called once the response is over: from
+    ``close()``, or when that background read ends (the proxy frees the agent's in-flight
+    slot then: the agent is busy until its answer ends). A response the WSGI server never
+    iterates nor closes (Falcon answers HEAD, 204 and 304 with no body) is recorded by
+    :meth:`drain` (``on_end`` is not called then).
 
     ``headers`` are the ones passed on (:func:`relayable`), journaled as such.
     ``arrived`` is when the request arrived (before its lease was taken), on ``clock``;
@@ -388,6 +403,7 @@ class Relay:
     def __init__(self, upstream: urllib3.BaseHTTPResponse, *, journal: Journal | None,
                  request_id: str, headers: list[tuple[str, str]], capture_limit: int,
                  on_failure: Callable[[str], None], arrived: float, lease: int,
+                 on_end: Callable[[], None] = lambda: None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         now = clock()
         self._upstream = upstream
@@ -397,11 +413,16 @@ class Relay:
         self._request_id = request_id
         self._lease = lease
         self._capture = Capture(capture_limit)
+        self._live = None if journal is None else journal.live(
+            request_id, lease=lease, status=upstream.status, headers=headers)
         self._on_failure = on_failure
+        self._on_end = on_end
         self._clock = clock
         self._renewal = Renewal(arrived)
+        self._size = 0
         self._chunks = self._read()
         self._outcome: RequestStatus | None = None
+        self._abandoned = False
         self._renew(now)  # NOTE: the answer's headers may have been long in coming
 
     def __iter__(self) -> "Relay":
@@ -422,7 +443,9 @@ class Relay:
     def _read(self) -> Generator[bytes, None, None]:
         try:
             capture = self._capture if self._journal is not None else None
-            yield from read_captured(self._upstream, capture, self._keep)
+            for chunk in read_captured(self._upstream, capture, self._keep, self._live):
+                self._size += len(chunk)
+                yield chunk
         except HTTPError as ex:
             self._finish(RequestStatus.FAILED, f"the agent failed mid-response: {ex}")
             return
@@ -437,8 +460,33 @@ class Relay:
             self._journal.renew(self._request_id, lease=self._lease)
 
     def close(self) -> None:
-        self._finish(RequestStatus.COMPLETED, "client disconnected before the end of the response")
-        self._chunks.close()
+        if self._outcome is not None or self._journal is None:
+            # NOTE: a direct answer's client went: its connection is closed (a note)
+            self._finish(RequestStatus.COMPLETED, "the client went")
+            self._chunks.close()
+            self._on_end()
+            return
+        # NOTE: one daemon thread per abandoned response, which ends at the agent's end
+        # or read timeout (the slot it keeps counts against agent_max_inflight)
+        self._abandoned = True
+        threading.Thread(target=self._read_abandoned, name=f"relay-{self._request_id}",
+                         daemon=True).start()
+
+    def _read_abandoned(self) -> None:
+        """Read, capture and record the rest of a response its client left."""
+        try:
+            for _ in self._chunks:
+                pass
+        except Exception:  # noqa: BLE001 - a thread of its own: nobody else would log it
+            logger.exception("request %s: reading the rest of the response failed",
+                             self._request_id)
+        finally:
+            if self._outcome is None:
+                # NOTE: the read broke off on an error of ours (Redis), here or before the
+                # client went: the record is left to its lease (a redelivery)
+                self._upstream.close()
+                self._upstream.release_conn()
+            self._on_end()
 
     def _finish(self, outcome: RequestStatus, note: str) -> None:
         if self._outcome is not None:
@@ -451,10 +499,14 @@ class Relay:
             self._upstream.release_conn()
         if self._journal is None:
             return
+        assert self._live is not None
+        self._live.end(outcome.value, self._size)
         if outcome is RequestStatus.FAILED:
             self._on_failure(note)
             return
+        if self._abandoned:
+            note = "the client disconnected before the end; the proxy read the rest"
         self._journal.complete(self._request_id, status=self._upstream.status,
                                headers=self._headers, body=bytes(self._capture.data),
-                               truncated=self._capture.truncated or bool(note), error=note,
+                               truncated=self._capture.truncated, error=note,
                                latency=self._latency, lease=self._lease)

@@ -15,6 +15,8 @@ max_tokens / max_completion_tokens, stream_options.include_usage)
   token_delay: <seconds>   delay between tokens (default $STREAM_TOKEN_DELAY)
   tokens: <n>              reply with exactly n tokens "tok0 tok1 ..." instead
                            (default $STREAM_TOKENS); max_tokens still caps it
+  event_ids: true          give every event an SSE id ("id: 0", "id: 1", ...), so a
+                           client can resume after one with Last-Event-ID
 
 Environment knobs
   PORT                     listen port (default 8000)
@@ -27,6 +29,7 @@ Environment knobs
                            (the client's X-Client-Seq header)
 """
 
+import itertools
 import json
 import math
 import os
@@ -232,6 +235,7 @@ class StreamHandler(BaseHTTPRequestHandler):
             })
 
         include_usage = isinstance(req.get("stream_options"), dict) and req["stream_options"].get("include_usage") is True
+        ids = itertools.count() if req.get("event_ids") is True else None
 
         def chunk(delta, reason, **extra):
             return {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -251,13 +255,13 @@ class StreamHandler(BaseHTTPRequestHandler):
         try:
             for i, token in enumerate(paced(tokens, delay)):
                 delta = {"role": "assistant", "content": token} if i == 0 else {"content": token}
-                self.send_event(chunk(delta, None))
+                self.send_event(chunk(delta, None), ids)
             if not tokens:
-                self.send_event(chunk({"role": "assistant", "content": ""}, None))
-            self.send_event(chunk({}, finish_reason))
+                self.send_event(chunk({"role": "assistant", "content": ""}, None), ids)
+            self.send_event(chunk({}, finish_reason), ids)
             if include_usage:
-                self.send_event(dict(chunk({}, None), choices=[], usage=usage))
-            self.send_event("[DONE]")
+                self.send_event(dict(chunk({}, None), choices=[], usage=usage), ids)
+            self.send_event("[DONE]", ids)
             if self.chunked:
                 self.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
@@ -268,10 +272,13 @@ class StreamHandler(BaseHTTPRequestHandler):
         if self.server.deliveries is not None:
             self.server.deliveries.record(self)
 
-    def send_event(self, obj):
-        """One SSE event (`data: ...` + blank line), as one chunk, sent at once."""
+    def send_event(self, obj, ids=None):
+        """One SSE event (`data: ...` + blank line, after `id: N` when `ids` counts them),
+        as one chunk, sent at once."""
         data = obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"))
         event = b"data: " + data.encode("utf-8") + b"\n\n"
+        if ids is not None:
+            event = b"id: %d\n" % next(ids) + event
         self.write(b"%x\r\n%s\r\n" % (len(event), event) if self.chunked else event)
 
     def write(self, data):

@@ -11,6 +11,7 @@ from agentainer.api.inflight import InflightLimit
 from agentainer.api.proxy import PATTERN, REQUEST_ID_HEADER, ProxySink
 from agentainer.journal.journal import FIRST_LEASE, Admission, Completion, Outcome, Retry
 from agentainer.statuses import AgentStatus
+from tests.helpers import FakeLive
 
 AGENT = "a1b2c3d4e5f6"
 
@@ -37,11 +38,17 @@ class FakeJournal:
         self.ended.append(("complete", request_id, fields))
         return Completion.COMPLETED
 
+    def live(self, request_id, **fields) -> FakeLive:
+        self.live_capture = FakeLive()
+        return self.live_capture
+
     def renew(self, request_id, *, lease) -> bool:
         return True
 
 
 class FakeResponse:
+    length_remaining = None  # NOTE: as urllib3's for a chunked body
+
     def __init__(self, status: int, *headers: tuple[str, str], body: bytes = b"") -> None:
         self.status = status
         self.headers = urllib3.HTTPHeaderDict()

@@ -27,6 +27,8 @@ STATUS = {
     errors.NameTaken: falcon.HTTP_409,
     errors.InvalidTransition: falcon.HTTP_409,
     errors.Busy: falcon.HTTP_409,
+    errors.RangeNotSatisfiable: falcon.HTTP_416,
+    errors.BeyondCapture: falcon.HTTP_416,
     errors.Unprocessable: falcon.HTTP_422,
     errors.RuntimeFailure: falcon.HTTP_422,
     errors.Unavailable: falcon.HTTP_503,
@@ -41,7 +43,7 @@ STATUS = {
 
 
 # NOTE: the classes whose constructor takes more than a message
-ARGS = {errors.CallNotAllowed: ("caller", "target")}
+ARGS = {errors.CallNotAllowed: ("caller", "target"), errors.BeyondCapture: ("req-1", 10)}
 
 
 def test_every_error_class_has_a_status_here():

@@ -14,6 +14,7 @@ from agentainer.journal.upstream import (
     HOP_BY_HOP, AgentFailed, BadResponse, Capture, Relay, StaleConnection, Upstream,
     forward_headers, relayable, replay_headers, response_headers, stored_headers,
 )
+from tests.helpers import FakeLive
 
 CLIENT = [("Host", "127.0.0.1:8081"), ("Connection", "keep-alive, X-Secret-Hop"),
           ("X-Secret-Hop", "1"), ("Keep-Alive", "timeout=5"), ("TE", "trailers"),
@@ -190,6 +191,10 @@ class FakeJournal:
         self.renewals += 1
         self.deadline = self.clock.now + LEASE
 
+    def live(self, request_id, **fields) -> FakeLive:
+        self.live_capture = FakeLive()
+        return self.live_capture
+
     def complete(self, request_id: str, **fields) -> None:
         assert not self.completed, "completed twice"
         self.completed = fields
@@ -197,6 +202,8 @@ class FakeJournal:
 
 class FakeResponse:
     """An upstream response whose chunks arrive after the given silences."""
+
+    length_remaining = None  # NOTE: as urllib3's for a chunked body
 
     status = 200
     headers = urllib3.HTTPHeaderDict({"Content-Type": "text/event-stream"})
@@ -382,3 +389,44 @@ def test_response_cookies_stay_on_the_origin_that_set_them():
     assert response_headers(upstream) == [("Set-Cookie", "a=1; Path=/; HttpOnly"),
                                           ("Set-Cookie", "b=2"),
                                           ("Set-Cookie", "c=3; Path=/domain=x")]
+
+
+class GatedResponse:
+    """An upstream response whose chunks after the first wait for ``gate``."""
+
+    status = 200
+    length_remaining = None
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.gate = threading.Event()
+        self.released = False
+
+    def read1(self, amount: int, decode_content: bool) -> bytes:
+        if len(self.chunks) < 3:
+            assert self.gate.wait(5)
+        return self.chunks.pop(0) if self.chunks else b""
+
+    def release_conn(self) -> None:
+        self.released = True
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_client_leaving_early_hands_the_rest_to_a_background_read():
+    clock = FakeClock()
+    journal = FakeJournal(clock)
+    response = GatedResponse([b"a", b"b", b"c", b"d"])
+    ended = threading.Event()
+    stream = Relay(response, journal=journal, request_id="req-1", headers=[],  # type: ignore[arg-type]
+                   capture_limit=1024, on_failure=lambda note: None, arrived=clock.now,
+                   lease=FIRST_LEASE, on_end=ended.set, clock=clock)
+    assert next(stream) == b"a"
+    stream.close()  # NOTE: the client went; the agent is still answering
+    assert not ended.wait(0.2) and not journal.completed  # NOTE: its in-flight slot is held
+    response.gate.set()
+    assert ended.wait(5)
+    assert journal.completed["body"] == b"abcd" and journal.completed["truncated"] is False
+    assert "client disconnected" in journal.completed["error"] and response.released
+    assert [kind for kind, *_ in journal.live_capture.published] == ["add"] * 4 + ["end"]

@@ -12,6 +12,7 @@ from agentainer.journal.journal import AtCapacity, Completion, Retry
 from agentainer.journal.replay import LEASE_GRACE, ROOM_POLL_CAP, DrainState, Drainer
 from agentainer.journal.upstream import RENEW_EVERY, AgentDown
 from agentainer.statuses import AgentStatus
+from tests.helpers import FakeLive
 
 
 def test_renewals_come_well_within_a_lease():
@@ -33,6 +34,8 @@ class Clock:
 
 class Response:
     """An upstream response whose chunks take ``pace`` seconds each; ``error`` ends it."""
+
+    length_remaining = None  # NOTE: as urllib3's for a chunked body
 
     def __init__(self, clock: Clock, chunks: list[bytes], *, pace: float = 0.0,
                  error: Exception | None = None) -> None:
@@ -99,6 +102,9 @@ class Journal:
     def complete(self, request_id, *, status, headers, body, truncated, replayed, lease):
         self.calls.append(("complete", request_id, body, truncated, lease))
         return Completion.COMPLETED
+
+    def live(self, request_id, **fields) -> FakeLive:
+        return FakeLive()
 
     def renew(self, request_id, *, lease):
         self.calls.append(("renew", request_id, lease))
