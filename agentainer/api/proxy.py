@@ -14,8 +14,8 @@ import urllib3
 
 from agentainer.api.envelope import failure, ok
 from agentainer.errors import (
-    AgentAtCapacity, AgentNotFound, AgentOverloaded, Conflict, InvalidInput, JournalFull, QueueFull, Unauthorized,
-    Unavailable, Unprocessable,
+    AgentAtCapacity, AgentNotFound, AgentOverloaded, Conflict, InvalidInput, JournalFull,
+    QueueFull, Unauthorized, Unavailable, Unprocessable,
 )
 from agentainer.api.hold import MAX_WAIT, HoldLimit, decide, parse_prefer
 from agentainer.api.inflight import InflightLimit

@@ -126,7 +126,7 @@ class Admission:
     agent_status: AgentStatus | None = None      # the agent's (DIRECT, QUEUED)
     desired: Desired | None = None               # the agent's (QUEUED)
     wait: Wait | None = None                     # why it is queued (QUEUED)
-    hold: float | None = None                    # the agent's hold; None: the setting
+    hold: float | None = None                    # the agent's (FORWARD, QUEUED); None: the setting
     request_status: RequestStatus | None = None  # the earlier request's (IDEMPOTENT)
     request_id: str = ""
     position: int = 0
@@ -216,8 +216,8 @@ class Journal:
         in_flight; the agent runs at ``route``), ``queued`` (journaled; ``position`` in its
         agent's queue, ``wait`` says why: the agent is down, has a backlog that an ordered
         agent's new request waits behind, or is at ``max_concurrency``), ``busy`` (at
-        ``max_concurrency`` with ``on_busy`` reject: nothing stored), ``direct`` (persistence off: not journaled), ``idempotent`` (an
-        earlier request with the same key is queued, in flight or completed; a failed or
+        ``max_concurrency`` with ``on_busy`` reject: nothing stored), ``direct``
+        (persistence off: not journaled), ``idempotent`` (an earlier request with the same key is queued, in flight or completed; a failed or
         cancelled one's key admits this request instead), ``over`` (the journal's byte
         budget is used up), ``full`` (the agent's queue is: ``queue_limit`` requests or
         ``queue_max_bytes``), ``forbidden`` or ``missing``; nothing is stored for those.
@@ -518,7 +518,8 @@ def _admission(request_id: str, reply: list[str]) -> Admission:
                          strip_authorization=rest[4] == "1")
     if outcome is Outcome.FORWARD:
         return Admission(outcome, rest[0], route=rest[1], request_id=request_id,
-                         strip_authorization=rest[2] == "1", lease=FIRST_LEASE)
+                         strip_authorization=rest[2] == "1", lease=FIRST_LEASE,
+                         hold=float(rest[3]) if rest[3] else None)
     if outcome is Outcome.QUEUED:
         return Admission(outcome, rest[0], request_id=request_id, position=int(rest[1]),
                          strip_authorization=rest[2] == "1", agent_status=AgentStatus(rest[3]),

@@ -108,8 +108,10 @@ end
 # ARGV: ref, by_id, token_hash, rid, now_ms, queue_limit, idem_key, fingerprint,
 #       lease_deadline_ms, idem_ttl_s, holder, size, journal_max_bytes, queue_max_bytes,
 #       then record field/value pairs.
-# A 'queued' reply is {'queued', aid, position, strip, agent status, why ('down', 'backlog'
-# or 'busy'), the agent's hold ('' for the setting), its desired state}.
+# A 'forward' reply is {'forward', aid, route, strip, the agent's hold ('' for the setting:
+# for a forward that finds the agent down and queues after all)}; a 'queued' one is
+# {'queued', aid, position, strip, agent status, why ('down', 'backlog' or 'busy'), the
+# agent's hold, its desired state, its idle mark}.
 ADMIT = _LUA_PRELUDE + """
 local ref, by_id, token_hash, rid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local aid = ref
@@ -135,7 +137,9 @@ local rkey = K.req..rid
 local qkey = K.queue..aid
 -- NOTE: this admission ran already and its reply was lost: answer as it was decided
 local prior = redis.call('hmget', rkey, 'status', 'lease')
-if prior[1] == 'in_flight' and prior[2] == '1' then return {'forward', aid, route, strip} end
+if prior[1] == 'in_flight' and prior[2] == '1' then
+  return {'forward', aid, route, strip, a[8] or ''}
+end
 if prior[1] == 'queued' then
   return queued((redis.call('lpos', qkey, rid) or 0) + 1, strip, 'down')
 end
@@ -179,7 +183,7 @@ if why == '' then
   redis.call('hset', rkey, 'status', 'in_flight', 'attempts', 1, 'lease', 1)
   take(rid, aid, ARGV[11], ARGV[9])
   count('proxied')
-  return {'forward', aid, route, strip}
+  return {'forward', aid, route, strip, a[8] or ''}
 end
 redis.call('hset', rkey, 'status', 'queued', 'attempts', 0)
 count('queued')

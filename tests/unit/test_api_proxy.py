@@ -9,8 +9,12 @@ from agentainer.api import http_errors as errors
 from agentainer.api.hold import HoldLimit
 from agentainer.api.inflight import InflightLimit
 from agentainer.api.proxy import PATTERN, REQUEST_ID_HEADER, ProxySink
-from agentainer.journal.journal import FIRST_LEASE, Admission, Completion, Outcome, Retry
-from agentainer.statuses import AgentStatus
+from agentainer.journal.follow import Followed
+from agentainer.journal.journal import (
+    FIRST_LEASE, Admission, Completion, Outcome, Retry, Wait,
+)
+from agentainer.statuses import AgentStatus, Desired, RequestStatus
+from agentainer.tokens import RESUME_TOKEN_HEADER
 from tests.helpers import FakeLive
 
 AGENT = "a1b2c3d4e5f6"
@@ -79,7 +83,8 @@ class FakeUpstream:
 
 def client(journal: FakeJournal, answer: FakeResponse | Exception,
            scheduled: list[str] | None = None, down: list[str] | None = None,
-           inflight: InflightLimit | None = None) -> falcon.testing.TestClient:
+           inflight: InflightLimit | None = None, follower=None,
+           holds: HoldLimit | None = None) -> falcon.testing.TestClient:
     app = falcon.App()
     errors.register(app)
     app.add_sink(ProxySink(journal, FakeUpstream(answer),
@@ -88,8 +93,8 @@ def client(journal: FakeJournal, answer: FakeResponse | Exception,
                            wake=lambda agent_id: None,
                            admin_token="admin-token-for-tests", max_body=1024,
                            capture_limit=1024,
-                           inflight=inflight or InflightLimit(8), follower=None, hold=0,
-                           holds=HoldLimit(4)), PATTERN)
+                           inflight=inflight or InflightLimit(8), follower=follower,
+                           hold=0, holds=holds or HoldLimit(4)), PATTERN)
     return falcon.testing.TestClient(app)
 
 
@@ -181,3 +186,55 @@ def test_a_request_leaves_the_agent_s_in_flight_count_when_it_ends(answer):
     inflight = InflightLimit(1)
     client(FakeJournal(), answer, inflight=inflight).simulate_get(f"/agent/{AGENT}/x")
     assert inflight.enter(AGENT)  # NOTE: the one slot is free again
+
+
+class QueuingJournal(FakeJournal):
+    """Admits every request as queued: its agent is down."""
+
+    def admit(self, ref, *, by_id, token_hash, request_id, request) -> Admission:
+        return Admission(Outcome.QUEUED, AGENT, request_id=request_id, position=1,
+                         agent_status=AgentStatus.STOPPED, desired=Desired.RUNNING,
+                         wait=Wait.DOWN)
+
+
+class Follower:
+    """Answers a held request with ``followed`` (None: the hold ran out)."""
+
+    def __init__(self, followed=None) -> None:
+        self.followed = followed
+        self.opened: list[tuple] = []
+
+    def open(self, agent_id, request_id, *, wait_until):
+        self.opened.append((agent_id, request_id))
+        return self.followed
+
+
+def test_a_held_request_streams_what_it_follows_and_frees_its_hold():
+    followed = Followed(status=201, headers=[("X-App", "1")],
+                        request_status=RequestStatus.IN_FLIGHT,
+                        offset=0, live=True, chunks=iter([b"a", b"", b"b"]))
+    holds = HoldLimit(1)
+    result = client(QueuingJournal(), FakeResponse(200), follower=Follower(followed),
+                    holds=holds).simulate_post(f"/agent/{AGENT}/x", headers={"Prefer": "wait=5"})
+    assert (result.status_code, result.text) == (201, "ab")
+    assert result.headers["Preference-Applied"] == "wait=5"
+    assert result.headers["X-App"] == "1" and result.headers[RESUME_TOKEN_HEADER]
+    assert holds.enter()  # NOTE: the slot came back when the answer ended
+
+
+def test_past_hold_limit_a_queued_request_gets_202_at_once():
+    holds, follower = HoldLimit(1), Follower()
+    assert holds.enter()
+    result = client(QueuingJournal(), FakeResponse(200), follower=follower,
+                    holds=holds).simulate_post(f"/agent/{AGENT}/x", headers={"Prefer": "wait=5"})
+    assert result.status_code == 202 and "hold_limit" in result.json["message"]
+    assert "Preference-Applied" not in result.headers and follower.opened == []
+
+
+def test_a_request_that_fails_while_held_says_so():
+    followed = Followed(status=None, headers=[], request_status=RequestStatus.FAILED, offset=0,
+                        live=False, error="3 attempts failed")
+    result = client(QueuingJournal(), FakeResponse(200), follower=Follower(followed)
+                    ).simulate_post(f"/agent/{AGENT}/x", headers={"Prefer": "wait=5"})
+    assert result.status_code == 502 and result.json["error"] == "request_failed"
+    assert "failed while held (3 attempts failed)" in result.json["message"]
