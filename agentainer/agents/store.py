@@ -3,7 +3,9 @@
 Keys (all under :data:`agentainer.keys.PREFIX`, named in :mod:`agentainer.keys`):
     agent:{id}   HASH  spec (JSON, immutable), status, desired, container_id,
                        created_at, updated_at, last_error, restarts, and for the proxy:
-                       route ("ip:port" of the app), persist ("1"/"0"), private_hash
+                       route ("ip:port" of the app), persist ("1"/"0"), private_hash,
+                       and for the journal's scripts webhook (the URL, "" for none: a
+                       request's end is a webhook event, see agentainer.webhooks)
     instance     STRING this installation's ID (labels its containers)
     agents       ZSET  id -> creation time (listing order)
     names        HASH  name -> id (uniqueness)
@@ -349,6 +351,7 @@ def _to_hash(agent: Agent) -> dict[FieldT, EncodableT]:
         "persist": "1" if agent.spec.persist else "0",
         # NOTE: the proxy (journal_scripts.ADMIT) admits only the invoke token here
         "private_hash": (agent.spec.invoke_token_hash or "") if agent.spec.private else "",
+        "webhook": agent.spec.webhook or "",
     }
 
 

@@ -21,6 +21,7 @@ from agentainer.api.proxy import (
 from agentainer.api.inflight import InflightLimit
 from agentainer.api.requests import ReplayResource, RequestResource, RequestsResource
 from agentainer.api.system import HealthResource, OpenAPIResource
+from agentainer.api.webhooks import WebhooksResource
 from agentainer.config import Config
 from agentainer.journal.journal import new_request_id
 from agentainer.journal.redaction import Redactor
@@ -59,6 +60,7 @@ def create_app(config: Config, components: Components, *, admin_token: str) -> f
          RequestResource(c.agents, c.journal, redactor)),
         ("/agents/{agent_id}/requests/{request_id}/replay",
          ReplayResource(c.agents, c.journal, c.scheduler)),
+        ("/agents/{agent_id}/webhooks", WebhooksResource(c.agents, c.webhooks)),
     ]
     for path, resource in routes:
         app.add_route(path, resource)

@@ -52,6 +52,7 @@ def make_parser() -> argparse.ArgumentParser:
     _add_inventory(commands)
     _add_logs(commands)
     _add_requests(commands)
+    _add_webhooks(commands)
     _add_observation(commands)
     _add_local(commands)
     return parser
@@ -107,6 +108,14 @@ def _add_deploy_access(deploy: argparse.ArgumentParser) -> None:
                         help="require the agent's invoke token (--token) on its proxy path")
     deploy.add_argument("--no-persist", action="store_true",
                         help="do not journal requests to this agent")
+    deploy.add_argument("--webhook", metavar="URL",
+                        help="POST the agent's events to this http(s) URL, signed as "
+                             "Standard Webhooks says: request.completed, request.failed, "
+                             "agent.crashed, agent.restarted, agent.failed, agent.idle, "
+                             "agent.woken")
+    deploy.add_argument("--webhook-secret", metavar="SECRET",
+                        help="the webhook's signing secret (whsec_ and base64 of 24+ bytes); "
+                             "default: generated, and printed once by deploy")
 
 
 def _add_lifecycle(commands: _Subcommands) -> None:
@@ -153,6 +162,15 @@ def _add_requests(commands: _Subcommands) -> None:
                           help="only requests in this status")
     requests.add_argument("--limit", type=int, default=50, help="how many (newest first)")
     requests.add_argument("--offset", type=int, default=0, help="skip this many")
+
+
+def _add_webhooks(commands: _Subcommands) -> None:
+    """``webhooks``: an agent's webhook deliveries and their outcomes."""
+    webhooks = commands.add("webhooks", "list an agent's webhook deliveries, newest event "
+                                        "first: status, attempts, last answer")
+    webhooks.add_argument("agent", help=AGENT_HELP)
+    webhooks.add_argument("--limit", type=int, default=20,
+                          help="how many (newest first; at most 100 are kept)")
 
 
 def _add_observation(commands: _Subcommands) -> None:
