@@ -16,7 +16,9 @@ _DOMAIN = (rf"(?:localhost(?::[0-9]+)?|{_DOMAIN_PART}(?:\.{_DOMAIN_PART})+(?::[0
 _PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 IMAGE_PATTERN = (rf"^(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
                  r"(?:@sha256:[0-9a-f]{64})?$")
-IMAGE_MAX = 255
+# NOTE: Docker refuses a repository name over 255 characters once normalized, and a bare
+# name gains docker.io/library/ (18): the whole reference stays within what is left
+IMAGE_MAX = 255 - len("docker.io/library/")
 IMAGE_RE = re.compile(IMAGE_PATTERN.removesuffix("$") + r"\Z")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}\Z")

@@ -203,6 +203,35 @@ def test_a_receiver_that_is_down_gets_the_event_once_it_is_back(hooks: WebhookSt
     assert hook.ids.count(done["id"]) == 1
 
 
+def test_no_event_is_lost_when_every_worker_is_killed(hooks: WebhookStack):
+    """kill -9 of the workers mid-retry, and events that happen while none runs: all are
+    delivered, once each, by the workers started after."""
+    api, stack, name = hooks.api, hooks.stack, _name(hooks)
+    url, hook = hooks.receiver.hook()
+    started(api, name, webhook=url, webhook_secret=SECRET)
+    hook.down = True
+    first = api.session.post(f"{api.url}/agent/{name}/before", data=b"1", timeout=30)
+    first_id = first.headers["X-Agentainer-Request-Id"]
+    wait_for(lambda: any(d["attempts"] >= 2 for d in _deliveries(api, name)
+                         if d["data"].get("request_id") == first_id),
+             timeout=30, message="retries of the first event")
+    for worker in list(stack.workers):
+        stack.kill_worker(worker)
+    second = api.session.post(f"{api.url}/agent/{name}/meanwhile", data=b"2", timeout=30)
+    assert second.status_code == 200  # NOTE: answered by the running agent, no worker needed
+    second_id = second.headers["X-Agentainer-Request-Id"]
+    hook.down = False
+    stack.start_workers()
+    for request_id in (first_id, second_id):
+        wait_for(lambda: any(e["data"].get("request_id") == request_id for e in hook.events),
+                 timeout=90, message=f"the event of {request_id}")
+    delivered = [d for d in _deliveries(api, name)
+                 if d["data"].get("request_id") in (first_id, second_id)]
+    assert len(delivered) == 2
+    for delivery in delivered:
+        assert hook.ids.count(delivery["id"]) == 1
+
+
 def test_a_closed_port_is_retried_and_its_error_shown(hooks: WebhookStack):
     api, name = hooks.api, _name(hooks)
     started(api, name, webhook=f"http://127.0.0.1:{free_port()}/nobody", webhook_secret=SECRET)
