@@ -26,7 +26,10 @@ setup(
     ],
     extras_require={"dev": ["pytest>=8", "argparse-manpage>=4.5", "setuptools>=68", "wheel",
                             "schemathesis>=4.32,<5", "import-linter>=2.17,<3", "mypy>=1.11",
-                            "types-docker", "types-waitress"]},
+                            "types-docker", "types-waitress",
+                            # NOTE: the tests check webhook signatures with the reference
+                            # implementation (the server signs with the standard library)
+                            "standardwebhooks>=1.1,<2"]},
     scripts=sorted(glob("bin/agentainer*")),
     data_files=[("share/man/man1", sorted(glob("man/*.1")))],
 )

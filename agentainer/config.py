@@ -228,6 +228,16 @@ class Config:
     drain_wait: float = setting(
         units.parse_duration, "120s",
         "how long a replay job waits for an agent's app to accept connections")
+    webhook_attempts: int = setting(
+        units.parse_positive_int, "12",
+        "delivery attempts of a webhook event before it is failed")
+    webhook_retry_base: float = setting(
+        units.parse_duration, "5s", "first webhook retry delay (doubles, jittered)")
+    webhook_retry_cap: float = setting(
+        units.parse_duration, "1h", "longest webhook retry delay")
+    webhook_timeout: float = setting(
+        units.parse_duration, "10s",
+        "a webhook delivery's whole time (connect, send, answer) before it fails")
     redact_headers: tuple[str, ...] = setting(
         units.parse_header_names,
         "Authorization,Proxy-Authorization,Cookie,Set-Cookie,X-Api-Key,Api-Key,"

@@ -5,8 +5,9 @@ owns it: agents (:mod:`agentainer.agents.store`), the request journal
 (:mod:`agentainer.journal.journal`, whose Lua scripts in :mod:`agentainer.journal.scripts`
 get these names through :func:`lua_names`), live captures of responses
 (:mod:`agentainer.journal.live`), process liveness (:mod:`agentainer.journal.liveness`),
-drain claims (:mod:`agentainer.journal.replay`), and the monitor's health and metrics
-(:mod:`agentainer.agents.observations`).
+drain claims (:mod:`agentainer.journal.replay`), the monitor's health and metrics
+(:mod:`agentainer.agents.observations`), and webhook events and deliveries
+(:mod:`agentainer.webhooks.outbox`).
 """
 
 PREFIX = "agentainer:"
@@ -24,6 +25,8 @@ HELD = PREFIX + "held:"
 CLAIM = PREFIX + "drain:"
 FLYING = PREFIX + "flying:"
 RESPONSE_STREAM = PREFIX + "respstream:"
+WEBHOOK = PREFIX + "webhook:"
+WEBHOOKS = PREFIX + "webhooks:"
 
 # Agents (agents/store.py)
 AGENTS = PREFIX + "agents"
@@ -129,6 +132,21 @@ def claims_key(holder: str) -> str:
     return f"{PREFIX}claims:{holder}"
 
 
+# Webhooks (webhooks/outbox.py)
+WEBHOOK_EVENTS = PREFIX + "webhook_events"
+WEBHOOK_DUE = PREFIX + "webhook_due"
+
+
+def webhook_key(event_id: str) -> str:
+    """One webhook event's delivery record (HASH)."""
+    return WEBHOOK + event_id
+
+
+def webhooks_key(agent_id: str) -> str:
+    """The agent's webhook deliveries, by event time (ZSET)."""
+    return WEBHOOKS + agent_id
+
+
 def lua_names() -> str:
     """Return Lua that defines ``K``: every key and key family a script may touch, by a
     short name (``K.req .. rid``, ``K.leases``), as this module names them."""
@@ -137,6 +155,7 @@ def lua_names() -> str:
              "names": NAMES, "tokens": TOKENS, "counters": COUNTERS, "holders": HOLDERS,
              "journal_bytes": JOURNAL_BYTES, "queue_bytes": QUEUE_BYTES, "leases": LEASES,
              "bodies": BODIES, "queued": QUEUED, "flying": FLYING,
-             "respstream": RESPONSE_STREAM}
+             "respstream": RESPONSE_STREAM, "webhook": WEBHOOK, "webhooks": WEBHOOKS,
+             "webhook_events": WEBHOOK_EVENTS, "webhook_due": WEBHOOK_DUE}
     fields = ", ".join(f"{name} = '{value}'" for name, value in names.items())
     return f"local K = {{{fields}}}\n"

@@ -16,7 +16,9 @@ _DOMAIN = (rf"(?:localhost(?::[0-9]+)?|{_DOMAIN_PART}(?:\.{_DOMAIN_PART})+(?::[0
 _PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 IMAGE_PATTERN = (rf"^(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
                  r"(?:@sha256:[0-9a-f]{64})?$")
-IMAGE_MAX = 255
+# NOTE: Docker refuses a repository name over 255 characters once normalized, and a bare
+# name gains docker.io/library/ (18): the whole reference stays within what is left
+IMAGE_MAX = 255 - len("docker.io/library/")
 IMAGE_RE = re.compile(IMAGE_PATTERN.removesuffix("$") + r"\Z")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}\Z")
@@ -55,3 +57,21 @@ def parse_allowed_hosts(value: str) -> tuple[str, ...]:
             raise ValueError(f"{part.strip()!r} is not a host name")
         names.append(name)
     return tuple(dict.fromkeys(names))
+
+
+# NOTE: a webhook URL: http or https, a host name, IPv4 or bracketed IPv6 address (no
+# user:password@, which GET /agents would show), a port 1-65535, then a path and query of
+# printable ASCII without a fragment (percent-encode the rest). The OpenAPI document
+# carries the same pattern, so what it describes is exactly what a deploy accepts.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PORT = (r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}"
+         r"|[1-9][0-9]{0,3})")
+WEBHOOK_URL_PATTERN = (rf"^https?://(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]{{2,45}}\])"
+                       rf'(?::{_PORT})?(?:[/?][!-"$-~]*)?$')
+WEBHOOK_URL_RE = re.compile(WEBHOOK_URL_PATTERN.removesuffix("$") + r"\Z")
+WEBHOOK_URL_MAX = 2048
+# NOTE: a Standard Webhooks secret: whsec_ and padded base64 of 24 to 66 bytes
+_B64 = "[A-Za-z0-9+/]"
+WEBHOOK_SECRET_PATTERN = (rf"^whsec_(?:{_B64}{{4}}){{8,21}}"
+                          rf"(?:{_B64}{{4}}|{_B64}{{3}}=|{_B64}{{2}}==)?$")
+WEBHOOK_SECRET_RE = re.compile(WEBHOOK_SECRET_PATTERN.removesuffix("$") + r"\Z")

@@ -3,14 +3,16 @@
 :func:`build` makes what each program shares between its threads (:class:`Components`): the
 Redis client (:func:`redis_client`), the Docker runtime, the store, the journal, the replay
 scheduler and drainer, the upstream pool, the agent service, health and metrics records, the
-janitor and its loop, the heartbeat and the callers policy. :func:`monitor` makes the
+janitor and its loop, the heartbeat, the callers policy, and the webhooks' outbox, deliverer
+and pump. :func:`monitor` makes the
 monitor and its restart policy over them; :func:`replay_worker` the worker's RQ worker. Nothing else constructs a Redis or Docker
 client, a journal or a service: ``agentainer-server`` gives its components to
 ``api.app.create_app``, which only registers routes; ``agentainer-worker`` gives its drainer
-to the RQ job class (replay.job_class); ``agentainer-monitor`` runs :func:`monitor`'s.
+and deliverer to the RQ job class (replay.job_class) and runs the webhook pump; ``agentainer-monitor`` runs :func:`monitor`'s.
 The HTTP transport (waitress listeners, their sockets) stays in server.py.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -32,14 +34,20 @@ from agentainer.journal.follow import ResponseFollower
 from agentainer.journal.janitor import Janitor
 from agentainer.journal.journal import Journal
 from agentainer.journal.liveness import Liveness, new_holder
-from agentainer.journal.replay import LEASE_GRACE, QUEUE, Drainer, ReplayScheduler, job_class
+from agentainer.journal.replay import (
+    DRAIN_JOB, LEASE_GRACE, QUEUE, Drainer, ReplayScheduler, job_class,
+)
 from agentainer.journal.upstream import Upstream
 from agentainer.monitor.reconcile import Monitor, MonitorSettings
 from agentainer.monitor.restarts import RestartPolicy
 from agentainer.periodic import Periodic
+from agentainer.webhooks import outbox
+from agentainer.webhooks.delivery import Deliverer
+from agentainer.webhooks.outbox import EventType, Webhooks
 
 # NOTE: resends to a restarting Redis: 50 ms doubling to 500 ms, for redis_wait in all
 RETRY_BASE, RETRY_CAP = 0.05, 0.5
+PUMP_INTERVAL = 0.5  # NOTE: seconds between a worker's webhook pumps (outbox -> RQ jobs)
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,9 @@ class Components:
     drainer: Drainer
     callers: Callers     # who calls on the network gateways, and whom it may call
     follower: ResponseFollower  # follows responses live (GET .../response, held callers)
+    webhooks: Webhooks   # webhook events (emit) and delivery outcomes
+    deliverer: Deliverer  # one webhook delivery attempt per RQ job (workers)
+    webhook_pump: Periodic  # outbox -> due delivery jobs (workers)
 
 
 def redis_client(config: Config) -> redis.Redis:
@@ -110,13 +121,23 @@ def build(config: Config, *, kind: str) -> Components:
                       retention=config.retention, body_retention=config.body_retention,
                       lease=lease, history_limit=config.history_limit)
     scheduler = ReplayScheduler(client, claim_ttl=lease)
+    webhooks = Webhooks(client, lease=config.webhook_timeout + outbox.LEASE_GRACE)
+
+    def purge(agent_id: str) -> None:
+        """A removed agent's journal and webhook deliveries."""
+        journal.purge(agent_id)
+        webhooks.purge(agent_id)
+
     agents = AgentService(
-        store, runtime, purge_requests=journal.purge, on_running=scheduler.schedule,
+        store, runtime, purge_requests=purge, on_running=scheduler.schedule,
         networks=Networks(config.network, config.internal_network, config.port),
         mounts=MountPolicy(config.volume_roots, config.data_dir,
                            docker_root=runtime.docker_root,
                            allowed_volumes=config.allowed_volumes),
-        default_app_port=config.default_app_port, stop_timeout=config.stop_timeout)
+        default_app_port=config.default_app_port, stop_timeout=config.stop_timeout,
+        on_idle=lambda agent_id, action: webhooks.emit(agent_id, EventType.AGENT_IDLE,
+                                                       {"action": action.value}),
+        on_woken=lambda agent_id: webhooks.emit(agent_id, EventType.AGENT_WOKEN))
     upstream = Upstream(connect_timeout=config.connect_timeout,
                         read_timeout=config.read_timeout, pool_size=config.threads)
     drainer = Drainer(store=store, journal=journal, scheduler=scheduler, upstream=upstream,
@@ -131,7 +152,13 @@ def build(config: Config, *, kind: str) -> Components:
                       janitor, Periodic("janitor", Janitor.INTERVAL, janitor.run_once),
                       drainer,
                       Callers(store, runtime, (config.network, config.internal_network)),
-                      ResponseFollower(client, journal))
+                      ResponseFollower(client, journal),
+                      webhooks,
+                      Deliverer(webhooks, store, attempts=config.webhook_attempts,
+                                retry_base=config.webhook_retry_base,
+                                retry_cap=config.webhook_retry_cap,
+                                timeout=config.webhook_timeout),
+                      Periodic("webhooks", PUMP_INTERVAL, webhooks.pump))
 
 
 def monitor(config: Config, components: Components) -> Monitor:
@@ -141,11 +168,20 @@ def monitor(config: Config, components: Components) -> Monitor:
                    RestartPolicy(base=config.restart_base, cap=config.restart_cap,
                                  limit=config.restart_limit, window=config.restart_window),
                    MonitorSettings(reconcile_interval=config.reconcile_interval,
-                                   metrics_interval=config.metrics_interval))
+                                   metrics_interval=config.metrics_interval),
+                   emit=c.webhooks.emit)
 
 
 def replay_worker(components: Components) -> rq.SimpleWorker:
-    """Return the RQ worker that runs drain jobs on ``components``' drainer, in its own
-    process (no fork per job), named after the process's liveness holder."""
-    return rq.SimpleWorker([QUEUE], connection=components.redis, name=components.holder,
-                           job_class=job_class(components.drainer), serializer=JSONSerializer)
+    """Return the RQ worker that runs drain jobs on ``components``' drainer and webhook
+    delivery jobs on its deliverer, in its own process (no fork per job), named after the
+    process's liveness holder.
+
+    NOTE: the webhook queue comes first: a delivery is one POST of at most
+    ``webhook_timeout``, while drains hand off every time slice anyway (replay.py).
+    """
+    c = components
+    jobs: dict[str, Callable[..., object]] = {DRAIN_JOB: c.drainer.run,
+                                              outbox.DELIVER_JOB: c.deliverer.run}
+    return rq.SimpleWorker([outbox.QUEUE, QUEUE], connection=c.redis, name=c.holder,
+                           job_class=job_class(jobs), serializer=JSONSerializer)

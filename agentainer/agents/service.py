@@ -43,8 +43,8 @@ class AgentService:
     def __init__(self, store: AgentStore, runtime: Runtime, *,
                  purge_requests: Callable[[str], None], networks: Networks,
                  mounts: MountPolicy, on_running: Callable[[str], None],
-                 on_idle: Callable[[str, IdleAction], None] = lambda agent_id, action: None,
-                 on_woken: Callable[[str], None] = lambda agent_id: None,
+                 on_idle: Callable[[str, IdleAction], object] = lambda agent_id, action: None,
+                 on_woken: Callable[[str], object] = lambda agent_id: None,
                  default_app_port: int = 8000, stop_timeout: float = 10.0) -> None:
         self._store = store
         self._runtime = runtime

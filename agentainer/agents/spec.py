@@ -1,5 +1,6 @@
 """Agents as data: the deploy spec, its validation, and the stored record."""
 
+import base64
 import enum
 import hmac
 import posixpath
@@ -11,7 +12,10 @@ from typing import Any
 
 from agentainer import units
 from agentainer.errors import Conflict, InvalidInput, InvalidTransition
-from agentainer.names import ENV_KEY_RE, ID_RE, IMAGE_MAX, IMAGE_RE, NAME_RE, VOLUME_NAME_RE
+from agentainer.names import (
+    ENV_KEY_RE, ID_RE, IMAGE_MAX, IMAGE_RE, NAME_RE, VOLUME_NAME_RE, WEBHOOK_SECRET_RE,
+    WEBHOOK_URL_MAX, WEBHOOK_URL_RE,
+)
 from agentainer.statuses import AgentStatus, Desired, Idle, IdleAction, OnBusy
 from agentainer.tokens import hash_token
 
@@ -21,6 +25,8 @@ MAX_VOLUMES = 32
 MAX_TOKEN = 512
 MAX_MAY_CALL = 100
 ANY_AGENT = "*"
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_SECRET_BYTES = 32  # NOTE: a generated secret's; Standard Webhooks asks for 24 to 64
 
 
 class TokenScope(enum.StrEnum):
@@ -87,6 +93,10 @@ class AgentSpec:
     hold: float | None = None    # seconds a queued request is held (None: the hold setting)
     idle_timeout: float = 0.0   # seconds without a request before the idle rule acts; 0: never
     idle_action: IdleAction = IdleAction.STOP
+    webhook: str | None = None  # URL the agent's events are POSTed to (agentainer.webhooks)
+    # APPSEC: kept to sign the events, so stored as given (not hashed); the deploy answer
+    # shows it once (Agent.deployed), the API never again (Agent.public)
+    webhook_secret: str | None = field(default=None, repr=False)
 
     @property
     def calls_allowed(self) -> tuple[str, ...]:
@@ -174,6 +184,7 @@ class Agent:
         spec = self.spec.to_dict()
         spec.pop("invoke_token_hash")
         spec.pop("manage_token_hash")
+        spec.pop("webhook_secret")
         spec["may_call"] = list(self.spec.calls_allowed)
         return {"id": self.id, **spec, "has_token": self.spec.invoke_token_hash is not None,
                 "has_manage_token": self.spec.manage_token_hash is not None,
@@ -183,6 +194,14 @@ class Agent:
                 # NOTE: stopped or paused by the idle rule (a request wakes it), not its user
                 "idle": self.idle in (Idle.STOPPED, Idle.PAUSED),
                 "created_at": self.created_at, "updated_at": self.updated_at}
+
+    def deployed(self) -> dict[str, Any]:
+        """Return the deploy's answer: :meth:`public`, and the webhook secret, shown this
+        once (the webhook's receiver needs it to check signatures)."""
+        view = self.public()
+        if self.spec.webhook_secret:
+            view["webhook_secret"] = self.spec.webhook_secret
+        return view
 
 
 @dataclass(frozen=True)
@@ -197,7 +216,7 @@ DEPLOY_FIELDS = frozenset({
     "name", "image", "env_vars", "cpu_limit", "memory_limit", "pids_limit", "auto_restart",
     "token", "manage_token", "volumes", "health_check", "app_port", "egress", "private",
     "persist", "start", "pull", "may_call", "ordered", "max_concurrency", "on_busy", "hold",
-    "idle_timeout", "idle_action",
+    "idle_timeout", "idle_action", "webhook", "webhook_secret",
 })
 MAX_CONCURRENCY = 10_000
 
@@ -221,6 +240,12 @@ def parse_deploy(body: Any) -> tuple[AgentSpec, DeployOptions]:
     manage_token = _token(body, "manage_token")
     if body.get("private") and token is None:
         raise InvalidInput("a private agent needs a token (its proxy path requires it)")
+    webhook = _field(body, "webhook", _webhook_url, None)
+    secret = _field(body, "webhook_secret", _webhook_secret, None)
+    if secret is not None and webhook is None:
+        raise InvalidInput("webhook_secret signs a webhook's events: send webhook too")
+    if webhook is not None and secret is None:
+        secret = new_webhook_secret()
     spec = AgentSpec(
         name=validate_name(body["name"]),
         image=_field(body, "image", _image),
@@ -244,6 +269,7 @@ def parse_deploy(body: Any) -> tuple[AgentSpec, DeployOptions]:
         hold=_field(body, "hold", units.parse_duration, None),
         idle_timeout=_field(body, "idle_timeout", units.parse_duration, 0.0),
         idle_action=_field(body, "idle_action", _idle_action, IdleAction.STOP),
+        webhook=webhook, webhook_secret=secret,
     )
     if token is not None and not spec.private:
         # NOTE: token is the invoke token, which only a private agent's proxy path asks
@@ -355,6 +381,29 @@ def _idle_action(value: Any) -> IdleAction:
     if value not in tuple(IdleAction):
         raise ValueError(f"{value!r} is not one of {', '.join(IdleAction)}")
     return IdleAction(value)
+def new_webhook_secret() -> str:
+    """Return a new Standard Webhooks secret: ``whsec_`` and base64 of random bytes."""
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(
+        secrets.token_bytes(WEBHOOK_SECRET_BYTES)).decode()
+
+
+def _webhook_url(value: Any) -> str:
+    # NOTE: any host, loopback included: only the admin deploys (the admin token), and
+    # could reach the host's services anyway; no redirect is followed and no response
+    # body is kept (agentainer.webhooks.delivery), so a URL reads nothing back
+    if not isinstance(value, str) or len(value) > WEBHOOK_URL_MAX \
+            or not WEBHOOK_URL_RE.match(value):
+        raise ValueError(f"{value!r} is not an http(s) URL of at most {WEBHOOK_URL_MAX} "
+                         "characters (host or IP, optional port, path and query of "
+                         "printable ASCII; no user@, no #fragment)")
+    return value
+
+
+def _webhook_secret(value: Any) -> str:
+    if not isinstance(value, str) or not WEBHOOK_SECRET_RE.match(value):
+        raise ValueError("must be whsec_ followed by padded base64 of 24 to 66 bytes "
+                         "(as Standard Webhooks secrets are); omit it to have one generated")
+    return value
 
 
 def _image(value: Any) -> str:

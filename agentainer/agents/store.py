@@ -7,7 +7,9 @@ Keys (all under :data:`agentainer.keys.PREFIX`, named in :mod:`agentainer.keys`)
                        ordered ("1"/"0"), max_concurrency, on_busy, hold (seconds, ''
                        for the setting); for the idle rule: idle (statuses.Idle: '' |
                        pending | stopped | paused) and last_active (epoch ms: the last
-                       admission, lease release or start; the journal's scripts write it too)
+                       admission, lease release or start; the journal's scripts write it too);
+                       and for the journal's scripts webhook (the URL, "" for none: a
+                       request's end is a webhook event, see agentainer.webhooks)
     waking:{id}  STRING the one wake of an idle agent under way (expiring)
     instance     STRING this installation's ID (labels its containers)
     agents       ZSET  id -> creation time (listing order)
@@ -377,6 +379,7 @@ def _to_hash(agent: Agent) -> dict[FieldT, EncodableT]:
         "hold": "" if agent.spec.hold is None else str(agent.spec.hold),
         # NOTE: the proxy (journal_scripts.ADMIT) admits only the invoke token here
         "private_hash": (agent.spec.invoke_token_hash or "") if agent.spec.private else "",
+        "webhook": agent.spec.webhook or "",
     }
 
 

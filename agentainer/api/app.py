@@ -23,6 +23,7 @@ from agentainer.api.inflight import InflightLimit
 from agentainer.api.requests import ReplayResource, RequestResource, RequestsResource
 from agentainer.api.responses import ResponseResource
 from agentainer.api.system import HealthResource, OpenAPIResource
+from agentainer.api.webhooks import WebhooksResource
 from agentainer.config import Config
 from agentainer.journal.journal import new_request_id
 from agentainer.journal.redaction import Redactor
@@ -65,6 +66,7 @@ def create_app(config: Config, components: Components, *, admin_token: str) -> f
         ("/agents/{agent_id}/requests/{request_id}/response",
          ResponseResource(c.agents, c.journal, c.follower, admin_token=admin_token,
                           follows=follows)),
+        ("/agents/{agent_id}/webhooks", WebhooksResource(c.agents, c.webhooks)),
     ]
     for path, resource in routes:
         app.add_route(path, resource)

@@ -60,7 +60,7 @@ class AgentsResource:
         spec, options = parse_deploy(read_json(req))
         agent = self._agents.deploy(spec, start=options.start, pull=options.pull)
         resp.location = f"/agents/{agent.id}"
-        ok(resp, "agent deployed", agent.public(), falcon.HTTP_201)
+        ok(resp, "agent deployed", agent.deployed(), falcon.HTTP_201)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         status = param(req, "status", _status)

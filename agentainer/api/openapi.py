@@ -13,8 +13,11 @@ from agentainer.agents.spec import (
     ANY_AGENT, MAX_CONCURRENCY, MAX_ENV, MAX_MAY_CALL, MAX_TOKEN, MAX_VOLUMES,
 )
 from agentainer.api.lifecycle import MAX_COUNT  # NOTE: whole_number's bound
-from agentainer.names import IMAGE_MAX, IMAGE_PATTERN
+from agentainer.names import (
+    IMAGE_MAX, IMAGE_PATTERN, WEBHOOK_SECRET_PATTERN, WEBHOOK_URL_MAX, WEBHOOK_URL_PATTERN,
+)
 from agentainer.statuses import OPERATIONS, AgentStatus, IdleAction, OnBusy, RequestStatus
+from agentainer.webhooks.outbox import HISTORY
 
 # NOTE: patterns are the validators' (agents/spec.py, units.py) with full-match anchors
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -100,6 +103,10 @@ _DEPLOY = {
          "then": {"required": ["private"], "properties": {"private": {"const": True}}}},
         {"if": {"required": ["private"], "properties": {"private": {"const": True}}},
          "then": {"required": ["token"], "properties": {"token": {"type": "string"}}}},
+        # NOTE: a webhook secret signs a webhook's events
+        {"if": {"required": ["webhook_secret"],
+                "properties": {"webhook_secret": {"type": "string"}}},
+         "then": {"required": ["webhook"], "properties": {"webhook": {"type": "string"}}}},
     ],
     "properties": {
         "name": {"type": "string", "pattern": NAME, "not": {"pattern": AGENT_ID}},
@@ -180,6 +187,17 @@ _DEPLOY = {
                            "Needs persist (else 409 idle_needs_persist)"}),
         "idle_action": _nullable({"type": "string", "enum": list(IdleAction),
                                   "default": IdleAction.STOP.value}),
+        "webhook": _nullable({
+            "type": "string", "pattern": WEBHOOK_URL_PATTERN, "maxLength": WEBHOOK_URL_MAX,
+            "examples": ["http://127.0.0.1:9000/hooks"],
+            "description": "URL the agent's events are POSTed to, signed as Standard "
+                           "Webhooks says (request.completed, request.failed, "
+                           "agent.crashed, agent.restarted, agent.failed, agent.idle, "
+                           "agent.woken); any host, loopback included"}),
+        "webhook_secret": _nullable({
+            "type": "string", "pattern": WEBHOOK_SECRET_PATTERN, "writeOnly": True,
+            "description": "its signing secret (requires webhook); omitted: generated. "
+                           "The deploy's answer shows it (data.webhook_secret), once"}),
         "start": _nullable({"type": "boolean", "default": False}),
         "pull": _nullable({"type": "boolean", "default": False,
                            "description": "pull the image from its registry first (even "
@@ -231,7 +249,7 @@ def _response() -> dict[str, Any]:
 
 
 _AGENT_PATHS = ("/agents/{agent_id}", *(f"/agents/{{agent_id}}/{verb}" for verb in (
-    *OPERATIONS, "logs", "health", "metrics", "metrics/history", "requests")))
+    *OPERATIONS, "logs", "health", "metrics", "metrics/history", "requests", "webhooks")))
 
 
 def _deployed_links() -> dict[str, Any]:
@@ -288,6 +306,11 @@ PATHS: dict[str, dict[str, Any]] = {
         params=(_AGENT_ID, _REQUEST_ID), body="Empty", body_required=False,
         errors=(*BODY, *AGENT, "409"))},
     "/agents/{agent_id}/requests/{request_id}/response": {"get": _response()},
+    "/agents/{agent_id}/webhooks": {"get": _op(
+        "the agent's webhook deliveries, newest event first: each event's type, status "
+        "(pending, delivered, failed), attempts, last status code or error, times",
+        params=(_AGENT_ID, _count("limit", f"how many (0: {HISTORY}; at most {HISTORY})")),
+        errors=("400", *AGENT))},
     "/agents/{agent_id}/health": {"get": _op(
         "the monitor's last health probe, restarts and last failure", params=(_AGENT_ID,))},
     "/agents/{agent_id}/metrics": {"get": _op(

@@ -30,7 +30,8 @@ def cmd_deploy(client: Client, args: argparse.Namespace, out: Output) -> int:
                 "manage_token": args.manage_token,
                 "app_port": args.app_port, "max_concurrency": args.max_concurrency,
                 "on_busy": args.on_busy, "hold": args.hold, "idle_timeout": args.idle_timeout,
-                "idle_action": args.idle_action}
+                "idle_action": args.idle_action, "webhook": args.webhook,
+                "webhook_secret": args.webhook_secret}
     body.update({key: value for key, value in optional.items() if value is not None})
     flags = {"auto_restart": args.auto_restart, "private": args.private, "start": args.start,
              "pull": args.pull}
@@ -49,6 +50,9 @@ def cmd_deploy(client: Client, args: argparse.Namespace, out: Output) -> int:
         body["health_check"] = {k: v for k, v in health.items() if v is not None}
     _, agent = client.call("POST", "/agents", body=body)
     out.agent_line(agent, f"deployed {agent['name']} ({agent['id']}), {agent['status']}")
+    if agent.get("webhook_secret") and not args.json:
+        out.line(f"webhook secret (shown this once: give it to the receiver): "
+                 f"{agent['webhook_secret']}")
     return ExitStatus.SUCCESS
 
 
@@ -232,6 +236,21 @@ def follow_response(client: Client, path: str, out: Output) -> int:
                 raise
     raise ApiError(f"the response at {path} did not start after {FOLLOW_TRIES} tries",
                    status=None, code="response_pending")
+def cmd_webhooks(client: Client, args: argparse.Namespace, out: Output) -> int:
+    _, page = client.call("GET", f"/agents/{args.agent}/webhooks",
+                          params={"limit": args.limit})
+    if args.json:
+        out.json(page)
+    elif not page["deliveries"]:
+        out.line("no webhook deliveries")
+    else:
+        out.table(("EVENT", "TYPE", "STATUS", "ATTEMPTS", "LAST ANSWER", "OCCURRED", "NEXT TRY"),
+                  [(d["id"], d["type"], d["status"], str(d["attempts"]),
+                    cut(str(d["last_status"] or d["last_error"] or "-"), 40),
+                    utc_time(d["occurred_at"]),
+                    utc_time(d["next_at"]) if d["next_at"] else "-")
+                   for d in page["deliveries"]])
+    return ExitStatus.SUCCESS
 
 
 def cmd_token(client: Client, args: argparse.Namespace, out: Output) -> int:
@@ -264,8 +283,8 @@ def cmd_version(client: Client, args: argparse.Namespace, out: Output) -> int:
 HANDLERS: dict[str, Callable[[Client, argparse.Namespace, Output], int]] = {
     "deploy": cmd_deploy, **{name: cmd_lifecycle for name in OPERATIONS},
     "remove": cmd_remove, "list": cmd_list, "inspect": cmd_inspect, "logs": cmd_logs,
-    "requests": cmd_requests, "health": cmd_health, "metrics": cmd_metrics,
-    "token": cmd_token, "version": cmd_version,
+    "requests": cmd_requests, "webhooks": cmd_webhooks, "health": cmd_health,
+    "metrics": cmd_metrics, "token": cmd_token, "version": cmd_version,
 }
 
 

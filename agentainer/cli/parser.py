@@ -52,6 +52,7 @@ def make_parser() -> argparse.ArgumentParser:
     _add_inventory(commands)
     _add_logs(commands)
     _add_requests(commands)
+    _add_webhooks(commands)
     _add_observation(commands)
     _add_local(commands)
     return parser
@@ -128,6 +129,14 @@ def _add_deploy_access(deploy: argparse.ArgumentParser) -> None:
     traffic.add_argument("--idle-action", choices=list(IdleAction),
                          help="what --idle-timeout does: stop (default; a request starts it) "
                               "or pause (a request unpauses it, quicker)")
+    deploy.add_argument("--webhook", metavar="URL",
+                        help="POST the agent's events to this http(s) URL, signed as "
+                             "Standard Webhooks says: request.completed, request.failed, "
+                             "agent.crashed, agent.restarted, agent.failed, agent.idle, "
+                             "agent.woken")
+    deploy.add_argument("--webhook-secret", metavar="SECRET",
+                        help="the webhook's signing secret (whsec_ and base64 of 24+ bytes); "
+                             "default: generated, and printed once by deploy")
 
 
 def _add_lifecycle(commands: _Subcommands) -> None:
@@ -177,6 +186,15 @@ def _add_requests(commands: _Subcommands) -> None:
     requests.add_argument("--follow", "-f", action="store_true",
                           help="with show: print the response's body instead, as the agent "
                                "writes it, until the request ends")
+
+
+def _add_webhooks(commands: _Subcommands) -> None:
+    """``webhooks``: an agent's webhook deliveries and their outcomes."""
+    webhooks = commands.add("webhooks", "list an agent's webhook deliveries, newest event "
+                                        "first: status, attempts, last answer")
+    webhooks.add_argument("agent", help=AGENT_HELP)
+    webhooks.add_argument("--limit", type=int, default=20,
+                          help="how many (newest first; at most 100 are kept)")
 
 
 def _add_observation(commands: _Subcommands) -> None:

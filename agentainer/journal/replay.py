@@ -18,7 +18,8 @@ Keys (under :data:`agentainer.keys.PREFIX`, named in :mod:`agentainer.keys`):
 
 Jobs are RQ jobs named :data:`DRAIN_JOB`, serialized as JSON (never pickle); only
 ``agentainer-worker`` runs them, on the :class:`Drainer` its composition root built
-(:func:`job_class`): a job names no function for a worker to import.
+(:func:`job_class`, which also runs the webhooks' delivery jobs): a job names no function
+for a worker to import.
 """
 
 import logging
@@ -26,7 +27,7 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -436,18 +437,20 @@ def _accepts(route: str) -> bool:
         return False
 
 
-def job_class(drainer: Drainer) -> type[rq.job.Job]:
-    """Return the RQ job class a worker runs its jobs as: :data:`DRAIN_JOB` on ``drainer``.
+def job_class(jobs: Mapping[str, Callable[..., Any]]) -> type[rq.job.Job]:
+    """Return the RQ job class a worker runs its jobs as: each job name in ``jobs`` on its
+    function (:data:`DRAIN_JOB` on a :class:`Drainer`, the webhooks' delivery job).
 
     APPSEC: any other job (one enqueued by hand naming, say, ``os.system``) is refused,
     not imported and called.
     """
-    class DrainJob(rq.job.Job):
+    class AgentainerJob(rq.job.Job):
         @property
-        def func(self) -> Callable[..., int]:
-            if self.func_name != DRAIN_JOB:
-                raise InvalidInput(f"job {self.id}: {self.func_name!r} is not an Agentainer "
-                                   "job; refused")
-            return drainer.run
+        def func(self) -> Callable[..., Any]:
+            name = self.func_name
+            if name is None or name not in jobs:
+                raise InvalidInput(f"job {self.id}: {name!r} is not an Agentainer job; "
+                                   "refused")
+            return jobs[name]
 
-    return DrainJob
+    return AgentainerJob

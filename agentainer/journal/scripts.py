@@ -23,6 +23,7 @@ agent's field of ``queue_bytes``.
 """
 
 from agentainer import keys
+from agentainer.webhooks.outbox import LUA_EVENT
 
 # Shared by the scripts that build their keys: the lease fence check.
 _LUA_HELD = """
@@ -31,8 +32,9 @@ local function held(r, lease)
 end
 """
 
-# NOTE: shared Lua prelude: key names (agentainer.keys), leases, queues and byte accounting.
-_LUA_PRELUDE = keys.lua_names() + _LUA_HELD + """
+# NOTE: shared Lua prelude: key names (agentainer.keys), leases, queues and byte accounting,
+# and request_event() (a request's end, for an agent with a webhook: agentainer.webhooks).
+_LUA_PRELUDE = keys.lua_names() + _LUA_HELD + LUA_EVENT + """
 local BYTES, QBYTES = K.journal_bytes, K.queue_bytes
 local function size_of(rkey)
   return tonumber(redis.call('hget', rkey, 'size') or '0')
@@ -91,6 +93,7 @@ local function give_back(rid, aid, attempts, max_attempts, error, now)
   if attempts >= max_attempts then
     redis.call('hset', rkey, 'status', 'failed', 'error', error, 'updated_at', now)
     count('failed')
+    request_event(aid, rid, REQUEST_FAILED, now)
     return false
   end
   redis.call('hset', rkey, 'status', 'queued', 'error', error, 'updated_at', now)
@@ -274,6 +277,7 @@ if ARGV[4] ~= '' then
   count(ARGV[4])
   redis.call('hincrbyfloat', K.counters, 'latency_sum', ARGV[5])
 end
+request_event(r[2], rid, REQUEST_COMPLETED, ARGV[2])
 return 'completed'
 """
 

@@ -21,6 +21,10 @@ in their state to tell the two apart; but it closes its socket first. So an agen
 while Docker takes no new connection went down with Docker, not by a crash: it is not judged
 (its desired state stays running, no restart is counted), and the first pass that reaches
 Docker again starts every agent meant to run, as the monitor's own start does.
+
+What it decides about an agent is also a webhook event of that agent (``emit``,
+:meth:`agentainer.webhooks.outbox.Webhooks.emit`): a crash (``agent.crashed``), an
+auto-restart made (``agent.restarted``), giving up on it (``agent.failed``).
 """
 
 import functools
@@ -29,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from agentainer.agents.observations import HealthRecords, MetricsHistory, ProbeResult
 from agentainer.agents.runtime import ContainerGone, Runtime, RuntimeEvent
@@ -43,6 +48,7 @@ from agentainer.monitor.lanes import Lanes
 from agentainer.monitor.probes import POOL_SIZE, HealthWatch, Prober, probe
 from agentainer.monitor.restarts import RestartPolicy
 from agentainer.statuses import AgentStatus, Desired, Idle
+from agentainer.webhooks.outbox import EventType
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +58,12 @@ STABLE_RUN = 10.0      # a loop that ran this long before failing retries after 
 GUARD_BASE, GUARD_CAP = 1.0, 30.0  # a broken loop's restarts: 1 s doubling to 30 s, jittered
 ORPHAN_GRACE = 60.0    # a container younger than this may belong to a deploy in progress
 OOM_WINDOW = 10.0      # an oom event labels a die within this long as out of memory
+
+Emit = Callable[[str, EventType, dict[str, Any]], object]  # an agent's webhook event
+
+
+def _no_events(agent_id: str, event: EventType, data: dict[str, Any]) -> None:
+    """The ``emit`` of a monitor built without webhooks (the unit tests')."""
 
 
 @dataclass(frozen=True)
@@ -78,8 +90,10 @@ class Monitor:
 
     def __init__(self, agents: AgentService, store: AgentStore, runtime: Runtime,
                  health: HealthRecords, history: MetricsHistory, janitor: Janitor,
-                 journal: Journal, policy: RestartPolicy, settings: MonitorSettings) -> None:
+                 journal: Journal, policy: RestartPolicy, settings: MonitorSettings, *,
+                 emit: Emit = _no_events) -> None:
         self._agents = agents
+        self._emit = emit
         self._store = store
         self._runtime = runtime
         self._health = health
@@ -206,6 +220,8 @@ class Monitor:
             return  # NOTE: stopped by its user, or already back
         if self._went_with_docker(agent, reason):
             return
+        self._emit(agent.id, EventType.AGENT_CRASHED,
+                   {"reason": reason, "auto_restart": agent.spec.auto_restart})
         if not agent.spec.auto_restart:
             logger.info("agent %s: %s; stays down (no auto-restart)", agent.id, reason)
             self._agents.record_failure(agent.id, reason, give_up=False)
@@ -246,6 +262,7 @@ class Monitor:
             if agent.status is AgentStatus.RUNNING:
                 self._agents.stop(agent.id)
             self._agents.record_failure(agent.id, verdict, give_up=True)
+            self._emit(agent.id, EventType.AGENT_FAILED, {"reason": verdict})
             self._policy.forget(agent.id)
             return
         logger.info("agent %s: %s; restarting in %.1fs", agent.id, reason, delay)
@@ -323,6 +340,7 @@ class Monitor:
             return
         self._watch.started(agent)  # NOTE: clears its failures too (as its start event will)
         self._store.count_restart(agent_id)
+        self._emit(agent_id, EventType.AGENT_RESTARTED, {"reason": reason})
         logger.info("agent %s: restarted (%s)", agent_id, reason)
 
     def _refused(self, agent_id: str, ex: MountRefused) -> None:
@@ -339,6 +357,7 @@ class Monitor:
         if running:
             self._agents.stop(agent_id)  # NOTE: a refused restart left it running
         self._agents.record_failure(agent_id, reason, give_up=True)
+        self._emit(agent_id, EventType.AGENT_FAILED, {"reason": reason})
         self._policy.forget(agent_id)
 
     def _unhealthy(self, agent: Agent) -> bool:

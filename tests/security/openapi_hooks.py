@@ -2,14 +2,18 @@
 
 APPSEC: the fuzz must never make Docker contact a registry, nor start containers without
 bound: ``pull: true`` is sent as ``false``, and once ``MAX_STARTED`` deploys were
-accepted, ``start: true`` is sent as ``false`` (the test removes every agent made).
+accepted, ``start: true`` is sent as ``false`` (the test removes every agent made). A valid
+``webhook`` is sent as a loopback URL nobody listens on, so no event leaves the host.
 """
 
 import schemathesis
 
+from agentainer.names import WEBHOOK_URL_MAX, WEBHOOK_URL_RE
+
 MAX_STARTED = 6  # deploys accepted before start: true is sent as false
 FOLLOW = ("true", "1", "yes", "on")
 _deployed = [0]
+LOOPBACK_WEBHOOK = "http://127.0.0.1:9/fuzz"  # NOTE: the discard port: refused
 
 
 def _is_deploy(case) -> bool:
@@ -25,6 +29,10 @@ def before_call(context, case, kwargs) -> None:
         return
     if case.body.get("pull") is True:
         case.body["pull"] = False
+    webhook = case.body.get("webhook")
+    if isinstance(webhook, str) and len(webhook) <= WEBHOOK_URL_MAX and \
+            WEBHOOK_URL_RE.match(webhook):
+        case.body["webhook"] = LOOPBACK_WEBHOOK
     if case.body.get("start") is True and _deployed[0] >= MAX_STARTED:
         case.body["start"] = False
 

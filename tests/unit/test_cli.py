@@ -78,7 +78,7 @@ MINIMAL_ARGS = {
     "deploy": ["--name", "web", "--image", "nginx"],
     "start": ["web"], "stop": ["web"], "restart": ["web"], "pause": ["web"], "resume": ["web"],
     "remove": ["web"], "list": [], "inspect": ["web"], "logs": ["web"], "token": [],
-    "requests": ["web"], "health": [], "metrics": ["web"],
+    "requests": ["web"], "webhooks": ["web"], "health": [], "metrics": ["web"],
     "version": [],
 }
 
