@@ -108,26 +108,20 @@ def parse_port(value: str | int) -> int:
     return port
 
 
-def parse_count(value: str | int) -> int:
-    """Return a whole number of at least 0."""
+def parse_count(value: str | int, *, minimum: int = 0) -> int:
+    """Return a whole number of at least ``minimum``."""
     try:
         number = _whole(value)
     except ValueError:
         raise ValueError(f"{value!r} is not a whole number") from None
-    if number < 0:
-        raise ValueError(f"{value!r} must be at least 0")
+    if number < minimum:
+        raise ValueError(f"{value!r} must be at least {minimum}")
     return number
 
 
 def parse_positive_int(value: str | int) -> int:
     """Return a whole number of at least 1."""
-    try:
-        number = _whole(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise ValueError(f"{value!r} must be at least 1")
-    return number
+    return parse_count(value, minimum=1)
 
 
 def parse_names(value: str) -> tuple[str, ...]:
