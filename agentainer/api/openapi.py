@@ -221,9 +221,10 @@ def _response() -> dict[str, Any]:
         "flight, then from the record; resumable", content="*/*",
         params=(_AGENT_ID, _REQUEST_ID,
                 _header("Range", {"type": "string", "pattern": r"^bytes=[0-9]{1,18}-$"},
-                        "resume after the first N bytes (only bytes=N-): 206 with "
-                        "Content-Range once completed; live, the agent's status from N, "
-                        "with X-Agentainer-Offset (the length is not known yet)"),
+                        "resume after the first N bytes (only bytes=N-; other forms, and a "
+                        "Range beside a Last-Event-ID, are ignored): 206 with Content-Range "
+                        "once completed; live, the agent's status from N, with "
+                        "X-Agentainer-Offset (the length is not known yet)"),
                 _header("Last-Event-ID", {"type": "string"},
                         "resume an event stream right after the event with this id "
                         "(404 event_not_found; 400 not_event_stream)"),

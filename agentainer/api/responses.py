@@ -23,7 +23,7 @@ from agentainer.agents.service import AgentService
 from agentainer.api.lifecycle import param
 from agentainer.api.logs import FollowSlots
 from agentainer.api.proxy import REQUEST_ID_HEADER, RETRY_AFTER, Releasing
-from agentainer.errors import Conflict, Forbidden, InvalidInput, RangeNotSatisfiable
+from agentainer.errors import Conflict, Forbidden, RangeNotSatisfiable
 from agentainer.journal.follow import TERMINAL, Followed, ResponseFollower
 from agentainer.journal.journal import Journal
 from agentainer.journal.upstream import OWN_PREFIX
@@ -155,17 +155,18 @@ class _Relayed:
 
 
 def _position(req: falcon.Request) -> tuple[int | None, str | None]:
-    """Return the asked position: a byte offset (``Range: bytes=N-``) or an event id
-    (``Last-Event-ID``); at most one of them."""
-    event_id = req.get_header("Last-Event-ID")
+    """Return the asked position: an event id (``Last-Event-ID``) or a byte offset
+    (``Range: bytes=N-``); at most one of them.
+
+    NOTE: RFC 9110 §14.2 lets a server ignore Range, and has it ignore a range it does
+    not understand: a Range beside a Last-Event-ID, and any Range but ``bytes=N-``, is
+    ignored (the whole body is the answer); an empty Last-Event-ID is none (an
+    EventSource sends none before its first id).
+    """
+    event_id = req.get_header("Last-Event-ID") or None
     header = req.get_header("Range")
-    if header is None:
+    if event_id is not None or header is None:
         return None, event_id
-    if event_id is not None:
-        raise InvalidInput("send Range or Last-Event-ID, not both", code="invalid_range")
     match = _RANGE.fullmatch(header.strip())
-    if match is None:
-        raise InvalidInput(f"Range {header[:100]!r}: only 'bytes=N-' (from byte N to the end) "
-                           "is supported", code="invalid_range")
-    return int(match.group(1)), None
+    return (int(match.group(1)) if match else None), None
 
