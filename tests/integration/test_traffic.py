@@ -25,6 +25,14 @@ def queue(stack: Stack, name: str, paths: list[str]) -> list[str]:
     return ids
 
 
+def idle(api: Api, name: str) -> None:
+    """Wait until no request is in flight to the agent (a probe queued while it started
+    may still be replayed, and take a max_concurrency slot)."""
+    wait_for(lambda: api.get(f"/agents/{name}/requests", params={"status": "in_flight"}
+                             ).json()["data"]["total"] == 0, timeout=10,
+             message="nothing in flight")
+
+
 def agent_id(api: Api, name: str) -> str:
     return api.get(f"/agents/{name}").json()["data"]["id"]
 
@@ -65,6 +73,7 @@ def test_unordered_lets_a_live_request_overtake(stack: Stack, api: Api, name: st
 def test_max_concurrency_queues_the_rest_in_order(stack: Stack, api: Api, name: str,
                                                   docker_client: docker.DockerClient):
     started(api, name, max_concurrency=2)
+    idle(api, name)
     slow = {"X-Echo-Delay": "2"}
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         first = [pool.submit(post, stack, name, f"/slow/{n}", headers=slow) for n in (1, 2)]
@@ -90,6 +99,7 @@ def test_max_concurrency_never_exceeded_by_replay(stack: Stack, api: Api, name: 
                                                   docker_client: docker.DockerClient):
     """Requests queued while stopped drain one by one while a live one holds the only slot."""
     started(api, name, max_concurrency=1, ordered=False)
+    idle(api, name)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         live = pool.submit(post, stack, name, "/long", headers={"X-Echo-Delay": "3"})
         time.sleep(0.5)
@@ -106,6 +116,7 @@ def test_max_concurrency_never_exceeded_by_replay(stack: Stack, api: Api, name: 
 
 def test_on_busy_reject_is_429_with_retry_after(stack: Stack, api: Api, name: str):
     started(api, name, max_concurrency=1, on_busy="reject")
+    idle(api, name)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         live = pool.submit(post, stack, name, "/long", headers={"X-Echo-Delay": "2"})
         wait_for(lambda: api.get(f"/agents/{name}/requests", params={"status": "in_flight"}
