@@ -3,12 +3,13 @@
 :func:`build` makes what each program shares between its threads (:class:`Components`): the
 Redis client (:func:`redis_client`), the Docker runtime, the store, the journal, the replay
 scheduler and drainer, the upstream pool, the agent service, health and metrics records, the
-janitor and its loop, the heartbeat, the callers policy, and the webhooks' outbox, deliverer
-and pump. :func:`monitor` makes the
-monitor and its restart policy over them; :func:`replay_worker` the worker's RQ worker. Nothing else constructs a Redis or Docker
-client, a journal or a service: ``agentainer-server`` gives its components to
-``api.app.create_app``, which only registers routes; ``agentainer-worker`` gives its drainer
-and deliverer to the RQ job class (replay.job_class) and runs the webhook pump; ``agentainer-monitor`` runs :func:`monitor`'s.
+janitor and its loop, the heartbeat, the callers policy, the response follower, and the
+webhooks' outbox, deliverer and pump. :func:`monitor` makes the monitor and its restart
+policy over them; :func:`replay_worker` the worker's RQ worker. Nothing else constructs a
+Redis or Docker client, a journal or a service: ``agentainer-server`` gives its components
+to ``api.app.create_app``, which only registers routes; ``agentainer-worker`` gives its
+drainer and deliverer to the RQ job class (replay.job_class) and runs the webhook pump;
+``agentainer-monitor`` runs :func:`monitor`'s.
 The HTTP transport (waitress listeners, their sockets) stays in server.py.
 """
 

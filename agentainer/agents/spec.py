@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from agentainer import units
 from agentainer.errors import Conflict, InvalidInput, InvalidTransition
@@ -265,10 +265,10 @@ def parse_deploy(body: Any) -> tuple[AgentSpec, DeployOptions]:
         may_call=_field(body, "may_call", _may_call, None),
         ordered=_field(body, "ordered", _strict_bool, True),
         max_concurrency=_field(body, "max_concurrency", _concurrency, 0),
-        on_busy=_field(body, "on_busy", _on_busy, OnBusy.QUEUE),
+        on_busy=_field(body, "on_busy", _member(OnBusy), OnBusy.QUEUE),
         hold=_field(body, "hold", units.parse_duration, None),
         idle_timeout=_field(body, "idle_timeout", units.parse_duration, 0.0),
-        idle_action=_field(body, "idle_action", _idle_action, IdleAction.STOP),
+        idle_action=_field(body, "idle_action", _member(IdleAction), IdleAction.STOP),
         webhook=webhook, webhook_secret=secret,
     )
     if token is not None and not spec.private:
@@ -358,10 +358,16 @@ def _concurrency(value: Any) -> int:
     return number
 
 
-def _on_busy(value: Any) -> OnBusy:
-    if value not in tuple(OnBusy):
-        raise ValueError(f"{value!r} is not one of {', '.join(OnBusy)}")
-    return OnBusy(value)
+E = TypeVar("E", bound=enum.StrEnum)
+
+
+def _member(choices: type[E]) -> Callable[[Any], E]:
+    """Return a converter to one of ``choices`` (a StrEnum) from its value."""
+    def convert(value: Any) -> E:
+        if value not in tuple(choices):
+            raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+        return choices(value)
+    return convert
 
 
 def _may_call(value: Any) -> tuple[str, ...]:
@@ -377,10 +383,6 @@ def _may_call(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
-def _idle_action(value: Any) -> IdleAction:
-    if value not in tuple(IdleAction):
-        raise ValueError(f"{value!r} is not one of {', '.join(IdleAction)}")
-    return IdleAction(value)
 def new_webhook_secret() -> str:
     """Return a new Standard Webhooks secret: ``whsec_`` and base64 of random bytes."""
     return WEBHOOK_SECRET_PREFIX + base64.b64encode(

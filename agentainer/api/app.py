@@ -18,8 +18,7 @@ from agentainer.api.envelope import failure
 from agentainer.api.proxy import (
     PATTERN, REQUEST_ID_HEADER, RETRY_AFTER, ProxySink, Releasing,
 )
-from agentainer.api.hold import HoldLimit
-from agentainer.api.inflight import InflightLimit
+from agentainer.api.inflight import InflightLimit, Slots
 from agentainer.api.requests import ReplayResource, RequestResource, RequestsResource
 from agentainer.api.responses import ResponseResource
 from agentainer.api.system import HealthResource, OpenAPIResource
@@ -78,7 +77,7 @@ def create_app(config: Config, components: Components, *, admin_token: str) -> f
                            capture_limit=config.capture_limit,
                            inflight=InflightLimit(config.agent_max_inflight),
                            follower=c.follower, hold=config.hold,
-                           holds=HoldLimit(config.hold_limit)),
+                           holds=Slots(config.hold_limit)),
                  PATTERN)
     return app
 

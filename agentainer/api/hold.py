@@ -13,7 +13,6 @@ the answer honoured.
 """
 
 import re
-import threading
 from dataclasses import dataclass
 
 from agentainer.journal.journal import Admission
@@ -75,23 +74,5 @@ def decide(preference: Preference, admission: Admission, default: float) -> Hold
     if not admission.idle and (admission.agent_status is AgentStatus.FAILED or
                                admission.desired in (Desired.STOPPED, Desired.PAUSED)):
         return HoldDecision(0.0, "")
-    return HoldDecision(default if admission.hold is None else admission.hold, "")
-
-
-class HoldLimit:
-    """At most ``limit`` held requests in this process; past it, 202 at once.
-
-    NOTE: a held request keeps one of waitress's threads, as any proxied request does
-    (app.ProxyCap counts it too); this cap keeps held ones from taking every proxy thread
-    from live traffic.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._slots = threading.BoundedSemaphore(limit)
-
-    def enter(self) -> bool:
-        return self._slots.acquire(blocking=False)
-
-    def leave(self) -> None:
-        self._slots.release()
+    return HoldDecision(min(default if admission.hold is None else admission.hold, MAX_WAIT),
+                        "")

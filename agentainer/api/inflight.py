@@ -1,4 +1,5 @@
-"""Per-agent admission: how many proxied requests one agent may have in flight at once."""
+"""Per-process limits: how many proxied requests one agent may have in flight at once, and
+slots of other things each holding a worker thread (held requests, follows)."""
 
 import threading
 from collections import Counter
@@ -30,3 +31,22 @@ class InflightLimit:
             self._counts[agent_id] -= 1
             if self._counts[agent_id] <= 0:
                 del self._counts[agent_id]
+
+
+class Slots:
+    """At most ``limit`` of something at once in this process; past it, none is given.
+
+    NOTE: for what holds one of waitress's worker threads while it lasts (a held request,
+    a follow), so it cannot take every thread from the rest.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def enter(self) -> bool:
+        """Take a slot; False (none taken) when all are in use."""
+        return self._slots.acquire(blocking=False)
+
+    def leave(self) -> None:
+        self._slots.release()

@@ -10,6 +10,7 @@ import falcon
 
 from agentainer import units
 from agentainer.agents.service import AgentService
+from agentainer.api.inflight import Slots
 from agentainer.api.lifecycle import param, whole_number
 from agentainer.api.proxy import Releasing
 from agentainer.errors import TooManyFollows
@@ -21,13 +22,9 @@ TICK = 1.0
 _END = object()
 
 
-class FollowSlots:
+class FollowSlots(Slots):
     """The follows one server process streams at once (``follow_limit``), each holding a
     worker thread: ``logs?follow=true`` and live reads of responses (api/responses.py)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._slots = threading.BoundedSemaphore(limit)
 
     def take(self) -> None:
         """Take a slot.
@@ -35,11 +32,11 @@ class FollowSlots:
         Raises:
             TooManyFollows: none is free.
         """
-        if not self._slots.acquire(blocking=False):
+        if not self.enter():
             raise TooManyFollows(self.limit)
 
     def release(self) -> None:
-        self._slots.release()
+        self.leave()
 
 
 class LogsResource:

@@ -17,9 +17,10 @@ from agentainer.errors import (
     AgentAtCapacity, AgentNotFound, AgentOverloaded, Conflict, InvalidInput, JournalFull,
     QueueFull, Unauthorized, Unavailable, Unprocessable,
 )
-from agentainer.api.hold import MAX_WAIT, HoldLimit, decide, parse_prefer
-from agentainer.api.inflight import InflightLimit
-from agentainer.journal.follow import ResponseFollower
+from agentainer.api.following import Relayed, client_gone, pass_headers
+from agentainer.api.hold import MAX_WAIT, decide, parse_prefer
+from agentainer.api.inflight import InflightLimit, Slots
+from agentainer.journal.follow import Followed, ResponseFollower
 from agentainer.journal.journal import (
     Admission, IncomingRequest, Journal, Outcome, Retry, Wait, new_request_id,
 )
@@ -48,6 +49,10 @@ WAITING = {Wait.DOWN: "the agent is not running",
 BODILESS = frozenset({204, 304})
 
 
+class _NotReached(Exception):
+    """A journaled request reached nothing of its agent (:class:`AgentDown`)."""
+
+
 @dataclass(frozen=True)
 class _Arrival:
     """What the sink made of one request before admission."""
@@ -68,7 +73,7 @@ class ProxySink:
                  on_down: Callable[[str], object], wake: Callable[[str], object],
                  admin_token: str, max_body: int, capture_limit: int,
                  inflight: InflightLimit, follower: ResponseFollower, hold: float,
-                 holds: HoldLimit) -> None:
+                 holds: Slots) -> None:
         self._admin_hash = hash_token(admin_token)
         self._admin_token = admin_token  # NOTE: the key of the resume tokens it hands out
         self._journal = journal
@@ -174,6 +179,12 @@ class ProxySink:
             return
         try:
             relaying = self._forward(req, resp, agent_ref, admission, arrival)
+        except _NotReached as ex:
+            # NOTE: the slot is freed first: the request may be held a while in its queue
+            self._inflight.leave(agent_id)
+            self._queue_instead(req, resp, admission, arrival.request_id, agent_ref, str(ex),
+                                "the agent is not running")
+            return
         except Exception as ex:
             self._inflight.leave(agent_id)
             # NOTE: on QueueFull the journal took the record back already
@@ -190,7 +201,11 @@ class ProxySink:
     def _forward(self, req: falcon.Request, resp: falcon.Response, agent_ref: str,
                  admission: Admission, arrival: _Arrival) -> bool:
         """Send the request to the running agent and relay its answer, or the failure;
-        return whether a :class:`Relay` streams the answer (it frees the in-flight slot)."""
+        return whether a :class:`Relay` streams the answer (it frees the in-flight slot).
+
+        Raises:
+            _NotReached: a journaled request reached nothing: the agent is down.
+        """
         journaled = admission.journaled
         request_id = arrival.request_id
         # APPSEC: no Agentainer token (admin or agent) ever reaches an agent
@@ -211,9 +226,7 @@ class ProxySink:
             if not journaled:
                 raise Unavailable(f"agent {agent_ref} is not reachable; retry later",
                                   code="agent_unavailable") from ex
-            self._queue_instead(req, resp, admission, request_id, agent_ref, str(ex),
-                                "the agent is not running")
-            return False
+            raise _NotReached(str(ex)) from ex
         except BadResponse as ex:  # NOTE: the agent is up: no on_down
             if journaled:
                 self._requeue(request_id, admission.agent_id, str(ex), admission.lease)
@@ -328,10 +341,7 @@ class ProxySink:
                 self._holds.leave()
                 raise
             if followed is not None and followed.status is not None:
-                resp.status = followed.status
-                for name, value in followed.headers:
-                    resp.append_header(name, value)
-                resp.stream = Releasing(followed.chunks, self._holds.leave)
+                self._send_held(req, resp, followed)
                 return
             self._holds.leave()
             if followed is not None:  # NOTE: it ended, failed or cancelled, while held
@@ -348,6 +358,19 @@ class ProxySink:
         ok(resp, f"{why}; the request is queued and will be delivered when it can be",
            {"request_id": request_id, "status": RequestStatus.QUEUED, "position": position},
            falcon.HTTP_202)
+
+    def _send_held(self, req: falcon.Request, resp: falcon.Response,
+                   followed: Followed) -> None:
+        """Answer a held request with the response it followed, as it streams; its hold
+        ends with the answer (at once for HEAD, 204 and 304, whose body Falcon never
+        reads nor closes)."""
+        pass_headers(resp, followed)
+        body = Relayed(followed, client_gone(req), whole=True)
+        if req.method == "HEAD" or followed.status in BODILESS:
+            body.close()
+            self._holds.leave()
+        else:
+            resp.stream = Releasing(body, self._holds.leave)
 
     def _resume_header(self, resp: falcon.Response, request_id: str) -> None:
         """Hand the caller the capability to read its own response again

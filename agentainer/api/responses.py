@@ -14,19 +14,19 @@ EventSource cannot send headers): it grants one response, read-only.
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import falcon
 
 from agentainer import units
 from agentainer.agents.service import AgentService
 from agentainer.api.lifecycle import param
+from agentainer.api.following import Relayed, client_gone, pass_headers
 from agentainer.api.logs import FollowSlots
 from agentainer.api.proxy import REQUEST_ID_HEADER, RETRY_AFTER, Releasing
 from agentainer.errors import Conflict, Forbidden, RangeNotSatisfiable
 from agentainer.journal.follow import TERMINAL, Followed, ResponseFollower
 from agentainer.journal.journal import Journal
-from agentainer.journal.upstream import OWN_PREFIX
 from agentainer.tokens import RESUME_TOKEN_HEADER, resume_matches
 
 _RANGE = re.compile(r"bytes=([0-9]{1,18})-")
@@ -92,7 +92,7 @@ class ResponseResource:
             resp.stream = Releasing(stream, self._follows.release) if slot else stream
 
     def _answer(self, req: falcon.Request, resp: falcon.Response, request_id: str,
-                followed: Followed | None, *, ranged: bool) -> "_Relayed | None":
+                followed: Followed | None, *, ranged: bool) -> Relayed | None:
         """Set the answer; return the live stream to send, if it is one."""
         if followed is None:
             resp.set_header("Retry-After", RETRY_AFTER)
@@ -102,19 +102,14 @@ class ResponseResource:
             raise Conflict(f"request {request_id} is {followed.request_status} and has no "
                            f"response: {followed.error or 'none was recorded'}",
                            code="response_unavailable")
-        resp.status = followed.status
-        for name, value in followed.headers:
-            lower = name.lower()
-            if lower != "content-length" and not lower.startswith(OWN_PREFIX):
-                resp.append_header(name, value)
+        pass_headers(resp, followed)
         resp.set_header(REQUEST_ID_HEADER, request_id)
         resp.set_header("X-Agentainer-Request-Status", followed.request_status.value)
         resp.set_header("X-Agentainer-Response-Status", str(followed.status))
         resp.set_header("X-Agentainer-Response-Live", "true" if followed.live else "false")
         resp.set_header("X-Agentainer-Offset", str(followed.offset))
         if followed.live:
-            gone = req.env.get("waitress.client_disconnected", lambda: False)
-            return _Relayed(followed.chunks, gone)
+            return Relayed(followed, client_gone(req))
         body = b"".join(followed.chunks)
         kept = followed.offset + len(body)
         if followed.truncated:
@@ -128,30 +123,6 @@ class ResponseResource:
             resp.set_header("Content-Range", f"bytes {followed.offset}-{kept - 1}/{total}")
         resp.data = body
         return None
-
-
-class _Relayed:
-    """The live chunks, without the idle ticks; ends early when the client goes."""
-
-    def __init__(self, chunks: Iterator[bytes], client_gone: Callable[[], bool]) -> None:
-        self._chunks = chunks
-        self._client_gone = client_gone
-
-    def __iter__(self) -> "_Relayed":
-        return self
-
-    def __next__(self) -> bytes:
-        for chunk in self._chunks:
-            if chunk:
-                return chunk
-            if self._client_gone():
-                break
-        raise StopIteration
-
-    def close(self) -> None:
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()
 
 
 def _position(req: falcon.Request) -> tuple[int | None, str | None]:

@@ -236,6 +236,8 @@ def follow_response(client: Client, path: str, out: Output) -> int:
                 raise
     raise ApiError(f"the response at {path} did not start after {FOLLOW_TRIES} tries",
                    status=None, code="response_pending")
+
+
 def cmd_webhooks(client: Client, args: argparse.Namespace, out: Output) -> int:
     _, page = client.call("GET", f"/agents/{args.agent}/webhooks",
                           params={"limit": args.limit})

@@ -32,9 +32,10 @@ from agentainer.keys import response_stream_key
 from agentainer.statuses import RequestStatus
 
 # NOTE: a follower looks at the record at least this often (seconds), so it notices a
-# completion (the stream is deleted), a failure or a dead deliverer without an entry
+# completion (the stream expires 5 s after it), a failure or a dead deliverer without an entry
 POLL = 1.0
 READ_COUNT = 500  # stream entries per read
+END_POLL = 0.01  # NOTE: seconds between looks at a record whose live capture ended
 TERMINAL = frozenset({RequestStatus.COMPLETED, RequestStatus.FAILED, RequestStatus.CANCELLED})
 
 
@@ -183,7 +184,11 @@ class ResponseFollower:
             left = None if wait_until is None else wait_until - self._clock()
             if left is not None and left <= 0:
                 return None
-            block = int(1000 * (self._poll if left is None else min(self._poll, left))) or 1
+            wait = self._poll if left is None else min(self._poll, left)
+            if attempt is not None and attempt.outcome:
+                # NOTE: its end was read: the record is completing; nothing more will come
+                wait = min(wait, END_POLL)
+            block = int(1000 * wait) or 1
 
     def _read(self, key: str, last_id: str, block: int | None
               ) -> list[tuple[str, dict[bytes, bytes]]]:
@@ -240,7 +245,7 @@ class ResponseFollower:
                 followed.request_status = status
                 if lease != attempt.lease or status is not RequestStatus.IN_FLIGHT:
                     if status is RequestStatus.COMPLETED and lease == attempt.lease:
-                        # NOTE: its end entry was missed (the stream is deleted at
+                        # NOTE: its end entry was missed (the stream expired after
                         # completion): the record holds the rest
                         yield self._rest(followed, agent_id, request_id, position)
                     else:

@@ -10,13 +10,12 @@ Keys (all under :data:`agentainer.keys.PREFIX`, named in :mod:`agentainer.keys`)
     queued             SET    agents whose queue may hold requests (the janitor's worklist)
     idem:{aid}:{key}   STRING idempotency key -> request ID
     ticket:{aid}       STRING the last replay lease's ticket and request ID (repeats)
-    flying:{aid}       SET    in-flight request IDs of one agent (``max_concurrency``)
+    flying:{aid}       SET    in-flight request IDs of one agent (max_concurrency, the idle rule)
     journal_bytes      STRING bytes of every record (``journal_max_bytes``)
     queue_bytes        HASH   agent -> bytes of its queued requests (``queue_max_bytes``)
     bodies             ZSET   completed request IDs that still hold bodies -> completion (ms)
-    flying:{aid}       SET    in-flight request IDs of one agent (the idle rule)
     respstream:{rid}   STREAM the live capture of a response being delivered (live.py);
-                              COMPLETE deletes it, as the record then holds the body
+                              expiring 5 s after COMPLETE, as the record then holds the body
 
 Statuses: ``queued`` -> ``in_flight`` -> ``completed`` | back to ``queued`` | ``failed``;
 ``queued`` -> ``cancelled``; ``queued`` | ``failed`` -> ``completed`` (a late answer, see

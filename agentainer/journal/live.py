@@ -12,7 +12,8 @@ Its entries, each a hash of byte strings:
 
 The data published is exactly what the record keeps (the first ``capture_limit`` bytes),
 so followers switch from the stream to the record's ``resp_body`` at their offset once
-the request completes; COMPLETE deletes the stream. Each write pushes the key's expiry
+the request completes; COMPLETE lets the stream expire 5 s later (a follower between two
+reads still finds its end entry). Each write pushes the key's expiry
 to the lease's length, so a dead deliverer's stream goes with its lease. A redelivery
 appends a new ``start`` (another lease) to the same stream.
 

@@ -36,6 +36,7 @@ end
 # and request_event() (a request's end, for an agent with a webhook: agentainer.webhooks).
 _LUA_PRELUDE = keys.lua_names() + _LUA_HELD + LUA_EVENT + """
 local BYTES, QBYTES = K.journal_bytes, K.queue_bytes
+local STREAM_TAIL_MS = 5000
 local function size_of(rkey)
   return tonumber(redis.call('hget', rkey, 'size') or '0')
 end
@@ -271,7 +272,9 @@ redis.call('hincrby', rkey, 'bodies_size', ARGV[7])
 redis.call('hincrby', rkey, 'size', ARGV[7] + ARGV[8])
 redis.call('incrby', BYTES, ARGV[7] + ARGV[8])
 redis.call('zadd', K.bodies, ARGV[2], rid)
-redis.call('del', K.respstream..rid)
+-- NOTE: the live capture outlives the record's completion briefly, so a follower between
+-- two reads still finds its end entry (it then reads on from the record)
+redis.call('pexpire', K.respstream..rid, STREAM_TAIL_MS)
 if ARGV[3] ~= '' then count(ARGV[3]) end
 if ARGV[4] ~= '' then
   count(ARGV[4])

@@ -53,6 +53,8 @@ _COOKIE_DOMAIN = re.compile(r";[ \t]*domain[ \t]*=[^;]*", re.IGNORECASE).sub
 # every chunk at least this long after the last renewal keeps it alive across any silence
 # up to read_timeout, at one Redis call per stream every RENEW_EVERY seconds at most.
 RENEW_EVERY = 2.0
+# NOTE: seconds the proxy reads on for a client that left (then the record ends truncated)
+ABANDONED_READ = 600.0
 
 
 class AgentDown(Exception):
@@ -473,10 +475,23 @@ class Relay:
                          daemon=True).start()
 
     def _read_abandoned(self) -> None:
-        """Read, capture and record the rest of a response its client left."""
+        """Read, capture and record the rest of a response its client left.
+
+        NOTE: bounded: past ``capture_limit`` nothing more could be resumed, and an endless
+        stream would hold its lease, its slots and this thread for good; so the read stops
+        there, or after :data:`ABANDONED_READ` seconds, and the record ends completed and
+        truncated, with a note.
+        """
+        deadline = self._clock() + ABANDONED_READ
         try:
             for _ in self._chunks:
-                pass
+                if self._capture.truncated or self._clock() > deadline:
+                    self._finish(RequestStatus.COMPLETED, "the client disconnected before the "
+                                 "end; the proxy read on up to "
+                                 + ("capture_limit" if self._capture.truncated else
+                                    f"{ABANDONED_READ:g} s") + ", then stopped")
+                    self._chunks.close()
+                    break
         except Exception:  # noqa: BLE001 - a thread of its own: nobody else would log it
             logger.exception("request %s: reading the rest of the response failed",
                              self._request_id)
@@ -504,9 +519,10 @@ class Relay:
         if outcome is RequestStatus.FAILED:
             self._on_failure(note)
             return
-        if self._abandoned:
+        cut = bool(note) and self._abandoned  # NOTE: the read stopped early (see above)
+        if self._abandoned and not note:
             note = "the client disconnected before the end; the proxy read the rest"
         self._journal.complete(self._request_id, status=self._upstream.status,
                                headers=self._headers, body=bytes(self._capture.data),
-                               truncated=self._capture.truncated, error=note,
+                               truncated=self._capture.truncated or cut, error=note,
                                latency=self._latency, lease=self._lease)

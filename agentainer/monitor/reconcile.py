@@ -520,10 +520,15 @@ class Monitor:
         """Stop or pause the running agents idle for their ``idle_timeout``.
 
         An agent marked ``pending`` and not being stopped is one whose monitor died
-        between the mark and the stop: it is stopped now.
+        between the mark and the stop: it is stopped now. An idle agent with requests in
+        its queue is one whose wake failed (the proxy's wake gave up on a busy lock, or
+        died): it is woken now.
         """
         for agent in self._store.all():
             timeout = agent.spec.idle_timeout
+            if agent.idle in (Idle.STOPPED, Idle.PAUSED) and self._journal.queue_length(agent.id):
+                self._idlers.submit(agent.id, functools.partial(self._agents.wake, agent.id))
+                continue
             if not timeout or agent.status is not AgentStatus.RUNNING:
                 continue
             if agent.idle is Idle.PENDING or (agent.idle is Idle.NONE

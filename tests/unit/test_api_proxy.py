@@ -6,8 +6,8 @@ import pytest
 import urllib3
 
 from agentainer.api import http_errors as errors
-from agentainer.api.hold import HoldLimit
-from agentainer.api.inflight import InflightLimit
+from agentainer.api.following import IncompleteAnswer
+from agentainer.api.inflight import InflightLimit, Slots
 from agentainer.api.proxy import PATTERN, REQUEST_ID_HEADER, ProxySink
 from agentainer.journal.follow import Followed
 from agentainer.journal.journal import (
@@ -84,7 +84,7 @@ class FakeUpstream:
 def client(journal: FakeJournal, answer: FakeResponse | Exception,
            scheduled: list[str] | None = None, down: list[str] | None = None,
            inflight: InflightLimit | None = None, follower=None,
-           holds: HoldLimit | None = None) -> falcon.testing.TestClient:
+           holds: Slots | None = None) -> falcon.testing.TestClient:
     app = falcon.App()
     errors.register(app)
     app.add_sink(ProxySink(journal, FakeUpstream(answer),
@@ -94,7 +94,7 @@ def client(journal: FakeJournal, answer: FakeResponse | Exception,
                            admin_token="admin-token-for-tests", max_body=1024,
                            capture_limit=1024,
                            inflight=inflight or InflightLimit(8), follower=follower,
-                           hold=0, holds=holds or HoldLimit(4)), PATTERN)
+                           hold=0, holds=holds or Slots(4)), PATTERN)
     return falcon.testing.TestClient(app)
 
 
@@ -212,8 +212,8 @@ class Follower:
 def test_a_held_request_streams_what_it_follows_and_frees_its_hold():
     followed = Followed(status=201, headers=[("X-App", "1")],
                         request_status=RequestStatus.IN_FLIGHT,
-                        offset=0, live=True, chunks=iter([b"a", b"", b"b"]))
-    holds = HoldLimit(1)
+                        offset=0, live=True, chunks=iter([b"a", b"", b"b"]), ended="completed")
+    holds = Slots(1)
     result = client(QueuingJournal(), FakeResponse(200), follower=Follower(followed),
                     holds=holds).simulate_post(f"/agent/{AGENT}/x", headers={"Prefer": "wait=5"})
     assert (result.status_code, result.text) == (201, "ab")
@@ -223,7 +223,7 @@ def test_a_held_request_streams_what_it_follows_and_frees_its_hold():
 
 
 def test_past_hold_limit_a_queued_request_gets_202_at_once():
-    holds, follower = HoldLimit(1), Follower()
+    holds, follower = Slots(1), Follower()
     assert holds.enter()
     result = client(QueuingJournal(), FakeResponse(200), follower=follower,
                     holds=holds).simulate_post(f"/agent/{AGENT}/x", headers={"Prefer": "wait=5"})
@@ -238,3 +238,25 @@ def test_a_request_that_fails_while_held_says_so():
                     ).simulate_post(f"/agent/{AGENT}/x", headers={"Prefer": "wait=5"})
     assert result.status_code == 502 and result.json["error"] == "request_failed"
     assert "failed while held (3 attempts failed)" in result.json["message"]
+
+
+@pytest.mark.parametrize("ended, truncated", [("redelivered", False), ("completed", True)])
+def test_a_held_answer_that_ends_short_is_cut_not_ended(ended, truncated):
+    """The client must not take a redelivered attempt's first bytes, or a body cut at
+    capture_limit, for the whole answer: the server cuts the connection instead."""
+    followed = Followed(status=200, headers=[("Content-Length", "9")],
+                        request_status=RequestStatus.IN_FLIGHT, offset=0, live=True,
+                        chunks=iter([b"abc"]), ended=ended, truncated=truncated)
+    with pytest.raises(IncompleteAnswer):
+        client(QueuingJournal(), FakeResponse(200), follower=Follower(followed)
+               ).simulate_post(f"/agent/{AGENT}/x", headers={"Prefer": "wait=5"})
+
+
+def test_a_held_head_or_204_frees_its_hold_at_once():
+    holds = Slots(1)
+    followed = Followed(status=204, headers=[], request_status=RequestStatus.COMPLETED,
+                        offset=0, live=False, ended="completed")
+    result = client(QueuingJournal(), FakeResponse(200), follower=Follower(followed),
+                    holds=holds).simulate_post(f"/agent/{AGENT}/x", headers={"Prefer": "wait=5"})
+    assert result.status_code == 204
+    assert holds.enter()

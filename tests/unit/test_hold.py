@@ -2,7 +2,8 @@
 
 import pytest
 
-from agentainer.api.hold import HoldLimit, Preference, decide, parse_prefer
+from agentainer.api.hold import Preference, decide, parse_prefer
+from agentainer.api.inflight import Slots
 from agentainer.journal.journal import Admission, Outcome, Wait
 from agentainer.statuses import AgentStatus, Desired
 
@@ -65,7 +66,7 @@ def test_no_default_hold_for_an_agent_nothing_will_start(admission):
 
 
 def test_hold_limit():
-    holds = HoldLimit(2)
+    holds = Slots(2)
     assert holds.enter() and holds.enter()
     assert not holds.enter()
     holds.leave()
