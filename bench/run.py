@@ -663,11 +663,16 @@ def measure_replay(api: Api, agent: dict, total: int, timeout: float) -> dict:
     local = threading.local()
     url = f"{api.url}/agent/{agent['name']}/work"
 
+    refusals: list[str] = []
+
     def send(index: int) -> int:
         session = getattr(local, "session", None)
         if session is None:
             session = local.session = requests.Session()
-        return session.post(url, json={"n": index}, timeout=30).status_code
+        reply = session.post(url, json={"n": index}, timeout=30)
+        if reply.status_code != 202:
+            refusals.append(reply.text[:300])
+        return reply.status_code
 
     t0 = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
@@ -676,7 +681,8 @@ def measure_replay(api: Api, agent: dict, total: int, timeout: float) -> dict:
     accepted = statuses.count(202)
     if accepted != total:
         others = {s: statuses.count(s) for s in set(statuses)}
-        raise RuntimeError(f"queueing: expected {total} x 202, got {others}")
+        raise RuntimeError(f"queueing: expected {total} x 202, got {others}; first: "
+                           f"{refusals[0]}")
     path = f"/agents/{agent['id']}/requests"
     queued = api.call("GET", path, params={"status": "queued", "limit": 1})["total"]
     log(f"replay: {accepted} requests queued in {queue_seconds:.2f} s; queue holds {queued}")

@@ -172,6 +172,10 @@ elseif a[5] ~= '0' and (redis.call('llen', qkey) > 0
 elseif at_capacity(aid, a[6]) then
   if a[7] == 'reject' then return {'busy', aid} end
   why = 'busy'
+elseif (tonumber(a[6] or '0') or 0) > 0 and redis.call('llen', qkey) > 0 then
+  -- NOTE: under max_concurrency the queue goes first, ordered or not: a slot freed while
+  -- requests wait is theirs (the drain polls for it), else they could wait for ever
+  why = 'busy'
 end
 if why ~= '' and not room(aid, size, tonumber(ARGV[6]), tonumber(ARGV[14])) then
   return {'full', aid}
