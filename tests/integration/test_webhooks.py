@@ -298,3 +298,17 @@ def test_deploy_refuses_bad_webhooks(hooks: WebhookStack):
         reply = api.post("/agents", json={"name": _name(hooks), "image": "x", **fields})
         assert reply.status_code == 400, (fields, reply.text)
         assert SECRET not in reply.text
+
+
+def test_an_idle_agent_is_agent_idle_and_a_request_wakes_it_agent_woken(hooks: WebhookStack):
+    api, name = hooks.api, _name(hooks)
+    url, hook = hooks.receiver.hook()
+    started(api, name, webhook=url, webhook_secret=SECRET, idle_timeout="1s",
+            idle_action="pause")
+    idle = _events(hook, EventType.AGENT_IDLE)[0]
+    assert idle["data"]["action"] == "pause"
+    reply = api.session.post(f"{api.url}/agent/{name}/wake", data=b"up",
+                             headers={"Prefer": "wait=20"}, timeout=30)
+    assert reply.status_code == 200, reply.text  # NOTE: held while the agent is unpaused
+    assert _events(hook, EventType.AGENT_WOKEN)[0]["data"]["agent_name"] == name
+    assert hook.bad == []
