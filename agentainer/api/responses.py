@@ -108,6 +108,10 @@ class ResponseResource:
         resp.set_header("X-Agentainer-Response-Status", str(followed.status))
         resp.set_header("X-Agentainer-Response-Live", "true" if followed.live else "false")
         resp.set_header("X-Agentainer-Offset", str(followed.offset))
+        # APPSEC: the agent's body, with its Content-Type, on the management API's origin:
+        # never sniffed, and a page of it runs sandboxed (no script, no same-origin access)
+        resp.set_header("X-Content-Type-Options", "nosniff")
+        resp.set_header("Content-Security-Policy", "sandbox")
         if followed.live:
             return Relayed(followed, client_gone(req))
         body = b"".join(followed.chunks)

@@ -85,7 +85,17 @@ class Deliverer:
                 "POST", url, body=body, headers=headers, redirect=False,
                 timeout=urllib3.Timeout(total=self.timeout), preload_content=False)
         except HTTPError as ex:
-            return None, str(ex)[:MAX_ERROR]
+            return None, _without_target(str(ex), url)[:MAX_ERROR]
         response.close()  # NOTE: the body is never read (APPSEC above)
         return response.status, "" if 200 <= response.status < 300 else \
             f"HTTP {response.status}"
+
+
+def _without_target(message: str, url: str) -> str:
+    """Return urllib3's error ``message`` without the URL's path and query.
+
+    APPSEC: a webhook URL may carry a token in its path or query; the error is shown by the
+    API (``last_error``) and logged, the URL only to whom may see the agent.
+    """
+    target = urllib3.util.parse_url(url).request_uri
+    return message.replace(target, "/...") if target != "/" else message

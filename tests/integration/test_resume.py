@@ -133,6 +133,9 @@ def test_a_range_resumes_a_completed_body(stack: Stack, api: Api, agent: str):
     whole = response(stack, agent, rid, params={"token": token})
     assert whole.status_code == 200 and whole.content == answer.content
     assert whole.headers["X-Agentainer-Response-Live"] == "false"
+    # APPSEC: the agent's body on the API's origin is never sniffed nor run as a page of it
+    assert whole.headers["X-Content-Type-Options"] == "nosniff"
+    assert whole.headers["Content-Security-Policy"] == "sandbox"
     ranged = response(stack, agent, rid, headers={TOKEN: token, "Range": "bytes=10-"})
     size = len(answer.content)
     assert ranged.status_code == 206 and ranged.content == answer.content[10:]

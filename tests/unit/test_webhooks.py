@@ -14,6 +14,7 @@ from agentainer.journal.replay import DRAIN_JOB, job_class
 from agentainer.names import WEBHOOK_SECRET_RE
 from agentainer.statuses import AgentStatus, Desired
 from agentainer.webhooks import signing
+from agentainer.webhooks.delivery import _without_target
 from agentainer.webhooks.outbox import DELIVER_JOB, Attempt, iso_time
 
 # NOTE: the Standard Webhooks specification's own example
@@ -113,3 +114,10 @@ def test_a_worker_runs_the_named_jobs_and_refuses_any_other():
     job._func_name = "os.system"
     with pytest.raises(InvalidInput):
         job.func  # noqa: B018 - the property refuses
+
+
+def test_a_delivery_error_does_not_show_the_urls_path_and_query():
+    message = ("HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded with url: "
+               "/hooks/abc?token=s3cret (Caused by NewConnectionError('refused'))")
+    shown = _without_target(message, "http://127.0.0.1:9/hooks/abc?token=s3cret")
+    assert "s3cret" not in shown and "/hooks" not in shown and "refused" in shown
