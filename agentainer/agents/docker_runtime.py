@@ -18,7 +18,7 @@ import requests.exceptions
 from docker.types import IPAMConfig, IPAMPool, LogConfig, Mount
 
 from agentainer.errors import (
-    AgentainerError, Conflict, ImageNotFound, InvalidInput, NotFound, RuntimeFailure, Unavailable,
+    AgentainerError, Conflict, ImageNotFound, NotFound, RuntimeFailure, Unavailable,
 )
 from agentainer.agents.mounts import MountSpec, VolumeInfo
 from agentainer.agents.runtime import (
@@ -197,7 +197,10 @@ def translate_docker_errors(func: F) -> F:
             if ex.status_code == 409:
                 raise Conflict(f"Docker: {message}", code="docker_conflict") from ex
             if ex.status_code == 400:
-                raise InvalidInput(f"Docker refused the container: {message}") from ex
+                # NOTE: 409, not 400: what passed Agentainer's checks and Docker refuses
+                # clashes with the host (a cpu_limit over its CPUs, say), not with the API
+                raise Conflict(f"Docker refused the container: {message}",
+                               code="docker_refused") from ex
             raise RuntimeFailure(f"Docker: {message}") from ex
         except (docker.errors.DockerException, requests.exceptions.ConnectionError) as ex:
             raise _unreachable(ex) from ex

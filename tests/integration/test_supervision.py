@@ -143,9 +143,9 @@ def test_container_removed_behind_our_back_is_reflected(supervised, agent_name, 
     agent = deployed(supervised, agent_name, "--image", ECHO_IMAGE, "--start")
     container(docker_client, agent).remove(force=True)
     api = supervised.api()
-    wait_for(lambda: api.get(f"/agents/{agent_name}").json()["data"]["status"] == "stopped",
-             timeout=30, message="stopped")
-    assert api.get(f"/agents/{agent_name}").json()["data"]["last_error"]  # why it stopped
+    # NOTE: the status is reconciled first, then the crash judged, which says why it stopped
+    wait_for(lambda: (a := api.get(f"/agents/{agent_name}").json()["data"])["status"]
+             == "stopped" and a["last_error"], timeout=30, message="stopped, and why")
     assert api.post(f"/agents/{agent_name}/resume").status_code == 200  # recreated
 
 
