@@ -367,19 +367,17 @@ class Drainer:
         capture = Capture(self.capture_limit)
         live = self.journal.live(record["id"], lease=record["lease"], status=response.status,
                                  headers=passed, eager=True)
-        size = 0
         try:
-            for chunk in read_captured(response, capture, lambda: self._keep(job, record),
-                                       live):
-                size += len(chunk)
+            for _ in read_captured(response, capture, lambda: self._keep(job, record), live):
+                pass
         except HTTPError as ex:
             response.close()
-            live.end("failed", size)
+            live.end("failed", capture.size)
             raise AgentFailed(f"the agent failed mid-response: {ex}",
                               timeout=isinstance(ex, ReadTimeoutError)) from ex
         finally:
             response.release_conn()
-        live.end("completed", size)
+        live.end("completed", capture.size)
         return bytes(capture.data), capture.truncated
 
     def _keep(self, job: _Job, record: dict[str, Any] | None = None) -> None:

@@ -319,20 +319,23 @@ class Upstream:
 
 
 class Capture:
-    """The first ``limit`` bytes of a response, for the journal; ``truncated`` once more came.
+    """The first ``limit`` bytes of a response, for the journal; ``truncated`` once more came,
+    ``size`` the bytes seen, kept or not.
 
     PERF: one bounded bytearray append per chunk.
     """
 
-    __slots__ = ("data", "limit", "truncated")
+    __slots__ = ("data", "limit", "truncated", "size")
 
     def __init__(self, limit: int) -> None:
         self.data = bytearray()
         self.limit = limit
         self.truncated = False
+        self.size = 0
 
     def add(self, chunk: bytes) -> bytes:
         """Keep what fits of ``chunk``; return that part."""
+        self.size += len(chunk)
         room = self.limit - len(self.data)
         kept = chunk[:room] if room > 0 else b""  # PERF: the chunk itself when it fits
         self.data += kept
@@ -421,7 +424,6 @@ class Relay:
         self._on_end = on_end
         self._clock = clock
         self._renewal = Renewal(arrived)
-        self._size = 0
         self._chunks = self._read()
         self._outcome: RequestStatus | None = None
         self._abandoned = False
@@ -445,9 +447,7 @@ class Relay:
     def _read(self) -> Generator[bytes, None, None]:
         try:
             capture = self._capture if self._journal is not None else None
-            for chunk in read_captured(self._upstream, capture, self._keep, self._live):
-                self._size += len(chunk)
-                yield chunk
+            yield from read_captured(self._upstream, capture, self._keep, self._live)
         except HTTPError as ex:
             self._finish(RequestStatus.FAILED, f"the agent failed mid-response: {ex}")
             return
@@ -515,7 +515,7 @@ class Relay:
         if self._journal is None:
             return
         assert self._live is not None
-        self._live.end(outcome.value, self._size)
+        self._live.end(outcome.value, self._capture.size)
         if outcome is RequestStatus.FAILED:
             self._on_failure(note)
             return
