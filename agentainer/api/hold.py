@@ -22,7 +22,7 @@ from agentainer.statuses import AgentStatus, Desired
 # ";"-separated parameters, which neither preference here takes (RFC 7240 §2)
 _PREFERENCE = re.compile(r'\s*([!#$%&\'*+\-.^_`|~0-9A-Za-z]+)\s*(?:=\s*("[^"]*"|[^;,\s]*))?'
                          r'[^,]*')
-MAX_WAIT = 3600.0  # NOTE: a longer Prefer: wait is held this long
+MAX_WAIT = 3600.0  # NOTE: a longer hold (Prefer: wait, an agent's hold) is held this long
 RESPOND_ASYNC = "respond-async"
 WAIT = "wait"
 
@@ -35,10 +35,10 @@ class Preference:
     respond_async: bool = False
 
 
-def parse_prefer(header: str | None, *, max_wait: float) -> Preference:
+def parse_prefer(header: str | None) -> Preference:
     """Read ``wait`` and ``respond-async`` from a ``Prefer`` header (several headers arrive
     joined by commas); other preferences, and a ``wait`` that is not a number of seconds,
-    are ignored, as RFC 7240 §2 has a server do. ``wait`` is capped at ``max_wait``."""
+    are ignored, as RFC 7240 §2 has a server do."""
     if not header:
         return Preference()
     wait = None
@@ -48,7 +48,7 @@ def parse_prefer(header: str | None, *, max_wait: float) -> Preference:
         if name == RESPOND_ASYNC:
             respond_async = True
         elif name == WAIT and wait is None and value.isdigit():
-            wait = min(float(value), max_wait)
+            wait = float(value)
     return Preference(wait, respond_async)
 
 
@@ -62,13 +62,14 @@ def decide(preference: Preference, admission: Admission, default: float) -> Hold
     """Say how long to hold a queued request, and which preference that honours.
 
     ``wait=N`` is honoured as asked (and says so); ``respond-async`` alone gets the 202 at
-    once. Without either, the agent's hold (or ``default``) applies, except to an agent
-    nothing will start: one a user stopped or paused (``desired``; an agent the idle rule
-    stopped or paused is woken, so it is held), or a ``failed`` one (its crash-loop rule
-    gave up): holding would only delay the 202.
+    once. Any hold is at most :data:`MAX_WAIT`. Without either, the agent's hold (or
+    ``default``) applies, except to an agent nothing will start: one a user stopped or
+    paused (``desired``; an agent the idle rule stopped or paused is woken, so it is held),
+    or a ``failed`` one (its crash-loop rule gave up): holding would only delay the 202.
     """
     if preference.wait is not None:
-        return HoldDecision(preference.wait, f"{WAIT}={preference.wait:g}")
+        wait = min(preference.wait, MAX_WAIT)
+        return HoldDecision(wait, f"{WAIT}={wait:g}")
     if preference.respond_async:
         return HoldDecision(0.0, RESPOND_ASYNC)
     if not admission.idle and (admission.agent_status is AgentStatus.FAILED or

@@ -18,7 +18,7 @@ from agentainer.errors import (
     QueueFull, Unauthorized, Unavailable, Unprocessable,
 )
 from agentainer.api.following import Relayed, client_gone, pass_headers
-from agentainer.api.hold import MAX_WAIT, decide, parse_prefer
+from agentainer.api.hold import decide, parse_prefer
 from agentainer.api.inflight import InflightLimit, Slots
 from agentainer.journal.follow import Followed, ResponseFollower
 from agentainer.journal.journal import (
@@ -329,11 +329,11 @@ class ProxySink:
                        why: str) -> None:
         """Hold the connection for the agent's answer (see hold.py), or answer 202."""
         self._resume_header(resp, request_id)
-        preference = parse_prefer(req.get_header("Prefer"), max_wait=MAX_WAIT)
-        decision = decide(preference, admission, self._hold)
-        if decision.applied:
+        decision = decide(parse_prefer(req.get_header("Prefer")), admission, self._hold)
+        held = decision.seconds > 0 and self._holds.enter()
+        if decision.applied and (held or not decision.seconds):
             resp.set_header("Preference-Applied", decision.applied)
-        if decision.seconds > 0 and self._holds.enter():
+        if held:
             try:
                 followed = self._follower.open(admission.agent_id, request_id,
                                                wait_until=time.monotonic() + decision.seconds)
@@ -345,14 +345,13 @@ class ProxySink:
                 return
             self._holds.leave()
             if followed is not None:  # NOTE: it ended, failed or cancelled, while held
-                _failed_reply(resp, falcon.HTTP_502, f"the request ended {followed.request_status}"
-                              f" while held ({followed.error}); see /agents/"
-                              f"{admission.agent_id}/requests/{request_id}", "request_failed",
-                              request_id)
+                _failed_reply(resp, falcon.HTTP_502,
+                              f"the request ended {followed.request_status} while held "
+                              f"({followed.error}); see /agents/{admission.agent_id}"
+                              f"/requests/{request_id}", "request_failed", request_id)
                 return
             why += f"; it was held {decision.seconds:g} s"
         elif decision.seconds > 0:
-            resp.delete_header("Preference-Applied")
             why += f"; {self._holds.limit} requests are held already (hold_limit)"
         resp.location = f"/agents/{admission.agent_id}/requests/{request_id}"
         ok(resp, f"{why}; the request is queued and will be delivered when it can be",

@@ -125,7 +125,7 @@ class Admission:
     agent_status: AgentStatus | None = None      # the agent's (DIRECT, QUEUED)
     desired: Desired | None = None               # the agent's (QUEUED)
     wait: Wait | None = None                     # why it is queued (QUEUED)
-    hold: float | None = None                    # the agent's (FORWARD, QUEUED); None: the setting
+    hold: float | None = None     # the agent's (FORWARD, QUEUED); None: the hold setting
     request_status: RequestStatus | None = None  # the earlier request's (IDEMPOTENT)
     request_id: str = ""
     position: int = 0
@@ -216,10 +216,11 @@ class Journal:
         agent's queue, ``wait`` says why: the agent is down, has a backlog that an ordered
         agent's new request waits behind, or is at ``max_concurrency``), ``busy`` (at
         ``max_concurrency`` with ``on_busy`` reject: nothing stored), ``direct``
-        (persistence off: not journaled), ``idempotent`` (an earlier request with the same key is queued, in flight or completed; a failed or
-        cancelled one's key admits this request instead), ``over`` (the journal's byte
-        budget is used up), ``full`` (the agent's queue is: ``queue_limit`` requests or
-        ``queue_max_bytes``), ``forbidden`` or ``missing``; nothing is stored for those.
+        (persistence off: not journaled), ``idempotent`` (an earlier request with the same
+        key is queued, in flight or completed; a failed or cancelled one's key admits this
+        request instead), ``over`` (the journal's byte budget is used up), ``full`` (the
+        agent's queue is: ``queue_limit`` requests or ``queue_max_bytes``), ``forbidden``
+        or ``missing``; nothing is stored for those.
         A forwarded request holds ``lease`` (:data:`FIRST_LEASE`) for this process.
 
         Admitting the same ``request_id`` again (a resend after a lost reply) returns the

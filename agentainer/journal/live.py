@@ -1,8 +1,9 @@
 """The live capture: a response published to Redis as its deliverer reads it.
 
 While a journaled response streams (through the proxy's relay or replay's drain), it is
-appended to the request's ``respstream:{rid}`` STREAM (:func:`agentainer.keys.response_stream_key`),
-so that :mod:`agentainer.journal.follow` can follow it before the record holds the body.
+appended to the request's ``respstream:{rid}`` STREAM
+(:func:`agentainer.keys.response_stream_key`), so that :mod:`agentainer.journal.follow` can
+follow it before the record holds the body.
 Its entries, each a hash of byte strings:
 
     k=start  lease, status, headers (JSON pairs)   an attempt begins (one per lease)

@@ -26,12 +26,18 @@ def queued(status: AgentStatus = AgentStatus.STOPPED, desired: Desired = Desired
     ("wait=abc", Preference()),
     ("wait=-1", Preference()),
     ("wait=1.5", Preference()),       # NOTE: delta-seconds are whole
-    ("wait=99999999", Preference(wait=3600)),
+    ("wait=99999999", Preference(wait=99999999)),
     ("return=minimal; wait=4", Preference()),  # NOTE: a parameter, not a preference
     ("wait=4, wait=9", Preference(wait=4)),    # NOTE: the first one counts (RFC 7240 §2)
 ])
 def test_parse_prefer(header, expected):
-    assert parse_prefer(header, max_wait=3600) == expected
+    assert parse_prefer(header) == expected
+
+
+def test_every_hold_is_capped():
+    decision = decide(parse_prefer("wait=99999999"), queued(), default=30)
+    assert (decision.seconds, decision.applied) == (3600, "wait=3600")
+    assert decide(Preference(), queued(hold=1e9), default=30).seconds == 3600
 
 
 def test_wait_is_honoured_and_said():
