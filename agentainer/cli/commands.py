@@ -130,15 +130,11 @@ def cmd_health(client: Client, args: argparse.Namespace, out: Output) -> int:
         return ExitStatus.SUCCESS
     _, agents = client.call("GET", "/agents")
     reports = [client.call("GET", f"/agents/{a['id']}/health")[1] for a in agents]
-    if args.json:
-        out.json(reports)
-    elif not reports:
-        out.line("no agents")
-    else:
-        out.table(("NAME", "STATUS", "HEALTHY", "FAILURES", "RESTARTS", "LAST CHECK", "MESSAGE"),
-                  [(r["name"], r["status"], yes_no(r["healthy"]), str(r["failures"]),
-                    str(r["restarts"]), utc_time(r["last_check"]) if r["last_check"] else "-",
-                    cut(r["message"], 40)) for r in reports])
+    out.listing(reports, ("NAME", "STATUS", "HEALTHY", "FAILURES", "RESTARTS", "LAST CHECK",
+                          "MESSAGE"),
+                [(r["name"], r["status"], yes_no(r["healthy"]), str(r["failures"]),
+                  str(r["restarts"]), utc_time(r["last_check"]) if r["last_check"] else "-",
+                  cut(r["message"], 40)) for r in reports], empty="no agents")
     return ExitStatus.SUCCESS
 
 
@@ -203,18 +199,13 @@ def cmd_requests(client: Client, args: argparse.Namespace, out: Output) -> int:
     params = {"status": args.status, "limit": args.limit, "offset": args.offset}
     _, page = client.call("GET", f"/agents/{target[0]}/requests",
                           params={k: v for k, v in params.items() if v is not None})
-    if args.json:
-        out.json(page)
-    elif not page["requests"]:
-        out.line("no requests")
-    else:
-        out.table(("REQUEST", "METHOD", "PATH", "STATUS", "ATTEMPTS", "RESPONSE", "ARRIVED"),
-                  [(r["id"], r["method"], cut(r["path"] + (f"?{r['query']}" if r["query"]
-                                                           else ""), 40),
-                    r["status"], str(r["attempts"]), str(r["resp_status"] or "-"),
-                    utc_time(r["created_at"])) for r in page["requests"]])
-        if page["total"] > len(page["requests"]):
-            out.line(f"({len(page['requests'])} of {page['total']}; --offset/--limit for more)")
+    out.listing(page, ("REQUEST", "METHOD", "PATH", "STATUS", "ATTEMPTS", "RESPONSE", "ARRIVED"),
+                [(r["id"], r["method"], cut(r["path"] + (f"?{r['query']}" if r["query"]
+                                                         else ""), 40),
+                  r["status"], str(r["attempts"]), str(r["resp_status"] or "-"),
+                  utc_time(r["created_at"])) for r in page["requests"]], empty="no requests")
+    if not args.json and page["requests"] and page["total"] > len(page["requests"]):
+        out.line(f"({len(page['requests'])} of {page['total']}; --offset/--limit for more)")
     return ExitStatus.SUCCESS
 
 
@@ -241,17 +232,12 @@ def follow_response(client: Client, path: str, out: Output) -> int:
 def cmd_webhooks(client: Client, args: argparse.Namespace, out: Output) -> int:
     _, page = client.call("GET", f"/agents/{args.agent}/webhooks",
                           params={"limit": args.limit})
-    if args.json:
-        out.json(page)
-    elif not page["deliveries"]:
-        out.line("no webhook deliveries")
-    else:
-        out.table(("EVENT", "TYPE", "STATUS", "ATTEMPTS", "LAST ANSWER", "OCCURRED", "NEXT TRY"),
-                  [(d["id"], d["type"], d["status"], str(d["attempts"]),
-                    cut(str(d["last_status"] or d["last_error"] or "-"), 40),
-                    utc_time(d["occurred_at"]),
-                    utc_time(d["next_at"]) if d["next_at"] else "-")
-                   for d in page["deliveries"]])
+    out.listing(page, ("EVENT", "TYPE", "STATUS", "ATTEMPTS", "LAST ANSWER", "OCCURRED",
+                       "NEXT TRY"),
+                [(d["id"], d["type"], d["status"], str(d["attempts"]),
+                  cut(str(d["last_status"] or d["last_error"] or "-"), 40),
+                  utc_time(d["occurred_at"]), utc_time(d["next_at"]) if d["next_at"] else "-")
+                 for d in page["deliveries"]], empty="no webhook deliveries")
     return ExitStatus.SUCCESS
 
 

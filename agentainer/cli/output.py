@@ -52,6 +52,17 @@ class Output:
         else:
             self.line(text)
 
+    def listing(self, data: Any, header: tuple[str, ...], rows: list[tuple[str, ...]], *,
+                empty: str) -> None:
+        """Print ``data`` as JSON with --json, else ``rows`` as a table (``empty`` when
+        there are none)."""
+        if self._json:
+            self.json(data)
+        elif not rows:
+            self.line(empty)
+        else:
+            self.table(header, rows)
+
     def table(self, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         """Print ``rows`` under ``header`` in left-aligned columns."""
         cells = [[printable(str(cell)).replace("\n", "\\n") for cell in row]
