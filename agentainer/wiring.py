@@ -31,6 +31,7 @@ from agentainer.agents.runtime import Runtime
 from agentainer.agents.service import AgentService, Networks
 from agentainer.agents.store import AgentStore
 from agentainer.config import Config
+from agentainer.journal.completions import Completions
 from agentainer.journal.follow import ResponseFollower
 from agentainer.journal.janitor import Janitor
 from agentainer.journal.journal import Journal
@@ -72,6 +73,7 @@ class Components:
     drainer: Drainer
     callers: Callers     # who calls on the network gateways, and whom it may call
     follower: ResponseFollower  # follows responses live (GET .../response, held callers)
+    completions: Completions  # records the proxy's answers off the request threads
     webhooks: Webhooks   # webhook events (emit) and delivery outcomes
     deliverer: Deliverer  # one webhook delivery attempt per RQ job (workers)
     webhook_pump: Periodic  # outbox -> due delivery jobs (workers)
@@ -154,6 +156,7 @@ def build(config: Config, *, kind: str) -> Components:
                       drainer,
                       Callers(store, runtime, (config.network, config.internal_network)),
                       ResponseFollower(client, journal),
+                      Completions(journal),
                       webhooks,
                       Deliverer(webhooks, store, attempts=config.webhook_attempts,
                                 retry_base=config.webhook_retry_base,

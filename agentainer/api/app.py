@@ -70,7 +70,7 @@ def create_app(config: Config, components: Components, *, admin_token: str) -> f
     for path, resource in routes:
         app.add_route(path, resource)
     app.add_route("/agents/{agent_id}/metrics/history", metrics, suffix="history")
-    app.add_sink(ProxySink(c.journal, c.upstream, schedule=c.scheduler.schedule,
+    app.add_sink(ProxySink(c.journal, c.completions, c.upstream, schedule=c.scheduler.schedule,
                            on_down=c.agents.reconcile, wake=c.agents.wake,
                            admin_token=admin_token,
                            max_body=config.max_body,

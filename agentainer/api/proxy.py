@@ -20,6 +20,7 @@ from agentainer.errors import (
 from agentainer.api.following import Relayed, client_gone, pass_headers
 from agentainer.api.hold import decide, parse_prefer
 from agentainer.api.inflight import InflightLimit, Slots
+from agentainer.journal.completions import Completions
 from agentainer.journal.follow import Followed, ResponseFollower
 from agentainer.journal.journal import (
     Admission, IncomingRequest, Journal, Outcome, Retry, Wait, new_request_id,
@@ -69,14 +70,15 @@ class _Arrival:
 class ProxySink:
     """Forwards to the agent, or queues the request when the agent cannot take it."""
 
-    def __init__(self, journal: Journal, upstream: Upstream, *, schedule: Callable[[str], None],
-                 on_down: Callable[[str], object], wake: Callable[[str], object],
-                 admin_token: str, max_body: int, capture_limit: int,
-                 inflight: InflightLimit, follower: ResponseFollower, hold: float,
-                 holds: Slots) -> None:
+    def __init__(self, journal: Journal, completions: Completions, upstream: Upstream, *,
+                 schedule: Callable[[str], None], on_down: Callable[[str], object],
+                 wake: Callable[[str], object], admin_token: str, max_body: int,
+                 capture_limit: int, inflight: InflightLimit, follower: ResponseFollower,
+                 hold: float, holds: Slots) -> None:
         self._admin_hash = hash_token(admin_token)
         self._admin_token = admin_token  # NOTE: the key of the resume tokens it hands out
         self._journal = journal
+        self._completions = completions
         self._upstream = upstream
         self._schedule = schedule
         self._on_down = on_down
@@ -251,7 +253,8 @@ class ProxySink:
         body is streamed (not for HEAD, 204 and 304)."""
         journaled = admission.journaled
         relay = Relay(
-            upstream, journal=self._journal if journaled else None, request_id=request_id,
+            upstream, journal=self._journal if journaled else None,
+            completions=self._completions, request_id=request_id,
             headers=passed, capture_limit=self._capture_limit, arrived=arrived,
             lease=admission.lease,
             on_failure=lambda note: self._requeue(request_id, admission.agent_id, note,

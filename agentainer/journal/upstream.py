@@ -16,7 +16,8 @@ import urllib3
 from urllib3.connection import HTTPConnection
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
 
-from agentainer.journal.journal import Journal
+from agentainer.journal.completions import Completions
+from agentainer.journal.journal import Answer, Journal
 from agentainer.journal.live import LiveCapture
 from agentainer.journal.redaction import REDACTED
 from agentainer.statuses import RequestStatus
@@ -399,14 +400,16 @@ class Relay:
     iterates nor closes (Falcon answers HEAD, 204 and 304 with no body) is recorded by
     :meth:`drain` (``on_end`` is not called then).
 
-    ``headers`` are the ones passed on (:func:`relayable`), journaled as such.
-    ``arrived`` is when the request arrived (before its lease was taken), on ``clock``;
+    ``headers`` are the ones passed on (:func:`relayable`), journaled as such; a journaled
+    (``journal``) response's answer goes to ``completions``, which records it off this
+    thread. ``arrived`` is when the request arrived (before its lease was taken), on ``clock``;
     ``lease`` is the lease it holds (:attr:`Admission.lease`), which fences its renewals
     and its completion.
     """
 
     def __init__(self, upstream: urllib3.BaseHTTPResponse, *, journal: Journal | None,
-                 request_id: str, headers: list[tuple[str, str]], capture_limit: int,
+                 completions: Completions, request_id: str,
+                 headers: list[tuple[str, str]], capture_limit: int,
                  on_failure: Callable[[str], None], arrived: float, lease: int,
                  on_end: Callable[[], None] = lambda: None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -415,6 +418,7 @@ class Relay:
         self._headers = headers
         self._latency = now - arrived
         self._journal = journal
+        self._completions = completions
         self._request_id = request_id
         self._lease = lease
         self._capture = Capture(capture_limit)
@@ -522,7 +526,8 @@ class Relay:
         cut = bool(note) and self._abandoned  # NOTE: the read stopped early (see above)
         if self._abandoned and not note:
             note = "the client disconnected before the end; the proxy read the rest"
-        self._journal.complete(self._request_id, status=self._upstream.status,
-                               headers=self._headers, body=bytes(self._capture.data),
-                               truncated=self._capture.truncated or cut, error=note,
-                               latency=self._latency, lease=self._lease)
+        # PERF: recorded off this thread (completions.py): the client need not wait for it
+        self._completions.submit(Answer(
+            self._request_id, self._lease, self._upstream.status, self._headers,
+            bytes(self._capture.data), self._capture.truncated or cut, note,
+            latency=self._latency))

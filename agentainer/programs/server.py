@@ -115,6 +115,9 @@ def serve(settings: Config) -> int:
         main.run()
     finally:
         components.janitor_loop.stop()
+        # NOTE: the answers still on their way land while this process's heartbeat holds
+        # their leases
+        components.completions.stop()
         components.heartbeat.stop()
     return ExitStatus.SUCCESS
 

@@ -91,6 +91,38 @@ def test_server_killed_mid_request_is_redelivered_within_10_s(stack: Stack, api:
     assert done["attempts"] == 2 and done["resp_status"] == 200
 
 
+def test_server_killed_with_an_answer_not_yet_recorded_redelivers_it_once(
+        stack: Stack, api: Api, name: str, docker_client):
+    """The gap of journal/completions.py: the client has its answer, the record does not.
+
+    Redis takes no writes (CLIENT PAUSE WRITE) from just before the agent answers, so the
+    server's completion cannot land; the client still gets its answer, and the server is
+    killed with the completion pending. The request is redelivered once, then completed.
+    """
+    agent = started(api, name)
+    connection = redis.Redis.from_url(stack.env["AGENTAINER_REDIS_URL"])
+    thread, result = in_background(lambda: requests.post(
+        f"{stack.url}/agent/{name}/gap", data=b"g", headers={"X-Echo-Delay": "1"},
+        timeout=30))
+    request_id = wait_for(lambda: next((r["id"] for r in all_records(api, name)
+                                        if r["path"] == "/gap"), None),
+                          timeout=5, interval=0.05, message="the request admitted")
+    connection.execute_command("CLIENT", "PAUSE", "4000", "WRITE")
+    try:
+        thread.join(timeout=3)
+        assert not thread.is_alive(), "the answer waited for its completion to land"
+        assert result[0].status_code == 200 and result[0].json()["path"] == "/gap"
+        stack.kill_server()
+    finally:
+        connection.execute_command("CLIENT", "UNPAUSE")
+    assert connection.hget(f"agentainer:req:{request_id}", "status") == b"in_flight"
+    stack.start_server()  # as supervisord would
+    api = Api(stack.url, stack.token)
+    done = wait_for_status(api, name, request_id, "completed", timeout=30)
+    assert done["attempts"] == 2 and done["resp_status"] == 200
+    assert served(docker_client, agent["id"], "/gap") == 2  # NOTE: redelivered once
+
+
 def test_worker_killed_mid_drain_leaves_nothing_stale_and_delivery_resumes_within_10_s(
         stack: Stack, api: Api, name: str):
     agent = api.deploy(name)

@@ -14,7 +14,8 @@ from rq.serializers import JSONSerializer
 
 from agentainer.keys import PREFIX
 from agentainer.journal.journal import (
-    FIRST_LEASE, AtCapacity, Completion, IncomingRequest, Journal, Outcome, Retry, Wait,
+    FIRST_LEASE, Answer, AtCapacity, Completion, IncomingRequest, Journal, Outcome, Retry,
+    Wait,
     new_request_id,
 )
 from agentainer.journal.replay import QUEUE, DrainState, ReplayScheduler
@@ -425,3 +426,27 @@ def test_only_a_running_agent_its_user_wants_running_goes_idle(journal: Journal,
     set_status(client, serving, "running")
     assert not journal.mark_idle(serving, 2.0)  # NOTE: a record older than the rule: counts
     assert idle_field(client, serving, "last_active")  # from now
+
+
+# Completions in batches (journal/completions.py writes them so).
+
+def test_a_batch_of_answers_is_recorded_each_by_its_own_fence(journal: Journal, client,
+                                                               agent: str):
+    set_status(client, agent, "running")
+    first, second = (admit(journal, agent, f"/{n}").request_id for n in range(2))
+    answers = [Answer(first, FIRST_LEASE, 200, [], b"one", False),
+               Answer(second, FIRST_LEASE + 1, 200, [], b"two", False),  # NOTE: not its lease
+               Answer("req-gone", FIRST_LEASE, 200, [], b"", False)]
+    assert journal.complete_all(answers) == [Completion.COMPLETED, Completion.STALE,
+                                             Completion.MISSING]
+    assert journal.get(agent, first)["resp_body"] == b"one"
+    assert journal.get(agent, second)["status"] == "in_flight"
+
+
+def test_a_batch_reloads_the_script_redis_lost(journal: Journal, client, agent: str):
+    set_status(client, agent, "running")
+    request_id = admit(journal, agent).request_id
+    client.script_flush()  # NOTE: as a Redis restart without AOF of scripts would
+    assert complete(journal, request_id) == Completion.COMPLETED
+    client.script_flush()
+    assert admit(journal, agent).outcome is Outcome.FORWARD  # NOTE: the lean ADMIT path too

@@ -1,5 +1,7 @@
 """The proxy sink ends every journaled record it admitted, whatever the agent answered."""
 
+import dataclasses
+
 import falcon
 import falcon.testing
 import pytest
@@ -11,7 +13,7 @@ from agentainer.api.inflight import InflightLimit, Slots
 from agentainer.api.proxy import PATTERN, REQUEST_ID_HEADER, ProxySink
 from agentainer.journal.follow import Followed
 from agentainer.journal.journal import (
-    FIRST_LEASE, Admission, Completion, Outcome, Retry, Wait,
+    FIRST_LEASE, Admission, Answer, Completion, Outcome, Retry, Wait,
 )
 from agentainer.statuses import AgentStatus, Desired, RequestStatus
 from agentainer.tokens import RESUME_TOKEN_HEADER
@@ -41,6 +43,10 @@ class FakeJournal:
     def complete(self, request_id, **fields) -> Completion:
         self.ended.append(("complete", request_id, fields))
         return Completion.COMPLETED
+
+    def submit(self, answer: Answer) -> None:  # NOTE: as Completions, but at once
+        fields = dataclasses.asdict(answer)
+        self.complete(fields.pop("request_id"), **fields)
 
     def live(self, request_id, **fields) -> FakeLive:
         self.live_capture = FakeLive()
@@ -87,7 +93,7 @@ def client(journal: FakeJournal, answer: FakeResponse | Exception,
            holds: Slots | None = None) -> falcon.testing.TestClient:
     app = falcon.App()
     errors.register(app)
-    app.add_sink(ProxySink(journal, FakeUpstream(answer),
+    app.add_sink(ProxySink(journal, journal, FakeUpstream(answer),  # type: ignore[arg-type]
                            schedule=(scheduled if scheduled is not None else []).append,
                            on_down=(down if down is not None else []).append,
                            wake=lambda agent_id: None,

@@ -1,5 +1,6 @@
 """The proxy's header rules, lease renewal on streams, and stale kept-alive connections."""
 
+import dataclasses
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -9,7 +10,7 @@ import urllib3
 import waitress.task
 from urllib3.exceptions import ProtocolError
 
-from agentainer.journal.journal import FIRST_LEASE
+from agentainer.journal.journal import FIRST_LEASE, Answer
 from agentainer.journal.upstream import (
     HOP_BY_HOP, AgentFailed, BadResponse, Capture, Relay, StaleConnection, Upstream,
     forward_headers, relayable, replay_headers, response_headers, stored_headers,
@@ -199,6 +200,10 @@ class FakeJournal:
         assert not self.completed, "completed twice"
         self.completed = fields
 
+    def submit(self, answer: Answer) -> None:  # NOTE: as Completions, but at once
+        fields = dataclasses.asdict(answer)
+        self.complete(fields.pop("request_id"), **fields)
+
 
 class FakeResponse:
     """An upstream response whose chunks arrive after the given silences."""
@@ -236,8 +241,10 @@ def relay(gaps: list[float], *, headers_after: float) -> tuple[FakeJournal, Iter
     arrived = clock.now
     clock.now += headers_after
     assert clock.now < journal.deadline
-    stream = Relay(FakeResponse(clock, journal, gaps), journal=journal, request_id="req-1",
-                   headers=[("Content-Type", "text/event-stream")], capture_limit=1024, on_failure=lambda note: None, arrived=arrived,
+    stream = Relay(FakeResponse(clock, journal, gaps), journal=journal,  # type: ignore[arg-type]
+                   completions=journal, request_id="req-1",
+                   headers=[("Content-Type", "text/event-stream")], capture_limit=1024,
+                   on_failure=lambda note: None, arrived=arrived,
                    lease=FIRST_LEASE, clock=clock)
     return journal, stream
 
@@ -419,7 +426,8 @@ def test_a_client_leaving_early_hands_the_rest_to_a_background_read():
     journal = FakeJournal(clock)
     response = GatedResponse([b"a", b"b", b"c", b"d"])
     ended = threading.Event()
-    stream = Relay(response, journal=journal, request_id="req-1", headers=[],  # type: ignore[arg-type]
+    stream = Relay(response, journal=journal,  # type: ignore[arg-type]
+                   completions=journal, request_id="req-1", headers=[],
                    capture_limit=1024, on_failure=lambda note: None, arrived=clock.now,
                    lease=FIRST_LEASE, on_end=ended.set, clock=clock)
     assert next(stream) == b"a"
