@@ -563,8 +563,9 @@ def _evalsha(client: redis.Redis, script: Script, args: list[str | int | float |
     pool = client.connection_pool
     connection = pool.get_connection()
     try:
-        connection.send_packed_command([pack_command(("EVALSHA", script.sha, 0, *args))],
-                                       check_health=False)
+        # NOTE: hiredis's stub types the command as a 1-tuple
+        command = pack_command(("EVALSHA", script.sha, 0, *args))  # type: ignore[arg-type]
+        connection.send_packed_command([command], check_health=False)
         reply = connection.read_response()
     except (redis.ConnectionError, redis.TimeoutError, NoScriptError) as ex:
         if not isinstance(ex, NoScriptError):
