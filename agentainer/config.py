@@ -165,7 +165,7 @@ class Config:
         units.parse_duration, "30s",
         "how long a lifecycle call waits for another one on the same agent")
     threads: int = setting(
-        units.parse_positive_int, "160",
+        units.parse_positive_int, "1024",
         "worker threads per server process; each open proxied stream holds one")
     api_threads: int = setting(
         units.parse_positive_int, "16",
@@ -174,7 +174,7 @@ class Config:
         units.parse_positive_int, "32",
         "worker threads for agents' calls on the network gateways")
     connection_limit: int = setting(
-        units.parse_positive_int, "1000",
+        units.parse_positive_int, "2000",
         "open client connections per server process on the API's address (host)")
     gateway_connection_limit: int = setting(
         units.parse_positive_int, "1000",
@@ -190,7 +190,7 @@ class Config:
         units.parse_size, "1k",
         "bytes per second a request body must average, after header_timeout of grace")
     agent_max_inflight: int = setting(
-        units.parse_positive_int, "128",
+        units.parse_positive_int, "768",
         "proxied requests in flight per agent per server process; past it journaled "
         "requests queue (202), others get 503")
     follow_limit: int = setting(

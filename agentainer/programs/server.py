@@ -8,6 +8,7 @@ the waitress listeners) is built here.
 
 import argparse
 import logging
+import resource
 import socket
 
 from agentainer import tokens
@@ -65,6 +66,32 @@ def gateway_sockets(settings: Config, agents: AgentService) -> list[socket.socke
     return sockets
 
 
+def open_files_needed(settings: Config) -> int:
+    """Return the descriptors a server process may hold at its limits: every client
+    connection, one upstream socket per proxied request and per gateway call, and a margin
+    (Redis connections, Docker, logs)."""
+    return (settings.connection_limit + settings.gateway_connection_limit
+            + settings.threads + settings.proxy_threads + 256)
+
+
+def raise_open_files(needed: int) -> int:
+    """Raise this process's soft limit of open files to its hard limit (as nginx's
+    ``worker_rlimit_nofile`` does); return the limit, warning when it is below ``needed``.
+
+    NOTE: past it, waitress stops accepting (EMFILE) and upstream connects fail; the
+    I/O loops poll() rather than select(), so descriptors past 1,024 are fine.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = max(soft, needed) if hard == resource.RLIM_INFINITY else hard
+    if limit > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    if limit < needed:
+        logger.warning("this process may open %d files (ulimit -n), fewer than the %d its "
+                       "connection_limit, gateway_connection_limit and threads may need; "
+                       "raise the hard limit (supervisord.conf: minfds)", limit, needed)
+    return limit
+
+
 def serve(settings: Config) -> int:
     """Serve until interrupted; return the exit status.
 
@@ -78,6 +105,7 @@ def serve(settings: Config) -> int:
     if settings.follow_limit >= settings.api_threads:
         raise InvalidConfig(f"follow_limit = {settings.follow_limit} must be less than "
                             f"api_threads = {settings.api_threads}")
+    raise_open_files(open_files_needed(settings))
     components = build(settings, kind="server")
     app = create_app(settings, components,
                      admin_token=tokens.load_or_create(settings.token, settings.token_file))

@@ -1,6 +1,7 @@
 """The proxy's header rules, lease renewal on streams, and stale kept-alive connections."""
 
 import dataclasses
+import http.client
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -10,6 +11,7 @@ import urllib3
 import waitress.task
 from urllib3.exceptions import ProtocolError
 
+from agentainer.journal import upstream as upstream_module
 from agentainer.journal.journal import FIRST_LEASE, Answer
 from agentainer.journal.upstream import (
     HOP_BY_HOP, AgentFailed, BadResponse, Capture, Relay, StaleConnection, Upstream,
@@ -438,3 +440,47 @@ def test_a_client_leaving_early_hands_the_rest_to_a_background_read():
     assert journal.completed["body"] == b"abcd" and journal.completed["truncated"] is False
     assert "client disconnected" in journal.completed["error"] and response.released
     assert [kind for kind, *_ in journal.live_capture.published] == ["add"] * 4 + ["end"]
+
+
+def parsed(head: bytes, method: str = "GET") -> http.client.HTTPResponse:
+    """Return the agent's response head as the proxy parses it (upstream._FinalResponse)."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(head)
+        response = upstream_module._FinalResponse(ours, method=method)
+        response.begin()
+        return response
+
+
+def test_the_header_block_is_parsed_as_http_fields():
+    response = parsed(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nSet-Cookie: a=1\r\n"
+                      b"Set-Cookie: b=2\r\nContent-Length: 12 \r\n\r\n")
+    assert response.status == 200 and response.version == 11 and response.length == 12
+    assert response.msg.get_all("set-cookie") == ["a=1", "b=2"]
+    assert response.msg.items()[0] == ("Content-Type", "text/plain")
+    assert not response.will_close and not response.chunked
+
+
+@pytest.mark.parametrize("head, length, chunked, closes", [
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", None, True, False),
+    (b"HTTP/1.1 200 OK\r\n\r\n", None, False, True),                  # up to the close
+    (b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\n", 3, False, True),
+    (b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n", 0, False, False),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", None, False, True),
+])
+def test_the_body_is_framed_as_rfc_9112_says(head, length, chunked, closes):
+    response = parsed(head)
+    assert (response.length, bool(response.chunked), response.will_close) == (
+        length, chunked, closes)
+
+
+def test_a_folded_header_keeps_its_line_break_and_is_refused():
+    response = parsed(b"HTTP/1.1 200 OK\r\nX-Long: a\r\n b\r\nContent-Length: 0\r\n\r\n")
+    assert response.msg.get("x-long") == "a\r\n b"
+    with pytest.raises(BadResponse, match="control character"):
+        response_headers(urllib3.HTTPHeaderDict(response.msg.items()))
+
+
+def test_a_header_line_without_a_colon_is_a_bad_response():
+    with pytest.raises(BadResponse, match="no colon"):
+        parsed(b"HTTP/1.1 200 OK\r\nnot a header\r\n\r\n")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agentainer.api.app import ProxyCap
+from agentainer.programs import server
 
 SERVER = Path(__file__).resolve().parents[2] / "bin" / "agentainer-server"
 
@@ -112,3 +113,12 @@ def test_proxy_cap_frees_the_slot_when_the_app_raises():
     with pytest.raises(RuntimeError):
         call(app, "/agent/boom/")
     assert call(app, "/agent/a/")[0] == "200 OK"
+
+
+def test_the_open_file_limit_is_raised_to_the_hard_limit(monkeypatch, caplog):
+    limits = {"now": (1024, 8192)}
+    monkeypatch.setattr(server.resource, "getrlimit", lambda which: limits["now"])
+    monkeypatch.setattr(server.resource, "setrlimit",
+                        lambda which, value: limits.update(now=value))
+    assert server.raise_open_files(4000) == 8192 and limits["now"] == (8192, 8192)
+    assert server.raise_open_files(10000) == 8192 and "fewer than the 10000" in caplog.text
