@@ -97,7 +97,14 @@ class Wait(enum.StrEnum):
 
 
 class AtCapacity(Exception):
-    """The agent has ``max_concurrency`` requests in flight: nothing was leased."""
+    """The agent has ``max_concurrency`` requests in flight: nothing was leased.
+
+    ``completion``: what :meth:`Journal.complete_and_lease` recorded before the lease.
+    """
+
+    def __init__(self, agent_id: str, completion: "Completion | None" = None) -> None:
+        super().__init__(agent_id)
+        self.completion = completion
 
 
 class Completion(enum.StrEnum):
@@ -283,9 +290,28 @@ class Journal:
             ``cancelled``; ``MISSING`` when the record is gone.
         """
         now = _ms(self._clock)
-        calls = [self._complete_args(answer, now) for answer in answers]
-        replies = self._pipelined(self._complete, calls)
+        replies = self._pipelined([(self._complete, self._complete_args(answer, now))
+                                   for answer in answers])
         return [Completion(reply.decode()) for reply in replies]
+
+    @translate_redis_errors
+    def complete_and_lease(self, answer: Answer, agent_id: str
+                           ) -> tuple[Completion, dict[str, Any] | None]:
+        """Record a replayed answer, then lease the agent's next queued request, in one
+        pipelined round trip (:meth:`complete_all`, then :meth:`lease_next`); return the
+        completion and the leased record (or None).
+
+        Raises:
+            AtCapacity: nothing leased (the answer was recorded: its ``completion``).
+        """
+        now = _ms(self._clock)
+        completed, leased = self._pipelined([
+            (self._complete, self._complete_args(answer, now)),
+            (self._lease_script, self._lease_args(agent_id, now))])
+        completion = Completion(completed.decode())
+        if leased == b"busy":
+            raise AtCapacity(agent_id, completion)
+        return completion, _leased(leased)
 
     @staticmethod
     def _complete_args(answer: Answer, now: int) -> list[EncodableT]:
@@ -299,8 +325,8 @@ class Journal:
                 "resp_headers", stored, "resp_body", answer.body,
                 "resp_truncated", "1" if answer.truncated else "0", "note", answer.error]
 
-    def _pipelined(self, script: Script, calls: list[list[EncodableT]]) -> list[Any]:
-        """Run ``script`` once per argument list, in one round trip; return the replies.
+    def _pipelined(self, calls: list[tuple[Script, list[EncodableT]]]) -> list[Any]:
+        """Run each script with its arguments, in one round trip; return the replies.
 
         PERF: EVALSHA alone, so a batch is one round trip (a pipeline given the Script
         would ask SCRIPT EXISTS first); the script is loaded again only when Redis lost it
@@ -309,12 +335,15 @@ class Journal:
         """
         for _ in range(2):
             with self._redis.pipeline(transaction=False) as pipe:
-                for args in calls:
+                for script, args in calls:
                     pipe.evalsha(script.sha, 0, *args)
                 replies = pipe.execute(raise_on_error=False)
-            if not any(isinstance(reply, NoScriptError) for reply in replies):
+            lost = {script for (script, _), reply in zip(calls, replies)
+                    if isinstance(reply, NoScriptError)}
+            if not lost:
                 break
-            script.sha = self._redis.script_load(script.script)
+            for script in lost:
+                script.sha = self._redis.script_load(script.script)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
@@ -392,15 +421,14 @@ class Journal:
         NOTE: a ticket makes a resend of this call (its reply lost) return the same request
         rather than lease a second one.
         """
-        now = _ms(self._clock)
-        reply = self._lease_script(args=[agent_id, now, now + int(self._lease * 1000),
-                                         self._holder, secrets.token_hex(8)])
-        if not reply:
-            return None
+        reply = self._lease_script(args=self._lease_args(agent_id, _ms(self._clock)))
         if reply == b"busy":
             raise AtCapacity(agent_id)
-        raw = dict(zip(reply[::2], reply[1::2]))
-        return {**_decode(raw, with_body=True), "lease": int(raw[b"lease"])}
+        return _leased(reply)
+
+    def _lease_args(self, agent_id: str, now: int) -> list[EncodableT]:
+        return [agent_id, now, now + int(self._lease * 1000), self._holder,
+                secrets.token_hex(8)]
 
     @translate_redis_errors
     def sweep(self) -> set[str]:
@@ -574,6 +602,14 @@ def _evalsha(client: redis.Redis, script: Script, args: list[str | int | float |
         return script(args=args)
     pool.release(connection)
     return reply
+
+
+def _leased(reply: list[bytes] | None) -> dict[str, Any] | None:
+    """Decode the LEASE script's reply: the leased record (with its ``lease``), or None."""
+    if not reply:
+        return None
+    raw = dict(zip(reply[::2], reply[1::2]))
+    return {**_decode(raw, with_body=True), "lease": int(raw[b"lease"])}
 
 
 def _admission(request_id: str, reply: list[str]) -> Admission:

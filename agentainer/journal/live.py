@@ -14,19 +14,21 @@ Its entries, each a hash of byte strings:
 The data published is exactly what the record keeps (the first ``capture_limit`` bytes),
 so followers switch from the stream to the record's ``resp_body`` at their offset once
 the request completes; COMPLETE lets the stream expire 5 s later (a follower between two
-reads still finds its end entry). Each write pushes the key's expiry
-to the lease's length, so a dead deliverer's stream goes with its lease. A redelivery
-appends a new ``start`` (another lease) to the same stream.
+reads still finds its end entry). The writes push the key's expiry to the lease's length
+(at the first, then once a quarter of it has passed), so a dead deliverer's stream goes
+with its lease. A redelivery appends a new ``start`` (another lease) to the same stream.
 
 PERF: on the proxy's hot path, nothing is published for a response whose whole body came
 in its first read (a Content-Length body read to its end, or a first chunk the end
-follows): its followers wait for the record instead. Each publish is one pipelined round
-trip (XADD, PEXPIRE). A Redis error turns the live capture off (the delivery itself goes
+follows): its followers wait for the record instead; replay (``eager``) publishes such a
+body with its end, in one round trip. Each publish is one pipelined round trip (XADD, and
+PEXPIRE when due). A Redis error turns the live capture off (the delivery itself goes
 on; followers fall back on the record).
 """
 
 import json
 import logging
+import time
 
 import redis
 
@@ -44,7 +46,7 @@ class LiveCapture:
     """
 
     __slots__ = ("_redis", "_request_id", "_ttl_ms", "_lease", "_status", "_headers",
-                 "_eager", "_state", "_size", "_held")
+                 "_eager", "_state", "_size", "_held", "_expiry_due")
 
     # NOTE: WAITING for the first chunk; HOLDING it (a body of unknown length: is there
     # more?); ON publishing; CUT at capture_limit (only the end is still published); OFF:
@@ -62,6 +64,7 @@ class LiveCapture:
         self._state = self._WAITING
         self._size = 0  # the captured bytes published so far
         self._held: tuple[bytes, bool] = (b"", False)
+        self._expiry_due = 0.0  # NOTE: time.monotonic() when the stream's expiry is due
 
     def add(self, kept: bytes, *, cut: bool, left: int | None) -> None:
         """Publish a chunk's captured part (``kept``), and ``cut`` once capture_limit was
@@ -69,9 +72,11 @@ class LiveCapture:
         (urllib3's ``length_remaining``: 0 when the body ends with this chunk), else None.
 
         PERF: the first chunk of a body of unknown length (chunked, or up to the close) is
-        held until a second one comes: if the body ends with it, nothing is published. A
-        follower sees that first chunk late (with the second); one that resumes after it
-        waits for it rather than miss it (journal/follow.py waits for a start).
+        held until a second one comes: if the body ends with it, nothing is published
+        (``eager``: it is published with the end, in one round trip, as is a body whole in
+        its first read). A follower sees that first chunk late (with the second); one that
+        resumes after it waits for it rather than miss it (journal/follow.py waits for a
+        start).
         """
         state = self._state
         if state >= self._CUT:
@@ -81,7 +86,7 @@ class LiveCapture:
             if not self._eager and left == 0:
                 self._state = self._OFF
                 return
-            if not self._eager and left is None:
+            if left is None or left == 0:
                 self._held, self._state = (kept, cut), self._HOLDING
                 return
             entries.append(self._start())
@@ -111,10 +116,12 @@ class LiveCapture:
         publishes no end either, unless ``eager``: nobody follows it but through the record.
         """
         state = self._state
-        if state in (self._OFF, self._HOLDING) or (state == self._WAITING
-                                                   and not self._eager):
+        if state == self._OFF or (state in (self._WAITING, self._HOLDING)
+                                  and not self._eager):
             return
-        entries: list[dict] = [self._start()] if state == self._WAITING else []
+        entries: list[dict] = [self._start()] if state in (self._WAITING, self._HOLDING) else []
+        if state == self._HOLDING:
+            entries += self._data(*self._held)
         entries.append({"k": "end", "outcome": outcome, "size": size})
         self._state = self._OFF
         self._publish(entries)
@@ -127,11 +134,15 @@ class LiveCapture:
         if not entries:
             return
         key = response_stream_key(self._request_id)
+        now = time.monotonic()
         try:
             with self._redis.pipeline(transaction=False) as pipe:
                 for entry in entries:
                     pipe.xadd(key, entry)
-                pipe.pexpire(key, self._ttl_ms)
+                # PERF: the expiry is pushed a quarter of the way through, not per chunk
+                if now >= self._expiry_due:
+                    pipe.pexpire(key, self._ttl_ms)
+                    self._expiry_due = now + self._ttl_ms / 4000
                 pipe.execute()
         except redis.RedisError as ex:
             logger.warning("request %s: its live capture stops: %s", self._request_id, ex)

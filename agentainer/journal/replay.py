@@ -40,7 +40,7 @@ from urllib3.exceptions import HTTPError, ReadTimeoutError
 from agentainer.agents.store import AgentStore, translate_redis_errors
 from agentainer.backoff import backoff
 from agentainer.errors import AgentNotFound, InvalidInput
-from agentainer.journal.journal import AtCapacity, Completion, Journal
+from agentainer.journal.journal import Answer, AtCapacity, Completion, Journal
 from agentainer.journal.upstream import (
     RENEW_EVERY, AgentDown, AgentFailed, Capture, Renewal, Upstream, read_captured, relayable,
     replay_headers,
@@ -228,6 +228,7 @@ class _Job:
     emptied: bool = False    # it ended on an empty queue
     full_polls: int = 0      # leases refused in a row: the agent at max_concurrency
     renewal: Renewal = field(default_factory=Renewal)
+    answer: Answer | None = None  # the last delivery's, recorded with the next lease
 
 
 @dataclass
@@ -284,7 +285,19 @@ class Drainer:
         return job.delivered
 
     def _run(self, job: _Job) -> DrainState | None:
-        """Deliver until the queue is empty (None) or the slice is used (what is left)."""
+        """Deliver until the queue is empty (None) or the slice is used (what is left).
+
+        PERF: a delivery's answer is recorded in the round trip that leases the next
+        request (:meth:`Journal.complete_and_lease`), or at the end.
+        """
+        try:
+            return self._deliver_all(job)
+        finally:
+            if job.answer is not None:
+                answer, job.answer = job.answer, None
+                self._recorded(job, answer, self.journal.complete_all([answer])[0])
+
+    def _deliver_all(self, job: _Job) -> DrainState | None:
         route = None
         while True:
             state = job.state
@@ -304,7 +317,7 @@ class Drainer:
                 return state if self.journal.queue_length(job.agent_id) else None
             self._check(job)
             try:
-                record = self.journal.lease_next(job.agent_id)
+                record = self._lease(job)
             except AtCapacity:
                 job.full_polls += 1
                 self._sleep_until(job, min(job.slice_end, self.clock() + backoff(
@@ -317,8 +330,35 @@ class Drainer:
             if not self._deliver(job, route, record):
                 route = None
 
+    def _lease(self, job: _Job) -> dict[str, Any] | None:
+        """Record the last delivery's answer (if any) and lease the next request.
+
+        Raises:
+            AtCapacity: the agent has max_concurrency requests in flight.
+        """
+        answer = job.answer
+        if answer is None:
+            return self.journal.lease_next(job.agent_id)
+        try:
+            completion, record = self.journal.complete_and_lease(answer, job.agent_id)
+        except AtCapacity as ex:
+            job.answer = None
+            self._recorded(job, answer, ex.completion)
+            raise
+        job.answer = None
+        self._recorded(job, answer, completion)
+        return record
+
+    def _recorded(self, job: _Job, answer: Answer, completion: Completion | None) -> None:
+        if completion is Completion.COMPLETED:
+            job.delivered += 1
+        else:
+            logger.warning("agent %s: %s was answered after its lease was lost; not recorded "
+                           "(%s)", job.agent_id, answer.request_id, completion)
+
     def _deliver(self, job: _Job, route: str, record: dict[str, Any]) -> bool:
-        """Deliver one leased request and record the outcome; return False if it failed."""
+        """Deliver one leased request (its answer is left in ``job.answer``, to record);
+        return False if it failed (recorded so)."""
         rid, lease = record["id"], record["lease"]
         target = record["path"] + (f"?{record['query']}" if record["query"] else "")
         headers = replay_headers(record["headers"]) + [
@@ -342,14 +382,8 @@ class Drainer:
             logger.info("agent %s: replay of %s failed (%s); it is %s", job.agent_id, rid, ex,
                         status)
             return False
-        outcome = self.journal.complete(rid, status=response.status,
-                                        headers=passed, body=body,
-                                        truncated=truncated, replayed=True, lease=lease)
-        if outcome is Completion.COMPLETED:
-            job.delivered += 1
-        else:
-            logger.warning("agent %s: %s was answered after its lease was lost; not recorded "
-                           "(%s)", job.agent_id, rid, outcome)
+        job.answer = Answer(rid, lease, response.status, passed, body, truncated,
+                            replayed=True)
         job.state = DrainState()
         return True
 

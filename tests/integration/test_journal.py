@@ -450,3 +450,21 @@ def test_a_batch_reloads_the_script_redis_lost(journal: Journal, client, agent: 
     assert complete(journal, request_id) == Completion.COMPLETED
     client.script_flush()
     assert admit(journal, agent).outcome is Outcome.FORWARD  # NOTE: the lean ADMIT path too
+
+
+def test_an_answer_and_the_next_lease_share_one_round_trip(journal: Journal, client,
+                                                            agent: str):
+    client.hset(f"{PREFIX}agent:{agent}", "max_concurrency", 1)
+    first, second = queued(journal, agent, 2)
+    leased = journal.lease_next(agent)
+    answer = Answer(first, leased["lease"], 200, [], b"one", False, replayed=True)
+    # NOTE: the answer frees the agent's one slot before the lease asks for it
+    completion, record = journal.complete_and_lease(answer, agent)
+    assert completion is Completion.COMPLETED and record["id"] == second
+    assert journal.get(agent, first)["status"] == "completed"
+    third = queued(journal, agent, 1)[0]
+    stale = Answer(first, leased["lease"], 200, [], b"again", False, replayed=True)
+    with pytest.raises(AtCapacity) as caught:  # NOTE: the second still holds the slot
+        journal.complete_and_lease(stale, agent)
+    assert caught.value.completion is Completion.STALE
+    assert queue_ids(client, agent) == [third]

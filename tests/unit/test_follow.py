@@ -86,10 +86,10 @@ class Pipeline:
         self.sent.append(entry["k"] if entry["k"] != "data" else (entry["at"], entry["d"]))
 
     def pexpire(self, key, ttl) -> None:
-        pass
+        self.sent.append("expire")
 
     def execute(self) -> None:
-        pass
+        self.sent.append("|")  # NOTE: one round trip ends here
 
 
 class Redis:
@@ -122,27 +122,29 @@ def test_a_streamed_body_is_published_up_to_its_cut_then_its_end():
     capture.add(b"cd", cut=True, left=None)
     capture.add(b"", cut=True, left=None)
     capture.end("completed", 9)
-    assert client.sent == ["start", (0, b"ab"), (2, b"cd"), "cut", "end"]
+    # NOTE: the expiry is pushed with the first write only (then a quarter-lease later)
+    assert client.sent == ["start", (0, b"ab"), (2, b"cd"), "cut", "expire", "|", "end", "|"]
 
 
 def test_a_body_of_known_length_is_published_from_its_first_chunk():
     client, capture = live()
     capture.add(b"ab", cut=True, left=5)
-    assert client.sent == ["start", (0, b"ab"), "cut"]
+    assert client.sent == ["start", (0, b"ab"), "cut", "expire", "|"]
     capture.add(b"cde", cut=True, left=0)
     capture.end("failed", 5)
-    assert client.sent == ["start", (0, b"ab"), "cut", "end"]
+    assert client.sent == ["start", (0, b"ab"), "cut", "expire", "|", "end", "|"]
 
 
-def test_replay_publishes_even_a_small_or_empty_body():
+def test_replay_publishes_even_a_small_or_empty_body_with_its_end_in_one_round_trip():
     for left in (0, None):
         client, capture = live(eager=True)
         capture.add(b"{}", cut=False, left=left)
+        assert client.sent == []
         capture.end("completed", 2)
-        assert client.sent == ["start", (0, b"{}"), "end"]
+        assert client.sent == ["start", (0, b"{}"), "end", "expire", "|"]
     client, capture = live(eager=True)
     capture.end("failed", 0)
-    assert client.sent == ["start", "end"]
+    assert client.sent == ["start", "end", "expire", "|"]
 
 
 class Streams:

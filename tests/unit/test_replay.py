@@ -99,9 +99,15 @@ class Journal:
                               "method": "POST", "headers": [], "body": b""})
         return Retry.QUEUED, 1
 
-    def complete(self, request_id, *, status, headers, body, truncated, replayed, lease):
-        self.calls.append(("complete", request_id, body, truncated, lease))
-        return Completion.COMPLETED
+    def complete_all(self, answers):
+        for answer in answers:
+            self.calls.append(("complete", answer.request_id, answer.body, answer.truncated,
+                               answer.lease))
+        return [Completion.COMPLETED] * len(answers)
+
+    def complete_and_lease(self, answer, agent_id):
+        """As the real one: the answer recorded, then the next request leased."""
+        return self.complete_all([answer])[0], self.lease_next(agent_id)
 
     def live(self, request_id, **fields) -> FakeLive:
         return FakeLive()
@@ -279,13 +285,13 @@ def test_a_claim_taken_before_the_hand_off_gets_no_job(route):
     journal = Journal(["/0", "/1"])
     upstream = Upstream([ok(clock, pace=11.0)])
     job, scheduler = drainer(route, journal, upstream, clock)
-    completed = journal.complete
+    completed = journal.complete_all
 
     def complete_and_lose_the_claim(*args, **kwargs):
         scheduler.holder = "claim-2"  # as if it expired and a later drain took it
         return completed(*args, **kwargs)
 
-    journal.complete = complete_and_lose_the_claim
+    journal.complete_all = complete_and_lose_the_claim  # type: ignore[method-assign]
     assert job.drain("a1", "claim-1") == 1  # 11 s: the slice is used, one request left
     assert scheduler.events == [] and scheduler.holder == "claim-2"
 
