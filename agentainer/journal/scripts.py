@@ -47,22 +47,26 @@ end
 -- agentainer.journal.liveness) until deadline; it counts as in flight to the agent.
 -- NOTE: flying:{aid} holds the agent's leased requests: max_concurrency counts them, and
 -- they keep it from going idle.
+-- NOTE: the caller sets the record's 'holder' field to holder.
 local function take(rid, aid, holder, deadline)
-  redis.call('hset', K.req..rid, 'holder', holder)
   redis.call('zadd', K.leases, deadline, rid)
   redis.call('sadd', K.held..holder, rid)
   redis.call('sadd', K.holders, holder)
   redis.call('sadd', K.flying..aid, rid)
 end
--- End a lease at now (ms): the agent was last active then (the idle rule).
+-- End a lease at now (ms) of a request of agent aid leased to holder (either may be
+-- nil): the agent was last active then (the idle rule).
+local function release_held(rid, now, holder, aid)
+  redis.call('zrem', K.leases, rid)
+  if holder then redis.call('srem', K.held..holder, rid) end
+  if aid and redis.call('srem', K.flying..aid, rid) == 1
+      and redis.call('exists', K.agent..aid) == 1 then
+    redis.call('hset', K.agent..aid, 'last_active', now)
+  end
+end
 local function release(rid, now)
   local r = redis.call('hmget', K.req..rid, 'holder', 'agent')
-  redis.call('zrem', K.leases, rid)
-  if r[1] then redis.call('srem', K.held..r[1], rid) end
-  if r[2] and redis.call('srem', K.flying..r[2], rid) == 1
-      and redis.call('exists', K.agent..r[2]) == 1 then
-    redis.call('hset', K.agent..r[2], 'last_active', now)
-  end
+  release_held(rid, now, r[1], r[2])
 end
 -- Say whether the agent has max_concurrency (> 0) requests in flight.
 local function at_capacity(aid, max_concurrency)
@@ -181,19 +185,25 @@ if why ~= '' and not room(aid, size, tonumber(ARGV[6]), tonumber(ARGV[14])) then
   return {'full', aid}
 end
 if idem ~= '' then redis.call('set', ikey, rid, 'EX', tonumber(ARGV[10])) end
-redis.call('hset', rkey, 'id', rid, 'agent', aid, 'lease', 0, 'size', size, unpack(ARGV, 15))
+-- PERF: the record in one HSET (its state, then the fields from ARGV 15 on)
+if why == '' then
+  redis.call('hset', rkey, 'id', rid, 'agent', aid, 'size', size, 'status', 'in_flight',
+             'attempts', 1, 'lease', 1, 'holder', ARGV[11], unpack(ARGV, 15))
+else
+  redis.call('hset', rkey, 'id', rid, 'agent', aid, 'size', size, 'status', 'queued',
+             'attempts', 0, 'lease', 0, unpack(ARGV, 15))
+end
 -- APPSEC: an Agentainer token is never journaled (nor, so, replayed to the agent)
 if strip == '1' then redis.call('hdel', rkey, 'authorization') end
 redis.call('incrby', BYTES, size)
 redis.call('zadd', K.reqs..aid, ARGV[5], rid)
-redis.call('hset', K.agent..aid, 'last_active', ARGV[5])
 if why == '' then
-  redis.call('hset', rkey, 'status', 'in_flight', 'attempts', 1, 'lease', 1)
+  -- NOTE: the agent stays active while the request flies (its release is the mark)
   take(rid, aid, ARGV[11], ARGV[9])
   count('proxied')
   return {'forward', aid, route, strip, a[8] or ''}
 end
-redis.call('hset', rkey, 'status', 'queued', 'attempts', 0)
+redis.call('hset', K.agent..aid, 'last_active', ARGV[5])
 count('queued')
 return queued(enqueue(aid, rid, false), strip, why)
 """
@@ -201,7 +211,8 @@ return queued(enqueue(aid, rid, false), strip, why)
 # Decide whether an agent is idle and, if so, mark it (its ``idle`` field 'pending') in the
 # same step: ARGV aid, now_ms, idle_timeout_ms. Idle: running as its user wants, not
 # marked, nothing in flight (flying:{aid}), nothing queued, no drain claimed, and no
-# admission nor lease release for idle_timeout (``last_active``; a start sets it too).
+# request queued nor lease released for idle_timeout (``last_active``; a start sets it
+# too; a forwarded request is in flight until its release).
 # NOTE: one script, so an admission either comes before it (and keeps the agent running)
 # or after it, and finds the mark: it queues and wakes the agent (ADMIT).
 IDLE = _LUA_PRELUDE + """
@@ -265,16 +276,17 @@ return {'queued', aid, tostring(enqueue(aid, rid, false))}
 COMPLETE = _LUA_PRELUDE + """
 local rid = ARGV[1]
 local rkey = K.req..rid
-local r = redis.call('hmget', rkey, 'status', 'agent', 'lease')
+local r = redis.call('hmget', rkey, 'status', 'agent', 'lease', 'holder', 'size',
+                     'bodies_size')
 if not r[1] then return 'missing' end
 if r[3] ~= ARGV[6] or r[1] == 'completed' or r[1] == 'cancelled' then return 'stale' end
-unqueue(r[2], rid)
-release(rid, ARGV[2])
+if r[1] == 'queued' then unqueue(r[2], rid) end  -- NOTE: its lease expired and was swept
+release_held(rid, ARGV[2], r[4], r[2])
+local added = tonumber(ARGV[7]) + tonumber(ARGV[8])
 redis.call('hset', rkey, 'status', 'completed', 'updated_at', ARGV[2], 'error', '',
-           unpack(ARGV, 9))
-redis.call('hincrby', rkey, 'bodies_size', ARGV[7])
-redis.call('hincrby', rkey, 'size', ARGV[7] + ARGV[8])
-redis.call('incrby', BYTES, ARGV[7] + ARGV[8])
+           'bodies_size', tonumber(r[6] or '0') + tonumber(ARGV[7]),
+           'size', tonumber(r[5] or '0') + added, unpack(ARGV, 9))
+redis.call('incrby', BYTES, added)
 redis.call('zadd', K.bodies, ARGV[2], rid)
 -- NOTE: the live capture outlives the record's completion briefly, so a follower between
 -- two reads still finds its end entry (it then reads on from the record)
@@ -308,7 +320,7 @@ while true do
   local rkey = K.req..rid
   redis.call('hincrby', QBYTES, aid, -size_of(rkey))
   if redis.call('hget', rkey, 'status') == 'queued' then
-    redis.call('hset', rkey, 'status', 'in_flight', 'updated_at', ARGV[2])
+    redis.call('hset', rkey, 'status', 'in_flight', 'updated_at', ARGV[2], 'holder', holder)
     redis.call('hincrby', rkey, 'attempts', 1)
     redis.call('hincrby', rkey, 'lease', 1)
     take(rid, aid, holder, ARGV[3])
