@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import falcon
-import urllib3
 
 from agentainer.api.envelope import failure, ok
 from agentainer.errors import (
@@ -29,8 +28,8 @@ from agentainer.names import ID_RE
 from agentainer.statuses import AgentStatus, RequestStatus
 from agentainer.tokens import RESUME_TOKEN_HEADER, hash_token, resume_token
 from agentainer.journal.upstream import (
-    OWN_PREFIX, AgentDown, AgentFailed, BadResponse, Relay, Upstream, forward_headers,
-    relayable, stored_headers,
+    OWN_PREFIX, AgentDown, AgentFailed, AgentResponse, BadResponse, Relay, Upstream,
+    forward_headers, relayable, stored_headers,
 )
 
 logger = logging.getLogger(__name__)
@@ -45,6 +44,8 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELET
 WAITING = {Wait.DOWN: "the agent is not running",
            Wait.BACKLOG: "the agent has requests queued before this one",
            Wait.BUSY: "the agent has its max_concurrency requests in flight"}
+# NOTE: seconds an Idempotency-Key retry waits for the earlier request, in flight, to end
+IDEMPOTENT_SETTLE = 1.0
 # NOTE: Falcon (app.py, _BODILESS_STATUS_CODES) answers these, and HEAD, with an empty
 # body and never reads nor closes resp.stream; 1xx never gets here (see proxy.relayable).
 BODILESS = frozenset({204, 304})
@@ -246,7 +247,7 @@ class ProxySink:
         return self._relay(req, resp, upstream, passed, admission, request_id, arrival.arrived)
 
     def _relay(self, req: falcon.Request, resp: falcon.Response,
-               upstream: urllib3.BaseHTTPResponse, passed: list[tuple[str, str]],
+               upstream: AgentResponse, passed: list[tuple[str, str]],
                admission: Admission, request_id: str, arrived: float) -> bool:
         """Answer with the agent's response: status, the headers passed on, and its body
         streamed as it arrives (and journaled, when the request is); return whether the
@@ -389,6 +390,8 @@ class ProxySink:
         # request's response, in flight or not
         self._resume_header(resp, admission.request_id)
         status = admission.request_status
+        if status is RequestStatus.IN_FLIGHT:  # NOTE: its answer may be on its way
+            status = self._journal.settle(admission.request_id, within=IDEMPOTENT_SETTLE)
         if status is not RequestStatus.COMPLETED:
             raise Conflict(f"the request with this Idempotency-Key is {status}; "
                            f"see /agents/{admission.agent_id}/requests/{admission.request_id}",
@@ -441,7 +444,7 @@ def _header_pairs(req: falcon.Request) -> list[tuple[str, str]]:
             pairs.append((key[5:].replace("_", "-").title(), value))
     if req.content_type:
         pairs.append(("Content-Type", req.content_type))
-    return pairs  # NOTE: no Content-Length: urllib3 sets it from the body it sends
+    return pairs  # NOTE: no Content-Length: the upstream client sets it from the body
 
 
 def _bearer_hash(header: str | None) -> str:

@@ -392,6 +392,24 @@ class Journal:
             return None
         return RequestStatus(status.decode()), int(lease or 0)
 
+    def settle(self, request_id: str, *, within: float) -> RequestStatus | None:
+        """Return the request's status once it no longer reads ``in_flight``, or after
+        ``within`` seconds (then ``in_flight``); None when it is gone.
+
+        NOTE: a request whose client has its answer reads ``in_flight`` until its
+        completion lands (completions.py: about one round trip); who reads it right after
+        the answer (an Idempotency-Key retry, the record's page) waits for that, polling.
+        """
+        deadline, pause = time.monotonic() + within, 0.002
+        while True:
+            progress = self.progress(request_id)
+            if progress is None or progress[0] is not RequestStatus.IN_FLIGHT:
+                return None if progress is None else progress[0]
+            if time.monotonic() >= deadline:
+                return progress[0]
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
     @translate_redis_errors
     def mark_idle(self, agent_id: str, idle_timeout: float) -> bool:
         """Mark the agent idle (``pending``) if it has been for ``idle_timeout`` seconds:

@@ -33,17 +33,15 @@ from typing import Any
 
 import redis
 import rq
-import urllib3
 from rq.serializers import JSONSerializer
-from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from agentainer.agents.store import AgentStore, translate_redis_errors
 from agentainer.backoff import backoff
 from agentainer.errors import AgentNotFound, InvalidInput
 from agentainer.journal.journal import Answer, AtCapacity, Completion, Journal
 from agentainer.journal.upstream import (
-    RENEW_EVERY, AgentDown, AgentFailed, Capture, Renewal, Upstream, read_captured, relayable,
-    replay_headers,
+    RENEW_EVERY, AgentDown, AgentFailed, AgentResponse, BrokenResponse, Capture, Renewal,
+    Upstream, read_captured, relayable, replay_headers,
 )
 from agentainer.keys import claim_key, claims_key, lua_names
 from agentainer.statuses import AgentStatus
@@ -387,7 +385,7 @@ class Drainer:
         job.state = DrainState()
         return True
 
-    def _read(self, job: _Job, record: dict[str, Any], response: urllib3.BaseHTTPResponse,
+    def _read(self, job: _Job, record: dict[str, Any], response: AgentResponse,
               passed: list[tuple[str, str]]) -> tuple[bytes, bool]:
         """Read the response as it arrives, keeping up to ``capture_limit`` bytes; return
         them and whether more came. The lease and the claim are renewed meanwhile.
@@ -396,7 +394,7 @@ class Drainer:
         one, whole in one read): a caller may be following it (journal/follow.py).
 
         Raises:
-            AgentFailed: the response broke off or went silent for the read timeout.
+            BrokenResponse: the response broke off or went silent for the read timeout.
         """
         capture = Capture(self.capture_limit)
         live = self.journal.live(record["id"], lease=record["lease"], status=response.status,
@@ -404,11 +402,10 @@ class Drainer:
         try:
             for _ in read_captured(response, capture, lambda: self._keep(job, record), live):
                 pass
-        except HTTPError as ex:
+        except BrokenResponse:
             response.close()
             live.end("failed", capture.size)
-            raise AgentFailed(f"the agent failed mid-response: {ex}",
-                              timeout=isinstance(ex, ReadTimeoutError)) from ex
+            raise
         finally:
             response.release_conn()
         live.end("completed", capture.size)

@@ -57,7 +57,7 @@ class FakeJournal:
 
 
 class FakeResponse:
-    length_remaining = None  # NOTE: as urllib3's for a chunked body
+    length_remaining = None  # NOTE: as for a chunked body
 
     def __init__(self, status: int, *headers: tuple[str, str], body: bytes = b"") -> None:
         self.status = status
@@ -67,7 +67,7 @@ class FakeResponse:
         self.chunks = [body] if body else []
         self.closed = self.released = False
 
-    def read1(self, amount: int, decode_content: bool) -> bytes:
+    def read1(self, amount: int) -> bytes:
         return self.chunks.pop(0) if self.chunks else b""
 
     def close(self) -> None:

@@ -9,13 +9,12 @@ from collections.abc import Callable, Iterator
 import pytest
 import urllib3
 import waitress.task
-from urllib3.exceptions import ProtocolError
 
 from agentainer.journal import upstream as upstream_module
 from agentainer.journal.journal import FIRST_LEASE, Answer
 from agentainer.journal.upstream import (
-    HOP_BY_HOP, AgentFailed, BadResponse, Capture, Relay, StaleConnection, Upstream,
-    forward_headers, relayable, replay_headers, response_headers, stored_headers,
+    HOP_BY_HOP, AgentFailed, BadResponse, BrokenResponse, Capture, Relay, StaleConnection,
+    Upstream, forward_headers, relayable, replay_headers, response_headers, stored_headers,
 )
 from tests.helpers import FakeLive
 
@@ -210,7 +209,7 @@ class FakeJournal:
 class FakeResponse:
     """An upstream response whose chunks arrive after the given silences."""
 
-    length_remaining = None  # NOTE: as urllib3's for a chunked body
+    length_remaining = None  # NOTE: as for a chunked body
 
     status = 200
     headers = urllib3.HTTPHeaderDict({"Content-Type": "text/event-stream"})
@@ -220,11 +219,11 @@ class FakeResponse:
         self.clock, self.journal, self.gaps, self.breaks = clock, journal, iter(gaps), breaks
         self.closed = False
 
-    def read1(self, amount: int, decode_content: bool) -> bytes:
+    def read1(self, amount: int) -> bytes:
         gap = next(self.gaps, None)
         if gap is None:
             if self.breaks:
-                raise ProtocolError("connection reset")
+                raise BrokenResponse("connection reset", timeout=False)
             return b""
         self.clock.now += gap
         assert self.clock.now < self.journal.deadline, "the lease expired mid-stream"
@@ -325,7 +324,7 @@ def agent() -> Iterator[Callable[..., KeepAliveAgent]]:
 
 def get(upstream: Upstream, route: str, *, resend: bool) -> bytes:
     response = upstream.send(route, "GET", "/", [], b"", resend=resend)
-    body = response.read()
+    body = b"".join(iter(lambda: response.read1(1024), b""))
     response.release_conn()
     return body
 
@@ -360,7 +359,7 @@ def test_interim_answers_are_skipped_and_the_connection_stays_sound(upstream, ag
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
     for _ in range(3):                        # on one kept-alive connection
         response = upstream.send(server.route, "GET", "/", [], b"")
-        assert response.status == 200 and response.read() == b"ok"
+        assert response.status == 200 and response.read1(1024) == b"ok"
         assert "link" not in response.headers
         response.release_conn()
     assert server.received == 3
@@ -385,7 +384,7 @@ def test_a_bodiless_answer_reads_no_body_whatever_its_framing(upstream, agent, m
     server = agent(lambda count: False, answer=head)
     for _ in range(2):                        # no chunk awaited; the connection is reused
         response = upstream.send(server.route, method, "/", [], b"")
-        assert response.read1(1024, decode_content=False) == b""
+        assert response.read1(1024) == b""
         response.release_conn()
     assert server.received == 2
 
@@ -411,7 +410,7 @@ class GatedResponse:
         self.gate = threading.Event()
         self.released = False
 
-    def read1(self, amount: int, decode_content: bool) -> bytes:
+    def read1(self, amount: int) -> bytes:
         if len(self.chunks) < 3:
             assert self.gate.wait(5)
         return self.chunks.pop(0) if self.chunks else b""

@@ -6,11 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 import urllib3
-from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from agentainer.journal.journal import AtCapacity, Completion, Retry
 from agentainer.journal.replay import LEASE_GRACE, ROOM_POLL_CAP, DrainState, Drainer
-from agentainer.journal.upstream import RENEW_EVERY, AgentDown
+from agentainer.journal.upstream import RENEW_EVERY, AgentDown, BrokenResponse
 from agentainer.statuses import AgentStatus
 from tests.helpers import FakeLive
 
@@ -35,7 +34,7 @@ class Clock:
 class Response:
     """An upstream response whose chunks take ``pace`` seconds each; ``error`` ends it."""
 
-    length_remaining = None  # NOTE: as urllib3's for a chunked body
+    length_remaining = None  # NOTE: as for a chunked body
 
     def __init__(self, clock: Clock, chunks: list[bytes], *, pace: float = 0.0,
                  error: Exception | None = None) -> None:
@@ -47,7 +46,7 @@ class Response:
         self._error = error
         self.closed = self.released = False
 
-    def read1(self, amount: int, decode_content: bool) -> bytes:
+    def read1(self, amount: int) -> bytes:
         if self._chunks:
             self._clock.now += self._pace
             return self._chunks.pop(0)
@@ -225,8 +224,8 @@ def test_agent_down_goes_back_to_the_front_untried(route):
 
 
 @pytest.mark.parametrize("error", [
-    ProtocolError("Connection broken", ConnectionResetError()),
-    ReadTimeoutError(None, "/", "Read timed out."),
+    BrokenResponse("the agent's response broke off", timeout=False),
+    BrokenResponse("the agent went silent mid-response", timeout=True),
 ])
 def test_a_broken_response_body_is_a_failed_attempt(route, error):
     clock = Clock()
