@@ -6,12 +6,12 @@ Starts an isolated stack of its own (bench/stack.py: a private redis-server with
 as supervisord.conf has it, ``agentainer-monitor``; networks named with a random prefix),
 deploys agents through the REST API, measures
 
-  a. latency and throughput with wrk: straight to a container, through nginx as a reverse
+  a. an A/B of this tree against the commit before issue 12's work (bench/ab.py): a second
+     stack from that commit, wrk c=16 against each in turn, both stacks still fresh;
+  b. latency and throughput with wrk: straight to a container, through nginx as a reverse
      proxy to the same container (bench/nginx.py), and through Agentainer's proxy with the
      journal off (``"persist": false``) and on; over the c=16 runs, the CPU each request
      cost the proxy's processes and Redis, and the Redis commands it took (bench/cost.py);
-  b. an A/B of this tree against the commit before issue 12's work (bench/ab.py): a second
-     stack from that commit, wrk c=16 against each in turn;
   c. SSE time to first token and the gap between tokens, direct vs proxied;
   d. /health latency and the servers' memory while 1,000 SSE streams are held open;
   e. the replay drain rate of the queued requests of one agent, and of eight at once;
@@ -619,7 +619,7 @@ def measure_ab(client, current: Stack, current_url: str, rounds: int, seconds: i
                 return lambda: cost.measure(meter, lambda: wrk(url, 2, 16, seconds),
                                             IDLE_WINDOW)
 
-            for stack, url in sides.values():
+            for _, url in sides.values():
                 wrk(url, 2, 16, 2)  # warm-up
             results = ab.alternate({side: load(*target) for side, target in sides.items()},
                                    rounds)
@@ -867,8 +867,9 @@ def ab_note(result: dict) -> str:
     return (f"- A/B: commit {result['commit']} (`bench/ab.py`: the last before issue 12's "
             "work), exported with `git archive` into a temporary directory, runs a second, "
             "complete stack (its own redis-server and networks; the same venv, with that "
-            "tree's `bin/` and, first on PYTHONPATH, its package) beside this one; each has "
-            "the two upstream agents of the HTTP rows and no other yet. "
+            "tree's `bin/` and, first on PYTHONPATH, its package) beside this one, before "
+            "anything else is measured: each has the two upstream agents of the HTTP rows "
+            "and no other, and no journal yet. "
             f"{result['rounds']} round(s) of wrk `-t2 -c16` for {result['seconds']} s "
             "against each one's persist-on agent, the order reversed every round (A B, B A, "
             "...), one stack loaded while the other idles; medians of the rounds, server "
@@ -963,12 +964,11 @@ def run(args: argparse.Namespace) -> dict:
         net = stack.networks[0]
         name = lambda what: f"{stack.prefix}-{what}"  # noqa: E731
 
-        # NOTE: the other agents come after the A/B, which finds both stacks alike
+        # NOTE: the A/B comes first and the other agents after it: it finds both stacks
+        # alike, fresh, with the same two agents
         on, off = deploy_upstreams(api, stack.prefix)
         direct_ip = container_ip(client, on["id"], net)
-        nginx = Nginx(nginx_bin, data_dir / "nginx", f"{direct_ip}:8000", free_port())
-        nginx.start()
-        targets = {"direct": f"http://{direct_ip}:8000/", "nginx": nginx.url,
+        targets = {"direct": f"http://{direct_ip}:8000/",
                    "proxy_off": f"{stack.url}/agent/{off['name']}/",
                    "proxy_on": f"{stack.url}/agent/{on['name']}/"}
         for url in targets.values():
@@ -976,16 +976,32 @@ def run(args: argparse.Namespace) -> dict:
 
         results: dict = {"load_start": os.getloadavg()[0], "stack": stack.describe(),
                          "machine": machine(), "commit": git_commit(),
-                         "date": datetime.date.today().isoformat(),
-                         "nginx": {"version": nginx_version(nginx_bin),
-                                   "workers": len(nginx.pids()) - 1}}
+                         "date": datetime.date.today().isoformat()}
         share = cost.CpuShare(
             lambda: [p.pid for s in stacks for p in s.processes if p.poll() is None]
             + (nginx.pids() if nginx else []),
             lambda: [n for s in stacks for n in s.networks], client)
         servers = lambda: [p.pid for p in stack.servers]  # noqa: E731
 
-        log("a. HTTP latency and throughput (wrk), and what the c=16 runs cost")
+        if args.skip_ab:
+            results["ab"] = {"commit": ab.BASELINE, "skipped": "--skip-ab"}
+        else:
+            log(f"a. A/B against {ab.BASELINE}, {args.ab_rounds} round(s)")
+            try:
+                results["ab"] = measure_ab(client, stack, targets["proxy_on"], args.ab_rounds,
+                                           3 if args.quick else 10, share, stacks)
+            except Exception as ex:  # noqa: BLE001 - reported in the table, the rest goes on
+                log(f"A/B failed: {ex!r}")
+                results["ab"] = {"commit": ab.BASELINE, "skipped": f"failed ({ex})"[:300]}
+
+        nginx = Nginx(nginx_bin, data_dir / "nginx", f"{direct_ip}:8000", free_port())
+        nginx.start()
+        targets = {"direct": targets["direct"], "nginx": nginx.url,
+                   "proxy_off": targets["proxy_off"], "proxy_on": targets["proxy_on"]}
+        wait_http(nginx.url)
+        results["nginx"] = {"version": nginx_version(nginx_bin),
+                            "workers": len(nginx.pids()) - 1}
+        log("b. HTTP latency and throughput (wrk), and what the c=16 runs cost")
         results["http"] = measure_http(targets, {
             "nginx": cost.Meter(nginx.pids),
             "proxy_off": cost.Meter(servers, stack.redis_url),
@@ -994,17 +1010,6 @@ def run(args: argparse.Namespace) -> dict:
         seconds = 2 if args.quick else 3
         results["commands"] = {"seconds": seconds, **measure_commands(stack, {
             "proxy_off": targets["proxy_off"], "proxy_on": targets["proxy_on"]}, seconds)}
-
-        if args.skip_ab:
-            results["ab"] = {"commit": ab.BASELINE, "skipped": "--skip-ab"}
-        else:
-            log(f"b. A/B against {ab.BASELINE}, {args.ab_rounds} round(s)")
-            try:
-                results["ab"] = measure_ab(client, stack, targets["proxy_on"], args.ab_rounds,
-                                           3 if args.quick else 10, share, stacks)
-            except Exception as ex:  # noqa: BLE001 - reported in the table, the rest goes on
-                log(f"A/B failed: {ex!r}")
-                results["ab"] = {"commit": ab.BASELINE, "skipped": f"failed ({ex})"[:300]}
 
         streams = [api.deploy(name(f"sse{index}"), STREAM_IMAGE, start=True)
                    for index in range(args.stream_agents)]
