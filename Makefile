@@ -110,12 +110,35 @@ test-network: venv images
 test-security: venv images
 	$(PY) -m pytest $(PYTEST_ARGS) tests/security
 
+# NOTE: nginx is the benchmark's yardstick, started by bench/run.py on loopback. Debian's
+# package (nginx; bookworm's nginx-light is only nginx plus a module) would start and
+# enable its own service on port 80: a policy-rc.d forbids the start while it installs
+# (when the machine has none), and the service is disabled after
 bench: venv images
-	@command -v wrk >/dev/null || { \
-		echo "installing: wrk"; \
+	@missing=""; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing="$$missing nginx"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		policy=/usr/sbin/policy-rc.d; ours=""; \
+		trap '[ -z "$$ours" ] || $(SUDO) rm -f '"$$policy" EXIT; \
+		if [ ! -e $$policy ]; then \
+			printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee $$policy >/dev/null && \
+			$(SUDO) chmod 755 $$policy && ours=1; \
+		fi; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; \
-	}
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null \
+			|| exit 1; \
+		case " $$missing " in *" nginx "*) \
+			if [ -d /run/systemd/system ]; then \
+				$(SUDO) systemctl disable --now nginx >/dev/null 2>&1; \
+			else \
+				$(SUDO) update-rc.d nginx disable >/dev/null 2>&1; \
+			fi; \
+			[ ! -s /run/nginx.pid ] || $(SUDO) kill "$$(cat /run/nginx.pid)"; \
+		esac; \
+	fi; \
+	true
 	$(PY) bench/run.py
 
 chaos: venv images

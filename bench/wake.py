@@ -114,16 +114,19 @@ def measure_wake(url: str, token: str, deploy: Callable[..., dict], name: Callab
     return results
 
 
-def rows(wake: dict, ms: Callable[[float], str], verdict: Callable[[bool], str]) -> list[str]:
-    """The README table's rows (bench/run.py's columns: the figure under persist on)."""
+def rows(wake: dict, ms: Callable[[float], str], check: Callable[..., str]) -> list[str]:
+    """The README table's rows (bench/run.py's columns: the figure under persist on).
+
+    ``check(value, target, at_least=..., unit=...)`` is bench/run.py's verdict.
+    """
     lines = []
     for action, label in (("pause", "idle-paused"), ("stop", "idle-stopped")):
         w = wake[action]
         first = (f"first byte {ms(w['first_byte_median_ms'])} / {ms(w['first_byte_max_ms'])}"
                  + ("" if w["held"] else " (202, not held)"))
         answer = f"answer {ms(w['answer_median_ms'])} / {ms(w['answer_max_ms'])}"
-        met = verdict(w["answer_max_ms"] <= w["target_ms"])
-        lines.append(f"| wake from {label}, median / max of {w['runs']} | | | {first}; "
+        met = check(w["answer_max_ms"], w["target_ms"], at_least=False, unit=ms)
+        lines.append(f"| wake from {label}, median / max of {w['runs']} | | | | {first}; "
                      f"{answer} | answer ≤ {ms(w['target_ms'])} | {met} |")
     return lines
 
@@ -133,22 +136,21 @@ def main() -> int:
     import docker
 
     from bench import run
+    from bench.stack import Api, Stack
 
     client = docker.from_env()
-    stack = run.Stack(Path(tempfile.mkdtemp(prefix="agentainer-bench-wake-")))
+    stack = Stack(Path(tempfile.mkdtemp(prefix="agentainer-bench-wake-")))
     try:
         stack.start()
-        api = run.Api(stack.url, stack.token)
+        api = Api(stack.url, stack.token)
         wake = measure_wake(stack.url, stack.token, api.deploy,
                             lambda what: f"{stack.prefix}-{what}")
         print(json.dumps(wake, indent=2))
-        print("\n".join(rows(wake, run.ms, run.verdict)))
+        print("\n".join(rows(wake, run.ms, run.check)))
     finally:
-        ids = stack.agent_ids() if stack.redis_port else set()
         try:
-            run.clean_docker(client, stack, ids)
+            stack.tear_down(client)
         finally:
-            stack.stop_processes()
             client.close()
     return 0
 
