@@ -95,12 +95,23 @@ def redis_client(config: Config) -> redis.Redis:
     while waited < config.redis_wait:
         retries += 1
         waited += min(RETRY_CAP, RETRY_BASE * 2 ** retries)
-    # NOTE: from_url lets the URL's own password win over this keyword
-    return redis.Redis.from_url(
+    # NOTE: from_url lets the URL's own password win over this keyword. redis-py's pool
+    # refuses a 101st connection (MaxConnectionsError) and a proxied stream calls Redis as
+    # it relays: this pool holds one per thread that may call, and a caller past that
+    # waits for one (redis_wait) rather than fail.
+    pool = redis.BlockingConnectionPool.from_url(
         config.redis_url, password=redis_password.for_settings(config),
+        max_connections=redis_connections(config), timeout=config.redis_wait,
         socket_connect_timeout=2, socket_timeout=30,
         health_check_interval=30,
         retry=Retry(ExponentialBackoff(cap=RETRY_CAP, base=RETRY_BASE), retries))
+    return redis.Redis(connection_pool=pool)
+
+
+def redis_connections(config: Config) -> int:
+    """Return the Redis connections one process may open: one per thread that may call
+    Redis (the server's worker and gateway threads) and some for its own loops."""
+    return config.threads + config.proxy_threads + 32
 
 
 def build(config: Config, *, kind: str) -> Components:

@@ -22,7 +22,7 @@ from agentainer.config import Config
 from agentainer.errors import AgentainerError, InvalidConfig
 from agentainer.exit_codes import ExitStatus
 from agentainer.programs import startup as daemon
-from agentainer.wiring import build
+from agentainer.wiring import build, redis_connections
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +68,11 @@ def gateway_sockets(settings: Config, agents: AgentService) -> list[socket.socke
 
 def open_files_needed(settings: Config) -> int:
     """Return the descriptors a server process may hold at its limits: every client
-    connection, one upstream socket per proxied request and per gateway call, and a margin
-    (Redis connections, Docker, logs)."""
+    connection, one upstream socket per proxied request and per gateway call, its Redis
+    connections (its pool's, and as many for admissions), and a margin (Docker, logs)."""
     return (settings.connection_limit + settings.gateway_connection_limit
-            + settings.threads + settings.proxy_threads + 256)
+            + settings.threads + settings.proxy_threads + 2 * redis_connections(settings)
+            + 256)
 
 
 def raise_open_files(needed: int) -> int:
