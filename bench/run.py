@@ -518,11 +518,12 @@ def measure_held_streams(port: int, paths: list[str], count: int, probes: int, b
 
 
 def measure_replay(api: Api, agents: list[dict], each: int, timeout: float) -> dict:
-    """Queue ``each`` requests to every agent (created, not started), start them together.
+    """Queue ``each`` requests to every agent (running, then paused), resume them together.
 
-    The drain rate is the completions' from the first to the last, by the journal's
-    timestamps, across all the agents; a drain still going after ``timeout`` seconds is
-    reported as such.
+    NOTE: paused, not stopped: a resume takes milliseconds where a start takes a container
+    start, which would be what the rate measured across agents. The drain rate is the
+    completions' from the first to the last, by the journal's timestamps, across all the
+    agents; a drain still going after ``timeout`` seconds is reported as such.
     """
     import requests
 
@@ -541,6 +542,8 @@ def measure_replay(api: Api, agents: list[dict], each: int, timeout: float) -> d
             refusals.append(reply.text[:300])
         return reply.status_code
 
+    for agent in agents:
+        api.call("POST", f"/agents/{agent['id']}/pause")
     t0 = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         statuses = list(pool.map(send, range(total)))
@@ -562,7 +565,7 @@ def measure_replay(api: Api, agents: list[dict], each: int, timeout: float) -> d
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(len(agents)) as pool:
         list(pool.map(lambda agent: Api(api.url, api.token).call(
-            "POST", f"/agents/{agent['id']}/start"), agents))
+            "POST", f"/agents/{agent['id']}/resume"), agents))
     running = time.monotonic()
     deadline = started + timeout
     pending = set(paths)
@@ -878,10 +881,11 @@ def ab_note(result: dict) -> str:
 
 def replay_note(one: dict, many: dict) -> str:
     return (f"- Replay: {one['requests']:,} requests queued through the proxy while the "
-            f"agent was created but not started ({rps(one['queue_rps'])} req/s to queue, "
-            "16 client threads, every one 202), then the agent started; then "
-            f"{many['agents']} agents with {many['each']:,} each, started by concurrent "
-            "calls. The drain rate is (completed − 1) over the first to the last completion, "
+            f"agent was paused ({rps(one['queue_rps'])} req/s to queue, 16 client threads, "
+            "every one 202), then the agent resumed; then "
+            f"{many['agents']} agents with {many['each']:,} each, resumed by concurrent "
+            "calls (paused, not stopped: a start's container start is not what this "
+            "measures). The drain rate is (completed − 1) over the first to the last completion, "
             "by the journal's timestamps, across the agents (one drain job per agent, so one "
             "worker delivers an agent's requests in order).")
 
@@ -1013,8 +1017,8 @@ def run(args: argparse.Namespace) -> dict:
 
         streams = [api.deploy(name(f"sse{index}"), STREAM_IMAGE, start=True)
                    for index in range(args.stream_agents)]
-        replay_one = api.deploy(name("replay"), UPSTREAM_IMAGE)
-        replay_many = [api.deploy(name(f"replay{index}"), UPSTREAM_IMAGE)
+        replay_one = api.deploy(name("replay"), UPSTREAM_IMAGE, start=True)
+        replay_many = [api.deploy(name(f"replay{index}"), UPSTREAM_IMAGE, start=True)
                        for index in range(REPLAY_AGENTS)]
         stream_ip = container_ip(client, streams[0]["id"], net)
         for url in (f"http://{stream_ip}:8000/health",
@@ -1035,7 +1039,11 @@ def run(args: argparse.Namespace) -> dict:
             stack.port, [f"/agent/{s['name']}/v1/chat/completions" for s in streams],
             args.streams, probes=30 if args.quick else 100, budget=60, servers=servers())
         log(f"held streams: {results['held']}")
-        time.sleep(3)  # the abandoned streams unwind
+        # NOTE: the proxy reads on what its clients left (up to capture_limit or the
+        # stream's end, a minute on): removing the agents ends those reads before replay
+        for agent in streams:
+            api.call("DELETE", f"/agents/{agent['id']}")
+        time.sleep(3)
 
         log(f"e. replay drain of {args.replay} queued requests, then of "
             f"{REPLAY_AGENTS} × {args.replay_each}")

@@ -483,3 +483,41 @@ def test_a_folded_header_keeps_its_line_break_and_is_refused():
 def test_a_header_line_without_a_colon_is_a_bad_response():
     with pytest.raises(BadResponse, match="no colon"):
         parsed(b"HTTP/1.1 200 OK\r\nnot a header\r\n\r\n")
+
+
+def test_a_request_goes_out_as_one_head_with_host_and_length():
+    head = upstream_module._request_head(
+        "POST", "/a?b=1", "10.0.0.2:8000", [("X-One", "1"), ("Accept", "*/*")], b"body")
+    assert head == (b"POST /a?b=1 HTTP/1.1\r\nHost: 10.0.0.2:8000\r\nX-One: 1\r\n"
+                    b"Accept: */*\r\nContent-Length: 4\r\n\r\n")
+    assert b"Content-Length" not in upstream_module._request_head("GET", "/", "h:1", [], b"")
+    assert b"Content-Length: 0" in upstream_module._request_head("PUT", "/", "h:1", [], b"")
+
+
+@pytest.mark.parametrize("target, headers", [
+    ("/a b", []), ("/a\r\nX: 1", []),                  # APPSEC: no request splitting
+    ("/", [("X-Bad", "a\r\nX-Injected: 1")]), ("/", [("Bad Name", "1")]),
+    ("/", [("X-Wide", "\u20ac")]),                      # not latin-1
+])
+def test_a_request_that_http_cannot_carry_is_refused(target, headers):
+    with pytest.raises(ValueError):
+        upstream_module._request_head("GET", target, "h:1", headers, b"")
+
+
+def test_idle_connections_are_kept_per_route_and_the_oldest_route_dropped(monkeypatch):
+    monkeypatch.setattr(upstream_module._Pools, "MAX_ROUTES", 2)
+    pools = upstream_module._Pools(size=1)
+    pairs = [socket.socketpair() for _ in range(4)]
+    try:
+        pools.give("a:1", pairs[0][0])
+        pools.give("a:1", pairs[1][0])          # NOTE: over size: closed
+        pools.give("b:1", pairs[2][0])
+        pools.give("c:1", pairs[3][0])          # NOTE: a third route: a's are closed
+        assert pairs[1][0].fileno() == -1 and pairs[0][0].fileno() == -1
+        assert pools.take("a:1") is None and pools.take("b:1") is pairs[2][0]
+        pairs[3][1].close()                     # NOTE: the agent closed it while idle
+        assert pools.take("c:1") is None and pairs[3][0].fileno() == -1
+    finally:
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
