@@ -44,8 +44,6 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELET
 WAITING = {Wait.DOWN: "the agent is not running",
            Wait.BACKLOG: "the agent has requests queued before this one",
            Wait.BUSY: "the agent has its max_concurrency requests in flight"}
-# NOTE: seconds an Idempotency-Key retry waits for the earlier request, in flight, to end
-IDEMPOTENT_SETTLE = 1.0
 # NOTE: Falcon (app.py, _BODILESS_STATUS_CODES) answers these, and HEAD, with an empty
 # body and never reads nor closes resp.stream; 1xx never gets here (see proxy.relayable).
 BODILESS = frozenset({204, 304})
@@ -391,7 +389,7 @@ class ProxySink:
         self._resume_header(resp, admission.request_id)
         status = admission.request_status
         if status is RequestStatus.IN_FLIGHT:  # NOTE: its answer may be on its way
-            status = self._journal.settle(admission.request_id, within=IDEMPOTENT_SETTLE)
+            status = self._journal.settle(admission.request_id)
         if status is not RequestStatus.COMPLETED:
             raise Conflict(f"the request with this Idempotency-Key is {status}; "
                            f"see /agents/{admission.agent_id}/requests/{admission.request_id}",

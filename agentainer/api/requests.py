@@ -14,9 +14,6 @@ from agentainer.journal.replay import ReplayScheduler
 from agentainer.statuses import RequestStatus
 
 MAX_PAGE = 500
-# NOTE: seconds a read of an in-flight record waits for it to end (its completion may be
-# on its way: journal/completions.py)
-SETTLE = 0.2
 
 
 class RequestsResource:
@@ -51,7 +48,7 @@ class RequestResource:
         agent_id = self._agents.resolve(agent_id)
         record = self._journal.get(agent_id, request_id)
         if record["status"] == RequestStatus.IN_FLIGHT and self._journal.settle(
-                request_id, within=SETTLE) is not RequestStatus.IN_FLIGHT:
+                request_id) is not RequestStatus.IN_FLIGHT:
             record = self._journal.get(agent_id, request_id)  # NOTE: it ended just now
         ok(resp, f"request {request_id} is {record['status']}",
            public_record(self._redactor.record(record)))

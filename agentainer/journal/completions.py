@@ -2,9 +2,12 @@
 
 The proxy's request thread hands its answer to :class:`Completions` and is free: the
 client has its response while the answer is on its way to Redis. One writer thread sends
-what has piled up meanwhile as one pipelined round trip (:meth:`Journal.complete_all`), so
-under load each batch carries the answers of many requests, and a journaled request costs
-its thread one synchronous round trip (admission).
+what has piled up meanwhile as one pipelined round trip (:meth:`Journal.write`), so under
+load each batch carries the answers of many requests, and a journaled request costs its
+thread one synchronous round trip (admission). A streamed response's live capture
+(live.py) goes the same way, chunk by chunk, in order and ahead of its answer: relaying a
+chunk waits for no Redis round trip either. (A client that resumes after a chunk within
+that round trip waits for the chunk to be published: journal/follow.py.)
 
 The gap: until its answer lands, a request stays ``in_flight``, leased to this process.
 Its lease covers the gap (the writer retries, backing off, while Redis is away); if the
@@ -27,6 +30,7 @@ from collections import deque
 from agentainer.backoff import backoff
 from agentainer.errors import JournalFull, Unavailable
 from agentainer.journal.journal import Answer, Completion, Journal
+from agentainer.journal.live import Published
 
 logger = logging.getLogger(__name__)
 
@@ -48,15 +52,16 @@ class Completions:
         self._max_pending = max_pending
         self._max_bytes = max_bytes
         self._changed = threading.Condition()
-        self._pending: deque[Answer] = deque()
+        self._pending: deque[Answer | Published] = deque()
         self._bytes = 0
         self._writing = 0       # answers taken by the writer and not yet landed
         self._stopping = False
         self._thread: threading.Thread | None = None
 
-    def submit(self, answer: Answer) -> None:
-        """Queue an answer for the writer; block while the pending ones are at the bound."""
-        size = len(answer.body)
+    def submit(self, answer: Answer | Published) -> None:
+        """Queue an answer (or live-capture entries) for the writer; block while the
+        pending ones are at the bound."""
+        size = _size(answer)
         with self._changed:
             while (self._pending or self._writing) and not self._stopping and (
                     len(self._pending) + self._writing >= self._max_pending
@@ -108,15 +113,15 @@ class Completions:
             self._write(batch)
             with self._changed:
                 self._writing = 0
-                self._bytes -= sum(len(answer.body) for answer in batch)
+                self._bytes -= sum(_size(item) for item in batch)
                 self._changed.notify_all()
 
-    def _write(self, batch: list[Answer]) -> None:
+    def _write(self, batch: list[Answer | Published]) -> None:
         """Record a batch, retrying while Redis is away (the leases cover the wait)."""
         failures = 0
         while True:
             try:
-                outcomes = self._journal.complete_all(batch)
+                outcomes = self._journal.write(batch)
                 break
             except (Unavailable, JournalFull) as ex:
                 failures += 1
@@ -129,7 +134,12 @@ class Completions:
                 logger.exception("%d answer(s) could not be recorded: their requests will "
                                  "be redelivered", len(batch))
                 return
-        for answer, outcome in zip(batch, outcomes):
+        answers = [item for item in batch if isinstance(item, Answer)]
+        for answer, outcome in zip(answers, outcomes):
             if outcome is not Completion.COMPLETED:
                 logger.info("request %s: answered after its lease was lost; not recorded "
                             "(%s)", answer.request_id, outcome)
+
+
+def _size(item: Answer | Published) -> int:
+    return len(item.body) if isinstance(item, Answer) else item.size

@@ -85,9 +85,12 @@ class _Attempt:
     def add(self, fields: dict[bytes, bytes]) -> None:
         kind = fields[b"k"]
         if kind == b"data":
-            chunk = fields[b"d"]
-            self.data.append((self.kept, chunk))
-            self.kept += len(chunk)
+            chunk, at = fields[b"d"], int(fields.get(b"at", self.kept))
+            if at < self.kept:  # NOTE: published twice (a pipeline resent after a reconnect)
+                chunk = chunk[self.kept - at:]
+            if chunk:
+                self.data.append((self.kept, chunk))
+                self.kept += len(chunk)
         elif kind == b"cut":
             self.cut = True
         elif kind == b"end":

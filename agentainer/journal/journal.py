@@ -61,7 +61,7 @@ from redis.typing import EncodableT
 from agentainer.agents.store import members, text, translate_redis_errors
 from agentainer.errors import Conflict, NotFound, QueueFull
 from agentainer.journal import scripts
-from agentainer.journal.live import LiveCapture
+from agentainer.journal.live import LiveCapture, Published
 from agentainer.keys import (
     BODIES, JOURNAL_BYTES, LEASES, QUEUE_BYTES, QUEUED, flying_key, idempotency_pattern,
     queue_key, request_key, requests_key, response_stream_key, ticket_key,
@@ -72,6 +72,9 @@ from agentainer.statuses import AgentStatus, Desired, RequestStatus
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 FIRST_LEASE = 1  # NOTE: the lease a forwarded admission holds (a new record's first)
 RECORD_OVERHEAD = 512  # NOTE: bytes counted per record beyond its payload (fields, index)
+# NOTE: seconds a read of an in-flight record waits for it to end (its answer may be on its
+# way: completions.py); a request still in flight after that is reported so
+SETTLE = 0.1
 SUMMARY_FIELDS = ("id", "agent", "method", "path", "query", "status", "attempts",
                   "created_at", "updated_at", "error", "resp_status", "idempotency_key")
 
@@ -298,6 +301,42 @@ class Journal:
         return [Completion(reply.decode()) for reply in replies]
 
     @translate_redis_errors
+    def write(self, items: Sequence[Answer | Published]) -> list[Completion]:
+        """Append live-capture entries and record answers, in their order, in one
+        pipelined round trip; return the answers' completions (see :meth:`complete_all`).
+
+        NOTE: a response's entries come before its answer, so its stream is whole when
+        its record completes. An entry Redis refuses is dropped (the live capture is best
+        effort: followers fall back on the record).
+        """
+        now = _ms(self._clock)
+        answers: list[tuple[int, Answer]] = []
+        with self._redis.pipeline(transaction=False) as pipe:
+            for item in items:
+                if isinstance(item, Answer):
+                    answers.append((len(pipe), item))
+                    pipe.evalsha(self._complete.sha, 0, *self._complete_args(item, now))
+                    continue
+                for entry in item.entries:
+                    pipe.xadd(item.key, entry)
+                if item.ttl_ms:
+                    pipe.pexpire(item.key, item.ttl_ms)
+            replies = pipe.execute(raise_on_error=False)
+        lost = [answer for index, answer in answers if isinstance(replies[index], NoScriptError)]
+        # NOTE: a script Redis lost (a restart): those answers again, after a reload
+        again = iter(self.complete_all(lost) if lost else [])
+        completions = []
+        for index, _ in answers:
+            reply = replies[index]
+            if isinstance(reply, NoScriptError):
+                completions.append(next(again))
+            elif isinstance(reply, Exception):
+                raise reply
+            else:
+                completions.append(Completion(reply.decode()))
+        return completions
+
+    @translate_redis_errors
     def complete_and_lease(self, answer: Answer, agent_id: str
                            ) -> tuple[Completion, dict[str, Any] | None]:
         """Record a replayed answer, then lease the agent's next queued request, in one
@@ -379,11 +418,13 @@ class Journal:
         return Retry(parts[0]), int(parts[2]) if len(parts) > 2 else 0
 
     def live(self, request_id: str, *, lease: int, status: int,
-             headers: list[tuple[str, str]], eager: bool = False) -> LiveCapture:
+             headers: list[tuple[str, str]], eager: bool = False,
+             sink: Callable[[Published], None] | None = None) -> LiveCapture:
         """Return the live capture of one attempt's response (see :mod:`.live`), which
-        lives as long as a lease from its last write."""
+        lives as long as a lease from its last write; ``sink`` takes its writes (else it
+        writes them itself)."""
         return LiveCapture(self._redis, request_id, lease=lease, status=status,
-                           headers=headers, ttl=self._lease, eager=eager)
+                           headers=headers, ttl=self._lease, eager=eager, sink=sink)
 
     @translate_redis_errors
     def progress(self, request_id: str) -> tuple[RequestStatus, int] | None:
@@ -395,7 +436,7 @@ class Journal:
             return None
         return RequestStatus(status.decode()), int(lease or 0)
 
-    def settle(self, request_id: str, *, within: float) -> RequestStatus | None:
+    def settle(self, request_id: str, *, within: float = SETTLE) -> RequestStatus | None:
         """Return the request's status once it no longer reads ``in_flight``, or after
         ``within`` seconds (then ``in_flight``); None when it is gone.
 

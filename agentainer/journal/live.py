@@ -29,6 +29,8 @@ on; followers fall back on the record).
 import json
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import redis
 
@@ -37,16 +39,33 @@ from agentainer.keys import response_stream_key
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Published:
+    """Entries of a response's live capture, to append to its stream."""
+
+    key: str                    # the stream's key (keys.response_stream_key)
+    entries: list[dict]         # XADD field maps, in order
+    ttl_ms: int | None = None   # push the stream's expiry to this, when due
+
+    @property
+    def size(self) -> int:
+        """The bytes of body the entries carry."""
+        return sum(len(entry.get("d", b"")) for entry in self.entries)
+
+
 class LiveCapture:
     """Publishes one attempt's response to its live stream (see the module docstring).
 
     Args:
         eager: publish even a body that came whole in its first read (replay: a held
             caller follows every replayed response).
+        sink: takes each publish (the proxy's: its process's writer, journal/completions.py,
+            which sends it with others off the relaying thread); without one, each publish
+            is a round trip of its own.
     """
 
     __slots__ = ("_redis", "_request_id", "_ttl_ms", "_lease", "_status", "_headers",
-                 "_eager", "_state", "_size", "_held", "_expiry_due")
+                 "_eager", "_state", "_size", "_held", "_expiry_due", "_sink")
 
     # NOTE: WAITING for the first chunk; HOLDING it (a body of unknown length: is there
     # more?); ON publishing; CUT at capture_limit (only the end is still published); OFF:
@@ -54,7 +73,8 @@ class LiveCapture:
     _WAITING, _HOLDING, _ON, _CUT, _OFF = range(5)
 
     def __init__(self, client: redis.Redis, request_id: str, *, lease: int, status: int,
-                 headers: list[tuple[str, str]], ttl: float, eager: bool = False) -> None:
+                 headers: list[tuple[str, str]], ttl: float, eager: bool = False,
+                 sink: Callable[[Published], None] | None = None) -> None:
         # PERF: nothing built until something is published (most answers never are)
         self._redis = client
         self._request_id = request_id
@@ -65,6 +85,7 @@ class LiveCapture:
         self._size = 0  # the captured bytes published so far
         self._held: tuple[bytes, bool] = (b"", False)
         self._expiry_due = 0.0  # NOTE: time.monotonic() when the stream's expiry is due
+        self._sink = sink
 
     def add(self, kept: bytes, *, cut: bool, left: int | None) -> None:
         """Publish a chunk's captured part (``kept``), and ``cut`` once capture_limit was
@@ -135,14 +156,19 @@ class LiveCapture:
             return
         key = response_stream_key(self._request_id)
         now = time.monotonic()
+        ttl_ms = None
+        # PERF: the expiry is pushed a quarter of the way through, not per chunk
+        if now >= self._expiry_due:
+            ttl_ms, self._expiry_due = self._ttl_ms, now + self._ttl_ms / 4000
+        if self._sink is not None:
+            self._sink(Published(key, entries, ttl_ms))
+            return
         try:
             with self._redis.pipeline(transaction=False) as pipe:
                 for entry in entries:
                     pipe.xadd(key, entry)
-                # PERF: the expiry is pushed a quarter of the way through, not per chunk
-                if now >= self._expiry_due:
-                    pipe.pexpire(key, self._ttl_ms)
-                    self._expiry_due = now + self._ttl_ms / 4000
+                if ttl_ms:
+                    pipe.pexpire(key, ttl_ms)
                 pipe.execute()
         except redis.RedisError as ex:
             logger.warning("request %s: its live capture stops: %s", self._request_id, ex)

@@ -59,6 +59,8 @@ _COOKIE_DOMAIN = re.compile(r";[ \t]*domain[ \t]*=[^;]*", re.IGNORECASE).sub
 # every chunk at least this long after the last renewal keeps it alive across any silence
 # up to read_timeout, at one Redis call per stream every RENEW_EVERY seconds at most.
 RENEW_EVERY = 2.0
+# NOTE: seconds a failed attempt waits for its live capture to land before it is requeued
+FAILED_FLUSH = 5.0
 # NOTE: seconds the proxy reads on for a client that left (then the record ends truncated)
 ABANDONED_READ = 600.0
 
@@ -613,7 +615,8 @@ class Relay:
         self._lease = lease
         self._capture = Capture(capture_limit)
         self._live = None if journal is None else journal.live(
-            request_id, lease=lease, status=upstream.status, headers=headers)
+            request_id, lease=lease, status=upstream.status, headers=headers,
+            sink=completions.submit)
         self._on_failure = on_failure
         self._on_end = on_end
         self._clock = clock
@@ -711,6 +714,9 @@ class Relay:
         assert self._live is not None
         self._live.end(outcome.value, self._capture.size)
         if outcome is RequestStatus.FAILED:
+            # NOTE: this attempt's live capture lands before the request can be leased
+            # again, so a follower never reads its chunks as the next attempt's
+            self._completions.flush(FAILED_FLUSH)
             self._on_failure(note)
             return
         cut = bool(note) and self._abandoned  # NOTE: the read stopped early (see above)

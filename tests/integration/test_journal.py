@@ -18,6 +18,7 @@ from agentainer.journal.journal import (
     Wait,
     new_request_id,
 )
+from agentainer.journal.live import Published
 from agentainer.journal.replay import QUEUE, DrainState, ReplayScheduler
 
 DB = 15  # NOTE: the test stack uses database 0 of the same server
@@ -468,3 +469,19 @@ def test_an_answer_and_the_next_lease_share_one_round_trip(journal: Journal, cli
         journal.complete_and_lease(stale, agent)
     assert caught.value.completion is Completion.STALE
     assert queue_ids(client, agent) == [third]
+
+
+def test_live_entries_and_answers_are_written_in_order_in_one_batch(journal: Journal,
+                                                                     client, agent: str):
+    set_status(client, agent, "running")
+    request_id = admit(journal, agent).request_id
+    key = f"{PREFIX}respstream:{request_id}"
+    client.script_flush()  # NOTE: the answer's script reloaded; the entries not sent twice
+    completions = journal.write([
+        Published(key, [{"k": "start", "lease": 1}, {"k": "data", "at": 0, "d": b"ok"}],
+                  ttl_ms=30000),
+        Published(key, [{"k": "end", "outcome": "completed", "size": 2}]),
+        Answer(request_id, FIRST_LEASE, 200, [], b"ok", False)])
+    assert completions == [Completion.COMPLETED]
+    assert [fields[b"k"] for _, fields in client.xrange(key)] == [b"start", b"data", b"end"]
+    assert 0 < client.pttl(key) <= 5000  # NOTE: COMPLETE let the stream go 5 s later

@@ -8,10 +8,11 @@ from agentainer.errors import Unavailable
 from agentainer.journal import completions as module
 from agentainer.journal.completions import Completions
 from agentainer.journal.journal import Answer, Completion
+from agentainer.journal.live import Published
 
 
 class GatedJournal:
-    """complete_all() waits for its gate, and fails while ``failures`` is positive."""
+    """write() waits for its gate, and fails while ``failures`` is positive."""
 
     def __init__(self) -> None:
         self.gate = threading.Event()
@@ -20,14 +21,15 @@ class GatedJournal:
         self.failures = 0
         self.entered = threading.Event()
 
-    def complete_all(self, answers: list[Answer]) -> list[Completion]:
+    def write(self, items: list[Answer | Published]) -> list[Completion]:
         self.entered.set()
         assert self.gate.wait(10)
         if self.failures:
             self.failures -= 1
             raise Unavailable("Redis is not reachable")
-        self.batches.append([answer.request_id for answer in answers])
-        return [Completion.COMPLETED] * len(answers)
+        self.batches.append([item.request_id if isinstance(item, Answer) else item.key
+                             for item in items])
+        return [Completion.COMPLETED] * sum(isinstance(item, Answer) for item in items)
 
 
 def answer(index: int, body: bytes = b"ok") -> Answer:
@@ -109,3 +111,18 @@ def test_stop_gives_up_after_its_timeout_and_leaves_the_rest_to_the_leases(caplo
     writer.stop(timeout=0.2)
     assert "will be redelivered" in caplog.text
     journal.gate.set()
+
+
+def test_a_streamed_response_is_published_in_order_ahead_of_its_answer():
+    journal = GatedJournal()
+    journal.gate.clear()
+    writer = Completions(journal)  # type: ignore[arg-type]
+    writer.submit(answer(0))
+    assert journal.entered.wait(5)
+    writer.submit(Published("stream:req-1", [{"k": "start"}, {"k": "data", "d": b"ab"}]))
+    writer.submit(Published("stream:req-1", [{"k": "end"}]))
+    writer.submit(answer(1))
+    journal.gate.set()
+    assert writer.flush(5)
+    assert journal.batches[1] == ["stream:req-1", "stream:req-1", "req-1"]
+    writer.stop()
