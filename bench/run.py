@@ -835,8 +835,8 @@ def render(results: dict, quick: bool) -> str:
 def replay_row(replay: dict, target: float) -> str:
     agents = replay["agents"]
     label = (f"replay drain, {replay['requests']:,} queued requests" if agents == 1 else
-             f"replay drain, {agents} agents × {replay['each']:,} queued, started together")
-    cell = (f"{rps(replay['drain_rps'])} req/s ({replay['wall_seconds']:.1f} s from start "
+             f"replay drain, {agents} agents × {replay['each']:,} queued, resumed together")
+    cell = (f"{rps(replay['drain_rps'])} req/s ({replay['wall_seconds']:.1f} s from resume "
             f"call{'s' if agents > 1 else ''} to all completed: {rps(replay['wall_rps'])} "
             "req/s)")
     if replay["timed_out"]:

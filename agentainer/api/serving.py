@@ -92,6 +92,19 @@ class GuardedServer(TcpWSGIServer):
                 channel.will_close = True
 
 
+class _LastIdleFirst(threading.Condition):
+    """A condition whose notify() wakes the thread that began waiting last (LIFO).
+
+    NOTE: CPython's Condition keeps its waiters' locks in ``_waiters``, oldest first, and
+    wakes them from the left; a woken waiter's lock is no longer in it.
+    """
+
+    def notify(self, n: int = 1) -> None:
+        waiters = self._waiters  # type: ignore[attr-defined]
+        for _ in range(min(n, len(waiters))):
+            waiters.pop().release()
+
+
 class Listener:
     """Sockets served by one I/O loop and one pool of worker threads."""
 
@@ -104,6 +117,10 @@ class Listener:
             cleanup_interval=CLEANUP_INTERVAL, channel_request_lookahead=LOOKAHEAD,
             asyncore_use_poll=True, **adjustments)
         self._dispatcher = ThreadedTaskDispatcher()
+        # PERF: the idle thread woken for a task is the one idle the shortest time (its
+        # stack still in the caches), not the longest: with 1,024 threads FIFO cost about
+        # 150 µs of CPU per request (c=16, measured against 160 threads)
+        self._dispatcher.queue_cv = _LastIdleFirst(self._dispatcher.lock)
         self._dispatcher.set_thread_count(self._adj.threads)
         # NOTE: what waitress.create_server does, with our server class
         for sock in sockets:
