@@ -885,8 +885,8 @@ def replay_note(one: dict, many: dict) -> str:
             "every one 202), then the agent resumed; then "
             f"{many['agents']} agents with {many['each']:,} each, resumed by concurrent "
             "calls (paused, not stopped: a start's container start is not what this "
-            "measures). The drain rate is (completed − 1) over the first to the last completion, "
-            "by the journal's timestamps, across the agents (one drain job per agent, so one "
+            "measures). The drain rate is (completed − 1) over the first to the last "
+            "completion, by the journal's timestamps, across the agents (one drain job per agent, so one "
             "worker delivers an agent's requests in order).")
 
 
