@@ -157,7 +157,7 @@ class Admission:
 
 @dataclass(frozen=True)
 class Answer:
-    """An agent's response to one attempt, as :meth:`Journal.complete_all` records it."""
+    """An agent's response to one attempt, as :meth:`Journal.write` records it."""
 
     request_id: str
     lease: int        # the lease the deliverer holds (:attr:`Admission.lease`, or a record's)
@@ -278,13 +278,14 @@ class Journal:
     def complete(self, request_id: str, *, status: int, headers: list[tuple[str, str]],
                  body: bytes, truncated: bool, error: str = "", replayed: bool = False,
                  latency: float | None = None, lease: int) -> Completion:
-        """Record the agent's response (one :class:`Answer`: see :meth:`complete_all`)."""
-        return self.complete_all([Answer(request_id, lease, status, headers, body, truncated,
-                                         error, replayed, latency)])[0]
+        """Record the agent's response (one :class:`Answer`: see :meth:`write`)."""
+        return self.write([Answer(request_id, lease, status, headers, body, truncated,
+                                  error, replayed, latency)])[0]
 
     @translate_redis_errors
-    def complete_all(self, answers: Sequence[Answer]) -> list[Completion]:
-        """Record agents' responses, in one pipelined round trip.
+    def write(self, items: Sequence[Answer | Published]) -> list[Completion]:
+        """Record answers and append live-capture entries, in their order, in one
+        pipelined round trip; return the answers' completions.
 
         The current lease's holder completes a request even when that lease expired
         and was swept (the request is ``queued`` again, and leaves its queue, or
@@ -294,16 +295,6 @@ class Journal:
             For each answer: ``COMPLETED``; ``STALE`` (nothing recorded) when another
             lease was taken since, or the request is already ``completed`` or
             ``cancelled``; ``MISSING`` when the record is gone.
-        """
-        now = _ms(self._clock)
-        replies = self._pipelined([(self._complete, self._complete_args(answer, now))
-                                   for answer in answers])
-        return [Completion(reply.decode()) for reply in replies]
-
-    @translate_redis_errors
-    def write(self, items: Sequence[Answer | Published]) -> list[Completion]:
-        """Append live-capture entries and record answers, in their order, in one
-        pipelined round trip; return the answers' completions (see :meth:`complete_all`).
 
         NOTE: a response's entries come before its answer, so its stream is whole when
         its record completes. An entry Redis refuses is dropped (the live capture is best
@@ -316,31 +307,29 @@ class Journal:
                 if isinstance(item, Answer):
                     answers.append((len(pipe), item))
                     pipe.evalsha(self._complete.sha, 0, *self._complete_args(item, now))
-                    continue
-                for entry in item.entries:
-                    pipe.xadd(item.key, entry)
-                if item.ttl_ms:
-                    pipe.pexpire(item.key, item.ttl_ms)
+                else:
+                    item.queue(pipe)
             replies = pipe.execute(raise_on_error=False)
-        lost = [answer for index, answer in answers if isinstance(replies[index], NoScriptError)]
-        # NOTE: a script Redis lost (a restart): those answers again, after a reload
-        again = iter(self.complete_all(lost) if lost else [])
+        # NOTE: a script Redis lost (a restart): those answers again, after a reload; the
+        # entries are not sent twice
+        lost = [(self._complete, self._complete_args(answer, now)) for index, answer in answers
+                if isinstance(replies[index], NoScriptError)]
+        again = iter(self._pipelined(lost) if lost else [])
         completions = []
         for index, _ in answers:
             reply = replies[index]
             if isinstance(reply, NoScriptError):
-                completions.append(next(again))
+                reply = next(again)
             elif isinstance(reply, Exception):
                 raise reply
-            else:
-                completions.append(Completion(reply.decode()))
+            completions.append(Completion(reply.decode()))
         return completions
 
     @translate_redis_errors
     def complete_and_lease(self, answer: Answer, agent_id: str
                            ) -> tuple[Completion, dict[str, Any] | None]:
         """Record a replayed answer, then lease the agent's next queued request, in one
-        pipelined round trip (:meth:`complete_all`, then :meth:`lease_next`); return the
+        pipelined round trip (:meth:`write`, then :meth:`lease_next`); return the
         completion and the leased record (or None).
 
         Raises:

@@ -52,6 +52,13 @@ class Published:
         """The bytes of body the entries carry."""
         return sum(len(entry.get("d", b"")) for entry in self.entries)
 
+    def queue(self, pipe: redis.client.Pipeline) -> None:
+        """Add the entries' XADDs (and the PEXPIRE, when due) to a pipeline."""
+        for entry in self.entries:
+            pipe.xadd(self.key, entry)
+        if self.ttl_ms:
+            pipe.pexpire(self.key, self.ttl_ms)
+
 
 class LiveCapture:
     """Publishes one attempt's response to its live stream (see the module docstring).
@@ -160,15 +167,13 @@ class LiveCapture:
         # PERF: the expiry is pushed a quarter of the way through, not per chunk
         if now >= self._expiry_due:
             ttl_ms, self._expiry_due = self._ttl_ms, now + self._ttl_ms / 4000
+        published = Published(key, entries, ttl_ms)
         if self._sink is not None:
-            self._sink(Published(key, entries, ttl_ms))
+            self._sink(published)
             return
         try:
             with self._redis.pipeline(transaction=False) as pipe:
-                for entry in entries:
-                    pipe.xadd(key, entry)
-                if ttl_ms:
-                    pipe.pexpire(key, ttl_ms)
+                published.queue(pipe)
                 pipe.execute()
         except redis.RedisError as ex:
             logger.warning("request %s: its live capture stops: %s", self._request_id, ex)

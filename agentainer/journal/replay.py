@@ -293,7 +293,7 @@ class Drainer:
         finally:
             if job.answer is not None:
                 answer, job.answer = job.answer, None
-                self._recorded(job, answer, self.journal.complete_all([answer])[0])
+                self._recorded(job, answer, self.journal.write([answer])[0])
 
     def _deliver_all(self, job: _Job) -> DrainState | None:
         route = None

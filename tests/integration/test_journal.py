@@ -438,8 +438,8 @@ def test_a_batch_of_answers_is_recorded_each_by_its_own_fence(journal: Journal, 
     answers = [Answer(first, FIRST_LEASE, 200, [], b"one", False),
                Answer(second, FIRST_LEASE + 1, 200, [], b"two", False),  # NOTE: not its lease
                Answer("req-gone", FIRST_LEASE, 200, [], b"", False)]
-    assert journal.complete_all(answers) == [Completion.COMPLETED, Completion.STALE,
-                                             Completion.MISSING]
+    assert journal.write(answers) == [Completion.COMPLETED, Completion.STALE,
+                                      Completion.MISSING]
     assert journal.get(agent, first)["resp_body"] == b"one"
     assert journal.get(agent, second)["status"] == "in_flight"
 

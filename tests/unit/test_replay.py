@@ -98,7 +98,7 @@ class Journal:
                               "method": "POST", "headers": [], "body": b""})
         return Retry.QUEUED, 1
 
-    def complete_all(self, answers):
+    def write(self, answers):
         for answer in answers:
             self.calls.append(("complete", answer.request_id, answer.body, answer.truncated,
                                answer.lease))
@@ -106,7 +106,7 @@ class Journal:
 
     def complete_and_lease(self, answer, agent_id):
         """As the real one: the answer recorded, then the next request leased."""
-        return self.complete_all([answer])[0], self.lease_next(agent_id)
+        return self.write([answer])[0], self.lease_next(agent_id)
 
     def live(self, request_id, **fields) -> FakeLive:
         return FakeLive()
@@ -284,13 +284,13 @@ def test_a_claim_taken_before_the_hand_off_gets_no_job(route):
     journal = Journal(["/0", "/1"])
     upstream = Upstream([ok(clock, pace=11.0)])
     job, scheduler = drainer(route, journal, upstream, clock)
-    completed = journal.complete_all
+    completed = journal.write
 
     def complete_and_lose_the_claim(*args, **kwargs):
         scheduler.holder = "claim-2"  # as if it expired and a later drain took it
         return completed(*args, **kwargs)
 
-    journal.complete_all = complete_and_lose_the_claim  # type: ignore[method-assign]
+    journal.write = complete_and_lose_the_claim  # type: ignore[method-assign]
     assert job.drain("a1", "claim-1") == 1  # 11 s: the slice is used, one request left
     assert scheduler.events == [] and scheduler.holder == "claim-2"
 
