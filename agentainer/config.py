@@ -75,6 +75,13 @@ def _appendfsync(value: str) -> str:
     return policy
 
 
+def _runtime(value: str) -> str:
+    name = str(value).strip().lower()
+    if name not in ("docker", "swarm"):
+        raise ValueError(f"{value!r} is not a runtime (docker, swarm)")
+    return name
+
+
 def _log_level(value: str) -> str:
     level = str(value).strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -109,6 +116,10 @@ class Config:
     """
 
     host: str = setting(_text, "127.0.0.1", "address the API server listens on")
+    listen_network: str = setting(
+        _text, "",
+        "listen on this process's own address on this Docker network instead of host "
+        "(the Swarm stack: docker_gwbridge, where published ports arrive)")
     port: int = setting(units.parse_port, "8081", "port of the API and the proxy")
     allowed_hosts: tuple[str, ...] = setting(
         parse_allowed_hosts, "",
@@ -144,10 +155,19 @@ class Config:
     docker_host: str = setting(
         _text, "",
         "Docker Engine URL; empty: $DOCKER_HOST or the local socket")
-    network: str = setting(_text, "agentainer-net", "bridge network agents join")
+    runtime: str = setting(
+        _runtime, "docker",
+        "docker: each agent a container on this host's Engine; swarm: each agent a Swarm "
+        "service (the programs run as tasks of conf/swarm/stack.yml)")
+    network: str = setting(_text, "agentainer-net",
+                           "network agents join (a bridge; an attachable overlay on swarm)")
     internal_network: str = setting(
         _text, "agentainer-internal",
         "network for --no-egress agents (Docker internal: no way out)")
+    agent_proxy_host: str = setting(
+        _text, "",
+        "the host name agents are told to reach the proxy at ($AGENTAINER_PROXY_URL); "
+        "empty: the network's gateway address (the Swarm stack: agentainer_server)")
     volume_roots: tuple[Path, ...] = setting(
         _paths, "/home:/root:/srv:/tmp:/var/tmp:/mnt:/media:/opt",
         "bind-mount host paths must lie under one of these (':' separated)")

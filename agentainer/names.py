@@ -22,6 +22,12 @@ IMAGE_MAX = 255 - len("docker.io/library/")
 IMAGE_RE = re.compile(IMAGE_PATTERN.removesuffix("$") + r"\Z")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}\Z")
+# NOTE: a Swarm placement constraint: node.<attribute> or engine.labels.<label>, == or !=,
+# a value without spaces (Swarm's own grammar, docker/swarmkit constraint.go)
+CONSTRAINT_PATTERN = (r"^(?:node\.(?:id|hostname|role|platform\.os|platform\.arch)"
+                      r"|(?:node|engine)\.labels\.[A-Za-z0-9_.-]{1,100})"
+                      r" ?(?:==|!=) ?[A-Za-z0-9_.-]{1,100}$")
+CONSTRAINT_RE = re.compile(CONSTRAINT_PATTERN.removesuffix("$") + r"\Z")
 
 
 def host_name(host: str) -> str:

@@ -30,6 +30,7 @@ from agentainer.agents.observations import HealthRecords, MetricsHistory
 from agentainer.agents.runtime import Runtime
 from agentainer.agents.service import AgentService, Networks
 from agentainer.agents.store import AgentStore
+from agentainer.agents.swarm_runtime import SwarmRuntime
 from agentainer.config import Config
 from agentainer.journal.completions import Completions
 from agentainer.journal.follow import ResponseFollower
@@ -125,7 +126,9 @@ def build(config: Config, *, kind: str) -> Components:
     holder = new_holder(kind)
     liveness = Liveness(client, timeout=config.liveness_timeout)
     store = AgentStore(client, lock_timeout=config.lock_timeout, holder=holder)
-    runtime = DockerRuntime(base_url=config.docker_host)
+    runtime: DockerRuntime = (
+        SwarmRuntime(base_url=config.docker_host, stop_timeout=config.stop_timeout)
+        if config.runtime == "swarm" else DockerRuntime(base_url=config.docker_host))
     # NOTE: an in-flight lease must outlast the longest wait for an answer, which cannot
     # renew it (the holder is blocked reading): connect + read timeout, plus a grace.
     lease = config.connect_timeout + config.read_timeout + LEASE_GRACE
@@ -144,7 +147,8 @@ def build(config: Config, *, kind: str) -> Components:
 
     agents = AgentService(
         store, runtime, purge_requests=purge, on_running=scheduler.schedule,
-        networks=Networks(config.network, config.internal_network, config.port),
+        networks=Networks(config.network, config.internal_network, config.port,
+                          config.agent_proxy_host),
         mounts=MountPolicy(config.volume_roots, config.data_dir,
                            docker_root=runtime.docker_root,
                            allowed_volumes=config.allowed_volumes),

@@ -18,13 +18,14 @@ import requests.exceptions
 from docker.types import IPAMConfig, IPAMPool, LogConfig, Mount
 
 from agentainer.errors import (
-    AgentainerError, Conflict, ImageNotFound, NotFound, RuntimeFailure, Unavailable,
+    AgentainerError, Conflict, ImageNotFound, InvalidInput, NotFound, RuntimeFailure,
+    Unavailable,
 )
 from agentainer.agents.mounts import MountSpec, VolumeInfo
 from agentainer.agents.runtime import (
     EVENT_ACTIONS, ContainerGone, ContainerState, RuntimeEvent, Stream,
 )
-from agentainer.agents.spec import Agent
+from agentainer.agents.spec import Agent, AgentSpec
 from agentainer.statuses import AgentStatus
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def summarize(stats: dict[str, Any], *, now: float) -> dict[str, Any]:
     }
 
 
-def _docker_mount(mount: MountSpec) -> Mount:
+def docker_mount(mount: MountSpec) -> Mount:
     return Mount(mount.target, mount.source, type=mount.kind, read_only=mount.read_only)
 
 
@@ -350,7 +351,7 @@ class DockerRuntime:
             nano_cpus=agent.spec.cpu_limit or None,
             mem_limit=agent.spec.memory_limit or None,
             pids_limit=agent.spec.pids_limit or None,
-            mounts=[_docker_mount(mount) for mount in mounts],
+            mounts=[docker_mount(mount) for mount in mounts],
             security_opt=["no-new-privileges"],
             # APPSEC: with raw sockets (Docker grants CAP_NET_RAW by default) an agent could
             # answer ARP for another agent's address and complete a TCP handshake with the
@@ -374,9 +375,20 @@ class DockerRuntime:
         )
         return container["Id"]
 
+    def check(self, spec: AgentSpec) -> None:
+        """Refuse what one container cannot be: several replicas, or placed on a node."""
+        if spec.replicas > 1 or spec.constraints:
+            raise InvalidInput(f"{'replicas' if spec.replicas > 1 else 'constraints'} need "
+                               "runtime = swarm (the docker runtime runs one container on "
+                               "this host)", code="needs_swarm")
+
     @translate_docker_errors
     def start(self, container_id: str) -> None:
         self.api.start(container_id)
+
+    @translate_docker_errors
+    def restart(self, container_id: str, *, timeout: float) -> None:
+        self.api.restart(container_id, timeout=int(timeout))
 
     @translate_docker_errors
     def stop(self, container_id: str, *, timeout: float) -> None:

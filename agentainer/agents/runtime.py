@@ -1,9 +1,10 @@
 """The runtime protocol: what the service, the monitor, callers and the API ask of a backend.
 
 A backend runs agents as *containers* (whatever it calls them) and answers through
-:class:`Runtime`. :class:`~agentainer.agents.docker_runtime.DockerRuntime` is the one
-implementation; wiring.py builds it, and nothing else imports it. A second backend is a
-new module implementing this protocol, plus a line in wiring.py.
+:class:`Runtime`. :class:`~agentainer.agents.docker_runtime.DockerRuntime` runs each as a
+container on one Docker Engine; :class:`~agentainer.agents.swarm_runtime.SwarmRuntime`
+each as a Swarm service (its "container" is the service). wiring.py builds one, by the
+``runtime`` setting, and nothing else imports them.
 
 Every method may raise the Agentainer error tree (``Unavailable`` when the backend cannot
 be reached, ``Conflict``, ``InvalidInput``, ``RuntimeFailure``) and, where it names a
@@ -19,6 +20,9 @@ Reachability
     ``Unavailable``. ``reachable(timeout=)``: whether it takes a *new* connection now,
     never raising; False while it shuts down, even if open connections still answer (the
     monitor tells a stopping daemon from crashed agents by it).
+Specs
+    ``check(spec)``: refuse (``InvalidInput``) an agent this backend cannot run as asked:
+    several replicas or placement constraints on one Engine, a pause on Swarm.
 Images
     ``pull(image)``: fetch the image; ``NotFound`` (image_pull_failed) when the registry has
     no such image, ``Unavailable`` when it cannot be reached. ``exposed_ports(image)``: the
@@ -26,7 +30,8 @@ Images
 Networks and volumes
     ``ensure_network(name, internal=)``: the network exists, isolates its containers from
     each other and (when ``internal``) from the outside; returns its ID. ``network_gateway``:
-    the host's address on it, where agents reach the proxy. ``ensure_volume(name, agent_id)``:
+    this process's own address on it (the host's, for a bridge), where it listens for
+    agents. ``ensure_volume(name, agent_id)``:
     the named volume exists (created labelled as the agent's when missing); returns its
     :class:`VolumeInfo`. ``remove_volume(name, agent_id)``: removes it only if it was created
     for that agent and is unused; False when kept, True when removed or already gone.
@@ -36,7 +41,8 @@ Containers
     given: already resolved and checked), reachable on the network by the agent's ID and
     name, tagged with the agent's ID and ``instance``, with no restart policy of its own;
     returns its ID. ``start``, ``stop(timeout=)`` (graceful, then killed after ``timeout``
-    seconds), ``pause`` (frozen, not stopped), ``resume`` (a paused one thawed). ``remove``:
+    seconds), ``restart(timeout=)`` (stopped so, then started), ``pause`` (frozen, not
+    stopped), ``resume`` (a paused one thawed). ``remove``:
     gone afterwards, running or not; a missing one is fine (no ``ContainerGone``).
 Observing
     ``inspect``: the container's :class:`ContainerState` now. ``mounts``: the mounts it
@@ -62,7 +68,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from agentainer.agents.mounts import MountSpec, VolumeInfo
-from agentainer.agents.spec import Agent
+from agentainer.agents.spec import Agent, AgentSpec
 from agentainer.statuses import AgentStatus
 
 T_co = TypeVar("T_co", covariant=True)
@@ -110,6 +116,8 @@ class Runtime(Protocol):
 
     def ping(self) -> bool: ...
 
+    def check(self, spec: AgentSpec) -> None: ...
+
     def reachable(self, *, timeout: float = 5.0) -> bool: ...
 
     def pull(self, image: str) -> None: ...
@@ -130,6 +138,8 @@ class Runtime(Protocol):
     def start(self, container_id: str) -> None: ...
 
     def stop(self, container_id: str, *, timeout: float) -> None: ...
+
+    def restart(self, container_id: str, *, timeout: float) -> None: ...
 
     def pause(self, container_id: str) -> None: ...
 

@@ -26,6 +26,7 @@ class Networks:
     egress: str
     internal: str
     proxy_port: int
+    proxy_host: str = ""  # NOTE: the name agents call the proxy by; "": the gateway's address
 
 
 class AgentService:
@@ -146,6 +147,7 @@ class AgentService:
             ImageNotFound, NotFound (image_pull_failed), InvalidInput, NameTaken, Conflict,
             Unavailable.
         """
+        self._runtime.check(spec)
         if pull:
             self._runtime.pull(spec.image)
         ports = self._runtime.exposed_ports(spec.image)
@@ -362,10 +364,14 @@ class AgentService:
         self._runtime.stop(agent.container, timeout=self._stop_timeout)
 
     def _restart(self, agent: Agent, status: AgentStatus) -> str:
+        if not self._exists(agent.container):
+            return self._start(agent, AgentStatus.STOPPED)
         if agent.spec.volumes:  # NOTE: a refused restart leaves the agent running
             self._recheck_mounts(agent, agent.container)
-        self._stop(agent, status)
-        return self._start(agent, AgentStatus.STOPPED)
+        if status is AgentStatus.PAUSED:
+            self._runtime.resume(agent.container)  # NOTE: as _stop: thawed to shut down
+        self._runtime.restart(agent.container, timeout=self._stop_timeout)
+        return agent.container
 
     def _pause(self, agent: Agent, status: AgentStatus) -> None:
         self._runtime.pause(agent.container)
@@ -436,8 +442,9 @@ class AgentService:
     def _create_container(self, agent: Agent) -> str:
         spec = agent.spec
         network, gateway = self.gateway(egress=spec.egress)
+        proxy = self._networks.proxy_host or gateway
         env = {**spec.env_vars, "AGENT_ID": agent.id, "AGENT_NAME": agent.name,
-               "AGENTAINER_PROXY_URL": f"http://{gateway}:{self._networks.proxy_port}/agent"}
+               "AGENTAINER_PROXY_URL": f"http://{proxy}:{self._networks.proxy_port}/agent"}
         return self._runtime.create(agent, network=network, env=env,
                                     mounts=self._bind_sources(spec),
                                     instance=self._store.instance())

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from agentainer import units
 from agentainer.errors import Conflict, InvalidInput, InvalidTransition
 from agentainer.names import (
-    ENV_KEY_RE, ID_RE, IMAGE_MAX, IMAGE_RE, NAME_RE, VOLUME_NAME_RE, WEBHOOK_SECRET_RE,
+    CONSTRAINT_RE, ENV_KEY_RE, ID_RE, IMAGE_MAX, IMAGE_RE, NAME_RE, VOLUME_NAME_RE, WEBHOOK_SECRET_RE,
     WEBHOOK_URL_MAX, WEBHOOK_URL_RE,
 )
 from agentainer.statuses import AgentStatus, Desired, Idle, IdleAction, OnBusy
@@ -24,6 +24,8 @@ MAX_ENV = 200
 MAX_VOLUMES = 32
 MAX_TOKEN = 512
 MAX_MAY_CALL = 100
+MAX_REPLICAS = 100
+MAX_CONSTRAINTS = 20
 ANY_AGENT = "*"
 WEBHOOK_SECRET_PREFIX = "whsec_"
 WEBHOOK_SECRET_BYTES = 32  # NOTE: a generated secret's; Standard Webhooks asks for 24 to 64
@@ -97,6 +99,8 @@ class AgentSpec:
     # APPSEC: kept to sign the events, so stored as given (not hashed); the deploy answer
     # shows it once (Agent.deployed), the API never again (Agent.public)
     webhook_secret: str | None = field(default=None, repr=False)
+    replicas: int = 1            # tasks of the agent's service (runtime = swarm)
+    constraints: tuple[str, ...] = ()  # Swarm placement constraints (runtime = swarm)
 
     @property
     def calls_allowed(self) -> tuple[str, ...]:
@@ -142,6 +146,7 @@ class AgentSpec:
             data["health_check"] = HealthCheck(**data["health_check"])
         if data.get("may_call") is not None:
             data["may_call"] = tuple(data["may_call"])
+        data["constraints"] = tuple(data.get("constraints", ()))
         if "on_busy" in data:
             data["on_busy"] = OnBusy(data["on_busy"])
         if "idle_action" in data:
@@ -216,7 +221,7 @@ DEPLOY_FIELDS = frozenset({
     "name", "image", "env_vars", "cpu_limit", "memory_limit", "pids_limit", "auto_restart",
     "token", "manage_token", "volumes", "health_check", "app_port", "egress", "private",
     "persist", "start", "pull", "may_call", "ordered", "max_concurrency", "on_busy", "hold",
-    "idle_timeout", "idle_action", "webhook", "webhook_secret",
+    "idle_timeout", "idle_action", "webhook", "webhook_secret", "replicas", "constraints",
 })
 MAX_CONCURRENCY = 10_000
 
@@ -270,6 +275,8 @@ def parse_deploy(body: Any) -> tuple[AgentSpec, DeployOptions]:
         idle_timeout=_field(body, "idle_timeout", units.parse_duration, 0.0),
         idle_action=_field(body, "idle_action", _member(IdleAction), IdleAction.STOP),
         webhook=webhook, webhook_secret=secret,
+        replicas=_field(body, "replicas", _replicas, 1),
+        constraints=_field(body, "constraints", _constraints, ()),
     )
     if token is not None and not spec.private:
         # NOTE: token is the invoke token, which only a private agent's proxy path asks
@@ -356,6 +363,23 @@ def _concurrency(value: Any) -> int:
     if number > MAX_CONCURRENCY:
         raise ValueError(f"{value!r} is over {MAX_CONCURRENCY}")
     return number
+
+
+def _replicas(value: Any) -> int:
+    number = units.parse_positive_int(value)
+    if number > MAX_REPLICAS:
+        raise ValueError(f"{value!r} is over {MAX_REPLICAS}")
+    return number
+
+
+def _constraints(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_CONSTRAINTS:
+        raise ValueError(f"must be a list of at most {MAX_CONSTRAINTS} placement constraints")
+    for constraint in value:
+        if not isinstance(constraint, str) or not CONSTRAINT_RE.match(constraint):
+            raise ValueError(f"{constraint!r} is not a placement constraint (like "
+                             "node.labels.gpu==true or node.role!=manager)")
+    return tuple(dict.fromkeys(value))
 
 
 E = TypeVar("E", bound=enum.StrEnum)

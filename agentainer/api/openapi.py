@@ -10,10 +10,12 @@ from typing import Any
 
 from agentainer import __version__, units
 from agentainer.agents.spec import (
-    ANY_AGENT, MAX_CONCURRENCY, MAX_ENV, MAX_MAY_CALL, MAX_TOKEN, MAX_VOLUMES,
+    ANY_AGENT, MAX_CONCURRENCY, MAX_CONSTRAINTS, MAX_ENV, MAX_MAY_CALL, MAX_REPLICAS, MAX_TOKEN,
+    MAX_VOLUMES,
 )
 from agentainer.api.lifecycle import MAX_COUNT  # NOTE: whole_number's bound
 from agentainer.names import (
+    CONSTRAINT_PATTERN,
     IMAGE_MAX, IMAGE_PATTERN, WEBHOOK_SECRET_PATTERN, WEBHOOK_URL_MAX, WEBHOOK_URL_PATTERN,
 )
 from agentainer.statuses import OPERATIONS, AgentStatus, IdleAction, OnBusy, RequestStatus
@@ -198,6 +200,16 @@ _DEPLOY = {
             "type": "string", "pattern": WEBHOOK_SECRET_PATTERN, "writeOnly": True,
             "description": "its signing secret (requires webhook); omitted: generated. "
                            "The deploy's answer shows it (data.webhook_secret), once"}),
+        "replicas": _nullable({
+            "type": "integer", "minimum": 1, "maximum": MAX_REPLICAS, "default": 1,
+            "description": "tasks of the agent's Swarm service, the proxy spreading "
+                           "requests over them (for stateless agents); over 1 needs "
+                           "runtime = swarm (else 400 needs_swarm)"}),
+        "constraints": _nullable({
+            "type": "array", "maxItems": MAX_CONSTRAINTS,
+            "items": {"type": "string", "pattern": CONSTRAINT_PATTERN},
+            "description": "Swarm placement constraints (node.labels.gpu==true, "
+                           "node.role!=manager...); need runtime = swarm"}),
         "start": _nullable({"type": "boolean", "default": False}),
         "pull": _nullable({"type": "boolean", "default": False,
                            "description": "pull the image from its registry first (even "

@@ -111,9 +111,14 @@ def serve(settings: Config) -> int:
     app = create_app(settings, components,
                      admin_token=tokens.load_or_create(settings.token, settings.token_file))
     try:
-        sock = listen(settings.host, settings.port)
+        address = (components.runtime.network_gateway(settings.listen_network)
+                   if settings.listen_network else settings.host)
+        sock = listen(address, settings.port)
+    except AgentainerError as ex:
+        logger.error("cannot listen on network %s: %s", settings.listen_network, ex.message)
+        return ExitStatus.UNAVAILABLE
     except OSError as ex:
-        logger.error("cannot listen on %s:%s: %s", settings.host, settings.port, ex)
+        logger.error("cannot listen on %s:%s: %s", address, settings.port, ex)
         return ExitStatus.UNAVAILABLE
     deadlines = Deadlines(settings.header_timeout, settings.body_min_rate)
     options = {"ident": "agentainer", "clear_untrusted_proxy_headers": True}
@@ -137,7 +142,7 @@ def serve(settings: Config) -> int:
     components.janitor_loop.start()
     if gateway is not None:
         gateway.start()
-    logger.info("listening on http://%s:%s%s (config: %s)", settings.host, settings.port,
+    logger.info("listening on http://%s:%s%s (config: %s)", address, settings.port,
                 "".join(f", proxy only on {s.getsockname()[0]}" for s in gateways),
                 settings.source)
     try:
