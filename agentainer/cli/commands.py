@@ -31,11 +31,13 @@ def cmd_deploy(client: Client, args: argparse.Namespace, out: Output) -> int:
                 "app_port": args.app_port, "max_concurrency": args.max_concurrency,
                 "on_busy": args.on_busy, "hold": args.hold, "idle_timeout": args.idle_timeout,
                 "idle_action": args.idle_action, "webhook": args.webhook,
-                "webhook_secret": args.webhook_secret}
+                "webhook_secret": args.webhook_secret, "replicas": args.replicas}
     body.update({key: value for key, value in optional.items() if value is not None})
     flags = {"auto_restart": args.auto_restart, "private": args.private, "start": args.start,
              "pull": args.pull}
     body.update({key: True for key, value in flags.items() if value})
+    if args.constraint:
+        body["constraints"] = args.constraint
     if args.no_egress:
         body["egress"] = False
     if args.no_persist:

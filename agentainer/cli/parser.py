@@ -75,6 +75,13 @@ def _add_deploy(commands: _Subcommands) -> None:
     deploy.add_argument("--cpu", "-c", help="CPU limit: 1, 0.5, 500m or nanoCPUs")
     deploy.add_argument("--memory", "-m", help="memory limit: 512m, 1g, 512Mi or bytes")
     deploy.add_argument("--pids-limit", type=int, help="maximum number of processes")
+    deploy.add_argument("--replicas", type=int, metavar="N",
+                        help="runtime = swarm: run N tasks of a stateless agent, the proxy "
+                             "spreading requests over them (default 1)")
+    deploy.add_argument("--constraint", action="append", default=[], metavar="EXPR",
+                        help="runtime = swarm: place the agent's tasks by this Swarm "
+                             "constraint (node.labels.gpu==true, node.role!=manager); "
+                             "repeatable")
     deploy.add_argument("--auto-restart", "-r", action="store_true",
                         help="restart the agent when it crashes")
     _add_deploy_access(deploy)

@@ -17,6 +17,9 @@ class FailingRuntime:
     def __init__(self) -> None:
         self.volumes: list[str] = []
 
+    def check(self, spec) -> None:
+        pass
+
     def exposed_ports(self, image: str) -> list[int]:
         return [8000]
 

@@ -35,6 +35,7 @@ def test_defaults(conf):
     settings = config.load(conf(""), environ={})
     assert values(settings) == {
         "host": "127.0.0.1",
+        "listen_network": "",
         "port": 8081,
         "allowed_hosts": (),
         "redis_url": "redis://127.0.0.1:6380/0",
@@ -46,8 +47,10 @@ def test_defaults(conf):
         "data_dir": Path("~/.agentainer").expanduser(),
         "token": "",
         "docker_host": "",
+        "runtime": "docker",
         "network": "agentainer-net",
         "internal_network": "agentainer-internal",
+        "agent_proxy_host": "",
         "volume_roots": tuple(Path(p) for p in
                               ("/home", "/root", "/srv", "/tmp", "/var/tmp", "/mnt", "/media",
                                "/opt")),

@@ -66,6 +66,9 @@ class FakeRuntime:
     def reachable(self, *, timeout: float = 5.0) -> bool:
         return self.up
 
+    def check(self, spec: AgentSpec) -> None:
+        pass
+
     def pull(self, image: str) -> None:
         pass
 
@@ -98,6 +101,10 @@ class FakeRuntime:
 
     def stop(self, container_id: str, *, timeout: float) -> None:
         self.boxes[container_id].status = S.STOPPED
+
+    def restart(self, container_id: str, *, timeout: float) -> None:
+        self.stop(container_id, timeout=timeout)
+        self.start(container_id)
 
     def pause(self, container_id: str) -> None:
         self.boxes[container_id].status = S.PAUSED

@@ -8,6 +8,7 @@ import pytest
 
 from agentainer.agents.docker_runtime import DockerRuntime, _Events, summarize
 from agentainer.agents.runtime import Runtime, RuntimeEvent
+from agentainer.agents.swarm_runtime import SwarmRuntime
 from tests.unit.test_monitor import FakeRuntime
 
 PACKAGE = Path(__file__).resolve().parents[2] / "agentainer"
@@ -31,20 +32,27 @@ def imported(path: Path) -> set[str]:
     return found
 
 
-def test_only_wiring_imports_the_docker_backend_and_only_it_imports_docker():
+BACKENDS = ("agents/docker_runtime.py", "agents/swarm_runtime.py")
+
+
+def test_only_wiring_imports_the_backends_and_only_they_import_docker():
     offenders = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         relative = str(path.relative_to(PACKAGE))
         modules = imported(path)
-        if relative != "agents/docker_runtime.py" and any(
+        if relative not in BACKENDS and any(
                 m == "docker" or m.startswith("docker.") for m in modules):
             offenders[relative] = "docker"
-        if relative != "wiring.py" and "agentainer.agents.docker_runtime" in modules:
+        # NOTE: the Swarm backend is the Engine's, plus services
+        if relative not in ("wiring.py", BACKENDS[1]) and \
+                "agentainer.agents.docker_runtime" in modules:
             offenders[relative] = "docker_runtime"
+        if relative != "wiring.py" and "agentainer.agents.swarm_runtime" in modules:
+            offenders[relative] = "swarm_runtime"
     assert offenders == {}
 
 
-@pytest.mark.parametrize("backend", [DockerRuntime, FakeRuntime])
+@pytest.mark.parametrize("backend", [DockerRuntime, SwarmRuntime, FakeRuntime])
 @pytest.mark.parametrize("name", PROTOCOL_METHODS)
 def test_a_backend_has_every_protocol_method_with_its_signature(backend, name):
     method = getattr(backend, name, None)

@@ -5,12 +5,15 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "agentainer"
 # NOTE: what only the composition root may construct (redis.Redis and its from_url included)
-BUILT_IN_WIRING = {"Redis", "from_url", "DockerRuntime", "DockerClient", "from_env",
+BUILT_IN_WIRING = {"Redis", "from_url", "DockerRuntime", "SwarmRuntime", "DockerClient",
+                   "from_env",
                    "AgentStore", "Journal", "ReplayScheduler", "Drainer", "Upstream",
                    "AgentService", "HealthRecords", "MetricsHistory", "Liveness", "Janitor",
                    "Callers", "Monitor", "RestartPolicy", "Periodic"}
 # NOTE: the Docker adapter (DockerRuntime, built in wiring.py) opens its docker-py client lazily
-ALLOWED = {"wiring.py": BUILT_IN_WIRING, "agents/docker_runtime.py": {"DockerClient", "from_env"}}
+# and docker.types.RestartPolicy (a service's, in the Swarm adapter) is not the monitor's
+ALLOWED = {"wiring.py": BUILT_IN_WIRING, "agents/docker_runtime.py": {"DockerClient", "from_env"},
+           "agents/swarm_runtime.py": {"RestartPolicy"}}
 
 
 def constructed(path: Path) -> set[str]:
