@@ -39,6 +39,10 @@ def _path(value: str) -> Path:
     return Path(text).expanduser()
 
 
+def _optional_path(value: str) -> Path | None:
+    return _path(value) if str(value).strip() else None
+
+
 def _paths(value: str) -> tuple[Path, ...]:
     return tuple(_path(part) for part in str(value).replace(",", ":").split(":") if part.strip())
 
@@ -152,6 +156,13 @@ class Config:
         _admin_token, "",
         "admin token; empty: generated at first start into <data_dir>/admin.token",
         show=lambda value: "'***'")
+    token_file: Path | None = setting(
+        _optional_path, "",
+        "the admin token's file (a Docker secret, say); empty: <data_dir>/admin.token")
+    redis_password_file: Path | None = setting(
+        _optional_path, "",
+        "the Redis password's file; empty: <data_dir>/redis.password (the embedded Redis's, "
+        "generated). Set, it is also an external redis_url's password when the URL has none")
     docker_host: str = setting(
         _text, "",
         "Docker Engine URL; empty: $DOCKER_HOST or the local socket")
@@ -300,12 +311,12 @@ class Config:
     source: str = "defaults"
 
     @property
-    def token_file(self) -> Path:
-        return self.data_dir / TOKEN_FILE
+    def token_path(self) -> Path:
+        return self.token_file or self.data_dir / TOKEN_FILE
 
     @property
-    def redis_password_file(self) -> Path:
-        return self.data_dir / REDIS_PASSWORD_FILE
+    def redis_password_path(self) -> Path:
+        return self.redis_password_file or self.data_dir / REDIS_PASSWORD_FILE
 
     def replace(self, **overrides: Any) -> "Config":
         """Return a copy with some already-converted values replaced (for tests)."""

@@ -1,6 +1,7 @@
 """The Redis password: the one in ``redis_url``, or the embedded Redis's own.
 
-An external Redis's password is the one ``redis_url`` carries (``redis://:pw@host:port/db``).
+An external Redis's password is the one ``redis_url`` carries (``redis://:pw@host:port/db``),
+or else the contents of ``redis_password_file`` when that is set (a Docker secret, say).
 The embedded Redis (programs/redis_server.py) requires a password generated at first
 start into ``<data_dir>/redis.password`` (mode 0600), like the admin token; every program
 that talks to it reads that file (``wiring.redis_client``), and whichever program starts
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from agentainer import secretfile
+from agentainer.errors import InvalidConfig
 
 if TYPE_CHECKING:  # NOTE: config.py redacts URLs with this module; no import cycle
     from agentainer.config import Config
@@ -34,9 +36,26 @@ def for_settings(settings: "Config") -> str | None:
     Raises:
         InvalidConfig: the password file cannot be read or written, or is unusable.
     """
-    if not is_embedded(settings) or urlsplit(settings.redis_url).password:
+    if urlsplit(settings.redis_url).password:
         return None
+    if not is_embedded(settings):
+        return _external(settings)
     return load_or_create(settings)
+
+
+def _external(settings: "Config") -> str | None:
+    """Return an external Redis's password from ``redis_password_file``, if that is set.
+
+    Raises:
+        InvalidConfig: the file is missing, unreadable or unusable.
+    """
+    if settings.redis_password_file is None:
+        return None
+    try:
+        return secretfile.read_existing(settings.redis_password_file, what=WHAT)
+    except FileNotFoundError:
+        raise InvalidConfig(f"redis_password_file = {settings.redis_password_file}: no such "
+                            "file (it holds the external Redis's password)") from None
 
 
 def for_embedded(settings: "Config") -> str:
@@ -56,7 +75,7 @@ def load_or_create(settings: "Config") -> str:
     Raises:
         InvalidConfig: the password file cannot be read or written, or is unusable.
     """
-    return secretfile.load_or_create(settings.redis_password_file, what=WHAT)
+    return secretfile.load_or_create(settings.redis_password_path, what=WHAT)
 
 
 def redact(url: str) -> str:

@@ -128,7 +128,7 @@ def find_server(args: argparse.Namespace,
     if token:
         return url, token
     if is_local(url, settings):
-        return url, settings.token or tokens.read(settings.token_file)
+        return url, settings.token or tokens.read(settings.token_path)
     if args.command in TOKENLESS_COMMANDS:
         return url, None
     raise Unauthorized(f"{url} is not the local server ({local}), so the local admin token is "

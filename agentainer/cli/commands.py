@@ -246,11 +246,11 @@ def cmd_webhooks(client: Client, args: argparse.Namespace, out: Output) -> int:
 def cmd_token(client: Client, args: argparse.Namespace, out: Output) -> int:
     settings = configuration.load()
     if args.path:
-        out.agent_line({"path": str(settings.token_file)}, str(settings.token_file))
+        out.agent_line({"path": str(settings.token_path)}, str(settings.token_path))
         return ExitStatus.SUCCESS
-    token = settings.token or tokens.read(settings.token_file)
+    token = settings.token or tokens.read(settings.token_path)
     if not token:
-        out.error(f"no admin token at {settings.token_file}; start the server once "
+        out.error(f"no admin token at {settings.token_path}; start the server once "
                   "(make run) or set token in the conf file")
         return ExitStatus.AUTH
     out.agent_line({"token": token}, token)

@@ -34,10 +34,10 @@ def wait(settings: Config, timeout: float = 60.0) -> int:
             running, detail = _stack()
             if reply.ok and running:
                 print(f"Agentainer is up at {url}")
-                print(f"admin token: {settings.token_file}"
+                print(f"admin token: {settings.token_path}"
                       if not settings.token else "admin token: set in the config")
                 if redis_password.for_settings(settings):
-                    print(f"Redis password: {settings.redis_password_file}")
+                    print(f"Redis password: {settings.redis_password_path}")
                 print("CLI: .venv/bin/agentainer (see README: put .venv/bin on PATH)")
                 return ExitStatus.SUCCESS
             reason = reply.text.strip() if not reply.ok else detail

@@ -109,7 +109,7 @@ def serve(settings: Config) -> int:
     raise_open_files(open_files_needed(settings))
     components = build(settings, kind="server")
     app = create_app(settings, components,
-                     admin_token=tokens.load_or_create(settings.token, settings.token_file))
+                     admin_token=tokens.load_or_create(settings.token, settings.token_path))
     try:
         address = (components.runtime.network_gateway(settings.listen_network)
                    if settings.listen_network else settings.host)

@@ -46,6 +46,8 @@ def test_defaults(conf):
         "liveness_timeout": 5.0,
         "data_dir": Path("~/.agentainer").expanduser(),
         "token": "",
+        "token_file": None,
+        "redis_password_file": None,
         "docker_host": "",
         "runtime": "docker",
         "network": "agentainer-net",
@@ -100,7 +102,7 @@ def test_defaults(conf):
         "restart_window": 300.0,
         "log_level": "INFO",
     }
-    assert settings.token_file == Path("~/.agentainer/admin.token").expanduser()
+    assert settings.token_path == Path("~/.agentainer/admin.token").expanduser()
 
 
 def test_shipped_conf_file_loads_to_the_defaults(conf):
@@ -255,3 +257,25 @@ def test_a_configured_admin_token_shorter_than_the_minimum_is_refused(conf):
 def test_a_redacted_header_name_must_be_a_header_name(conf):
     with pytest.raises(InvalidConfig, match="redact_headers.*'X Bad' is not a header name"):
         config.load(conf("[agentainer]\nredact_headers = Cookie, X Bad\n"), environ={})
+
+
+def test_an_external_redis_takes_its_password_from_redis_password_file(conf, tmp_path):
+    from agentainer import redis_password
+    from agentainer.errors import InvalidConfig
+    secret = tmp_path / "redis.password"
+    settings = config.load(conf(""), environ={
+        "AGENTAINER_REDIS_URL": "redis://redis.example:6379/0",
+        "AGENTAINER_REDIS_PASSWORD_FILE": str(secret)})
+    with pytest.raises(InvalidConfig, match="redis_password_file"):
+        redis_password.for_settings(settings)
+    secret.write_text("p" * 32 + "\n")
+    assert redis_password.for_settings(settings) == "p" * 32
+    assert redis_password.for_settings(settings.replace(redis_password_file=None)) is None
+    named = settings.replace(redis_url="redis://:inurl@redis.example:6379/0")
+    assert redis_password.for_settings(named) is None  # NOTE: the URL's own wins
+
+
+def test_token_file_moves_the_admin_token(conf, tmp_path):
+    settings = config.load(conf(""), environ={"AGENTAINER_TOKEN_FILE": str(tmp_path / "t")})
+    assert settings.token_path == tmp_path / "t"
+    assert config.load(conf(""), environ={}).token_path.name == "admin.token"
