@@ -6,6 +6,13 @@
 #   agentainer/stateful-agent  base + examples/stateful-agent/app.py
 #   agentainer/stream-agent    base + examples/stream-agent/app.py
 #
+# With the argument `agentainer` it builds Agentainer's own image instead (for the Swarm
+# stack, conf/swarm/stack.yml; `make swarm-images`):
+#
+#   agentainer/agentainer      base + the agentainer package and its runtime dependencies
+#                              (pip install --target, by the project's venv) + the host's
+#                              redis-server and its libraries
+#
 # Each image carries the label agentainer.example.hash, a sha256 of its inputs;
 # an image whose label already matches is left alone, so re-runs are cheap.
 # Needs root, docker, /usr/bin/python3 (3.11 or newer) and /bin/busybox (busybox-static).
@@ -116,6 +123,41 @@ build() {
 
 BASE_HASH=$( { cat "$SELF"; "$PYTHON" -VV; sha256sum "$PYTHON" "$BUSYBOX";
                cat "$MOZILLA_CAS"/*.crt 2>/dev/null || true; } | sha)
+
+# build_agentainer: Agentainer's own image, from the checkout one folder up.
+build_agentainer() {
+    local project=$HERE/.. redis=/usr/bin/redis-server hash site lib
+    [[ -x $redis ]] || die "$redis is missing (apt-get install redis-server)"
+    [[ -x $project/.venv/bin/pip ]] || die "the project's venv is missing (make venv)"
+    hash=$( { echo "$BASE_HASH"; sha256sum "$redis";
+              cd "$project" && git ls-files -z setup.py agentainer | xargs -0 cat; } | sha)
+    if [[ $(docker image inspect -f "{{index .Config.Labels \"$LABEL\"}}" \
+            agentainer/agentainer:latest 2>/dev/null) == "$hash" ]]; then
+        echo "agentainer/agentainer:latest: up to date"
+        return
+    fi
+    make_rootfs
+    site=$ROOTFS/opt/agentainer
+    # NOTE: pip reads the markers with the venv's Python; redis-py needs async-timeout
+    # below 3.11.3, which the image's (Debian's /usr/bin/python3) may be
+    "$project/.venv/bin/pip" install -q --no-compile --target "$site" "$project" \
+        async-timeout 2>"$TMP/pip.log" || { cat "$TMP/pip.log" >&2; die "pip install failed"; }
+    sed -i '1s|^#!.*python.*$|#!/usr/bin/python3|' "$site"/bin/*  # NOTE: pip wrote the venv's
+    cp "$redis" "$ROOTFS/usr/bin/redis-server"
+    for lib in $(shared_libs "$redis" $(find "$site" -name '*.so')); do
+        mkdir -p "$ROOTFS$(dirname "$lib")"
+        cp -L "$lib" "$ROOTFS$lib"
+    done
+    mkdir -p "$ROOTFS/data"
+    import_image agentainer/agentainer:latest "$hash" 'ENV PYTHONPATH=/opt/agentainer' \
+        'ENV AGENTAINER_DATA_DIR=/data' "ENV PATH=/opt/agentainer/bin:$PATH_ENV" 'CMD ["agentainer-server"]'
+    echo "agentainer/agentainer:latest: built"
+}
+
+if [[ ${1:-} == agentainer ]]; then
+    build_agentainer
+    exit 0
+fi
 
 build agentainer/python-base:latest "$BASE_HASH" "" 'CMD ["python3"]'
 for name in echo-agent stateful-agent stream-agent; do
