@@ -12,8 +12,11 @@ MAN_PROGRAMS := agentainer:cli.parser agentainer-server:programs.server agentain
 MAN_OUT ?= man
 PYTEST_ARGS ?=
 CHAOS_ARGS ?=
+SWARM_DIR := $(HOME)/.agentainer-swarm
+SWARM_ADDR := 198.18.0.1
+STACK := agentainer
 
-.PHONY: run stop verify test lint test-persistence test-crash test-network test-security images man deps docker venv help bench chaos
+.PHONY: swarm-images swarm-up swarm-down test-swarm run stop verify test lint test-persistence test-crash test-network test-security images man deps docker venv help bench chaos
 
 help:
 	@echo "make run    install what is missing, start Docker and the supervisord stack"
@@ -23,6 +26,9 @@ help:
 	@echo "make lint   only the checks: lint-imports (.importlinter), mypy (.mypy.ini)"
 	@echo "make test-persistence | test-crash | test-network | test-security   one group of it"
 	@echo "make images build the example agent images offline"
+	@echo "make swarm-up    run the control plane as a Swarm stack (API on 127.0.0.1:8091)"
+	@echo "make swarm-down  remove the stack, its agents, networks, volumes (and its swarm)"
+	@echo "make test-swarm  the tests on a real swarm (swarm-up, tests/swarm, swarm-down)"
 	@echo "make man    regenerate the man pages from the parsers"
 	@echo "make bench  measure the proxy, streams and replay; writes the table into README.md"
 	@echo "make chaos  kill every part under load, count lost and twice-delivered requests"
@@ -72,6 +78,57 @@ docker: deps
 images: docker
 	bash examples/build-images.sh
 
+swarm-images: venv images
+	bash examples/build-images.sh agentainer
+
+# NOTE: a swarm made here advertises $(SWARM_ADDR), an address of this host's own (on lo,
+# from the benchmarking range 198.18.0.0/15) that a second node in a network namespace
+# can reach; the file swarm.created says swarm-down may take it down again
+swarm-up: swarm-images
+	@mkdir -p $(SWARM_DIR) && chmod 700 $(SWARM_DIR)
+	@if [ "$$(docker info -f '{{.Swarm.LocalNodeState}}')" != active ]; then \
+		ip -4 addr show dev lo | grep -q ' $(SWARM_ADDR)/' || $(SUDO) ip addr add $(SWARM_ADDR)/32 dev lo; \
+		docker swarm init --advertise-addr $(SWARM_ADDR) --listen-addr $(SWARM_ADDR):2377 \
+			--default-addr-pool 10.213.0.0/16 >/dev/null && touch $(SWARM_DIR)/swarm.created; \
+		echo "created a single-node swarm advertising $(SWARM_ADDR)"; \
+	fi
+	@for secret in admin.token redis.password; do \
+		[ -s $(SWARM_DIR)/$$secret ] || (umask 077; $(PY) -c 'import secrets; print(secrets.token_urlsafe(32))' > $(SWARM_DIR)/$$secret); \
+	done
+	@image=agentainer/agentainer:$$(docker image inspect -f '{{index .Config.Labels "agentainer.example.hash"}}' agentainer/agentainer:latest | cut -c1-12); \
+	AGENTAINER_IMAGE=$$image AGENTAINER_SWARM_DIR=$(SWARM_DIR) docker stack deploy --prune -c conf/swarm/stack.yml $(STACK) 2>&1 \
+		| grep -v -e 'detach=false' -e '^$$' -e 'image digest' -e 'access agentainer/agentainer' -e 'versions of the image' || true
+	@# NOTE: the deploy returns at once; wait (at most 3 min) until every service of the
+	@# stack runs its new spec, so /health is the new server's
+	@for i in $$(seq 180); do \
+		ids=$$(docker service ls -q --filter label=com.docker.stack.namespace=$(STACK)); \
+		pending=$$(docker service inspect -f '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' $$ids | grep -c updating); \
+		short=$$(docker service ls --filter label=com.docker.stack.namespace=$(STACK) --format '{{.Replicas}}' | awk -F'[/ ]' '$$1 != $$2' | wc -l); \
+		[ "$$pending$$short" = 00 ] && break; sleep 1; \
+	done
+	@$(PY) -m agentainer.programs.readiness swarm --url http://127.0.0.1:8091 --token-file $(SWARM_DIR)/admin.token
+
+swarm-down:
+	@docker stack rm $(STACK) 2>/dev/null | grep -v '^$$' || true
+	@ids=$$(docker service ls -q --filter label=agentainer.managed=1); [ -z "$$ids" ] || docker service rm $$ids >/dev/null
+	@for i in $$(seq 60); do \
+		[ -z "$$(docker ps -aq --filter label=com.docker.stack.namespace=$(STACK); docker ps -aq --filter label=agentainer.managed=1)" ] && break; sleep 1; \
+	done
+	@for net in agentainer-swarm-net agentainer-swarm-internal agentainer-swarm-control; do \
+		for i in $$(seq 30); do docker network inspect $$net >/dev/null 2>&1 || break; docker network rm $$net >/dev/null 2>&1 || sleep 1; done; \
+	done
+	@vols=$$(docker volume ls -q --filter label=com.docker.stack.namespace=$(STACK)); [ -z "$$vols" ] || docker volume rm $$vols >/dev/null
+	@if [ -e $(SWARM_DIR)/swarm.created ]; then \
+		docker swarm leave --force >/dev/null && rm -f $(SWARM_DIR)/swarm.created; \
+		! ip -4 addr show dev lo | grep -q ' $(SWARM_ADDR)/' || $(SUDO) ip addr del $(SWARM_ADDR)/32 dev lo; \
+		echo "left the swarm swarm-up created"; \
+	fi
+	@echo "the Swarm stack is down"
+
+test-swarm: venv swarm-up
+	@status=0; $(PY) -m pytest $(PYTEST_ARGS) tests/swarm || status=$$?; \
+	$(MAKE) --no-print-directory swarm-down; exit $$status
+
 run: venv docker
 	@mkdir -p $(DATA_DIR)/logs && chmod 700 $(DATA_DIR)
 	@if $(SUPERVISORCTL) status >/dev/null 2>&1 || [ $$? -ne 4 ]; then \
@@ -90,7 +147,8 @@ verify:
 	@$(PY) -m agentainer.programs.readiness verify
 
 test: venv images lint
-	$(PY) -m pytest $(PYTEST_ARGS) tests
+	$(PY) -m pytest $(PYTEST_ARGS) --ignore=tests/swarm tests
+	$(MAKE) --no-print-directory test-swarm
 
 # NOTE: the architecture (.importlinter's contracts) and the types (.mypy.ini), checked
 # before any test runs

@@ -131,8 +131,11 @@ build_agentainer() {
     [[ -x $project/.venv/bin/pip ]] || die "the project's venv is missing (make venv)"
     hash=$( { echo "$BASE_HASH"; sha256sum "$redis";
               cd "$project" && git ls-files -z setup.py agentainer | xargs -0 cat; } | sha)
+    # NOTE: also tagged by its hash, which the stack names (make swarm-up), so a rebuilt
+    # image is a changed service spec and Swarm rolls the control plane onto it
     if [[ $(docker image inspect -f "{{index .Config.Labels \"$LABEL\"}}" \
             agentainer/agentainer:latest 2>/dev/null) == "$hash" ]]; then
+        docker tag agentainer/agentainer:latest "agentainer/agentainer:${hash:0:12}"
         echo "agentainer/agentainer:latest: up to date"
         return
     fi
@@ -151,6 +154,7 @@ build_agentainer() {
     mkdir -p "$ROOTFS/data"
     import_image agentainer/agentainer:latest "$hash" 'ENV PYTHONPATH=/opt/agentainer' \
         'ENV AGENTAINER_DATA_DIR=/data' "ENV PATH=/opt/agentainer/bin:$PATH_ENV" 'CMD ["agentainer-server"]'
+    docker tag agentainer/agentainer:latest "agentainer/agentainer:${hash:0:12}"
     echo "agentainer/agentainer:latest: built"
 }
 

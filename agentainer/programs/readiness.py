@@ -1,9 +1,11 @@
 """``python -m agentainer.programs.readiness [verify]``: is the stack up, and if not, why.
 
 ``make run`` calls it to wait for the server; ``make verify`` to check everything and say
-what is wrong in plain words.
+what is wrong in plain words; ``make swarm-up`` (``readiness swarm --url U --token-file F``)
+to wait for the Swarm stack's API.
 """
 
+import argparse
 import shutil
 import subprocess
 import sys
@@ -109,8 +111,38 @@ def verify(settings: Config) -> int:
     return ExitStatus.SUCCESS if not failed else ExitStatus.UNAVAILABLE
 
 
+def wait_swarm(url: str, token_file: Path, timeout: float = 180.0) -> int:
+    """Wait until the Swarm stack's /health answers and its API takes the admin token."""
+    deadline = time.monotonic() + timeout
+    reason = "no answer"
+    token = token_file.read_text().strip()
+    while time.monotonic() < deadline:
+        try:
+            health = requests.get(url + "/health", timeout=2)
+            listed = requests.get(url + "/agents", timeout=2,
+                                  headers={"Authorization": f"Bearer {token}"})
+            if health.ok and listed.ok:
+                print(f"Agentainer (Swarm stack) is up at {url}")
+                print(f"admin token: {token_file}")
+                print(f"CLI: export AGENTAINER_URL={url} AGENTAINER_TOKEN=$(cat {token_file})")
+                return ExitStatus.SUCCESS
+            reason = (health if not health.ok else listed).text.strip()
+        except requests.RequestException as ex:
+            reason = str(ex)
+        time.sleep(1)
+    print(f"the Swarm stack is not up at {url} after {timeout:.0f}s: {reason}\n"
+          "see docker service ls and docker service logs agentainer_server", file=sys.stderr)
+    return ExitStatus.UNAVAILABLE
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["swarm"]:
+        parser = argparse.ArgumentParser(prog="readiness swarm")
+        parser.add_argument("--url", required=True)
+        parser.add_argument("--token-file", type=Path, required=True)
+        options = parser.parse_args(args[1:])
+        return wait_swarm(options.url.rstrip("/"), options.token_file)
     settings = configuration.load()
     return verify(settings) if args == ["verify"] else wait(settings)
 
