@@ -16,7 +16,7 @@ SWARM_DIR := $(HOME)/.agentainer-swarm
 SWARM_ADDR := 198.18.0.1
 STACK := agentainer
 
-.PHONY: swarm-images swarm-up swarm-down test-swarm run stop verify test lint test-persistence test-crash test-network test-security images man deps docker venv help bench chaos
+.PHONY: swarm-images swarm-up swarm-down test-swarm bench-swarm run stop verify test lint test-persistence test-crash test-network test-security images man deps docker venv help bench chaos
 
 help:
 	@echo "make run    install what is missing, start Docker and the supervisord stack"
@@ -29,6 +29,7 @@ help:
 	@echo "make swarm-up    run the control plane as a Swarm stack (API on 127.0.0.1:8091)"
 	@echo "make swarm-down  remove the stack, its agents, networks, volumes (and its swarm)"
 	@echo "make test-swarm  the tests on a real swarm (swarm-up, tests/swarm, swarm-down)"
+	@echo "make bench-swarm proxied req/s and p50, Swarm stack vs supervisord stack"
 	@echo "make man    regenerate the man pages from the parsers"
 	@echo "make bench  measure the proxy, streams and replay; writes the table into README.md"
 	@echo "make chaos  kill every part under load, count lost and twice-delivered requests"
@@ -198,6 +199,11 @@ bench: venv images
 	fi; \
 	true
 	$(PY) bench/run.py
+
+# NOTE: the Swarm stack against the supervisord-shaped one, in one run (bench/swarm.py)
+bench-swarm: swarm-up
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
+	$(PY) -m bench.swarm
 
 chaos: venv images
 	$(PY) -m bench.chaos $(CHAOS_ARGS)
