@@ -121,6 +121,7 @@ swarm-down:
 	@vols=$$(docker volume ls -q --filter label=com.docker.stack.namespace=$(STACK)); [ -z "$$vols" ] || docker volume rm $$vols >/dev/null
 	@if [ -e $(SWARM_DIR)/swarm.created ]; then \
 		docker swarm leave --force >/dev/null && rm -f $(SWARM_DIR)/swarm.created; \
+		docker network rm docker_gwbridge >/dev/null 2>&1 || true; \
 		! ip -4 addr show dev lo | grep -q ' $(SWARM_ADDR)/' || $(SUDO) ip addr del $(SWARM_ADDR)/32 dev lo; \
 		echo "left the swarm swarm-up created"; \
 	fi
