@@ -281,15 +281,21 @@ class DockerRuntime:
             if not _check_network(found[0], internal=internal, attached=attached):
                 return found[0]["Id"]
             return self._recreate_network(found[0])
+        created = self._create_network(name, internal=internal, driver="bridge",
+                                       options={ICC_OPTION: "false"})
+        return created or self.ensure_network(name, internal=internal)
+
+    def _create_network(self, name: str, *, internal: bool, **options: Any) -> str | None:
+        """Create a network labelled as Agentainer's; None when another caller made one of
+        that name first (Docker's 409)."""
         try:
-            created = self.api.create_network(
-                name, driver="bridge", internal=internal, check_duplicate=True,
-                options={ICC_OPTION: "false"}, labels={LABEL_MANAGED: "1"})
+            created = self.api.create_network(name, internal=internal, check_duplicate=True,
+                                              labels={LABEL_MANAGED: "1"}, **options)
         except docker.errors.APIError as ex:
             if ex.status_code != 409:
                 raise
-            return self.ensure_network(name, internal=internal)
-        logger.info("network %s: created (internal=%s, icc off)", name, internal)
+            return None
+        logger.info("network %s: created (%s, internal=%s)", name, options, internal)
         return created["Id"]
 
     def _recreate_network(self, old: dict) -> str:

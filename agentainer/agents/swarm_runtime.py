@@ -38,7 +38,6 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import docker.errors
 from docker.types import (
     ContainerSpec, DriverConfig, EndpointSpec, NetworkAttachmentConfig, Placement,
     Resources, RestartPolicy, ServiceMode, TaskTemplate, UpdateConfig,
@@ -209,16 +208,9 @@ class SwarmRuntime(DockerRuntime):
         """
         found = [n for n in self.api.networks(names=[name]) if n["Name"] == name]
         if not found:
-            try:
-                created = self.api.create_network(
-                    name, driver="overlay", attachable=True, internal=internal,
-                    check_duplicate=True, labels={LABEL_MANAGED: "1"})
-            except docker.errors.APIError as ex:
-                if ex.status_code != 409:
-                    raise
-                return self.ensure_network(name, internal=internal)
-            logger.info("network %s: created (overlay, internal=%s)", name, internal)
-            return created["Id"]
+            created = self._create_network(name, internal=internal, driver="overlay",
+                                           attachable=True)
+            return created or self.ensure_network(name, internal=internal)
         network = self.api.inspect_network(found[0]["Id"])
         is_internal = bool(network.get("Internal"))
         if (network.get("Driver") != "overlay" or not network.get("Attachable")
@@ -347,15 +339,9 @@ class SwarmRuntime(DockerRuntime):
 
     resume = pause
 
-    def remove(self, container_id: str) -> None:
-        """Remove the service and so its tasks; a missing one is fine."""
-        try:
-            self._remove_service(container_id)
-        except ContainerGone:
-            pass
-
     @translate_docker_errors
-    def _remove_service(self, container_id: str) -> None:
+    def _remove(self, container_id: str) -> None:
+        """Remove the service and so its tasks (``remove`` forgives a missing one)."""
         self.api.remove_service(container_id)
 
     @translate_docker_errors
