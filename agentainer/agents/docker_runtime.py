@@ -18,8 +18,7 @@ import requests.exceptions
 from docker.types import IPAMConfig, IPAMPool, LogConfig, Mount
 
 from agentainer.errors import (
-    AgentainerError, Conflict, ImageNotFound, InvalidInput, NotFound, RuntimeFailure,
-    Unavailable,
+    AgentainerError, Conflict, ImageNotFound, NotFound, RuntimeFailure, Unavailable,
 )
 from agentainer.agents.mounts import MountSpec, VolumeInfo
 from agentainer.agents.runtime import (
@@ -382,9 +381,13 @@ class DockerRuntime:
         return container["Id"]
 
     def check(self, spec: AgentSpec) -> None:
-        """Refuse what one container cannot be: several replicas, or placed on a node."""
+        """Refuse what one container cannot be: several replicas, or placed on a node.
+
+        NOTE: 409, not 400: the body is well-formed (the schema allows it) and clashes
+        with this installation's runtime, which JSON Schema cannot state (openapi.py)
+        """
         if spec.replicas > 1 or spec.constraints:
-            raise InvalidInput(f"{'replicas' if spec.replicas > 1 else 'constraints'} need "
+            raise Conflict(f"{'replicas' if spec.replicas > 1 else 'constraints'} need "
                                "runtime = swarm (the docker runtime runs one container on "
                                "this host)", code="needs_swarm")
 

@@ -21,7 +21,7 @@ Reachability
     never raising; False while it shuts down, even if open connections still answer (the
     monitor tells a stopping daemon from crashed agents by it).
 Specs
-    ``check(spec)``: refuse (``InvalidInput``) an agent this backend cannot run as asked:
+    ``check(spec)``: refuse (``Conflict``) an agent this backend cannot run as asked:
     several replicas or placement constraints on one Engine, a pause on Swarm.
 Images
     ``pull(image)``: fetch the image; ``NotFound`` (image_pull_failed) when the registry has

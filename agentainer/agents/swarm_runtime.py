@@ -51,7 +51,7 @@ from agentainer.agents.docker_runtime import (
 from agentainer.agents.mounts import MountSpec
 from agentainer.agents.runtime import ContainerGone, ContainerState, RuntimeEvent, Stream
 from agentainer.agents.spec import Agent, AgentSpec
-from agentainer.errors import Conflict, InvalidInput, RuntimeFailure, Unavailable
+from agentainer.errors import Conflict, RuntimeFailure, Unavailable
 from agentainer.statuses import AgentStatus, IdleAction
 
 logger = logging.getLogger(__name__)
@@ -192,9 +192,10 @@ class SwarmRuntime(DockerRuntime):
         self._stop_timeout = stop_timeout
 
     def check(self, spec: AgentSpec) -> None:
-        """Refuse what a Swarm service cannot be: an agent the idle rule would pause."""
+        """Refuse what a Swarm service cannot be: an agent the idle rule would pause (409,
+        as DockerRuntime.check)."""
         if spec.idle_timeout and spec.idle_action is IdleAction.PAUSE:
-            raise InvalidInput("idle_action pause needs the docker runtime: Swarm has no "
+            raise Conflict("idle_action pause needs the docker runtime: Swarm has no "
                                "pause (use idle_action stop, which scales the service to 0)",
                                code="pause_unsupported")
 

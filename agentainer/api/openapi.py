@@ -204,12 +204,13 @@ _DEPLOY = {
             "type": "integer", "minimum": 1, "maximum": MAX_REPLICAS, "default": 1,
             "description": "tasks of the agent's Swarm service, the proxy spreading "
                            "requests over them (for stateless agents); over 1 needs "
-                           "runtime = swarm (else 400 needs_swarm)"}),
+                           "runtime = swarm (else 409 needs_swarm)"}),
         "constraints": _nullable({
             "type": "array", "maxItems": MAX_CONSTRAINTS,
             "items": {"type": "string", "pattern": CONSTRAINT_PATTERN},
             "description": "Swarm placement constraints (node.labels.gpu==true, "
-                           "node.role!=manager...); need runtime = swarm"}),
+                           "node.role!=manager...); need runtime = swarm (else 409 "
+                           "needs_swarm)"}),
         "start": _nullable({"type": "boolean", "default": False}),
         "pull": _nullable({"type": "boolean", "default": False,
                            "description": "pull the image from its registry first (even "

@@ -105,7 +105,7 @@ def spec(**fields) -> AgentSpec:
 
 def test_the_docker_runtime_refuses_replicas_and_constraints():
     for fields in ({"replicas": 2}, {"constraints": ["node.labels.gpu==true"]}):
-        with pytest.raises(InvalidInput) as refused:
+        with pytest.raises(Conflict) as refused:
             DockerRuntime().check(spec(**fields))
         assert refused.value.code == "needs_swarm"
     DockerRuntime().check(spec(replicas=1))
@@ -113,7 +113,7 @@ def test_the_docker_runtime_refuses_replicas_and_constraints():
 
 def test_swarm_refuses_pause_and_an_idle_rule_that_would_pause():
     runtime = SwarmRuntime()
-    with pytest.raises(InvalidInput) as refused:
+    with pytest.raises(Conflict) as refused:
         runtime.check(spec(idle_timeout="5m", idle_action=IdleAction.PAUSE.value))
     assert refused.value.code == "pause_unsupported"
     runtime.check(spec(idle_timeout="5m", idle_action="stop", replicas=3))
