@@ -131,7 +131,8 @@ class Config:
         "(comma separated; * for any: no DNS rebinding protection)")
     redis_url: str = setting(
         _redis_url, "redis://127.0.0.1:6380/0",
-        "Redis holding state and the journal; the default is the embedded one",
+        "Redis holding state and the journal; the default is the embedded one. TLS: "
+        "rediss://host:port/db?ssl_ca_certs=/path/ca.pem (an external Redis)",
         show=lambda value: repr(redact(str(value))))
     embedded_redis: bool = setting(
         units.parse_bool, "true",
@@ -158,11 +159,13 @@ class Config:
         show=lambda value: "'***'")
     token_file: Path | None = setting(
         _optional_path, "",
-        "the admin token's file (a Docker secret, say); empty: <data_dir>/admin.token")
+        "the admin token's file (a Docker secret, say); empty: <data_dir>/admin.token. "
+        "Generated at first start, unless set with an external Redis: it must exist then")
     redis_password_file: Path | None = setting(
         _optional_path, "",
         "the Redis password's file; empty: <data_dir>/redis.password (the embedded Redis's, "
-        "generated). Set, it is also an external redis_url's password when the URL has none")
+        "generated). Set, it is also an external redis_url's password when the URL has "
+        "none, and must exist")
     docker_host: str = setting(
         _text, "",
         "Docker Engine URL; empty: $DOCKER_HOST or the local socket")

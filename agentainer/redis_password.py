@@ -1,11 +1,13 @@
 """The Redis password: the one in ``redis_url``, or the embedded Redis's own.
 
 An external Redis's password is the one ``redis_url`` carries (``redis://:pw@host:port/db``),
-or else the contents of ``redis_password_file`` when that is set (a Docker secret, say).
+or else the contents of ``redis_password_file`` when that is set (a Docker secret, say:
+it must exist, nothing generates it). A ``rediss://`` URL (TLS) is always an external Redis.
 The embedded Redis (programs/redis_server.py) requires a password generated at first
-start into ``<data_dir>/redis.password`` (mode 0600), like the admin token; every program
-that talks to it reads that file (``wiring.redis_client``), and whichever program starts
-first generates it. APPSEC: never print a Redis URL as given; :func:`redact` it.
+start into ``redis_password_file`` (default ``<data_dir>/redis.password``, mode 0600), like
+the admin token; every program that talks to it reads that file (``wiring.redis_client``),
+and whichever program starts first generates it. APPSEC: never print a Redis URL as given;
+:func:`redact` it.
 """
 
 from typing import TYPE_CHECKING
@@ -22,16 +24,21 @@ LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def is_embedded(settings: "Config") -> bool:
-    """Return whether the settings ask for the embedded Redis (on, and on loopback)."""
-    host = urlsplit(settings.redis_url).hostname or "127.0.0.1"
-    return settings.embedded_redis and host in LOOPBACK
+    """Return whether the settings ask for the embedded Redis (on, and on loopback).
+
+    NOTE: a ``rediss://`` URL is an external Redis wherever it is: the embedded one has no TLS.
+    """
+    url = urlsplit(settings.redis_url)
+    return (settings.embedded_redis and url.scheme != "rediss"
+            and (url.hostname or "127.0.0.1") in LOOPBACK)
 
 
 def for_settings(settings: "Config") -> str | None:
     """Return the password a client must send that ``redis_url`` does not carry.
 
-    The embedded Redis's, read (or generated) from ``<data_dir>/redis.password``, unless
-    ``redis_url`` names a password itself; None for an external Redis (its URL says).
+    The embedded Redis's, read (or generated) from ``redis_password_path``, unless
+    ``redis_url`` names a password itself; for an external Redis, the contents of
+    ``redis_password_file`` (which must exist), or None when that is not set.
 
     Raises:
         InvalidConfig: the password file cannot be read or written, or is unusable.
@@ -46,16 +53,15 @@ def for_settings(settings: "Config") -> str | None:
 def _external(settings: "Config") -> str | None:
     """Return an external Redis's password from ``redis_password_file``, if that is set.
 
+    NOTE: any length: the external Redis's operator chose it, as for one in the URL.
+
     Raises:
-        InvalidConfig: the file is missing, unreadable or unusable.
+        InvalidConfig: the file is missing, unreadable or empty.
     """
     if settings.redis_password_file is None:
         return None
-    try:
-        return secretfile.read_existing(settings.redis_password_file, what=WHAT)
-    except FileNotFoundError:
-        raise InvalidConfig(f"redis_password_file = {settings.redis_password_file}: no such "
-                            "file (it holds the external Redis's password)") from None
+    return secretfile.read_named(settings.redis_password_file, setting="redis_password_file",
+                                 what=WHAT)
 
 
 def for_embedded(settings: "Config") -> str:

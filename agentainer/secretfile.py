@@ -1,7 +1,8 @@
 """Secret files in the data directory: generated once (mode 0600), then read by everyone.
 
 The admin token (``tokens.py``) and the embedded Redis's password (``redis_password.py``)
-are both such files.
+are both such files. A file a setting names for an external Redis's stack (a Docker secret,
+say) is only read (:func:`read_named`): each host generating its own would split the stack.
 """
 
 import os
@@ -71,4 +72,28 @@ def read_existing(path: Path, *, what: str) -> str:
         raise InvalidConfig(f"the {what} file {path} holds {held} (at least {MIN_LENGTH} "
                             f"are needed); delete it to have a new {noun} generated at the "
                             "next start, or write a longer one into it")
+    return secret
+
+
+def read_named(path: Path, *, setting: str, what: str, minimum: int = 1) -> str:
+    """Return the secret in the file ``setting`` names, which nothing generates.
+
+    Args:
+        setting: the setting that names ``path``, as messages name it (``token_file``).
+        what: the secret, as messages name it (``admin token``).
+        minimum: the fewest characters a usable secret has.
+
+    Raises:
+        InvalidConfig: naming ``setting``: the file is missing or unreadable, or holds
+            fewer than ``minimum`` characters (APPSEC: never what it holds).
+    """
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as ex:
+        raise InvalidConfig(f"{setting} = {path}: cannot read the {what} file: "
+                            f"{ex.strerror}") from None
+    if len(secret) < minimum:
+        held = f"{len(secret)} characters" if secret else "nothing"
+        raise InvalidConfig(f"{setting} = {path}: the {what} file holds {held} (at least "
+                            f"{minimum} are needed)")
     return secret

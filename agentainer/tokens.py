@@ -14,17 +14,24 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def load_or_create(configured: str, path: Path) -> str:
+def load_or_create(configured: str, path: Path, *, generate: bool = True) -> str:
     """Return the admin token, creating ``path`` (mode 0600) when none is configured.
 
     Several processes may start at once (supervisord starts every server process
     together); exactly one token wins and every process returns it.
+
+    Args:
+        generate: False: ``path`` is ``token_file``, which must exist (the servers of an
+            external Redis's stack, on several hosts, share one token: a Docker secret).
 
     Raises:
         InvalidConfig: the token file cannot be read or written, or holds no usable token.
     """
     if configured:
         return configured
+    if not generate:
+        return secretfile.read_named(path, setting="token_file", what=WHAT,
+                                     minimum=secretfile.MIN_LENGTH)
     return secretfile.load_or_create(path, what=WHAT)
 
 

@@ -87,10 +87,13 @@ def redis_client(config: Config) -> redis.Redis:
     backing off, for about ``redis_wait`` seconds before the error reaches the caller.
     NOTE: that is safe because every journal script may run twice (journal/scripts.py).
     It authenticates with ``redis_url``'s password, or the embedded Redis's from
-    ``<data_dir>/redis.password`` (generated here if this program starts first).
+    ``redis_password_path`` (generated here if this program starts first), or an external
+    one's from ``redis_password_file``. A ``rediss://`` URL's TLS parameters
+    (``ssl_ca_certs``, ``ssl_cert_reqs``, ...) reach every connection of the pool, and the
+    journal's own (journal._LeanCalls), which are made like the pool's.
 
     Raises:
-        InvalidConfig: the embedded Redis's password file is unreadable or unusable.
+        InvalidConfig: the Redis password's file is unreadable or unusable.
     """
     retries, waited = 0, 0.0
     while waited < config.redis_wait:

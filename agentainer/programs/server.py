@@ -11,7 +11,7 @@ import logging
 import resource
 import socket
 
-from agentainer import tokens
+from agentainer import redis_password, tokens
 from agentainer.agents.service import AgentService
 from agentainer.api import lifecycle as agents_api
 from agentainer.api.app import ProxyCap, create_app
@@ -98,7 +98,7 @@ def serve(settings: Config) -> int:
 
     Raises:
         InvalidConfig: ``api_threads`` leaves no thread for the proxy, or ``follow_limit``
-            none for the rest of the API.
+            none for the rest of the API; a secret's file is missing or unusable.
     """
     if settings.api_threads >= settings.threads:
         raise InvalidConfig(f"api_threads = {settings.api_threads} must be less than "
@@ -108,8 +108,9 @@ def serve(settings: Config) -> int:
                             f"api_threads = {settings.api_threads}")
     raise_open_files(open_files_needed(settings))
     components = build(settings, kind="server")
-    app = create_app(settings, components,
-                     admin_token=tokens.load_or_create(settings.token, settings.token_path))
+    named = settings.token_file is not None and not redis_password.is_embedded(settings)
+    admin_token = tokens.load_or_create(settings.token, settings.token_path, generate=not named)
+    app = create_app(settings, components, admin_token=admin_token)
     try:
         address = (components.runtime.network_gateway(settings.listen_network)
                    if settings.listen_network else settings.host)

@@ -36,6 +36,7 @@ def test_redis_command_follows_the_settings(tmp_path):
     ("redis://localhost:6380/0", "true", True),
     ("redis://redis.internal:6379/0", "true", False),  # another host: external
     ("redis://127.0.0.1:6380/0", "false", False),
+    ("rediss://127.0.0.1:6380/0", "true", False),  # TLS: the embedded Redis has none
 ])
 def test_embedded_only_for_a_loopback_url(url, embedded, expected):
     settings = config.load(environ={"AGENTAINER_CONFIG": "/dev/null",
@@ -206,3 +207,37 @@ def test_an_empty_url_password_is_no_password(tmp_path):
     settings = _settings(tmp_path, AGENTAINER_REDIS_URL="redis://:@127.0.0.1:6380/0")
     password = redis_password.for_embedded(settings)
     assert password and redis_password.for_settings(settings) == password
+
+
+@pytest.mark.parametrize("url", ["redis://redis.internal:6379/0", "rediss://127.0.0.1:6380/0"])
+def test_an_external_redis_password_file_must_exist_and_is_never_generated(tmp_path, url):
+    secret = tmp_path / "secrets" / "redis_password"
+    settings = _settings(tmp_path, AGENTAINER_REDIS_URL=url,
+                         AGENTAINER_REDIS_PASSWORD_FILE=str(secret))
+    with pytest.raises(InvalidConfig, match=f"redis_password_file = {secret}: .*No such file"):
+        redis_password.for_settings(settings)
+    assert not secret.parent.exists()
+    secret.parent.mkdir()
+    secret.write_text("\n")
+    with pytest.raises(InvalidConfig, match="redis_password_file = .* holds nothing"):
+        redis_password.for_settings(settings)
+    secret.write_text("short\n")  # NOTE: the external Redis's operator chose it: any length
+    assert redis_password.for_settings(settings) == "short"
+
+
+def test_an_unreadable_password_file_is_named_without_its_contents(tmp_path):
+    secret = tmp_path / "redis_password"
+    secret.mkdir()  # NOTE: root reads any file; a directory cannot be read as one
+    settings = _settings(tmp_path, AGENTAINER_REDIS_URL="redis://redis.internal:6379/0",
+                         AGENTAINER_REDIS_PASSWORD_FILE=str(secret))
+    with pytest.raises(InvalidConfig, match="redis_password_file = .*: cannot read"):
+        redis_password.for_settings(settings)
+
+
+def test_the_embedded_redis_generates_its_password_into_redis_password_file(tmp_path):
+    secret = tmp_path / "elsewhere" / "redis.password"
+    settings = _settings(tmp_path, AGENTAINER_REDIS_PASSWORD_FILE=str(secret))
+    password = redis_password.for_embedded(settings)
+    assert secret.read_text() == password + "\n"
+    assert redis_password.for_settings(settings) == password
+    assert not (tmp_path / "redis.password").exists()

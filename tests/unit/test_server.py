@@ -60,6 +60,18 @@ def test_follow_limit_must_leave_api_threads_for_the_rest_of_the_api():
     assert "follow_limit = 16" in result.stderr and "api_threads = 16" in result.stderr
 
 
+@pytest.mark.parametrize("setting", ["token_file", "redis_password_file"])
+def test_a_secret_file_named_for_an_external_redis_must_exist(tmp_path, setting):
+    missing = tmp_path / "secrets" / setting
+    result = start({"AGENTAINER_CONFIG": "/dev/null", "AGENTAINER_DATA_DIR": str(tmp_path),
+                    "AGENTAINER_EMBEDDED_REDIS": "false",
+                    "AGENTAINER_REDIS_URL": "redis://redis.invalid:6379/0",
+                    f"AGENTAINER_{setting.upper()}": str(missing)})
+    assert result.returncode == 7
+    assert f"{setting} = {missing}" in result.stderr and "No such file" in result.stderr
+    assert not missing.parent.exists()
+
+
 class StreamingApp:
     """A WSGI app whose responses stay open until closed."""
 

@@ -65,3 +65,17 @@ def test_read_gives_none_without_a_file_and_refuses_a_short_one(tmp_path):
         tokens.read(path)
     path.write_text("x" * secretfile.MIN_LENGTH + "\n")
     assert tokens.read(path) == "x" * secretfile.MIN_LENGTH
+
+
+def test_a_token_file_not_generated_must_exist_and_hold_a_token(tmp_path):
+    path = tmp_path / "secrets" / "admin_token"
+    with pytest.raises(InvalidConfig, match=f"token_file = {path}: .*No such file"):
+        tokens.load_or_create("", path, generate=False)
+    assert not path.parent.exists()
+    path.parent.mkdir()
+    path.write_text("short\n")
+    with pytest.raises(InvalidConfig, match="token_file = .* holds 5 characters .*at least"):
+        tokens.load_or_create("", path, generate=False)
+    path.write_text("t" * secretfile.MIN_LENGTH + "\n")
+    assert tokens.load_or_create("", path, generate=False) == "t" * secretfile.MIN_LENGTH
+    assert tokens.load_or_create("configured-token", path, generate=False) == "configured-token"
