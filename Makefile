@@ -15,6 +15,9 @@ CHAOS_ARGS ?=
 SWARM_DIR := $(HOME)/.agentainer-swarm
 SWARM_ADDR := 198.18.0.1
 STACK := agentainer
+# NOTE: docker's filters on one key are or-ed: the stack's server, worker and monitor
+SWARM_PROGRAMS := --filter label=com.docker.stack.namespace=$(STACK) \
+	$(foreach p,server worker monitor,--filter name=$(STACK)_$(p))
 
 .PHONY: swarm-images swarm-up swarm-down test-swarm bench-swarm run stop verify test lint test-persistence test-crash test-network test-security images man deps docker venv help bench chaos
 
@@ -80,7 +83,7 @@ images: docker
 	bash examples/build-images.sh
 
 swarm-images: venv images
-	bash examples/build-images.sh agentainer
+	bash conf/swarm/build-image.sh
 
 # NOTE: a swarm made here advertises $(SWARM_ADDR), an address of this host's own (on lo,
 # from the benchmarking range 198.18.0.0/15) that a second node in a network namespace
@@ -96,9 +99,13 @@ swarm-up: swarm-images
 	@for secret in admin.token redis.password; do \
 		[ -s $(SWARM_DIR)/$$secret ] || (umask 077; $(PY) -c 'import secrets; print(secrets.token_urlsafe(32))' > $(SWARM_DIR)/$$secret); \
 	done
+	@# NOTE: the secrets' names carry their files' hashes (conf/swarm/stack.yml)
 	@image=agentainer/agentainer:$$(docker image inspect -f '{{index .Config.Labels "agentainer.example.hash"}}' agentainer/agentainer:latest | cut -c1-12); \
-	AGENTAINER_IMAGE=$$image AGENTAINER_SWARM_DIR=$(SWARM_DIR) docker stack deploy --prune -c conf/swarm/stack.yml $(STACK) 2>&1 \
-		| grep -v -e 'detach=false' -e '^$$' -e 'image digest' -e 'access agentainer/agentainer' -e 'versions of the image' || true
+	export AGENTAINER_SWARM_TOKEN_ID=$$(sha256sum < $(SWARM_DIR)/admin.token | cut -c1-12) \
+		AGENTAINER_SWARM_PASSWORD_ID=$$(sha256sum < $(SWARM_DIR)/redis.password | cut -c1-12); \
+	AGENTAINER_IMAGE=$$image AGENTAINER_SWARM_DIR=$(SWARM_DIR) docker stack deploy --prune \
+		--resolve-image never -c conf/swarm/stack.yml $(STACK) 2>&1 \
+		| grep -v -e 'detach=false' -e '^$$' || true
 	@# NOTE: the deploy returns at once; wait (at most 3 min) until every service of the
 	@# stack runs its new spec, so /health is the new server's
 	@for i in $$(seq 180); do \
@@ -107,11 +114,24 @@ swarm-up: swarm-images
 		short=$$(docker service ls --filter label=com.docker.stack.namespace=$(STACK) --format '{{.Replicas}}' | awk -F'[/ ]' '$$1 != $$2' | wc -l); \
 		[ "$$pending$$short" = 00 ] && break; sleep 1; \
 	done
+	@# NOTE: the secrets a new token or password replaced; one still in use stays
+	@in_use=$$(docker service inspect \
+		-f '{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.SecretName}} {{end}}' \
+		$$(docker service ls -q --filter label=com.docker.stack.namespace=$(STACK))); \
+	for name in $$(docker secret ls --format '{{.Name}}' \
+			--filter label=com.docker.stack.namespace=$(STACK)); do \
+		case " $$in_use " in *" $$name "*) ;; *) docker secret rm $$name >/dev/null 2>&1 || true;; esac; \
+	done
 	@$(PY) -m agentainer.programs.readiness swarm --url http://127.0.0.1:8091 --token-file $(SWARM_DIR)/admin.token
 
+# NOTE: the programs go first, while Redis still answers: a worker's warm shutdown waits on
+# Redis, and with Redis gone at once (a bare docker stack rm) it takes its whole grace
+# period; then the agents (no monitor restarts them any more), then the rest of the stack
 swarm-down:
-	@docker stack rm $(STACK) 2>/dev/null | grep -v '^$$' || true
+	@ids=$$(docker service ls -q $(SWARM_PROGRAMS)); [ -z "$$ids" ] || docker service rm $$ids >/dev/null
 	@ids=$$(docker service ls -q --filter label=agentainer.managed=1); [ -z "$$ids" ] || docker service rm $$ids >/dev/null
+	@for i in $$(seq 60); do [ -z "$$(docker ps -aq $(SWARM_PROGRAMS))" ] && break; sleep 1; done
+	@docker stack rm $(STACK) 2>/dev/null | grep -v '^$$' || true
 	@for i in $$(seq 60); do \
 		[ -z "$$(docker ps -aq --filter label=com.docker.stack.namespace=$(STACK); docker ps -aq --filter label=agentainer.managed=1)" ] && break; sleep 1; \
 	done
